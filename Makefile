@@ -1,0 +1,29 @@
+# stemnmf: two commands on a fresh machine.
+#   make demo   create .venv, install, simulate a scan, run the pipeline, write a report
+#   make test   create .venv, install with test extras, run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := demo-out
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+demo: $(STAMP)
+	$(BIN)/python -m stemnmf.demo $(DEMO)
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@echo "run a benchmark with: $(BIN)/python bench/<name>.py"
+
+clean:
+	rm -rf $(VENV) $(DEMO) build src/*.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,67 @@
+"""``stemnmf info FILE``: what a scan holds, before any processing."""
+
+from __future__ import annotations
+
+from stemnmf.cli.options import add_calibration_options, load_input
+
+#: Lazy datasets are summarised from at most this many scan rows.
+SUMMARY_ROWS = 16
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "info",
+        help="shape, dtype, size, calibration and intensities of a scan",
+        description="Print the shape, dtype, size, calibration and a summary of intensities of a 4D-STEM scan.",
+    )
+    parser.add_argument("input", metavar="INPUT", help="a scan file, FILE.h5:/dataset, or a folder of images")
+    add_calibration_options(parser)
+    return parser
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.2f} {unit}"
+        nbytes /= 1024
+    return ""  # pragma: no cover
+
+
+def describe(dataset) -> list[str]:
+    """The lines `stemnmf info` prints for a dataset."""
+    from stemnmf.io.summary import intensity_summary
+
+    sy, sx, qy, qx = dataset.shape
+    lines = [
+        f"file:              {dataset.source}",
+        f"scan:              {sy} x {sx} positions ({dataset.n_positions} patterns)",
+        f"patterns:          {qy} x {qx} pixels, {dataset.dtype}",
+        f"size:              {_size(dataset.nbytes)} ({'lazy, read on demand' if dataset.is_lazy else 'in memory'})",
+    ]
+    cal = dataset.calibration
+    units = {
+        "scan_step": "nm",
+        "q_pixel": "1/Å",
+        "beam_energy": "keV",
+        "camera_length": "mm",
+        "convergence_angle": "mrad",
+    }
+    for name, unit in units.items():
+        value = getattr(cal, name)
+        lines.append(f"{name + ':':<19}{'unknown' if value is None else f'{value:g} {unit}'}")
+    if dataset.mask is not None:
+        lines.append(f"mask:              {int(dataset.mask.sum())} of {qy * qx} pixels masked")
+    stats = intensity_summary(dataset, max_rows=SUMMARY_ROWS if dataset.is_lazy else None)
+    sampled = f" (from {stats['sampled_rows']} of {sy} scan rows)" if stats["sampled_rows"] else ""
+    lines.append(
+        f"intensities:       min {stats['min']:.4g}, max {stats['max']:.4g}, mean {stats['mean']:.4g}, "
+        f"{stats['n_zero'] / max(stats['n_values'], 1):.1%} zero, {stats['n_negative']} negative, "
+        f"{stats['n_nonfinite']} NaN/Inf{sampled}"
+    )
+    return lines
+
+
+def main(args) -> int:
+    dataset = load_input(args)
+    print("\n".join(describe(dataset)))
+    return 0

@@ -1,0 +1,23 @@
+"""Reading 4D-STEM scans, the Dataset4D container, scan and results files."""
+
+from stemnmf.io.dataset import Calibration, Dataset4D, electron_wavelength
+from stemnmf.io.files import atomic_output, file_checksum
+from stemnmf.io.load import LAZY_THRESHOLD, load
+from stemnmf.io.results import Results, load_results, save_results
+from stemnmf.io.scanfile import Truth, load_truth, save_scan
+
+__all__ = [
+    "Calibration",
+    "Dataset4D",
+    "LAZY_THRESHOLD",
+    "Results",
+    "Truth",
+    "atomic_output",
+    "electron_wavelength",
+    "file_checksum",
+    "load",
+    "load_results",
+    "load_truth",
+    "save_results",
+    "save_scan",
+]
