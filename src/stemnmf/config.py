@@ -1,0 +1,405 @@
+"""Run configuration: one schema for the TOML file, the command line and the docs.
+
+Every option lives in a section dataclass below, with its default and a
+one-line help. ``stemnmf run --config run.toml`` reads the same names
+(``[features] representation = "aa"``); every option also has a
+command-line twin (``--feature aa``), and the command line wins over the
+file, which wins over the defaults. ``stemnmf run --print-config`` writes
+the defaults as a commented TOML file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from stemnmf.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "InputConfig",
+    "CalibrateConfig",
+    "PreprocessConfig",
+    "FeaturesConfig",
+    "NMFConfig",
+    "AnalysisConfig",
+    "RunConfig",
+    "load_config",
+    "add_config_arguments",
+    "config_from_args",
+    "default_toml",
+    "parse_k",
+    "parse_k_range",
+]
+
+
+def option(default, help: str, *, flag: str | None = None, choices=None, metavar=None):
+    """A config field with its command-line twin."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def parse_k(value) -> str | int:
+    """``'auto'``, ``'iterative'`` or a positive integer."""
+    if isinstance(value, bool):
+        raise ConfigError(f"k={value!r} is not valid", "use auto, iterative or a number such as 6")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"k={value} must be at least 1")
+        return value
+    text = str(value).strip().lower()
+    if text in ("auto", "iterative"):
+        return text
+    try:
+        return parse_k(int(text))
+    except ValueError:
+        raise ConfigError(f"k={value!r} is not valid", "use auto, iterative or a number such as 6") from None
+
+
+def parse_k_range(value) -> tuple[int, int]:
+    """``'3:20'`` or ``[3, 20]`` -> (3, 20), both ends included."""
+    try:
+        if isinstance(value, str):
+            low, high = (int(v) for v in value.split(":"))
+        else:
+            low, high = (int(v) for v in value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"k range {value!r} is not valid", "write it as LOW:HIGH, e.g. 3:20") from None
+    if not 1 <= low < high:
+        raise ConfigError(f"k range {value!r} must satisfy 1 <= LOW < HIGH", "e.g. 3:20")
+    return low, high
+
+
+@dataclasses.dataclass
+class InputConfig:
+    """[input]: how the scan is read; calibration given here overrides the file's."""
+
+    scan_step: float | None = option(None, "distance between probe positions in nm", metavar="NM")
+    q_pixel: float | None = option(None, "detector pixel size in 1/Å", metavar="INV_ANGSTROM")
+    beam_energy: float | None = option(None, "beam energy in keV", metavar="KEV")
+    camera_length: float | None = option(None, "camera length in mm", metavar="MM")
+    convergence_angle: float | None = option(None, "probe semi-convergence angle in mrad", metavar="MRAD")
+    scan_shape: str | None = option(None, "scan shape of 3D stacks and image folders, e.g. 95x165", metavar="ROWSxCOLS")
+    lazy: bool | None = option(None, "read on demand (default: when the file is larger than 2 GiB)")
+
+
+@dataclasses.dataclass
+class CalibrateConfig:
+    """[calibrate]: detector corrections before any feature is computed."""
+
+    hot_pixels: bool = option(True, "replace hot pixels by their 3 x 3 median")
+    hot_pixel_threshold: float = option(0.55, "fraction above the local sorted intensity that marks a hot pixel")
+    bin_q: int = option(1, "bin detector pixels by this factor")
+    bin_scan: int = option(1, "bin probe positions by this factor")
+    origin: str = option("com", "how to find the direct beam per position", choices=("com", "xcorr", "none"))
+    origin_fit: str = option("plane", "surface fitted to the origins over the scan", choices=("plane", "quadratic", "none"))
+    correct_shift: bool = option(False, "shift every pattern so its direct beam is at the mean origin")
+    ellipse: bool = option(False, "fit elliptical distortion to a ring of the mean pattern")
+    beam_stop: str = option("auto", "beam-stop mask: auto, none, or a .npy image (True = masked)", metavar="auto|none|FILE")
+    edge_pixels: int = option(0, "mask this many pixels at each detector edge")
+
+
+@dataclasses.dataclass
+class PreprocessConfig:
+    """[preprocess]: optional denoising of the calibrated patterns (Cao et al. compare these)."""
+
+    method: str = option(
+        "none", "denoising before features", flag="--preprocess", choices=("none", "mean3", "epattern", "lowrank")
+    )
+    rank: int | None = option(None, "rank of the low-rank denoiser (default: estimated)", flag="--lowrank-rank")
+
+
+@dataclasses.dataclass
+class FeaturesConfig:
+    """[features]: the representation factorised by NMF."""
+
+    representation: str = option("aa", "aa, rv, bd, raw or a '+'-joined combination such as aa+bd", flag="--feature")
+    scaling: str = option("minmax", "feature scaling", choices=("minmax", "pattern", "none"))
+    sector_width: float = option(5.0, "AA: angular sector width in degrees", metavar="DEG")
+    ring_bounds: list = option([], "radial bounds of the rings in pixels, e.g. 10:18,22:30 (default: found)", metavar="R0:R1,...")
+    bd_bin: int = option(3, "BD: raster bin size in pixels", metavar="PX")
+    bd_weighting: str = option("intensity", "BD: weight disks by intensity or count them", choices=("intensity", "count"))
+    raw_bin: int = option(4, "raw: bin patterns by this factor before flattening")
+    raw_scale: str = option("none", "raw: intensity scaling", choices=("none", "log", "sqrt"))
+
+
+@dataclasses.dataclass
+class NMFConfig:
+    """[nmf]: the factorisation and how its number of components is chosen."""
+
+    k: str | int = option("auto", "components: auto (K-component loss + IQA), iterative (merging NMF) or a number", metavar="auto|iterative|N")
+    k_range: str = option("3:20", "k values scanned by --k auto and kscan", metavar="LOW:HIGH")
+    solver: str = option("hals", "NMF solver", choices=("hals", "mu", "kl", "compressed"))
+    max_iter: int = option(400, "iterations per fit")
+    tol: float = option(1e-4, "stop when the objective changes by less than this fraction")
+    n_restarts: int = option(25, "iterative NMF: seeded restarts, the best is kept")
+    merge_threshold: float | None = option(None, "iterative NMF: map correlation at which components merge (default per feature)")
+    scree_factor: float = option(5.0, "iterative NMF: initial components = PCA scree elbow x this")
+
+
+@dataclasses.dataclass
+class AnalysisConfig:
+    """[analysis]: from component maps to clusters, overlaps and grains."""
+
+    overlap_thresholds: list = option([0.75, 0.80, 0.85, 0.90, 0.95], "second/largest weight ratios for overlap maps", metavar="T,T,...")
+    refine: str = option("yen", "threshold for spatial refinement", choices=("yen", "otsu", "none"))
+    min_region_size: int = option(25, "drop refined regions smaller than this many positions")
+    clean: bool = option(False, "give each position to the refined region of largest weight")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """[run]: reproducibility and where the work runs."""
+
+    seed: int = option(0, "random seed of every random choice")
+    memory_budget: str = option("2GiB", "memory for patterns in flight", metavar="SIZE")
+    scheduler: str | None = option(None, "dask.distributed scheduler address, e.g. tcp://host:8786", metavar="ADDRESS")
+    report: bool = option(True, "write report.html")
+
+
+_SECTIONS = {
+    "input": InputConfig,
+    "calibrate": CalibrateConfig,
+    "preprocess": PreprocessConfig,
+    "features": FeaturesConfig,
+    "nmf": NMFConfig,
+    "analysis": AnalysisConfig,
+    "run": RunConfig,
+}
+
+
+@dataclasses.dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    input: InputConfig = dataclasses.field(default_factory=InputConfig)
+    calibrate: CalibrateConfig = dataclasses.field(default_factory=CalibrateConfig)
+    preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
+    features: FeaturesConfig = dataclasses.field(default_factory=FeaturesConfig)
+    nmf: NMFConfig = dataclasses.field(default_factory=NMFConfig)
+    analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> Config:
+        """Check values that types alone do not catch; returns self."""
+        self.nmf.k = parse_k(self.nmf.k)
+        parse_k_range(self.nmf.k_range)
+        for name in ("bin_q", "bin_scan"):
+            if getattr(self.calibrate, name) < 1:
+                raise ConfigError(f"calibrate.{name}={getattr(self.calibrate, name)} must be at least 1")
+        if not 0 < self.calibrate.hot_pixel_threshold:
+            raise ConfigError("calibrate.hot_pixel_threshold must be positive")
+        if not 0 < self.features.sector_width <= 180:
+            raise ConfigError(f"features.sector_width={self.features.sector_width} must be in (0, 180] degrees")
+        for name in ("bd_bin", "raw_bin"):
+            if getattr(self.features, name) < 1:
+                raise ConfigError(f"features.{name} must be at least 1")
+        if self.nmf.max_iter < 1 or self.nmf.n_restarts < 1:
+            raise ConfigError("nmf.max_iter and nmf.n_restarts must be at least 1")
+        if self.analysis.min_region_size < 1:
+            raise ConfigError("analysis.min_region_size must be at least 1")
+        thresholds = [float(t) for t in self.analysis.overlap_thresholds]
+        if not thresholds or not all(0 < t <= 1 for t in thresholds):
+            raise ConfigError("analysis.overlap_thresholds must be numbers in (0, 1]", "e.g. 0.75,0.8,0.85,0.9,0.95")
+        self.analysis.overlap_thresholds = thresholds
+        if self.features.ring_bounds:
+            self.features.ring_bounds = _parse_ring_bounds(self.features.ring_bounds)
+        return self
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "configuration") -> Config:
+        """Build from nested dicts; unknown sections or keys are errors."""
+        sections = {}
+        for name, content in values.items():
+            if name not in _SECTIONS:
+                raise ConfigError(
+                    f"unknown section [{name}] in {source}", f"known sections: {', '.join(_SECTIONS)}"
+                )
+            if not isinstance(content, Mapping):
+                raise ConfigError(f"[{name}] in {source} must be a table of options")
+            section_cls = _SECTIONS[name]
+            known = {f.name: f for f in dataclasses.fields(section_cls)}
+            kwargs = {}
+            for key, value in content.items():
+                if key not in known:
+                    raise ConfigError(
+                        f"unknown option '{key}' in [{name}] of {source}",
+                        f"options of [{name}]: {', '.join(known)}",
+                    )
+                kwargs[key] = _coerce(value, known[key], f"{name}.{key}", source)
+            sections[name] = section_cls(**kwargs)
+        return cls(**sections)
+
+    def replace(self, overrides: Mapping[str, Mapping[str, Any]]) -> Config:
+        """A copy with ``{section: {key: value}}`` changed."""
+        values = self.to_dict()
+        for section, content in overrides.items():
+            values.setdefault(section, {}).update(content)
+        return Config.from_dict(values)
+
+
+def _field_type(field: dataclasses.Field):
+    hint = typing.get_type_hints(_owner(field))[field.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(args) if len(args) > 1 else args[0]
+    return hint
+
+
+def _owner(field: dataclasses.Field):
+    for cls in _SECTIONS.values():
+        if any(f is field for f in dataclasses.fields(cls)):
+            return cls
+    raise KeyError(field.name)  # pragma: no cover
+
+
+def _coerce(value, field: dataclasses.Field, name: str, source: str):
+    """Check and convert one value from a file or the command line."""
+    if value is None:
+        return None
+    kind = _field_type(field)
+    choices = field.metadata.get("choices")
+    try:
+        if name == "nmf.k":
+            return parse_k(value)
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind is list:
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return list(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind is float:
+            return float(value)
+        value = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name}={value!r} in {source} is not a valid {getattr(kind, '__name__', kind)}",
+            f"see `stemnmf run --print-config` for the defaults",
+        ) from None
+    if choices and value not in choices:
+        raise ConfigError(f"{name}={value!r} in {source} is not one of {', '.join(choices)}")
+    return value
+
+
+def _parse_ring_bounds(value) -> list[list[float]]:
+    bounds = []
+    for item in value:
+        try:
+            low, high = (float(v) for v in (item.split(":") if isinstance(item, str) else item))
+        except (ValueError, TypeError):
+            raise ConfigError(f"ring bounds {item!r} are not valid", "write them as R0:R1,R0:R1 in pixels") from None
+        if not 0 <= low < high:
+            raise ConfigError(f"ring bounds {item!r} must satisfy 0 <= R0 < R1")
+        bounds.append([low, high])
+    return bounds
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML configuration file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist", "check the path or write one with --print-config")
+    try:
+        values = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} is not valid TOML ({err})") from None
+    return Config.from_dict(values, source=str(path))
+
+
+# -- command line ------------------------------------------------------------------------------
+def _flag(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, sections=tuple(_SECTIONS), exclude=()) -> None:
+    """Add one option per config field; unset options stay ``argparse.SUPPRESS``.
+
+    ``exclude`` names fields as ``'section.key'`` that get no option.
+    """
+    for name in sections:
+        cls = _SECTIONS[name]
+        group = parser.add_argument_group(f"[{name}]", cls.__doc__.split(":", 1)[1].strip())
+        for field in dataclasses.fields(cls):
+            if f"{name}.{field.name}" in exclude:
+                continue
+            kind = _field_type(field)
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            shown = ",".join(str(v) for v in default) if isinstance(default, list) else default
+            help_text = f"{field.metadata['help']} (default: {shown if shown not in (None, '') else 'unset'})"
+            dest = f"cfg__{name}__{field.name}"
+            if kind is bool:
+                group.add_argument(
+                    _flag(field), dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+                )
+            else:
+                group.add_argument(
+                    _flag(field),
+                    dest=dest,
+                    default=argparse.SUPPRESS,
+                    choices=field.metadata.get("choices"),
+                    metavar=field.metadata.get("metavar") or (None if field.metadata.get("choices") else field.name.upper()),
+                    help=help_text,
+                )
+
+
+def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
+    """The config file (``args.config``) with command-line options applied on top."""
+    config = base or (load_config(args.config) if getattr(args, "config", None) else Config())
+    overrides: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith("cfg__"):
+            _, section, key = dest.split("__", 2)
+            field = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}[key]
+            overrides.setdefault(section, {})[key] = _coerce(value, field, f"{section}.{key}", "the command line")
+    return config.replace(overrides) if overrides else config
+
+
+def default_toml() -> str:
+    """The default configuration as a commented TOML document."""
+    lines = ["# stemnmf run configuration; every option also has a command-line twin", ""]
+    for name, cls in _SECTIONS.items():
+        lines.append(f"# {cls.__doc__.split(':', 1)[1].strip()}")
+        lines.append(f"[{name}]")
+        for field in dataclasses.fields(cls):
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            lines.append(f"# {field.metadata['help']} ({_flag(field)})")
+            if default is None:
+                lines.append(f"# {field.name} =        (unset)")
+            else:
+                lines.append(f"{field.name} = {_toml_value(default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

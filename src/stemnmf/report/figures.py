@@ -1,0 +1,374 @@
+"""Figures of a run, each drawn from a Results object alone.
+
+Every function takes a :class:`stemnmf.io.Results` and returns a matplotlib
+Figure, or None when the run did not produce what the figure shows.
+Figures are built with the object-oriented API (no pyplot state), so they
+can be drawn from any thread.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
+
+__all__ = [
+    "distinct_label_colors",
+    "fig_mean_image",
+    "fig_max_pattern",
+    "fig_bragg_vector_map",
+    "fig_kloss",
+    "fig_iqa",
+    "fig_component_maps",
+    "fig_label_map",
+    "fig_overlap",
+    "fig_cluster_patterns",
+    "fig_nsd",
+    "fig_region_boxplots",
+    "fig_scores",
+    "fig_truth",
+]
+
+PANEL = 2.2  # inches per image panel
+
+
+def _get(results, path):
+    return results[path] if path in results else None
+
+
+def _grid(n: int, max_cols: int = 6) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def _image_axes(fig: Figure, rows: int, cols: int):
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return axes
+
+
+def _pattern_display(pattern: np.ndarray) -> np.ndarray:
+    """Diffraction patterns span decades: show them on a log scale."""
+    pattern = np.asarray(pattern, dtype=np.float64)
+    low = np.percentile(pattern, 1)
+    return np.log1p(np.clip(pattern - low, 0, None))
+
+
+def distinct_label_colors(labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """RGB colours (n_labels, 3) such that labels sharing a border differ strongly.
+
+    Colours are evenly spaced hues at two lightness levels; labels are coloured
+    greedily, most-connected first, each taking the free colour farthest (in
+    RGB) from the colours of its neighbours in the map.
+    """
+    n_labels = max(int(n_labels), 1)
+    palette = []
+    for i in range(n_labels):
+        hue = (i * 0.618033988749895) % 1.0
+        lightness = 0.45 if i % 2 == 0 else 0.62
+        palette.append(colorsys.hls_to_rgb(hue, lightness, 0.85))
+    palette = np.array(palette)
+    adjacency = np.zeros((n_labels, n_labels), dtype=np.int64)
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        mask = (a != b) & (a >= 0) & (b >= 0) & (a < n_labels) & (b < n_labels)
+        np.add.at(adjacency, (a[mask], b[mask]), 1)
+    adjacency = adjacency + adjacency.T
+    order = np.argsort(-adjacency.sum(axis=1), kind="stable")
+    colors = np.zeros((n_labels, 3))
+    free = list(range(n_labels))
+    assigned = np.zeros(n_labels, dtype=bool)
+    for label in order:
+        neighbours = np.flatnonzero((adjacency[label] > 0) & assigned)
+        if len(neighbours) == 0:
+            choice = free[0]
+        else:
+            distances = [np.min(np.linalg.norm(colors[neighbours] - palette[c], axis=1)) for c in free]
+            choice = free[int(np.argmax(distances))]
+        colors[label] = palette[choice]
+        free.remove(choice)
+        assigned[label] = True
+    return colors
+
+
+def fig_mean_image(results) -> Figure | None:
+    image = _get(results, "/summary/mean_image")
+    if image is None:
+        return None
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.subplots()
+    shown = ax.imshow(image, cmap="gray")
+    ax.set_title("mean intensity per probe position")
+    ax.set_xlabel("x (position)")
+    ax.set_ylabel("y (position)")
+    fig.colorbar(shown, ax=ax, shrink=0.8)
+    return fig
+
+
+def fig_max_pattern(results) -> Figure | None:
+    pattern = _get(results, "/summary/max_pattern")
+    if pattern is None:
+        return None
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.subplots()
+    ax.imshow(_pattern_display(pattern), cmap="magma")
+    ax.set_title("maximum pattern (log), rings and sectors")
+    origin = _get(results, "/features/origin")
+    bounds = _get(results, "/features/ring_bounds")
+    if origin is not None and bounds is not None and len(bounds):
+        cy, cx = (float(v) for v in np.ravel(origin)[:2])
+        ellipse = _get(results, "/features/ellipse")
+        ratio, angle = 1.0, 0.0
+        if ellipse is not None and np.size(ellipse) == 3 and float(ellipse[0]) > 0:
+            ratio, angle = float(ellipse[1]) / float(ellipse[0]), math.degrees(float(ellipse[2]))
+        for k, (r0, r1) in enumerate(np.asarray(bounds, dtype=float)):
+            for r in (r0, r1):
+                ax.add_patch(
+                    Ellipse((cx, cy), 2 * r, 2 * r * ratio, angle=angle, fill=False, color=f"C{k % 10}", lw=0.8)
+                )
+        width = _get(results, "/features/sector_width")
+        if width is not None and float(width) > 0:
+            outer = float(np.max(bounds))
+            for theta in np.deg2rad(np.arange(0, 360, float(width))):
+                ax.plot([cx, cx + outer * math.cos(theta)], [cy, cy + outer * math.sin(theta)], color="w", lw=0.2, alpha=0.5)
+    ax.set_xlim(-0.5, pattern.shape[1] - 0.5)
+    ax.set_ylim(pattern.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def fig_bragg_vector_map(results) -> Figure | None:
+    bvm = _get(results, "/features/bragg_vector_map")
+    if bvm is None:
+        return None
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    ax.imshow(np.log1p(np.clip(bvm, 0, None)), cmap="inferno")
+    ax.set_title("Bragg vector map (log)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def fig_kloss(results) -> Figure | None:
+    k = _get(results, "/kselect/k")
+    loss = _get(results, "/kselect/loss")
+    if k is None or loss is None or len(k) < 2:
+        return None
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
+    ax.plot(k, loss, "o-", color="C0", label="K-component loss (mean |X - WH|)")
+    low_high = _get(results, "/kselect/range")
+    if low_high is not None:
+        ax.axvspan(float(low_high[0]) - 0.5, float(low_high[1]) + 0.5, color="C0", alpha=0.1, label="range of interest")
+    knee = _get(results, "/kselect/knee")
+    if knee is not None and int(knee) > 0:
+        ax.axvline(int(knee), color="C1", ls="--", label=f"knee k = {int(knee)}")
+    chosen = _get(results, "/kselect/chosen_k")
+    if chosen is not None:
+        ax.axvline(int(chosen), color="C3", lw=2, alpha=0.6, label=f"chosen k = {int(chosen)}")
+    ax.set_xlabel("number of components k")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    ax.set_title("decision level 1: K-component loss")
+    return fig
+
+
+def fig_iqa(results) -> Figure | None:
+    """The four IQA matrices between the chosen k's components."""
+    chosen = _get(results, "/kselect/chosen_k")
+    if chosen is None:
+        return None
+    metrics = [m for m in ("ssim", "psnr", "gmsd", "mdsi") if f"/kselect/iqa/{m}/{int(chosen)}" in results]
+    if not metrics:
+        return None
+    fig = Figure(figsize=(3.3 * len(metrics), 3.2))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        matrix = np.asarray(results[f"/kselect/iqa/{metric}/{int(chosen)}"], dtype=float)
+        shown = np.where(np.isfinite(matrix), matrix, np.nan)
+        im = ax.imshow(shown, cmap="viridis")
+        ax.set_title(metric.upper())
+        ax.set_xlabel("component")
+        ax.set_ylabel("component")
+        fig.colorbar(im, ax=ax, shrink=0.75)
+    fig.suptitle(f"decision level 2: image similarity between components (k = {int(chosen)})")
+    return fig
+
+
+def fig_component_maps(results) -> Figure | None:
+    maps = _get(results, "/components/maps")
+    if maps is None:
+        return None
+    rows, cols = _grid(len(maps))
+    fig = Figure(figsize=(PANEL * cols, PANEL * rows + 0.4))
+    axes = _image_axes(fig, rows, cols)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(maps):
+            ax.axis("off")
+            continue
+        ax.imshow(maps[i], cmap="viridis")
+        ax.set_title(f"component {i}", fontsize=9)
+    fig.suptitle("component maps (columns of W)")
+    return fig
+
+
+def fig_label_map(results) -> Figure | None:
+    labels = _get(results, "/labels")
+    if labels is None:
+        return None
+    n = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 1
+    colors = distinct_label_colors(labels, n)
+    rgb = np.ones((*labels.shape, 3))
+    valid = labels >= 0
+    rgb[valid] = colors[labels[valid]]
+    rgb[~valid] = 0.0
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.subplots()
+    ax.imshow(rgb, interpolation="nearest")
+    ax.set_title("clusters (argmax component; black = none)")
+    handles = [
+        ax.scatter([], [], color=colors[i], marker="s", label=str(i)) for i in range(n) if np.any(labels == i)
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="component")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def fig_overlap(results) -> Figure | None:
+    ratio = _get(results, "/overlap/ratio")
+    if ratio is None:
+        return None
+    thresholds = _get(results, "/overlap/thresholds")
+    thresholds = [] if thresholds is None else list(thresholds)
+    n = 1 + len(thresholds) + (1 if thresholds else 0)
+    rows, cols = _grid(n, 4)
+    fig = Figure(figsize=(PANEL * 1.2 * cols, PANEL * 1.2 * rows + 0.4))
+    axes = _image_axes(fig, rows, cols)
+    flat = list(axes.flat)
+    im = flat[0].imshow(ratio, cmap="cividis", vmin=0, vmax=1)
+    flat[0].set_title("second / largest weight", fontsize=9)
+    fig.colorbar(im, ax=flat[0], shrink=0.7)
+    for i, t in enumerate(thresholds):
+        flat[1 + i].imshow(ratio >= t, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        flat[1 + i].set_title(f"overlap at {t:.0%} ({np.mean(ratio >= t):.1%} of positions)", fontsize=8)
+    if thresholds:
+        combined = np.zeros(ratio.shape, dtype=float)
+        for t in sorted(thresholds):
+            combined[ratio >= t] = t
+        cmap = ListedColormap(["#000000", *[f"C{i}" for i in range(len(thresholds))]])
+        levels = np.searchsorted(sorted(thresholds), combined, side="right") * (combined > 0)
+        flat[1 + len(thresholds)].imshow(levels, cmap=cmap, vmin=0, vmax=len(thresholds), interpolation="nearest")
+        flat[1 + len(thresholds)].set_title("combined: colour = highest threshold met", fontsize=8)
+    for ax in flat[n:]:
+        ax.axis("off")
+    fig.suptitle("overlap maps")
+    return fig
+
+
+def fig_cluster_patterns(results) -> Figure | None:
+    mean = _get(results, "/components/mean_patterns")
+    rep = _get(results, "/components/representative_patterns")
+    if mean is None and rep is None:
+        return None
+    stacks = [(name, s) for name, s in (("mean", mean), ("representative", rep)) if s is not None]
+    k = len(stacks[0][1])
+    fig = Figure(figsize=(PANEL * len(stacks), PANEL * k * 0.95 + 0.4))
+    axes = _image_axes(fig, k, len(stacks))
+    for col, (name, stack) in enumerate(stacks):
+        for i in range(k):
+            axes[i, col].imshow(_pattern_display(stack[i]), cmap="magma")
+            axes[i, col].set_title(f"{i}: {name}", fontsize=8)
+    fig.suptitle("per-cluster patterns (log)")
+    return fig
+
+
+def fig_nsd(results) -> Figure | None:
+    nsd = _get(results, "/analysis/nsd")
+    if nsd is None:
+        return None
+    nsd = np.atleast_2d(np.asarray(nsd, dtype=float))
+    names = _get(results, "/analysis/nsd_labels")
+    names = [str(n) for n in names] if names is not None else [f"set {i}" for i in range(nsd.shape[0])]
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    width = 0.8 / nsd.shape[0]
+    x = np.arange(nsd.shape[1])
+    for i, row in enumerate(nsd):
+        ax.bar(x + i * width, row, width, label=names[i])
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("NSD")
+    ax.set_xticks(x + 0.4 - width / 2, [str(i) for i in x])
+    ax.legend(fontsize=8)
+    ax.set_title("noise standard deviation per cluster")
+    return fig
+
+
+def fig_region_boxplots(results) -> Figure | None:
+    table = _get(results, "/regions/table")
+    if table is None or len(table) == 0:
+        return None
+    columns = [(c, unit) for c, unit in (("area_nm2", "nm²"), ("max_feret_nm", "nm"), ("dissimilarity", "")) if c in table.dtype.names]
+    fig = Figure(figsize=(3 * len(columns), 3.5))
+    axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    for ax, (name, unit) in zip(axes, columns):
+        values = np.asarray(table[name], dtype=float)
+        values = values[np.isfinite(values)]
+        ax.boxplot(values, widths=0.5)
+        ax.scatter(np.random.default_rng(0).normal(1, 0.04, len(values)), values, s=6, alpha=0.5)
+        ax.set_title(f"{name.replace('_', ' ')}" + (f" ({unit})" if unit else ""), fontsize=9)
+        ax.set_xticks([])
+    fig.suptitle(f"{len(table)} refined regions")
+    return fig
+
+
+def fig_scores(results) -> Figure | None:
+    tpr = _get(results, "/scores/tpr_g")
+    if tpr is None:
+        return None
+    panels = [("TPR_G", tpr)]
+    for name in ("precision_g", "iou_g"):
+        values = _get(results, f"/scores/{name}")
+        if values is not None:
+            panels.append((name.replace("_g", "_G").replace("precision", "precision").replace("iou", "IoU"), values))
+    fig = Figure(figsize=(3.2 * len(panels), 3.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, values) in zip(axes, panels):
+        values = np.asarray(values, dtype=float)
+        values = values[np.isfinite(values)]
+        ax.hist(values, bins=np.linspace(0, 1, 11), color="C2", edgecolor="k")
+        ax.axvline(values.mean() if len(values) else 0, color="C3", label=f"mean {values.mean() if len(values) else 0:.3f}")
+        ax.set_xlabel(name)
+        ax.set_ylabel("clusters")
+        ax.legend(fontsize=8)
+    fig.suptitle("scores against ground truth")
+    return fig
+
+
+def fig_truth(results) -> Figure | None:
+    truth = _get(results, "/truth/labels")
+    if truth is None:
+        return None
+    count = truth.sum(axis=0)
+    dominant = np.where(count > 0, np.argmax(truth, axis=0), -1)
+    fig = Figure(figsize=(8, 3.8))
+    axes = fig.subplots(1, 2)
+    colors = distinct_label_colors(dominant, truth.shape[0])
+    rgb = np.zeros((*dominant.shape, 3))
+    rgb[dominant >= 0] = colors[dominant[dominant >= 0]]
+    axes[0].imshow(rgb, interpolation="nearest")
+    axes[0].set_title(f"ground truth: {truth.shape[0]} grains (first in beam)", fontsize=9)
+    im = axes[1].imshow(count, cmap="viridis", interpolation="nearest")
+    axes[1].set_title("grains along the beam", fontsize=9)
+    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
