@@ -267,15 +267,18 @@ def _owner(field: dataclasses.Field):
     raise KeyError(field.name)  # pragma: no cover
 
 
+_TYPE_NAMES = {bool: "true/false", int: "whole number", float: "number", list: "list", str: "text"}
+
+
 def _coerce(value, field: dataclasses.Field, name: str, source: str):
     """Check and convert one value from a file or the command line."""
     if value is None:
         return None
+    if name == "nmf.k":
+        return parse_k(value)
     kind = _field_type(field)
     choices = field.metadata.get("choices")
     try:
-        if name == "nmf.k":
-            return parse_k(value)
         if kind is bool:
             if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
                 return value.lower() in ("true", "yes", "1")
@@ -297,7 +300,7 @@ def _coerce(value, field: dataclasses.Field, name: str, source: str):
         value = str(value)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"{name}={value!r} in {source} is not a valid {getattr(kind, '__name__', kind)}",
+            f"{name}={value!r} in {source} is not a valid {_TYPE_NAMES.get(kind, 'value')}",
             f"see `stemnmf run --print-config` for the defaults",
         ) from None
     if choices and value not in choices:

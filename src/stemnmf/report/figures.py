@@ -194,6 +194,8 @@ def fig_iqa(results) -> Figure | None:
         matrix = np.asarray(results[f"/kselect/iqa/{metric}/{int(chosen)}"], dtype=float)
         shown = np.where(np.isfinite(matrix), matrix, np.nan)
         im = ax.imshow(shown, cmap="viridis")
+        ax.set_xticks(range(len(matrix)))
+        ax.set_yticks(range(len(matrix)))
         ax.set_title(metric.upper())
         ax.set_xlabel("component")
         ax.set_ylabel("component")
