@@ -32,9 +32,14 @@ def describe(dataset) -> list[str]:
     from stemnmf.io.summary import intensity_summary
 
     sy, sx, qy, qx = dataset.shape
+    meta = dataset.metadata
+    shape_source = meta.get("scan_shape_source")
     lines = [
         f"file:              {dataset.source}",
-        f"scan:              {sy} x {sx} positions ({dataset.n_positions} patterns)",
+        f"format:            {meta.get('format', 'unknown')}"
+        + (f", dataset {meta['dataset']}" if meta.get("dataset") else ""),
+        f"scan:              {sy} x {sx} positions ({dataset.n_positions} patterns)"
+        + (f", shape from {shape_source}" if shape_source and shape_source != "the file" else ""),
         f"patterns:          {qy} x {qx} pixels, {dataset.dtype}",
         f"size:              {_size(dataset.nbytes)} ({'lazy, read on demand' if dataset.is_lazy else 'in memory'})",
     ]
@@ -46,9 +51,13 @@ def describe(dataset) -> list[str]:
         "camera_length": "mm",
         "convergence_angle": "mrad",
     }
+    sources = meta.get("calibration_source", {})
     for name, unit in units.items():
         value = getattr(cal, name)
-        lines.append(f"{name + ':':<19}{'unknown' if value is None else f'{value:g} {unit}'}")
+        where = " (given)" if sources.get(name) == "option" else ""
+        lines.append(f"{name + ':':<19}{'unknown' if value is None else f'{value:g} {unit}{where}'}")
+    if cal.origin is not None:
+        lines.append(f"origin:            qy {cal.origin[0]:g}, qx {cal.origin[1]:g} pixels")
     if dataset.mask is not None:
         lines.append(f"mask:              {int(dataset.mask.sum())} of {qy * qx} pixels masked")
     stats = intensity_summary(dataset, max_rows=SUMMARY_ROWS if dataset.is_lazy else None)

@@ -41,6 +41,7 @@ def add_calibration_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--q-pixel", type=float, metavar="INV_ANGSTROM", help="detector pixel size in 1/Å")
     group.add_argument("--beam-energy", type=float, metavar="KEV", help="beam energy in keV")
     group.add_argument("--camera-length", type=float, metavar="MM", help="camera length in mm")
+    group.add_argument("--convergence-angle", type=float, metavar="MRAD", help="probe semi-convergence angle in mrad")
     group.add_argument(
         "--scan-shape",
         type=_scan_shape_arg,
@@ -51,7 +52,7 @@ def add_calibration_options(parser: argparse.ArgumentParser) -> None:
         "--lazy",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="read the data on demand (default: when the file is larger than 2 GiB)",
+        help="read the data on demand (default: when the file is larger than 2 GiB or half the free memory)",
     )
 
 
@@ -71,6 +72,7 @@ def load_input(args):
         q_pixel=getattr(args, "q_pixel", None),
         beam_energy=getattr(args, "beam_energy", None),
         camera_length=getattr(args, "camera_length", None),
+        convergence_angle=getattr(args, "convergence_angle", None),
     )
     if getattr(args, "scan_shape", None) is not None:
         options["scan_shape"] = args.scan_shape

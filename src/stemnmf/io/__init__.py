@@ -5,6 +5,7 @@ from stemnmf.io.files import atomic_output, file_checksum
 from stemnmf.io.load import LAZY_THRESHOLD, load
 from stemnmf.io.results import Results, load_results, save_results
 from stemnmf.io.scanfile import Truth, load_truth, save_scan
+from stemnmf.io.summary import ValueReport, check_values, intensity_summary
 
 __all__ = [
     "Calibration",
@@ -12,9 +13,12 @@ __all__ = [
     "LAZY_THRESHOLD",
     "Results",
     "Truth",
+    "ValueReport",
     "atomic_output",
+    "check_values",
     "electron_wavelength",
     "file_checksum",
+    "intensity_summary",
     "load",
     "load_results",
     "load_truth",

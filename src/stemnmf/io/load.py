@@ -1,109 +1,46 @@
-"""``load(path)``: any supported 4D-STEM file or folder -> Dataset4D."""
+"""``load(path)``: any supported 4D-STEM file or folder -> Dataset4D.
+
+The work is split between the readers (``stemnmf.io.readers``, one module
+per family of formats), which say what a file holds, and this module, which
+applies the scan shape, decides between reading now and on demand, merges
+the calibration with the user's options and checks the values.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from stemnmf.errors import FormatError, InputError
+from stemnmf.errors import FormatError, InputError, MemoryBudgetError, ScanShapeError, StemNMFError
 from stemnmf.io.dataset import Calibration, Dataset4D
+from stemnmf.io.readers.layout import suggest_scan_shapes
 
-__all__ = ["load", "LAZY_THRESHOLD"]
+__all__ = ["load", "LAZY_THRESHOLD", "SAMPLE_ROWS", "suggest_scan_shapes"]
 
 log = logging.getLogger(__name__)
 
-#: Files larger than this load lazily (dask) unless ``lazy`` says otherwise.
+#: Data larger than this (in memory, or on disk) load lazily (dask) unless ``lazy`` says otherwise.
 LAZY_THRESHOLD = 2 * 1024**3
+#: Scan rows whose values are checked when a lazy dataset is loaded.
+SAMPLE_ROWS = 16
+
+_CALIBRATION_FIELDS = ("scan_step", "q_pixel", "beam_energy", "camera_length", "convergence_angle")
+_SUFFIXES = (".h5", ".hdf5", ".hdf", ".emd", ".hspy")
 
 
 def _split_h5_path(path: str) -> tuple[str, str | None]:
     """``'file.h5:/group/data'`` -> ``('file.h5', '/group/data')``."""
     text = str(path)
-    for ext in (".h5:", ".hdf5:", ".hdf:", ".emd:", ".hspy:"):
-        i = text.lower().find(ext)
+    lower = text.lower()
+    for ext in _SUFFIXES:
+        i = lower.find(ext + ":")
         if i >= 0:
-            cut = i + len(ext) - 1
+            cut = i + len(ext)
             return text[:cut], text[cut + 1 :] or None
     return text, None
-
-
-def _find_4d_datasets(h5: h5py.File) -> list[str]:
-    found = []
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and obj.ndim == 4:
-            found.append("/" + name)
-
-    h5.visititems(visit)
-    return found
-
-
-def _read_h5(path: Path, inner: str | None, lazy: bool):
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as err:
-        raise FormatError(f"{path} is not a readable HDF5 file ({err})", "check the file is complete") from None
-    if inner is None:
-        candidates = _find_4d_datasets(h5)
-        if not candidates:
-            h5.close()
-            raise FormatError(
-                f"{path} holds no 4D dataset",
-                "give the dataset as FILE.h5:/group/dataset, or reshape a 3D stack with --scan-shape",
-            )
-        if len(candidates) > 1:
-            h5.close()
-            raise FormatError(
-                f"{path} holds {len(candidates)} 4D datasets ({', '.join(candidates[:4])})",
-                f"choose one as {path}:{candidates[0]}",
-            )
-        inner = candidates[0]
-    if inner not in h5 or not isinstance(h5[inner], h5py.Dataset):
-        h5.close()
-        raise FormatError(f"{path} has no dataset {inner}", "list its contents with h5ls or `stemnmf info`")
-    dset = h5[inner]
-    calibration = {}
-    metadata = {"dataset": inner}
-    if h5.attrs.get("stemnmf_format") == "scan":
-        calibration = json.loads(h5.attrs.get("calibration", "{}"))
-        metadata.update(json.loads(h5.attrs.get("metadata", "{}")))
-    mask = h5["mask"][()] if "mask" in h5 and h5.attrs.get("stemnmf_format") == "scan" else None
-    if lazy:
-        import dask.array as da
-
-        chunks = (max(1, dset.chunks[0]) if dset.chunks else 1, -1, -1, -1)
-        data = da.from_array(dset, chunks=chunks)
-    else:
-        data = dset[()]
-        h5.close()
-    return data, calibration, metadata, mask
-
-
-def _read_npy(path: Path, lazy: bool):
-    try:
-        array = np.load(path, mmap_mode="r")
-    except ValueError as err:
-        raise FormatError(f"{path} is not a readable .npy file ({err})", "check the file is complete") from None
-    if lazy:
-        import dask.array as da
-
-        data = da.from_array(array, chunks=(1, -1, -1, -1))
-    else:
-        data = np.asarray(array)
-    return data, {}, {}, None
-
-
-_READERS = {
-    ".h5": _read_h5,
-    ".hdf5": _read_h5,
-    ".hdf": _read_h5,
-    ".npy": _read_npy,
-}
 
 
 def _size_on_disk(path: Path) -> int:
@@ -112,59 +49,187 @@ def _size_on_disk(path: Path) -> int:
     return path.stat().st_size
 
 
+def _available_memory() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _check_scan_shape(scan_shape) -> tuple[int, int] | None:
+    if scan_shape is None:
+        return None
+    if isinstance(scan_shape, str):
+        from stemnmf.cli.options import parse_scan_shape
+
+        try:
+            return parse_scan_shape(scan_shape)
+        except StemNMFError as err:
+            raise ScanShapeError(err.problem, err.fix) from None
+    try:
+        sy, sx = (int(n) for n in scan_shape)
+    except (TypeError, ValueError):
+        raise ScanShapeError(f"scan_shape={scan_shape!r} is not two integers", "give (rows, cols), e.g. (95, 165)") from None
+    if sy < 1 or sx < 1:
+        raise ScanShapeError(f"scan shape {sy}x{sx} must be positive", "give (rows, cols), e.g. (95, 165)")
+    return sy, sx
+
+
+def _nbytes(raw) -> int:
+    shape = raw.data.shape
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(raw.data.dtype).itemsize
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""  # pragma: no cover
+
+
+def _decide_lazy(lazy, raw, file_path: Path) -> bool:
+    nbytes = _nbytes(raw)
+    free = _available_memory()
+    if lazy is None:
+        lazy = max(nbytes, _size_on_disk(file_path)) > LAZY_THRESHOLD
+        if not lazy and free is not None and nbytes > free // 2:
+            log.info("%s needs %s in memory; reading it on demand instead", file_path, _size(nbytes))
+            lazy = True
+    elif not lazy and free is not None and nbytes > free:
+        raise MemoryBudgetError(
+            f"{file_path} needs {_size(nbytes)} in memory but only {_size(free)} are free",
+            "read it on demand (leave out --no-lazy, or pass lazy=True)",
+        )
+    return bool(lazy)
+
+
+def _read_error(file_path: Path, err: Exception) -> FormatError:
+    text = str(err).split("\n")[0][:160]
+    return FormatError(
+        f"reading the patterns of {file_path} failed ({type(err).__name__}: {text})",
+        "check that the file is complete (not cut short) and not corrupted",
+    )
+
+
+def _calibration(raw, overrides: dict) -> tuple[Calibration, dict]:
+    from stemnmf.io.readers._common import positive
+
+    values, sources = {}, {}
+    for key, value in raw.calibration.items():
+        if key in _CALIBRATION_FIELDS:
+            value = positive(value)
+            if value is None:
+                continue
+        elif key not in ("origin", "ellipse") or value is None:
+            continue
+        values[key] = value
+        sources[key] = "file"
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = value
+            sources[key] = "option"
+    return Calibration.from_dict(values), sources
+
+
 def load(
     path: str | os.PathLike,
     lazy: bool | None = None,
     *,
+    scan_shape: tuple[int, int] | str | None = None,
     scan_step: float | None = None,
     q_pixel: float | None = None,
     beam_energy: float | None = None,
     camera_length: float | None = None,
     convergence_angle: float | None = None,
 ) -> Dataset4D:
-    """Read a 4D-STEM scan.
+    """Read a 4D-STEM scan from any supported file or folder.
 
     Parameters
     ----------
     path : path-like
-        A file, ``file.h5:/group/dataset``, or a folder of one image per position.
+        A file (see docs/formats.md for the formats), ``file.h5:/group/dataset``,
+        or a folder of one image per probe position.
     lazy : bool, optional
-        Read on demand with dask. None: lazily when the file is larger than
-        :data:`LAZY_THRESHOLD`.
+        Read on demand with dask (True) or now into memory (False). None:
+        lazily when the data is larger than :data:`LAZY_THRESHOLD` or than
+        half the free memory.
+    scan_shape : (int, int) or str, optional
+        (rows, cols) of the scan, e.g. ``(95, 165)`` or ``'95x165'``: needed
+        for stacks of frames whose file does not say it; re-shapes a 4D scan
+        with the same number of positions.
     scan_step, q_pixel, beam_energy, camera_length, convergence_angle : float, optional
         Override the calibration read from the file (nm, 1/Å, keV, mm, mrad).
 
     Returns
     -------
     Dataset4D
+        ``metadata`` holds ``format``, ``scan_shape_source``,
+        ``calibration_source`` (field -> 'file' or 'option') and what the
+        reader kept; NaN/Inf/negative/large values are reported in the log.
 
     Raises
     ------
-    InputError, FormatError, ScanShapeError
+    InputError, FormatError, ScanShapeError, DataValueError, MemoryBudgetError
         With one line naming the problem and the fix.
     """
-    file_part, inner = _split_h5_path(str(path))
-    file_path = Path(file_part)
+    from stemnmf.io.readers import reader_for
+    from stemnmf.io.readers.layout import arrange, native
+    from stemnmf.io.readers._common import quiet_libraries
+    from stemnmf.io.summary import apply_value_report, check_values
+
+    file_part, inner = _split_h5_path(os.fspath(path))
+    file_path = Path(file_part).expanduser()
     if not file_path.exists():
         raise InputError(f"{file_path} does not exist", "check the path")
-    suffix = file_path.suffix.lower()
-    reader = _READERS.get(suffix)
-    if reader is None:
-        known = ", ".join(sorted(_READERS))
-        raise FormatError(f"{file_path} has an unsupported extension '{suffix}'", f"supported: {known}")
-    if lazy is None:
-        lazy = _size_on_disk(file_path) > LAZY_THRESHOLD
-    if reader is _read_h5:
-        data, calibration, metadata, mask = reader(file_path, inner, lazy)
-    else:
-        data, calibration, metadata, mask = reader(file_path, lazy)
-    cal = Calibration.from_dict(calibration).replace(
-        scan_step=scan_step,
-        q_pixel=q_pixel,
-        beam_energy=beam_energy,
-        camera_length=camera_length,
-        convergence_angle=convergence_angle,
+    if file_path.is_file() and file_path.stat().st_size == 0:
+        raise FormatError(f"{file_path} is empty (0 bytes)", "check that the file was written completely")
+    user_shape = _check_scan_shape(scan_shape)
+    reader = reader_for(file_path)
+    with quiet_libraries():
+        try:
+            raw = reader(file_path, inner=inner, scan_shape=user_shape, beam_energy=beam_energy)
+        except (StemNMFError, MemoryError):
+            raise
+        except PermissionError:
+            raise InputError(f"{file_path} cannot be read (permission denied)", "check the file's permissions") from None
+        except (OSError, ValueError, EOFError, KeyError, IndexError) as err:
+            raise _read_error(file_path, err) from None
+        lazy = _decide_lazy(lazy, raw, file_path)
+        try:
+            data, shape_source = arrange(raw, file_path, user_shape, lazy)
+            if hasattr(data, "compute"):  # read the first and last pattern now: a damaged file fails here
+                np.asarray(data[0, 0].compute(scheduler="synchronous"))
+                np.asarray(data[-1, -1].compute(scheduler="synchronous"))
+        except (StemNMFError, MemoryError):
+            raise
+        except Exception as err:
+            raise _read_error(file_path, err) from None
+    data = native(data)
+    calibration, cal_sources = _calibration(
+        raw,
+        dict(scan_step=scan_step, q_pixel=q_pixel, beam_energy=beam_energy, camera_length=camera_length,
+             convergence_angle=convergence_angle),
     )
-    dataset = Dataset4D(data, cal, metadata, source=str(path), mask=mask)
+    detail = raw.metadata.get("calibration_source", {})
+    cal_sources = {k: f"file ({detail[k]})" if v == "file" and k in detail else v for k, v in cal_sources.items()}
+    metadata = {"format": raw.format, **raw.metadata, "scan_shape_source": shape_source,
+                "calibration_source": cal_sources}
+    if inner:
+        metadata["dataset"] = inner
+    dataset = Dataset4D(data, calibration, metadata, source=os.fspath(path), mask=raw.mask)
+    for note in raw.metadata.get("notes", []):
+        # a note on a value the user gave is moot
+        if (q_pixel is not None and "pattern" in note) or (scan_step is not None and "scan" in note):
+            continue
+        log.warning("%s: %s", file_path, note)
+    report = check_values(dataset, max_rows=SAMPLE_ROWS if dataset.is_lazy else None)
+    dataset = apply_value_report(dataset, report)
+    dataset.metadata["value_check"] = {
+        "n_nonfinite": report.n_nonfinite,
+        "n_negative": report.n_negative,
+        "n_inexact_float32": report.n_inexact,
+        "sampled_rows": report.sampled_rows,
+    }
     log.debug("loaded %s: %s", path, dataset)
     return dataset
