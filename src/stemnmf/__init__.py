@@ -20,7 +20,7 @@ _LAZY = {
     "Dataset4D": "stemnmf.io:Dataset4D",
     "Calibration": "stemnmf.io:Calibration",
     "Engine": "stemnmf.engine:Engine",
-    "simulate": "stemnmf.simulate:simulate",
+    "simulate": "stemnmf.simulate:",  # the module is callable as simulate()
     "featurize": "stemnmf.features:featurize",
     "run": "stemnmf.pipeline:run",
     "io": "stemnmf.io:",

@@ -1,0 +1,83 @@
+"""Rotations as unit quaternions (w, x, y, z) and 3 x 3 matrices.
+
+Convention: a rotation maps crystal Cartesian coordinates to lab coordinates,
+``v_lab = R @ v_crystal``. The lab frame has x along the scan columns, y along
+the scan rows and z along the beam.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "random_quaternions",
+    "quaternion_to_matrix",
+    "matrix_to_quaternion",
+    "rotation_about_z",
+    "rotation_to_z",
+]
+
+
+def random_quaternions(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` rotations uniformly distributed over SO(3), as (n, 4) unit quaternions with w >= 0."""
+    q = rng.standard_normal((n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q[q[:, 0] < 0] *= -1
+    return q
+
+
+def quaternion_to_matrix(q) -> np.ndarray:
+    """Unit quaternion(s) (..., 4) as (w, x, y, z) -> rotation matrices (..., 3, 3)."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
+
+
+def matrix_to_quaternion(matrix) -> np.ndarray:
+    """Rotation matrix (3, 3) -> unit quaternion (w, x, y, z) with w >= 0."""
+    m = np.asarray(matrix, dtype=np.float64)
+    trace = np.trace(m)
+    if trace > 0:
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
+    q = np.asarray(q)
+    q /= np.linalg.norm(q)
+    return -q if q[0] < 0 else q
+
+
+def rotation_about_z(angle_rad: float) -> np.ndarray:
+    """Rotation by ``angle_rad`` about the beam (lab z) axis."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rotation_to_z(direction) -> np.ndarray:
+    """The smallest rotation taking ``direction`` (3,) onto +z."""
+    d = np.asarray(direction, dtype=np.float64)
+    d = d / np.linalg.norm(d)
+    z = np.array([0.0, 0.0, 1.0])
+    axis = np.cross(d, z)
+    sin = np.linalg.norm(axis)
+    cos = float(d @ z)
+    if sin < 1e-12:
+        return np.eye(3) if cos > 0 else np.diag([1.0, -1.0, -1.0])
+    k = axis / sin
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + sin * kx + (1 - cos) * (kx @ kx)
