@@ -89,7 +89,9 @@ def typical_weights(W) -> np.ndarray:
 def _check_fraction(name: str, value: float) -> float:
     value = float(value)
     if not (0.0 <= value <= 1.0):
-        raise ConfigError(f"{name}={value} must lie between 0 and 1", f"give {name} as a fraction of the typical weight")
+        raise ConfigError(
+            f"{name}={value} must lie between 0 and 1", f"give {name} as a fraction of the typical weight"
+        )
     return value
 
 

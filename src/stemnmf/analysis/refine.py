@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("yen", "otsu", None)
 _EIGHT = np.ones((3, 3), dtype=bool)
+_NBINS = 256
 
 
 @dataclasses.dataclass
@@ -58,14 +59,18 @@ class Regions:
     @property
     def sizes(self) -> np.ndarray:
         """(r,) int32: positions in each region."""
-        return self.masks.reshape(self.n_regions, -1).sum(axis=1).astype(np.int32)
+        return np.count_nonzero(self.masks, axis=(1, 2)).astype(np.int32)
 
 
 def threshold_map(image: np.ndarray, method: str | None = "yen", floor: float = 0.0) -> float:
     """The threshold of one component map: positions with weight above it are kept.
 
-    ``'yen'`` and ``'otsu'`` use scikit-image's histogram thresholds on the
-    map; None keeps any weight above ``floor``. A constant map gives NaN.
+    ``'yen'`` and ``'otsu'`` use scikit-image's criteria on the map's 256-bin
+    histogram; the threshold is the *upper edge* of the chosen bin, so that
+    ``image > threshold`` splits the positions exactly into the two classes the
+    criterion compared (scikit-image returns the bin centre, which lets half of
+    that bin leak into the upper class). None keeps any weight above ``floor``.
+    A constant map gives NaN.
     """
     image = np.asarray(image, dtype=np.float32)
     if method is None:
@@ -79,7 +84,8 @@ def threshold_map(image: np.ndarray, method: str | None = "yen", floor: float = 
     func = {"yen": threshold_yen, "otsu": threshold_otsu}[method]
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        value = float(func(image))
+        value = float(func(image, nbins=_NBINS))
+    value += 0.5 * (float(image.max()) - float(image.min())) / _NBINS
     return max(value, float(floor))
 
 

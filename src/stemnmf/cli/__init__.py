@@ -19,7 +19,7 @@ from stemnmf.errors import StemNMFError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Subcommand modules, in the order ``stemnmf --help`` lists them.
-COMMANDS = ["info", "run", "kscan", "report"]
+COMMANDS = ["info", "simulate", "run", "kscan", "score", "report"]
 
 
 class _Parser(argparse.ArgumentParser):
