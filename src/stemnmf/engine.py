@@ -378,22 +378,27 @@ class Engine:
         combine : {'sum', 'max', 'min'} or callable, or one per output
             How two partial results are combined.
         """
-        combined: dict[int, tuple] = {}
+        # Partials are combined in chunk order as soon as their predecessors are in, so the
+        # result does not depend on which thread finished first, and only the partials
+        # that arrived out of order are held.
+        total: list | None = None
+        ops: list = []
+        waiting: dict[int, tuple] = {}
+        next_index = 0
         for chunk, outputs in self._results(func, dataset, kwargs, halo, desc, dtype):
-            combined[chunk.index] = outputs
-        ordered = [combined[i] for i in sorted(combined)]
-        n_out = len(ordered[0])
-        ops = combine if isinstance(combine, (list, tuple)) else [combine] * n_out
-        if len(ops) != n_out:
-            raise ValueError(f"{len(ops)} combine operations for {n_out} outputs")
-        ops = [_COMBINE[op] if isinstance(op, str) else op for op in ops]
-        result = []
-        for j, op in enumerate(ops):
-            total = np.array(ordered[0][j], copy=True)
-            for part in ordered[1:]:
-                total = op(total, part[j])
-            result.append(total)
-        return tuple(result) if n_out > 1 else result[0]
+            waiting[chunk.index] = outputs
+            while next_index in waiting:
+                part = waiting.pop(next_index)
+                next_index += 1
+                if total is None:
+                    ops = combine if isinstance(combine, (list, tuple)) else [combine] * len(part)
+                    if len(ops) != len(part):
+                        raise ValueError(f"{len(ops)} combine operations for {len(part)} outputs")
+                    ops = [_COMBINE[op] if isinstance(op, str) else op for op in ops]
+                    total = [np.array(p, copy=True) for p in part]
+                else:
+                    total = [op(t, p) for op, t, p in zip(ops, total, part)]
+        return tuple(total) if len(total) > 1 else total[0]
 
     def transform(
         self,
