@@ -256,8 +256,13 @@ class Engine:
                 bar.update(chunk.n_positions)
                 yield chunk, outputs
             return
+        from threadpoolctl import threadpool_limits
+
         pending = collections.deque(chunks)
-        with ThreadPoolExecutor(self.n_threads, thread_name_prefix="stemnmf") as pool:
+        # the chunks already use every core: BLAS threads inside them would oversubscribe
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(
+            self.n_threads, thread_name_prefix="stemnmf"
+        ) as pool:
             running = {}
             try:
                 while pending or running:

@@ -1,0 +1,596 @@
+"""``calibrate(dataset, ...)``: the whole calibration of a scan, as the pipeline runs it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from stemnmf.calibrate._common import pattern_statistics
+from stemnmf.calibrate.ellipse import EllipseFit, fit_ellipse
+from stemnmf.calibrate.geometry import (
+    _check_factor,
+    bin_coordinates,
+    bin_dataset,
+    bin_mask,
+    bin_patterns,
+    crop_dataset,
+    crop_slices,
+)
+from stemnmf.calibrate.masks import beam_stop_mask, edge_mask
+from stemnmf.calibrate.origin import (
+    OriginFit,
+    estimate_probe,
+    fit_origin_surface,
+    measure_origins,
+    shift_patterns,
+    shifted_mask,
+)
+from stemnmf.calibrate.pixels import find_dead_pixels, find_hot_pixels, replace_pixels
+from stemnmf.errors import CalibrationError, ConfigError
+
+__all__ = ["CalibrationReport", "calibrate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class CalibrationReport:
+    """What :func:`calibrate` found and did.
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int
+        (sy, sx, qy, qx) before and after (crop and binning).
+    hot_pixels, dead_pixels : numpy.ndarray
+        (n, 2) int (qy, qx) coordinates on the cropped, unbinned detector.
+    probe_center : tuple of float or None
+        Direct beam of the mean pattern (qy, qx), final pixel grid.
+    probe_radius : float or None
+        Its radius in pixels.
+    origin_method : str or None
+    origins_measured : numpy.ndarray or None
+        (sy, sx, 2) measured origins (NaN where no beam), final grid.
+    origin_fit : OriginFit or None
+        The surface fitted over the scan, with residuals and outliers.
+    n_no_beam : int
+        Positions without a direct beam.
+    origins : numpy.ndarray or None
+        (sy, sx, 2) per-position origins of the calibrated dataset
+        (``Dataset4D.origins``: the fitted surface, or all equal to
+        ``origin`` after shift correction).
+    origin : tuple of float or None
+        Mean origin (qy, qx) = ``Calibration.origin`` of the result.
+    shift_corrected : bool
+    max_shift : float
+        Largest shift applied (px), 0 when none.
+    ellipse : EllipseFit or None
+    beam_stop_pixels, edge_pixels : int
+        Pixels masked by the beam stop and the edge mask (unbinned grid).
+    mask : numpy.ndarray or None
+        Final (qy, qx) mask.
+    n_masked : int
+        Masked pixels of the final mask.
+    warnings : list of str
+        Every fallback taken.
+    options : dict
+        The options :func:`calibrate` was called with.
+    """
+
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...] = ()
+    hot_pixels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.int32))
+    dead_pixels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2), np.int32))
+    probe_center: tuple[float, float] | None = None
+    probe_radius: float | None = None
+    origin_method: str | None = None
+    origins_measured: np.ndarray | None = None
+    origin_fit: OriginFit | None = None
+    n_no_beam: int = 0
+    origins: np.ndarray | None = None
+    origin: tuple[float, float] | None = None
+    shift_corrected: bool = False
+    max_shift: float = 0.0
+    ellipse: EllipseFit | None = None
+    beam_stop_pixels: int = 0
+    edge_pixels: int = 0
+    mask: np.ndarray | None = None
+    n_masked: int = 0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n_hot(self) -> int:
+        return int(len(self.hot_pixels))
+
+    @property
+    def n_dead(self) -> int:
+        return int(len(self.dead_pixels))
+
+    def warn(self, message: str) -> None:
+        """Record and log a fallback."""
+        log.warning(message)
+        self.warnings.append(message)
+
+    def to_results(self) -> dict[str, Any]:
+        """``{'/calibration/...': value}`` for the results file (see docs/calibration.md)."""
+        out: dict[str, Any] = {
+            "/calibration/hot_pixels": np.asarray(self.hot_pixels, dtype=np.int32).reshape(-1, 2),
+            "/calibration/dead_pixels": np.asarray(self.dead_pixels, dtype=np.int32).reshape(-1, 2),
+            "/calibration/n_masked": np.int64(self.n_masked),
+            "/calibration/shift_corrected": np.uint8(self.shift_corrected),
+            "/calibration/max_shift": np.float64(self.max_shift),
+            "/calibration/warnings": np.asarray(self.warnings, dtype=str).reshape(-1),
+        }
+        if self.mask is not None:
+            out["/calibration/mask"] = np.asarray(self.mask, dtype=np.uint8)
+        if self.origin is not None:
+            out["/calibration/origin"] = np.asarray(self.origin, dtype=np.float64)
+        if self.probe_radius is not None:
+            out["/calibration/probe_radius"] = np.float64(self.probe_radius)
+        if self.origin_method is not None:
+            out["/calibration/origin_method"] = self.origin_method
+        if self.origins_measured is not None:
+            out["/calibration/origins_measured"] = np.asarray(self.origins_measured, dtype=np.float32)
+            out["/calibration/n_no_beam"] = np.int64(self.n_no_beam)
+        if self.origins is not None:
+            out["/calibration/origins"] = np.asarray(self.origins, dtype=np.float32)
+        if self.origin_fit is not None:
+            fit = self.origin_fit
+            out["/calibration/origin_fit/fitted"] = np.asarray(fit.fitted, dtype=np.float32)
+            out["/calibration/origin_fit/model"] = fit.model
+            out["/calibration/origin_fit/terms"] = np.asarray(fit.terms, dtype=str)
+            out["/calibration/origin_fit/coefficients"] = np.asarray(fit.coefficients, dtype=np.float64)
+            out["/calibration/origin_fit/residual_rms"] = np.float64(fit.residual_rms)
+            out["/calibration/origin_fit/outliers"] = np.asarray(fit.outliers, dtype=np.uint8)
+        if self.ellipse is not None:
+            e = self.ellipse
+            out["/calibration/ellipse"] = np.asarray(e.ellipse, dtype=np.float64)
+            out["/calibration/ellipse_center"] = np.asarray(e.center, dtype=np.float64)
+            out["/calibration/ellipse_rms"] = np.float64(e.rms)
+            out["/calibration/ellipse_n_points"] = np.int64(e.n_points)
+            out["/calibration/ellipse_axis_ratio"] = np.float64(e.axis_ratio)
+            out["/calibration/ellipse_axis_ratio_std"] = np.float64(e.axis_ratio_std)
+            out["/calibration/ellipse_angle_std"] = np.float64(e.angle_std)
+        return out
+
+    def summary(self) -> str:
+        """A few lines for logs and reports."""
+        lines = [
+            f"shape {self.input_shape} -> {self.output_shape}",
+            f"hot pixels {self.n_hot}, dead pixels {self.n_dead}, masked pixels {self.n_masked}",
+        ]
+        if self.origin is not None:
+            lines.append(f"origin ({self.origin[0]:.2f}, {self.origin[1]:.2f}) px via {self.origin_method}")
+        if self.origin_fit is not None:
+            lines.append(
+                f"origin {self.origin_fit.model} fit: rms {self.origin_fit.residual_rms:.3f} px, "
+                f"{int(self.origin_fit.outliers.sum())} outliers"
+            )
+        if self.shift_corrected:
+            lines.append(f"shift corrected (max {self.max_shift:.2f} px)")
+        if self.ellipse is not None:
+            e = self.ellipse
+            lines.append(
+                f"ellipse a={e.a:.2f} b={e.b:.2f} px angle={np.degrees(e.angle):.1f} deg (rms {e.rms:.2f} px)"
+            )
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _prepare(patterns, *, bad, mask, factor):
+    """Hot-pixel replacement, then detector binning, of (n, qy, qx) patterns."""
+    if bad is not None:
+        patterns, _ = replace_pixels(patterns, bad, mask=mask)
+    if factor > 1:
+        patterns = bin_patterns(patterns, factor)
+    return patterns
+
+
+def _prepare_kernel(block, chunk, *, prepare):
+    own = block[chunk.own]
+    return prepare[0](own.reshape(-1, *own.shape[2:]), **prepare[1])
+
+
+def _final_kernel(block, chunk, *, prepare, shifts):
+    """Engine transform kernel: prepare (hot pixels, binning), then shift correction."""
+    own = block[chunk.own]
+    patterns = own.reshape(-1, *own.shape[2:])
+    if prepare is not None:
+        patterns = prepare[0](patterns, **prepare[1])
+    if shifts is not None:
+        patterns = shift_patterns(patterns, shifts[chunk.positions])
+    return patterns
+
+
+def _beam_hidden(mask, shape, origin) -> bool:
+    """True when the mask covers the detector centre or the known origin (a beam stop over the beam)."""
+    if mask is None:
+        return False
+    qy, qx = shape
+    y, x = origin if origin is not None else ((qy - 1) / 2.0, (qx - 1) / 2.0)
+    iy, ix = int(round(y)), int(round(x))
+    return bool(0 <= iy < qy and 0 <= ix < qx and mask[iy, ix])
+
+
+def _coords(flags: np.ndarray) -> np.ndarray:
+    return np.argwhere(flags).astype(np.int32).reshape(-1, 2)
+
+
+def calibrate(
+    dataset,
+    *,
+    engine=None,
+    hot_pixels: bool = True,
+    hot_pixel_threshold: float = 0.55,
+    hot_pixel_mode: str = "relative",
+    hot_pixel_reference: str = "mean",
+    dead_pixels: bool = True,
+    dead_pixel_threshold: float = 0.1,
+    bin_q: int = 1,
+    bin_scan: int = 1,
+    crop_q=None,
+    crop_scan=None,
+    origin: str | None = "com",
+    origin_fit: str | None = "plane",
+    correct_shift: bool = False,
+    probe=None,
+    ellipse: bool = False,
+    ring=None,
+    beam_stop="auto",
+    edge_pixels: int = 0,
+    strict: bool = False,
+):
+    """Calibrate a 4D-STEM scan: bad pixels, crop and binning, masks, origins, shift, ellipse.
+
+    The steps run in this order: crop; one streamed pass for the mean and
+    maximum patterns; edge, dead-pixel and beam-stop masks; hot pixels found
+    on the mean (or max) pattern; scan binning; origin per position (one pass
+    in which every chunk is cleaned and binned first, and which also sums the
+    re-centred patterns); surface fit; ellipse fit on the mean of the
+    re-centred patterns; and finally one per-pattern transform of the input
+    that replaces hot pixels, bins the detector and corrects the shift (lazy
+    for lazy input). Lazy input is read twice.
+
+    Parameters
+    ----------
+    dataset : Dataset4D
+    engine : Engine, optional
+        Where per-pattern work runs; default ``Engine()``.
+    hot_pixels : bool, default True
+        Find and replace hot pixels (Bruefach et al. 2022 rule).
+    hot_pixel_threshold : float, default 0.55
+        Fraction above the local sorted intensity (``hot_pixel_mode='relative'``)
+        or counts (``'absolute'``).
+    hot_pixel_mode : {'relative', 'absolute'}
+    hot_pixel_reference : {'mean', 'max'}
+        Pattern the hot pixels are found on.
+    dead_pixels : bool, default True
+        Mask pixels darker than ``dead_pixel_threshold`` x their darkest neighbour.
+    dead_pixel_threshold : float, default 0.1
+    bin_q, bin_scan : int, default 1
+        Binning factors (sums); ``q_pixel`` and ``scan_step`` are scaled.
+    crop_q, crop_scan : tuple of 4 int, optional
+        ``(y0, y1, x0, x1)`` crops, applied first (on the input grid).
+    origin : {'com', 'xcorr', None}, default 'com'
+        How the direct beam is measured at each position; None skips it.
+    origin_fit : {'plane', 'quadratic', None}, default 'plane'
+        Surface fitted over the scan; its values replace the measurements
+        (outliers and positions without a beam included). None keeps the
+        measurements (missing ones filled with their median).
+    correct_shift : bool, default False
+        Shift every pattern so its origin lands on the mean origin (bilinear,
+        sub-pixel); the mask grows by the largest shift.
+    probe : array_like, optional
+        (qy, qx) probe image for ``origin='xcorr'`` (final pixel grid).
+    ellipse : bool, default False
+        Fit the elliptical distortion of a ring of the mean pattern.
+    ring : tuple of float, optional
+        (r_min, r_max) ring window in final-grid pixels from the origin;
+        default the most prominent ring. The ring is fitted on the mean of the
+        patterns each re-centred on its measured origin (accumulated in the
+        origin pass), or on the plain mean pattern when no origins are measured.
+    beam_stop : 'auto', None or array_like, default 'auto'
+        Detect a beam stop (dark region of the mean pattern connected to the
+        centre), skip it, or give its mask (input or cropped detector shape).
+    edge_pixels : int, default 0
+        Mask this many pixels along the detector edges.
+    strict : bool, default False
+        Raise :class:`CalibrationError` instead of falling back (no direct
+        beam, no ring) with a warning.
+
+    Returns
+    -------
+    dataset : Dataset4D
+        Calibrated (lazy when the input is lazy) with ``mask``, ``origins``,
+        ``Calibration.origin`` and ``Calibration.ellipse`` set.
+    report : CalibrationReport
+
+    Raises
+    ------
+    ConfigError
+        Invalid options.
+    CalibrationError
+        A mask covering everything; with ``strict``, any failed step.
+    """
+    from stemnmf.engine import Engine
+
+    engine = engine or Engine()
+    options = dict(
+        hot_pixels=hot_pixels, hot_pixel_threshold=hot_pixel_threshold, hot_pixel_mode=hot_pixel_mode,
+        hot_pixel_reference=hot_pixel_reference, dead_pixels=dead_pixels,
+        dead_pixel_threshold=dead_pixel_threshold, bin_q=bin_q, bin_scan=bin_scan,
+        crop_q=None if crop_q is None else list(crop_q), crop_scan=None if crop_scan is None else list(crop_scan),
+        origin=origin, origin_fit=origin_fit, correct_shift=correct_shift, ellipse=ellipse,
+        ring=None if ring is None else list(ring),
+        beam_stop=beam_stop if beam_stop is None or isinstance(beam_stop, str) else "array",
+        edge_pixels=edge_pixels, strict=strict,
+    )
+    if origin not in ("com", "xcorr", None):
+        raise ConfigError(f"origin={origin!r} is unknown", "use 'com', 'xcorr' or None")
+    if origin_fit not in ("plane", "quadratic", None):
+        raise ConfigError(f"origin_fit={origin_fit!r} is unknown", "use 'plane', 'quadratic' or None")
+    if hot_pixel_reference not in ("mean", "max"):
+        raise ConfigError(f"hot_pixel_reference={hot_pixel_reference!r} is unknown", "use 'mean' or 'max'")
+    if isinstance(beam_stop, str) and beam_stop != "auto":
+        raise ConfigError(f"beam_stop={beam_stop!r} is unknown", "use 'auto', None or a mask array")
+    bin_q = _check_factor(bin_q, "bin_q")
+    bin_scan = _check_factor(bin_scan, "bin_scan")
+    report = CalibrationReport(input_shape=dataset.shape, options=options)
+
+    def fallback(err: CalibrationError, what: str) -> None:
+        if strict:
+            raise err
+        report.warn(f"{err.problem}; {what}")
+
+    # 1. crop ------------------------------------------------------------------------------
+    ds = crop_dataset(dataset, q=crop_q, scan=crop_scan)
+    qshape = ds.pattern_shape
+    mask = np.zeros(qshape, dtype=bool) if ds.mask is None else ds.mask.copy()
+
+    # 2. masks given up front --------------------------------------------------------------
+    if edge_pixels:
+        edges = edge_mask(qshape, edge_pixels)
+        report.edge_pixels = int((edges & ~mask).sum())
+        mask |= edges
+    if beam_stop is not None and not isinstance(beam_stop, str):
+        stop = np.asarray(beam_stop, dtype=bool)
+        if stop.shape == dataset.pattern_shape and stop.shape != qshape:
+            ys, xs = crop_slices(dataset.pattern_shape, crop_q, "crop_q")
+            stop = stop[ys, xs]
+        if stop.shape != qshape:
+            raise ConfigError(
+                f"beam_stop mask shape {stop.shape} does not match the detector {qshape}",
+                "give one value per detector pixel",
+            )
+        report.beam_stop_pixels = int((stop & ~mask).sum())
+        mask |= stop
+
+    # 3. one pass for the mean and max patterns --------------------------------------------
+    need_stats = hot_pixels or dead_pixels or beam_stop == "auto" or origin is not None or ellipse
+    mean = maximum = None
+    if need_stats:
+        mean, maximum = pattern_statistics(ds, engine)
+    if dead_pixels:
+        dead = find_dead_pixels(mean, threshold=dead_pixel_threshold, mask=mask)
+        report.dead_pixels = _coords(dead)
+        mask |= dead
+        if dead.any():
+            log.info("%d dead pixels masked", int(dead.sum()))
+    if isinstance(beam_stop, str) and beam_stop == "auto":
+        centres = [((qshape[0] - 1) / 2.0, (qshape[1] - 1) / 2.0)]
+        if ds.calibration.origin is not None:
+            centres.append(ds.calibration.origin)
+        else:
+            try:
+                centres.append(estimate_probe(mean, mask=mask).center)
+            except CalibrationError:
+                pass
+        stop = np.zeros(qshape, dtype=bool)
+        for centre in centres:
+            stop |= beam_stop_mask(mean, center=centre, mask=mask)
+        report.beam_stop_pixels = int((stop & ~mask).sum())
+        mask |= stop
+    if mask.all():
+        raise CalibrationError("the masks cover every detector pixel", "mask fewer pixels (edge_pixels, beam_stop)")
+
+    # 4. hot pixels (replaced, with detector binning, inside the later passes) -------------
+    hot = np.zeros(qshape, dtype=bool)
+    if hot_pixels:
+        reference = mean if hot_pixel_reference == "mean" else maximum
+        hot = find_hot_pixels(reference, threshold=hot_pixel_threshold, mode=hot_pixel_mode, mask=mask)
+        report.hot_pixels = _coords(hot)
+        if hot.any():
+            log.info("%d hot pixels replaced by their 3 x 3 median", int(hot.sum()))
+            try:
+                beam_radius = estimate_probe(mean, mask=mask).radius
+            except CalibrationError:
+                beam_radius = None
+            if beam_radius is not None and beam_radius < 2.0:
+                report.warn(
+                    f"the direct beam is only {beam_radius:.1f} px in radius and disks this small can pass for "
+                    f"hot pixels ({int(hot.sum())} found); check report.hot_pixels or raise hot_pixel_threshold"
+                )
+            mean, unfixed = replace_pixels(mean, hot, mask=mask)
+            if unfixed.any():
+                report.warn(f"{int(unfixed.sum())} hot pixels have no usable neighbour; they are masked")
+                mask |= unfixed
+    raw = ds.replace(mask=mask if mask.any() else None)
+    cal, origins_in = ds.calibration, ds.origins
+    pshape = qshape
+    prepare = None
+    if hot.any() or bin_q > 1:
+        qy, qx = qshape
+        pshape = (qy // bin_q, qx // bin_q)
+        if 0 in pshape:
+            raise ConfigError(f"bin_q={bin_q} is larger than the pattern ({qy} x {qx})", "use a smaller bin")
+        if bin_q > 1 and (qy % bin_q or qx % bin_q):
+            report.warn(f"bin_q={bin_q} does not divide the {qy} x {qx} pattern; the remainder is dropped")
+        prepare = (_prepare, {"bad": hot if hot.any() else None, "mask": mask.copy(), "factor": bin_q})
+        if bin_q > 1:
+            changes: dict[str, Any] = {}
+            if cal.q_pixel is not None:
+                changes["q_pixel"] = cal.q_pixel * bin_q
+            if cal.origin is not None:
+                changes["origin"] = tuple(bin_coordinates(cal.origin, bin_q))
+            if cal.ellipse is not None:
+                a, b, angle = cal.ellipse
+                changes["ellipse"] = (a / bin_q, b / bin_q, angle)
+            cal = cal.replace(**changes)
+            if origins_in is not None:
+                origins_in = bin_coordinates(origins_in, bin_q).astype(np.float32)
+            mask = bin_mask(mask, bin_q)
+            if mean is not None:
+                mean = bin_patterns(mean, bin_q)
+        if mask.all():
+            raise CalibrationError("the masks cover every detector pixel", "mask fewer pixels (edge_pixels, beam_stop)")
+
+    # 5. scan binning: the prepared patterns are binned lazily and become the new base -----
+    if bin_scan > 1:
+        sy, sx = raw.scan_shape
+        if sy % bin_scan or sx % bin_scan:
+            report.warn(f"bin_scan={bin_scan} does not divide the {sy} x {sx} scan; the remainder is dropped")
+        base = raw
+        if prepare is not None:
+            base = engine.transform(
+                _prepare_kernel, raw, pattern_shape=pshape, kwargs={"prepare": prepare}, desc="hot pixels / binning"
+            )
+        base = base.replace(calibration=cal, mask=mask if mask.any() else None, origins=origins_in)
+        raw = bin_dataset(base, bin_scan=bin_scan, engine=engine)
+        cal, origins_in, prepare = raw.calibration, raw.origins, None
+        if mean is not None:
+            mean = mean * float(bin_scan) ** 2
+    mask_or_none = mask if mask.any() else None
+    hidden = _beam_hidden(mask_or_none, pshape, cal.origin)
+
+    # 6. origins (and, in the same pass, the mean of the re-centred patterns for the ellipse)
+    origins_final = origins_in
+    recentred = None
+    if origin is not None and hidden:
+        fallback(
+            CalibrationError("the direct beam is behind the beam stop (the mask covers the detector centre)"),
+            "per-position origins were not measured; the ellipse centre is the origin when ellipse=True",
+        )
+    elif origin is not None:
+        try:
+            measurement = measure_origins(
+                raw, method=origin, engine=engine, mean_pattern=mean, probe=probe, recentred_mean=ellipse,
+                prepare=prepare, mask=mask_or_none,
+            )
+        except CalibrationError as err:
+            fallback(err, "per-position origins were not measured")
+        else:
+            measured, probe_est = measurement.origins, measurement.probe
+            if measurement.recentred_mean is not None:
+                recentred = (measurement.recentred_mean, probe_est.center, measurement.recentred_mask)
+            report.origin_method = origin
+            report.probe_center = probe_est.center
+            report.probe_radius = probe_est.radius
+            report.origins_measured = measured.astype(np.float32)
+            missing = ~np.isfinite(measured).all(axis=-1)
+            report.n_no_beam = int(missing.sum())
+            if origin_fit is not None:
+                try:
+                    fit = fit_origin_surface(measured, model=origin_fit)
+                except CalibrationError as err:
+                    fallback(err, "per-position origins were not set")
+                else:
+                    report.origin_fit = fit
+                    origins_final = fit.fitted.astype(np.float32)
+                    if report.n_no_beam:
+                        report.warn(
+                            f"no direct beam in {report.n_no_beam} of {missing.size} patterns; "
+                            f"their origins come from the fitted {origin_fit}"
+                        )
+            else:
+                if missing.all():
+                    fallback(CalibrationError("no direct beam in any pattern"), "origins were not set")
+                else:
+                    origins_final = measured.copy()
+                    if missing.any():
+                        fill = np.median(measured[~missing], axis=0)
+                        origins_final[missing] = fill
+                        report.warn(
+                            f"no direct beam in {report.n_no_beam} of {missing.size} patterns; "
+                            f"their origin is the median origin ({fill[0]:.2f}, {fill[1]:.2f})"
+                        )
+                    origins_final = origins_final.astype(np.float32)
+    if origins_final is not None and report.origin_method is not None:
+        report.origin = tuple(float(v) for v in np.asarray(origins_final, np.float64).reshape(-1, 2).mean(axis=0))
+        cal = cal.replace(origin=report.origin)
+
+    # 7. shift correction, fused with hot pixels and binning into one lazy per-pattern transform
+    shifts = None
+    out_mask, out_origins = mask_or_none, origins_final
+    if correct_shift:
+        if origins_final is None:
+            fallback(CalibrationError("no origins to correct the shift with"), "shift correction was skipped")
+        elif not np.isfinite(origins_final).all():
+            fallback(CalibrationError("the dataset's origins have missing values"), "shift correction was skipped")
+        else:
+            given = np.asarray(origins_final, np.float64).reshape(-1, 2)
+            if report.origin is None:  # origins that came with the dataset
+                report.origin = tuple(float(v) for v in given.mean(axis=0))
+                cal = cal.replace(origin=report.origin)
+            shifts = np.asarray(report.origin)[None, :] - given
+            report.max_shift = float(np.abs(shifts).max())
+            out_mask = shifted_mask(mask_or_none, shifts, pshape)
+            out_origins = np.broadcast_to(np.asarray(report.origin, np.float32), origins_final.shape).copy()
+            report.shift_corrected = True
+
+    # 8. ellipse: on the mean of the re-centred patterns (sharp rings) when origins were measured
+    if ellipse:
+        exclude = None
+        if recentred is not None:
+            image, centre, image_mask = recentred
+        else:
+            image, centre, image_mask = mean, cal.origin, mask_or_none
+            if hidden:
+                # rays from the detector centre (or known origin); the ring search starts past the stop
+                centre = centre if centre is not None else ((pshape[0] - 1) / 2.0, (pshape[1] - 1) / 2.0)
+                yy, xx = np.nonzero(~mask)
+                exclude = float(np.hypot(yy - centre[0], xx - centre[1]).min()) + 2.0
+        try:
+            fit = fit_ellipse(image, center=centre, ring=ring, mask=image_mask, exclude_radius=exclude)
+        except CalibrationError as err:
+            fallback(err, "no ellipse correction is applied")
+        else:
+            if recentred is not None and report.origin is not None:
+                # from the frame of the re-centred mean to the mean origin of the data
+                offset = np.asarray(report.origin) - np.asarray(centre)
+                fit = dataclasses.replace(fit, center=tuple(float(v) for v in np.asarray(fit.center) + offset))
+            if fit.axis_ratio_std > 0.005 or np.degrees(fit.angle_std) > 1.0:
+                report.warn(
+                    f"the ellipse is poorly determined: a/b = {fit.axis_ratio:.4f} +- {fit.axis_ratio_std:.4f}, "
+                    f"angle {np.degrees(fit.angle):.1f} +- {np.degrees(fit.angle_std):.1f} deg; it is applied anyway"
+                )
+            report.ellipse = fit
+            changes = {"ellipse": fit.ellipse}
+            if cal.origin is None:
+                changes["origin"] = fit.center
+                report.origin = fit.center
+                log.info("origin taken from the ellipse centre (%.2f, %.2f)", *fit.center)
+            cal = cal.replace(**changes)
+
+    # the calibrated dataset: one per-pattern transform of the (cropped) input, lazy for lazy input
+    if prepare is None and shifts is None:
+        ds = raw.replace(calibration=cal, mask=out_mask, origins=out_origins)
+    else:
+        ds = engine.transform(
+            _final_kernel,
+            raw,
+            pattern_shape=pshape,
+            kwargs={"prepare": prepare, "shifts": shifts},
+            desc="calibration",
+            calibration=cal,
+            mask=out_mask,
+            origins=out_origins,
+        )
+    report.output_shape = ds.shape
+    report.origins = None if ds.origins is None else np.asarray(ds.origins, dtype=np.float32).copy()
+    report.mask = None if ds.mask is None else ds.mask.copy()
+    report.n_masked = 0 if ds.mask is None else int(ds.mask.sum())
+    log.info("calibration: %s", report.summary().replace("\n", "; "))
+    return ds, report
