@@ -53,10 +53,10 @@ def test_command_line_wins_over_file_over_defaults(tmp_path):
 
 
 def test_lists_from_the_command_line():
-    args = parser().parse_args(["--overlap-thresholds", "0.8,0.9", "--ring-bounds", "10:18,22:30"])
+    args = parser().parse_args(["--overlap-thresholds", "0.8,0.9", "--rings", "10:18,22:30"])
     c = config_from_args(args)
     assert c.analysis.overlap_thresholds == [0.8, 0.9]
-    assert c.features.ring_bounds == [[10.0, 18.0], [22.0, 30.0]]
+    assert c.features.rings == [[10.0, 18.0], [22.0, 30.0]]
 
 
 @pytest.mark.parametrize(

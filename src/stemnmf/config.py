@@ -124,11 +124,24 @@ class FeaturesConfig:
     representation: str = option("aa", "aa, rv, bd, raw or a '+'-joined combination such as aa+bd", flag="--feature")
     scaling: str = option("minmax", "feature scaling", choices=("minmax", "pattern", "none"))
     sector_width: float = option(5.0, "AA: angular sector width in degrees", metavar="DEG")
-    ring_bounds: list = option([], "radial bounds of the rings in pixels, e.g. 10:18,22:30 (default: found)", metavar="R0:R1,...")
-    bd_bin: int = option(3, "BD: raster bin size in pixels", metavar="PX")
-    bd_weighting: str = option("intensity", "BD: weight disks by intensity or count them", choices=("intensity", "count"))
-    raw_bin: int = option(4, "raw: bin patterns by this factor before flattening")
-    raw_scale: str = option("none", "raw: intensity scaling", choices=("none", "log", "sqrt"))
+    rings: list = option([], "AA: radial bounds of the rings in pixels, e.g. 10:18,22:30 (default: found)", metavar="R0:R1,...")
+    r_min: float | None = option(None, "AA/RV: smallest radius in pixels (default: end of the direct beam)", metavar="PX")
+    r_max: float | None = option(None, "AA/RV: largest radius in pixels (default: largest on the detector)", metavar="PX")
+    disk_radius: float | None = option(None, "BD: Bragg disk radius in pixels (default: from the central beam)", metavar="PX")
+    min_snr: float = option(6.0, "BD: smallest disk correlation in noise standard deviations")
+    bd_bin: float = option(3.0, "BD: raster bin size in pixels", metavar="PX")
+    bd_weight: str = option("intensity", "BD: weight disks by intensity or count them", choices=("intensity", "count"))
+    raw_bin: str = option("auto", "raw: bin patterns by this factor (auto: at most 4096 features)", metavar="auto|N")
+    raw_transform: str = option("none", "raw: intensity transform", choices=("none", "log", "sqrt"))
+
+    def featurize_options(self) -> dict[str, Any]:
+        """The keyword options of :func:`stemnmf.featurize` this section sets."""
+        options = dataclasses.asdict(self)
+        options.pop("representation")
+        options["rings"] = [tuple(r) for r in self.rings] or None
+        options["raw_bin"] = "auto" if self.raw_bin == "auto" else int(self.raw_bin)
+        options["raw_transform"] = None if self.raw_transform == "none" else self.raw_transform
+        return options
 
 
 @dataclasses.dataclass
@@ -202,9 +215,10 @@ class Config:
             raise ConfigError("calibrate.hot_pixel_threshold must be positive")
         if not 0 < self.features.sector_width <= 180:
             raise ConfigError(f"features.sector_width={self.features.sector_width} must be in (0, 180] degrees")
-        for name in ("bd_bin", "raw_bin"):
-            if getattr(self.features, name) < 1:
-                raise ConfigError(f"features.{name} must be at least 1")
+        if self.features.bd_bin <= 0:
+            raise ConfigError(f"features.bd_bin={self.features.bd_bin} must be positive")
+        if self.features.raw_bin != "auto" and not (str(self.features.raw_bin).isdigit() and int(self.features.raw_bin) >= 1):
+            raise ConfigError(f"features.raw_bin={self.features.raw_bin!r} must be auto or a whole number >= 1")
         if self.nmf.max_iter < 1 or self.nmf.n_restarts < 1:
             raise ConfigError("nmf.max_iter and nmf.n_restarts must be at least 1")
         if self.analysis.min_region_size < 1:
@@ -213,8 +227,8 @@ class Config:
         if not thresholds or not all(0 < t <= 1 for t in thresholds):
             raise ConfigError("analysis.overlap_thresholds must be numbers in (0, 1]", "e.g. 0.75,0.8,0.85,0.9,0.95")
         self.analysis.overlap_thresholds = thresholds
-        if self.features.ring_bounds:
-            self.features.ring_bounds = _parse_ring_bounds(self.features.ring_bounds)
+        if self.features.rings:
+            self.features.rings = _parse_ring_bounds(self.features.rings)
         return self
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

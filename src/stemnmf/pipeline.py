@@ -200,19 +200,8 @@ def run(
     with timer.stage("features"):
         from stemnmf.features import featurize
 
-        f = config.features
         X, description = featurize(
-            dataset,
-            f.representation,
-            engine=engine,
-            scaling=f.scaling,
-            sector_width=f.sector_width,
-            ring_bounds=f.ring_bounds or None,
-            bd_bin=f.bd_bin,
-            bd_weighting=f.bd_weighting,
-            raw_bin=f.raw_bin,
-            raw_scale=f.raw_scale,
-            max_pattern=datasets["/summary/max_pattern"],
+            dataset, config.features.representation, engine=engine, **config.features.featurize_options()
         )
         datasets.update(description.to_results())
 

@@ -1,0 +1,65 @@
+"""Scaling of feature matrices: min-max per feature (the paper), per-pattern, or none."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stemnmf.errors import ConfigError
+
+__all__ = ["SCALINGS", "scale_features"]
+
+SCALINGS = ("minmax", "pattern", "none")
+
+
+def scale_features(X, method: str = "minmax", blocks=None):
+    """Scale a feature matrix; the result is float32 and non-negative for non-negative input.
+
+    Parameters
+    ----------
+    X : array_like
+        (n_positions, n_features).
+    method : {'minmax', 'pattern', 'none'}
+        'minmax': every column mapped to [0, 1] by its minimum and maximum over
+        the positions (a constant column becomes 0), as Bruefach et al. do.
+        'pattern': every row of every block divided by its largest value in
+        that block (rows whose maximum is not positive are left as they are).
+        'none': unchanged.
+    blocks : sequence of slice, optional
+        Column blocks (one per representation) for 'pattern'; default one block.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        Scaled copy, float32.
+    lo, hi : numpy.ndarray
+        (n_features,) column minimum and maximum before scaling (float32).
+
+    Examples
+    --------
+    >>> scale_features(np.array([[1.0, 5.0], [3.0, 5.0]]))[0]
+    array([[0., 0.],
+           [1., 0.]], dtype=float32)
+    """
+    if method not in SCALINGS:
+        raise ConfigError(f"unknown scaling {method!r}", f"use one of {', '.join(SCALINGS)}")
+    X = np.array(X, dtype=np.float32, copy=True)
+    if X.ndim != 2:
+        raise ConfigError(f"features must be 2D (n_positions, n_features), got {X.shape}")
+    if X.shape[0] == 0:
+        return X, np.zeros(X.shape[1], np.float32), np.zeros(X.shape[1], np.float32)
+    lo = X.min(axis=0)
+    hi = X.max(axis=0)
+    if method == "minmax":
+        span = (hi - lo).astype(np.float64)
+        scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
+        X = ((X - lo) * scale.astype(np.float32)).astype(np.float32)
+        np.clip(X, 0.0, 1.0, out=X)
+    elif method == "pattern":
+        for block in blocks or [slice(0, X.shape[1])]:
+            part = X[:, block]
+            if part.shape[1] == 0:
+                continue
+            peak = part.max(axis=1, keepdims=True)
+            safe = np.where(peak > 0, peak, 1.0)
+            X[:, block] = part / safe
+    return X, lo.astype(np.float32), hi.astype(np.float32)
