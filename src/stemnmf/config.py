@@ -155,7 +155,7 @@ class NMFConfig:
     tol: float = option(1e-4, "stop when the objective changes by less than this fraction")
     n_restarts: int = option(25, "iterative NMF: seeded restarts, the best is kept")
     merge_threshold: float | None = option(None, "iterative NMF: map correlation at which components merge (default per feature)")
-    scree_factor: float = option(5.0, "iterative NMF: initial components = PCA scree elbow x this")
+    scree_factor: int = option(5, "iterative NMF: initial components = PCA scree elbow x this")
 
 
 @dataclasses.dataclass

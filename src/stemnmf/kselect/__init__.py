@@ -1,0 +1,44 @@
+"""Choosing the number of components k with evidence (after Cao et al. 2025).
+
+Decision level 1: the K-component loss (mean ``|X - WH|`` against k) and its
+knee (Kneedle). Decision level 2: image-quality metrics (SSIM, PSNR, GMSD,
+MDSI, as piq 0.8.0 computes them) between the components' patterns in raw
+pattern space, for k around the knee; each metric picks the largest k before
+a component becomes redundant (two alike, or one nearly empty) and the median
+choice decides.
+
+The pipeline calls :func:`select_k`; its :meth:`KSelection.to_results` holds
+everything under ``/kselect/`` in the results file.
+"""
+
+from stemnmf.kselect.decide import DEFAULT_EMPTY_METRICS, DEFAULT_THRESHOLDS, IQADecision, decide_k, most_similar_pair
+from stemnmf.kselect.iqa import HIGHER_IS_SIMILAR, METRICS, gmsd, iqa_matrix, mdsi, psnr, ssim
+from stemnmf.kselect.knee import Knee, find_knee, range_of_interest
+from stemnmf.kselect.loss import KLoss, append_component, k_component_loss
+from stemnmf.kselect.patterns import representative_patterns, weighted_mean_patterns
+from stemnmf.kselect.select import KSelection, select_k
+
+__all__ = [
+    "DEFAULT_EMPTY_METRICS",
+    "DEFAULT_THRESHOLDS",
+    "HIGHER_IS_SIMILAR",
+    "IQADecision",
+    "KLoss",
+    "KSelection",
+    "Knee",
+    "METRICS",
+    "append_component",
+    "decide_k",
+    "find_knee",
+    "gmsd",
+    "iqa_matrix",
+    "k_component_loss",
+    "mdsi",
+    "most_similar_pair",
+    "psnr",
+    "range_of_interest",
+    "representative_patterns",
+    "select_k",
+    "ssim",
+    "weighted_mean_patterns",
+]

@@ -1,0 +1,122 @@
+"""Matplotlib drawings of the k selection, from plain arrays (the report calls them)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["plot_loss", "plot_iqa", "plot_patterns", "plot_most_similar"]
+
+_TITLES = {"ssim": "SSIM", "psnr": "PSNR (dB)", "gmsd": "GMSD", "mdsi": "MDSI"}
+
+
+def plot_loss(ax, k, loss, *, knee=None, k_range=None, chosen_k=None, pca_elbow=None):
+    """The K-component loss curve with its knee, range of interest and chosen k.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    k, loss : array_like
+        ``/kselect/k`` and ``/kselect/loss``.
+    knee : int, optional
+    k_range : (int, int), optional
+        First and last k of the range of interest (``/kselect/range``).
+    chosen_k, pca_elbow : int, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    k = np.asarray(k)
+    ax.plot(k, np.asarray(loss), "o-", color="C0", ms=4, label="K-component loss")
+    if k_range is not None:
+        ax.axvspan(float(k_range[0]) - 0.5, float(k_range[-1]) + 0.5, color="C2", alpha=0.15, label="range of interest")
+    if knee is not None:
+        ax.axvline(int(knee), color="C3", ls="--", label=f"knee k = {int(knee)}")
+    if chosen_k is not None:
+        ax.axvline(int(chosen_k), color="C1", lw=2, alpha=0.7, label=f"chosen k = {int(chosen_k)}")
+    if pca_elbow is not None:
+        ax.axvline(int(pca_elbow), color="0.5", ls=":", label=f"PCA elbow k = {int(pca_elbow)}")
+    ax.set_xticks(k)
+    ax.set_xlabel("number of components k")
+    ax.set_ylabel("mean |X - WH|")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_iqa(ax, matrix, *, metric="ssim", annotate=True, colorbar=True):
+    """One IQA matrix between the components of one k.
+
+    The diagonal (a component with itself) is left blank; darker cells are
+    more similar pairs for every metric.
+
+    Returns
+    -------
+    matplotlib.image.AxesImage
+    """
+    m = np.array(matrix, dtype=float)
+    k = m.shape[0]
+    np.fill_diagonal(m, np.nan)
+    higher = metric in ("ssim", "psnr")
+    image = ax.imshow(m, cmap="Blues" if higher else "Blues_r", interpolation="nearest")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("component (image)")
+    ax.set_ylabel("component (reference)")
+    ax.set_title(f"{_TITLES.get(metric, metric)}, k = {k}")
+    if annotate and k <= 12:
+        fmt = "{:.1f}" if metric == "psnr" else "{:.2f}"
+        for i in range(k):
+            for j in range(k):
+                if i != j:
+                    ax.text(j, i, fmt.format(m[i, j]), ha="center", va="center", fontsize=6)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, shrink=0.8)
+    return image
+
+
+def plot_patterns(fig, patterns, *, k=None, scale="sqrt", cmap="inferno"):
+    """The component patterns of one k in a grid of axes on ``fig``.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    patterns : array_like, shape (k, qy, qx)
+        ``/kselect/patterns/<k>``.
+    scale : {'sqrt', 'log', 'linear'}
+        Display scaling (diffraction patterns span decades).
+
+    Returns
+    -------
+    numpy.ndarray of Axes
+    """
+    p = np.clip(np.asarray(patterns, dtype=float), 0, None)
+    n = p.shape[0]
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    shown = np.sqrt(p) if scale == "sqrt" else np.log1p(p / (p.max() or 1) * 1e3) if scale == "log" else p
+    for i, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(shown[i], cmap=cmap)
+        ax.set_title(f"{i}", fontsize=8)
+    if k is not None:
+        fig.suptitle(f"component patterns, k = {int(k)}")
+    return axes
+
+
+def plot_most_similar(ax, k_range, most_similar, *, metric="ssim", threshold=None, chosen_k=None):
+    """The most similar pair's value against k for one metric, with its threshold."""
+    ks = np.asarray(k_range)
+    ax.plot(ks, np.asarray(most_similar, dtype=float), "o-", ms=4)
+    if threshold is not None:
+        ax.axhline(float(threshold), color="C3", ls="--", label="redundancy threshold")
+    if chosen_k is not None:
+        ax.axvline(int(chosen_k), color="C1", lw=2, alpha=0.7)
+    ax.set_xticks(ks)
+    ax.set_xlabel("k")
+    ax.set_ylabel(f"most similar pair, {_TITLES.get(metric, metric)}")
+    return ax

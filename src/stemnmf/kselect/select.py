@@ -1,0 +1,338 @@
+"""The whole choice of k: K-component loss, knee, IQA decision, PCA scree for comparison."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+
+import numpy as np
+
+from stemnmf.errors import ConfigError, DataValueError
+from stemnmf.io.dataset import Dataset4D
+from stemnmf.kselect.decide import IQADecision, decide_k
+from stemnmf.kselect.knee import Knee, find_knee, range_of_interest
+from stemnmf.kselect.loss import KLoss, k_component_loss
+from stemnmf.kselect.patterns import representative_patterns, weighted_mean_patterns
+
+__all__ = ["KSelection", "select_k"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class KSelection:
+    """Everything behind a choice of k.
+
+    Attributes
+    ----------
+    chosen_k : int
+        The number of components chosen.
+    knee : int
+        Decision level 1: the knee of the K-component loss.
+    range : numpy.ndarray of int64
+        The k values compared at decision level 2 (knee +- half width).
+    reason : str
+        One sentence: why ``chosen_k``.
+    kloss : KLoss
+        The K-component loss curve and the fits behind it.
+    knee_detail : Knee
+        The knee finder's output (difference curve, whether confirmed).
+    decision : IQADecision
+        Decision level 2: IQA matrices, most similar pairs, each metric's choice.
+    patterns : dict of int to numpy.ndarray
+        Component patterns (k, qy, qx) in raw pattern space for each k in ``range``.
+    pattern_source : str
+        'representative' (basis pattern x largest weight) or 'weighted_mean'.
+    pca : object or None
+        :func:`stemnmf.decompose.pca_scree` result (``explained_variance_ratio``,
+        ``elbow``), None when not computed.
+    seconds : dict of str to float
+        Time of each step.
+    """
+
+    chosen_k: int
+    knee: int
+    range: np.ndarray
+    reason: str
+    kloss: KLoss
+    knee_detail: Knee
+    decision: IQADecision
+    patterns: dict
+    pattern_source: str
+    pca: object | None = None
+    seconds: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def metric_choices(self) -> dict[str, int]:
+        """The k each IQA metric chose."""
+        return dict(self.decision.choices)
+
+    @property
+    def pca_elbow(self) -> int | None:
+        """The PCA scree elbow, None when not computed."""
+        elbow = getattr(self.pca, "elbow", None)
+        return None if elbow is None else int(elbow)
+
+    def components(self, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(W, H) of the fit with ``k`` components (default the chosen k)."""
+        return self.kloss.components(self.chosen_k if k is None else k)
+
+    def to_results(self) -> dict:
+        """Results datasets under ``/kselect/`` (see docs/kselect.md for the list)."""
+        out = self.kloss.to_results("/kselect")
+        out["/kselect/knee"] = np.int64(self.knee)
+        out["/kselect/knee_difference"] = np.asarray(self.knee_detail.difference, dtype=np.float64)
+        out["/kselect/range"] = np.array([self.range[0], self.range[-1]], dtype=np.int64)
+        out["/kselect/range_k"] = np.asarray(self.range, dtype=np.int64)
+        out["/kselect/chosen_k"] = np.int64(self.chosen_k)
+        out["/kselect/reason"] = str(self.reason)
+        out["/kselect/metric_choices"] = json.dumps({m: int(k) for m, k in self.decision.choices.items()})
+        out["/kselect/thresholds"] = json.dumps({m: float(v) for m, v in self.decision.thresholds.items()})
+        out["/kselect/pattern_source"] = self.pattern_source
+        out["/kselect/empty_metrics"] = json.dumps(list(self.decision.empty_metrics))
+        for metric, by_k in self.decision.matrices.items():
+            for k, matrix in by_k.items():
+                out[f"/kselect/iqa/{metric}/{int(k)}"] = np.asarray(matrix, dtype=np.float64)
+            out[f"/kselect/most_similar/{metric}"] = np.asarray(self.decision.most_similar[metric], dtype=np.float64)
+            out[f"/kselect/most_similar_pair/{metric}"] = np.asarray(self.decision.pairs[metric], dtype=np.int64)
+            out[f"/kselect/redundant/{metric}"] = np.asarray(self.decision.redundant[metric], dtype=np.int8)
+            if metric in self.decision.empty:
+                out[f"/kselect/emptiest/{metric}"] = np.asarray(self.decision.emptiest[metric], dtype=np.float64)
+        for k, patterns in self.patterns.items():
+            out[f"/kselect/patterns/{int(k)}"] = np.asarray(patterns, dtype=np.float32)
+        if self.pca is not None:
+            ratio = getattr(self.pca, "explained_variance_ratio", None)
+            if ratio is not None:
+                out["/kselect/pca/explained_variance_ratio"] = np.asarray(ratio, dtype=np.float64)
+            if self.pca_elbow is not None:
+                out["/kselect/pca/elbow"] = np.int64(self.pca_elbow)
+        return out
+
+
+def _pattern_shape(feature: str, pattern_shape, n_features: int, dataset) -> tuple[int, int] | None:
+    if pattern_shape is not None:
+        shape = tuple(int(v) for v in pattern_shape)
+        if len(shape) != 2 or min(shape) < 1:
+            raise ConfigError(f"pattern_shape={pattern_shape!r} must be (qy, qx)")
+        return shape
+    if dataset is not None and math.prod(dataset.pattern_shape) == n_features:
+        return dataset.pattern_shape
+    side = math.isqrt(n_features)
+    if side * side == n_features:
+        return side, side
+    return None
+
+
+def _columns_scaled_separately(X) -> bool:
+    """True when every non-zero column of X spans exactly [0, 1] (per-feature min-max scaling)."""
+    from stemnmf.decompose import RowBlocks
+
+    blocks = X if isinstance(X, RowBlocks) else RowBlocks(X)
+    high = low = None
+    for _, xb in blocks:
+        bh, bl = xb.max(axis=0), xb.min(axis=0)
+        high = bh if high is None else np.maximum(high, bh)
+        low = bl if low is None else np.minimum(low, bl)
+    live = high > 0
+    if live.sum() < 2:
+        return False
+    return bool(np.allclose(high[live], 1.0, atol=1e-4) and np.allclose(low[live], 0.0, atol=1e-4))
+
+
+def _pca(X, random_state):
+    """The PCA scree for comparison; None (with a warning) when it cannot be computed."""
+    from stemnmf.errors import StemNMFError
+
+    try:
+        from stemnmf.decompose import pca_scree
+    except ImportError:
+        log.warning("stemnmf.decompose.pca_scree is not available; the PCA scree elbow is not reported")
+        return None
+    try:
+        return pca_scree(X, random_state=random_state)
+    except StemNMFError as err:
+        log.warning("no PCA scree for comparison: %s", err)
+        return None
+
+
+def select_k(
+    X,
+    *,
+    k_values=range(3, 21),
+    dataset: Dataset4D | None = None,
+    feature: str = "raw",
+    pattern_shape=None,
+    engine=None,
+    random_state=None,
+    solver: str = "hals",
+    max_iter: int = 400,
+    tol: float = 1e-4,
+    warm_start: bool = True,
+    half_width: int = 4,
+    sensitivity: float = 1.0,
+    metrics=("ssim", "psnr", "gmsd", "mdsi"),
+    thresholds: dict | None = None,
+    empty_metrics=None,
+    patterns: str = "auto",
+    pca: bool = True,
+    nmf_options: dict | None = None,
+) -> KSelection:
+    """Choose the number of components in two levels (after Cao et al. 2025).
+
+    1. The K-component loss (mean ``|X - WH|``) over ``k_values``
+       (:func:`k_component_loss`) and its knee (:func:`find_knee`); the range
+       of interest is the knee +- ``half_width``.
+    2. For each k in that range, the components' patterns in raw pattern
+       space and the IQA matrices between them (:func:`decide_k`): each
+       metric chooses the largest k before a component becomes redundant
+       (two alike, or one nearly empty), and the median choice decides.
+
+    Parameters
+    ----------
+    X : array_like, shape (n_positions, n_features)
+        Non-negative features, rows in C order of the scan.
+    k_values : iterable of int, default range(3, 21)
+    dataset : Dataset4D, optional
+        The calibrated scan X was computed from. Needed for features other
+        than 'raw' (weighted mean patterns, one streamed pass).
+    feature : str, default 'raw'
+        The representation of X. For 'raw' the patterns are the basis
+        patterns x largest weight (reshaped to ``pattern_shape``); otherwise
+        the weighted mean patterns of ``dataset``.
+    pattern_shape : (int, int), optional
+        Shape of a raw feature pattern (binned); default the dataset's pattern
+        shape when it matches, else square.
+    engine : stemnmf.engine.Engine, optional
+        Runs the pass over ``dataset``.
+    random_state : int, Generator or None
+    solver, max_iter, tol, warm_start, nmf_options
+        Passed to :func:`k_component_loss`.
+    half_width : int, default 4
+        Range of interest: knee +- this, clipped to ``k_values``.
+    sensitivity : float, default 1.0
+        Kneedle sensitivity S.
+    metrics : sequence of str, default ('ssim', 'psnr', 'gmsd', 'mdsi')
+        IQA metrics that vote.
+    thresholds : dict, optional
+        Redundancy thresholds per metric (defaults for the kind of pattern in
+        :data:`stemnmf.kselect.DEFAULT_THRESHOLDS`).
+    empty_metrics : sequence of str, optional
+        Metrics that also compare each component with an empty pattern
+        (defaults in :data:`stemnmf.kselect.DEFAULT_EMPTY_METRICS`).
+    patterns : {'auto', 'representative', 'weighted_mean'}, default 'auto'
+        Which component patterns to compare. 'auto': representative patterns
+        for raw features, unless every pixel column of X was min-max scaled
+        on its own (then a row of H is not a pattern) and the dataset is
+        given; weighted mean patterns of the dataset otherwise.
+    pca : bool, default True
+        Also compute the PCA scree elbow for comparison.
+
+    Returns
+    -------
+    KSelection
+
+    Raises
+    ------
+    ConfigError
+        For a bad option, or features other than 'raw' without a dataset.
+    DataValueError
+        For bad X (negative, NaN, wrong shape).
+    """
+    seconds = {}
+    raw = str(feature).lower() == "raw"
+    if not raw and dataset is None:
+        raise ConfigError(
+            f"choosing k for feature {feature!r} needs the dataset to average raw patterns",
+            "pass dataset=... (the scan the features came from) or use feature='raw'",
+        )
+    n_features = X.shape[1] if hasattr(X, "shape") else np.asarray(X).shape[1]
+    shape = _pattern_shape(feature, pattern_shape, n_features, dataset) if raw else None
+    if patterns not in ("auto", "representative", "weighted_mean"):
+        raise ConfigError(f"patterns={patterns!r} is unknown", "use 'auto', 'representative' or 'weighted_mean'")
+    if patterns == "weighted_mean" and dataset is None:
+        raise ConfigError("weighted mean patterns need the dataset", "pass dataset=... or patterns='auto'")
+    if patterns == "representative" and not raw:
+        raise ConfigError(
+            f"representative patterns need raw features, not {feature!r}", "use patterns='auto' or 'weighted_mean'"
+        )
+    if raw and (shape is None or shape[0] * shape[1] != n_features):
+        problem = (
+            f"cannot tell the pattern shape of {n_features} raw features"
+            if shape is None
+            else f"pattern_shape {shape} does not match {n_features} raw features"
+        )
+        if dataset is None:
+            error = ConfigError if shape is None else DataValueError
+            raise error(problem, "pass pattern_shape=(qy, qx) of the binned patterns")
+        log.warning("%s; comparing weighted mean patterns of the dataset instead", problem)
+        shape = None
+    if dataset is not None and dataset.n_positions != (X.shape[0] if hasattr(X, "shape") else len(X)):
+        raise DataValueError(
+            f"X has {X.shape[0]} rows but the dataset has {dataset.n_positions} positions",
+            "pass the dataset the features were computed from",
+        )
+
+    t0 = time.perf_counter()
+    kloss = k_component_loss(
+        X,
+        k_values,
+        solver=solver,
+        warm_start=warm_start,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+        nmf_options=nmf_options,
+    )
+    seconds["k_component_loss"] = time.perf_counter() - t0
+    if kloss.k.size >= 3:
+        knee = find_knee(kloss.k, kloss.loss, sensitivity=sensitivity)
+    else:
+        index = int(kloss.k.size - 1)
+        log.warning("only %d k values scanned; no knee can be found, using the largest k", kloss.k.size)
+        knee = Knee(float(kloss.k[index]), index, np.zeros(kloss.k.size), False)
+    knee_k = int(round(knee.x))
+    ks = range_of_interest(knee_k, kloss.k, half_width)
+
+    t0 = time.perf_counter()
+    use_representative = raw and shape is not None and patterns != "weighted_mean"
+    if use_representative and patterns == "auto" and dataset is not None and _columns_scaled_separately(X):
+        log.warning(
+            "every pixel column of the raw features was min-max scaled on its own, so the basis patterns are "
+            "not patterns; comparing weighted mean patterns of the dataset instead (scale raw features globally, "
+            "as Cao et al., to compare representative patterns)"
+        )
+        use_representative = False
+    if use_representative:
+        source = "representative"
+        by_k = {int(k): representative_patterns(*kloss.components(k), shape) for k in ks}
+    else:
+        source = "weighted_mean"
+        stacked = np.hstack([kloss.components(k)[0] for k in ks])
+        means = weighted_mean_patterns(dataset, stacked, engine=engine)
+        by_k, start = {}, 0
+        for k in ks:
+            by_k[int(k)] = means[start : start + int(k)]
+            start += int(k)
+    seconds["patterns"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    decision = decide_k(by_k, source=source, metrics=metrics, thresholds=thresholds, empty_metrics=empty_metrics)
+    seconds["iqa"] = time.perf_counter() - t0
+
+    pca_result = None
+    if pca:
+        t0 = time.perf_counter()
+        pca_result = _pca(X, random_state)
+        seconds["pca"] = time.perf_counter() - t0
+
+    chosen = int(decision.chosen_k)
+    knee_text = f"the knee of the K-component loss is at k = {knee_k}" + ("" if knee.confirmed else " (unconfirmed)")
+    reason = f"k = {chosen}: {knee_text}, and {decision.reason}"
+    elbow = getattr(pca_result, "elbow", None)
+    if elbow is not None:
+        reason += f" (PCA scree elbow for comparison: k = {int(elbow)})"
+    log.info("chose %s", reason)
+    return KSelection(chosen, knee_k, ks, reason, kloss, knee, decision, by_k, source, pca_result, seconds)
