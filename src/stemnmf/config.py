@@ -122,7 +122,12 @@ class FeaturesConfig:
     """[features]: the representation factorised by NMF."""
 
     representation: str = option("aa", "aa, rv, bd, raw or a '+'-joined combination such as aa+bd", flag="--feature")
-    scaling: str = option("minmax", "feature scaling", choices=("minmax", "pattern", "none"))
+    scaling: str = option(
+        "auto",
+        "feature scaling; auto: per-feature min-max (Bruefach et al.), but none for raw patterns so basis "
+        "patterns stay patterns (Cao et al.)",
+        choices=("auto", "minmax", "pattern", "none"),
+    )
     sector_width: float = option(5.0, "AA: angular sector width in degrees", metavar="DEG")
     rings: list = option([], "AA: radial bounds of the rings in pixels, e.g. 10:18,22:30 (default: found)", metavar="R0:R1,...")
     r_min: float | None = option(None, "AA/RV: smallest radius in pixels (default: end of the direct beam)", metavar="PX")
@@ -138,6 +143,8 @@ class FeaturesConfig:
         """The keyword options of :func:`stemnmf.featurize` this section sets."""
         options = dataclasses.asdict(self)
         options.pop("representation")
+        if self.scaling == "auto":
+            options["scaling"] = "none" if self.representation == "raw" else "minmax"
         options["rings"] = [tuple(r) for r in self.rings] or None
         options["raw_bin"] = "auto" if self.raw_bin == "auto" else int(self.raw_bin)
         options["raw_transform"] = None if self.raw_transform == "none" else self.raw_transform

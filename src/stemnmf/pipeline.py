@@ -205,7 +205,9 @@ def run(
         )
         datasets.update(description.to_results())
 
-    raw_shape = _raw_pattern_shape(config, dataset, description)
+    raw_shape = None
+    if config.features.representation == "raw":
+        X, raw_shape = raw_features_on_grid(X, description)
     with timer.stage("nmf"):
         W, H, kinfo = _factorise(X, config, dataset, raw_shape, engine, seed)
         datasets.update(kinfo)
@@ -297,11 +299,22 @@ def _truth_from_input(name: str):
     return load_truth(path) if has_truth else None
 
 
-def _raw_pattern_shape(config: Config, dataset: Dataset4D, description) -> tuple[int, int]:
-    shape = getattr(description, "raw_shape", None)
-    if shape is not None:
-        return tuple(int(v) for v in shape)
-    return dataset.pattern_shape
+def raw_features_on_grid(X: np.ndarray, description) -> tuple[np.ndarray, tuple[int, int]]:
+    """Raw features with one column per bin of the binned detector, and that grid's shape.
+
+    Featurizing drops bins that are wholly masked; they come back as zero
+    columns, so that a row of H reshapes to a pattern.
+    """
+    raw = description.settings["raw"]
+    shape = tuple(int(v) for v in raw["binned_shape"])
+    if X.shape[1] == shape[0] * shape[1]:
+        return X, shape
+    columns = description.columns
+    factor = float(raw["bin"])
+    flat = (columns["qy"] // factor).astype(np.int64) * shape[1] + (columns["qx"] // factor).astype(np.int64)
+    full = np.zeros((X.shape[0], shape[0] * shape[1]), dtype=X.dtype)
+    full[:, flat] = X
+    return full, shape
 
 
 def _factorise(X, config: Config, dataset, raw_shape, engine, seed):

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"stemnmf.cli.{name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(_main=module.main)
+        # -v / -q also after the subcommand (`stemnmf run X -o Y -q`)
+        sub_verbosity = sub.add_mutually_exclusive_group()
+        sub_verbosity.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sub_verbosity.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
