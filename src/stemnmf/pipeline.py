@@ -162,6 +162,10 @@ def run(
             truth = _truth_from_input(input_name)
         elif truth is not None and not hasattr(truth, "labels"):
             truth = load_truth(truth)
+        if isinstance(config.nmf.k, int) and config.nmf.k > dataset.n_positions:
+            raise ConfigError(
+                f"k={config.nmf.k} is larger than the scan's {dataset.n_positions} positions", "give a smaller --k"
+            )
 
     datasets: dict[str, Any] = {}
     with timer.stage("calibrate"):
@@ -211,6 +215,7 @@ def run(
     with timer.stage("nmf"):
         W, H, kinfo = _factorise(X, config, dataset, raw_shape, engine, seed)
         datasets.update(kinfo)
+        datasets["/components/patterns"] = np.asarray(H, dtype=np.float32)
 
     with timer.stage("analysis"):
         from stemnmf.analysis import analyze
