@@ -138,7 +138,7 @@ def test_second_run_into_the_same_outdir_needs_overwrite(tiny_file, tmp_path, ca
     "extra,message",
     [
         (["--k", "lots"], "k='lots' is not valid"),
-        (["--k", "500"], "k=500 is larger than the data allows"),
+        (["--k", "500"], "k=500 is larger than the scan's 144 positions"),
         (["--sector-width", "0"], "sector_width=0.0 must be in (0, 180]"),
         (["--config", "missing.toml"], "config file missing.toml does not exist"),
     ],
