@@ -10,9 +10,7 @@ import pytest
 from stemnmf.errors import ConfigError, DataValueError
 from stemnmf.kselect import gmsd, iqa_matrix, mdsi, psnr, ssim
 
-FIXTURE = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "cao2025_lmno_k8.npz"
-if not FIXTURE.exists():  # the shared folder next to the repository
-    FIXTURE = Path("/work/shared/fixtures/cao2025_lmno_k8.npz")
+FIXTURE = Path(__file__).parent / "data" / "cao2025_lmno_k8.npz"  # see data/README.md
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from stemnmf.errors import DataValueError
 from stemnmf.kselect import find_knee, range_of_interest
 
-FIXTURE = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "cao2025_lmno_k8.npz"
+FIXTURE = Path(__file__).parent / "data" / "cao2025_lmno_k8.npz"  # see data/README.md
 
 
 @pytest.mark.parametrize("run", ["kloss_run1", "kloss_run2"])
