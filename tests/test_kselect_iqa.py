@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stemnmf.reproduce import LMNO_FIXTURE
 from stemnmf.errors import ConfigError, DataValueError
 from stemnmf.kselect import gmsd, iqa_matrix, mdsi, psnr, ssim
 
-FIXTURE = Path(__file__).parent / "data" / "cao2025_lmno_k8.npz"  # see data/README.md
+FIXTURE = LMNO_FIXTURE  # published outputs of Cao et al. 2025, see src/stemnmf/reproduce/data/README.md
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stemnmf.reproduce import LMNO_FIXTURE
 from stemnmf.errors import DataValueError
 from stemnmf.kselect import find_knee, range_of_interest
 
-FIXTURE = Path(__file__).parent / "data" / "cao2025_lmno_k8.npz"  # see data/README.md
+FIXTURE = LMNO_FIXTURE  # published outputs of Cao et al. 2025, see src/stemnmf/reproduce/data/README.md
 
 
 @pytest.mark.parametrize("run", ["kloss_run1", "kloss_run2"])
