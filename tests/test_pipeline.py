@@ -83,6 +83,15 @@ def test_run_records_configuration_seed_version_checksum_and_timings(tiny_run, t
     assert (outdir / "report.html").stat().st_size > 10_000
 
 
+def test_report_of_a_real_run_shows_every_section(tiny_run):
+    _, outdir = tiny_run
+    text = (outdir / "report.html").read_text()
+    for heading in ("The data", "Components and clusters", "Cluster patterns", "Grains", "Ground truth"):
+        assert f"<h2>{heading}</h2>" in text, heading
+    for figure in ("mean image", "max pattern", "component maps", "label map", "overlap", "cluster patterns", "nsd", "region boxplots", "truth", "scores"):
+        assert f'alt="{figure}"' in text, figure
+
+
 def test_scores_against_the_simulated_truth(tiny_run):
     results, _ = tiny_run
     scores = json.loads(str(results["/scores/summary"]))

@@ -21,9 +21,9 @@ def synthetic_results(k=3, sy=12, sx=10, q=16):
         "/summary/mean_image": rng.random((sy, sx)).astype(np.float32),
         "/summary/max_pattern": rng.random((q, q)).astype(np.float32),
         "/features/origin": np.array([8.0, 8.0]),
-        "/features/ring_bounds": np.array([[3.0, 5.0], [6.0, 7.5]]),
-        "/features/sector_width": np.float64(30.0),
-        "/features/bragg_vector_map": rng.random((q, q)).astype(np.float32),
+        "/features/rings": np.array([[3.0, 5.0], [6.0, 7.5]]),
+        "/features/settings": json.dumps({"sector_width": 30.0, "sector_offset": 0.0, "ellipse": [4.0, 3.6, 0.3]}),
+        "/features/bd/bragg_vector_map": rng.random((q, q)).astype(np.float32),
         "/kselect/k": np.arange(3, 9),
         "/kselect/loss": np.array([5.0, 3.0, 2.0, 1.8, 1.7, 1.65]),
         "/kselect/knee": np.int64(5),
@@ -67,6 +67,15 @@ def test_report_leaves_out_what_the_run_did_not_produce(tmp_path):
     text = render_html(minimal)
     assert "<h2>Components and clusters</h2>" in text
     assert "<h2>Ground truth</h2>" not in text and "<h2>Grains</h2>" not in text
+
+
+def test_max_pattern_shows_ring_bounds_and_sectors():
+    from stemnmf.report.figures import fig_max_pattern
+
+    fig = fig_max_pattern(synthetic_results())
+    # 2 rings x 2 bounds, and 360 / 30 = 12 sector lines
+    assert len(fig.axes[0].lines) == 4 + 12
+    assert "2 rings, 30° sectors" in fig.axes[0].get_title()
 
 
 def test_neighbouring_labels_get_distinct_colours():

@@ -237,6 +237,7 @@ def run(
             truth=truth,
         )
         datasets.update(analysis.to_results())
+        datasets.update(_cluster_nsd(datasets, dataset.mask))
         if truth is not None:
             datasets["/truth/labels"] = truth.labels
 
@@ -288,6 +289,22 @@ def _load(source, config: Config):
         options["scan_shape"] = parse_scan_shape(i.scan_shape)
     dataset = load(source, lazy=i.lazy, **options)
     return dataset, str(source), file_checksum(source)
+
+
+def _cluster_nsd(datasets: dict, mask) -> dict:
+    """NSD (Cao et al.: standard deviation of pixel values about the mean) of each cluster's patterns."""
+    from stemnmf.filters import nsd
+
+    rows, names = [], []
+    for path, name in (("/components/mean_patterns", "mean pattern"), ("/components/representative_patterns", "representative pattern")):
+        patterns = datasets.get(path)
+        if patterns is not None and len(patterns):
+            same_grid = mask is not None and mask.shape == patterns.shape[1:]
+            rows.append(nsd(patterns, mask=mask if same_grid else None))
+            names.append(name)
+    if not rows:
+        return {}
+    return {"/analysis/nsd": np.asarray(rows, dtype=np.float32), "/analysis/nsd_labels": np.asarray(names)}
 
 
 def _truth_from_input(name: str):

@@ -220,8 +220,9 @@ def save_results(results: Results, path: str | os.PathLike, *, overwrite: bool =
 
     _check_schema(results)
     path = Path(path)
-    attrs = {"stemnmf_version": __version__, "written": datetime.datetime.now().astimezone().isoformat()}
-    attrs.update(results.attrs)
+    results.attrs.setdefault("stemnmf_version", __version__)
+    results.attrs["written"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    attrs = dict(results.attrs)
     with atomic_output(path, overwrite=overwrite) as tmp:
         with h5py.File(tmp, "w") as h5:
             for name, value in attrs.items():

@@ -9,6 +9,7 @@ can be drawn from any thread.
 from __future__ import annotations
 
 import colorsys
+import json
 import math
 
 import numpy as np
@@ -110,32 +111,43 @@ def fig_mean_image(results) -> Figure | None:
     return fig
 
 
+def _feature_settings(results) -> dict:
+    settings = _get(results, "/features/settings")
+    return json.loads(str(settings)) if settings is not None else {}
+
+
 def fig_max_pattern(results) -> Figure | None:
-    pattern = _get(results, "/summary/max_pattern")
+    """The brightest value of each detector pixel over the scan, with the rings and sectors of the features."""
+    pattern = _get(results, "/features/max_pattern")
+    if pattern is None:
+        pattern = _get(results, "/summary/max_pattern")
     if pattern is None:
         return None
     fig = Figure(figsize=(5, 4.5))
     ax = fig.subplots()
-    ax.imshow(_pattern_display(pattern), cmap="magma")
-    ax.set_title("maximum pattern (log), rings and sectors")
+    ax.imshow(_pattern_display(np.where(np.isfinite(pattern), pattern, 0)), cmap="magma")
+    settings = _feature_settings(results)
+    rings = _get(results, "/features/rings")
     origin = _get(results, "/features/origin")
-    bounds = _get(results, "/features/ring_bounds")
-    if origin is not None and bounds is not None and len(bounds):
-        cy, cx = (float(v) for v in np.ravel(origin)[:2])
-        ellipse = _get(results, "/features/ellipse")
-        ratio, angle = 1.0, 0.0
-        if ellipse is not None and np.size(ellipse) == 3 and float(ellipse[0]) > 0:
-            ratio, angle = float(ellipse[1]) / float(ellipse[0]), math.degrees(float(ellipse[2]))
-        for k, (r0, r1) in enumerate(np.asarray(bounds, dtype=float)):
+    if rings is not None and origin is not None and len(rings):
+        from stemnmf.features import detector_coordinates
+
+        ellipse = settings.get("ellipse")
+        theta = np.linspace(0, 360, 361)
+        for k, (r0, r1) in enumerate(np.asarray(rings, dtype=float)):
             for r in (r0, r1):
-                ax.add_patch(
-                    Ellipse((cx, cy), 2 * r, 2 * r * ratio, angle=angle, fill=False, color=f"C{k % 10}", lw=0.8)
-                )
-        width = _get(results, "/features/sector_width")
-        if width is not None and float(width) > 0:
-            outer = float(np.max(bounds))
-            for theta in np.deg2rad(np.arange(0, 360, float(width))):
-                ax.plot([cx, cx + outer * math.cos(theta)], [cy, cy + outer * math.sin(theta)], color="w", lw=0.2, alpha=0.5)
+                qy, qx = detector_coordinates(r, theta, origin, ellipse)
+                ax.plot(qx, qy, color=f"C{k % 10}", lw=0.9)
+        width = float(settings.get("sector_width") or 0)
+        if width > 0:
+            inner, outer = float(np.min(rings)), float(np.max(rings))
+            offset = float(settings.get("sector_offset") or 0)
+            for angle in np.arange(offset, offset + 360, width):
+                qy, qx = detector_coordinates(np.array([inner, outer]), angle, origin, ellipse)
+                ax.plot(qx, qy, color="w", lw=0.3, alpha=0.6)
+        ax.set_title(f"maximum pattern (log): {len(rings)} rings, {width:g}° sectors", fontsize=9)
+    else:
+        ax.set_title("maximum pattern (log)", fontsize=9)
     ax.set_xlim(-0.5, pattern.shape[1] - 0.5)
     ax.set_ylim(pattern.shape[0] - 0.5, -0.5)
     ax.set_xticks([])
@@ -144,7 +156,8 @@ def fig_max_pattern(results) -> Figure | None:
 
 
 def fig_bragg_vector_map(results) -> Figure | None:
-    bvm = _get(results, "/features/bragg_vector_map")
+    """Where Bragg disks were found, summed over the scan."""
+    bvm = _get(results, "/features/bd/bragg_vector_map")
     if bvm is None:
         return None
     fig = Figure(figsize=(4.5, 4.5))
@@ -276,23 +289,32 @@ def fig_overlap(results) -> Figure | None:
 
 
 def fig_cluster_patterns(results) -> Figure | None:
+    """Each cluster's mean calibrated pattern beside its representative pattern."""
     mean = _get(results, "/components/mean_patterns")
     rep = _get(results, "/components/representative_patterns")
-    if mean is None and rep is None:
-        return None
     stacks = [(name, s) for name, s in (("mean", mean), ("representative", rep)) if s is not None]
+    if not stacks:
+        return None
     k = len(stacks[0][1])
-    fig = Figure(figsize=(PANEL * len(stacks), PANEL * k * 0.95 + 0.4))
-    axes = _image_axes(fig, k, len(stacks))
-    for col, (name, stack) in enumerate(stacks):
-        for i in range(k):
-            axes[i, col].imshow(_pattern_display(stack[i]), cmap="magma")
-            axes[i, col].set_title(f"{i}: {name}", fontsize=8)
+    per_row = max(1, 6 // len(stacks))  # clusters per row, each with its panels side by side
+    rows = math.ceil(k / per_row)
+    cols = per_row * len(stacks)
+    fig = Figure(figsize=(PANEL * 0.9 * cols, PANEL * rows + 0.4))
+    axes = _image_axes(fig, rows, cols)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(k):
+        for j, (name, stack) in enumerate(stacks):
+            ax = axes[i // per_row, (i % per_row) * len(stacks) + j]
+            ax.axis("on")
+            ax.imshow(_pattern_display(stack[i]), cmap="magma")
+            ax.set_title(f"cluster {i}: {name}", fontsize=8)
     fig.suptitle("per-cluster patterns (log)")
     return fig
 
 
 def fig_nsd(results) -> Figure | None:
+    """Noise standard deviation of each cluster's patterns."""
     nsd = _get(results, "/analysis/nsd")
     if nsd is None:
         return None
