@@ -427,3 +427,34 @@ def _toml_value(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/config.md): every option, its flag, default and meaning."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Every option of `stemnmf run` can be set in a TOML file (`--config run.toml`) under its section, or on "
+        "the command line with its flag; the command line wins over the file, which wins over the defaults. "
+        "`stemnmf run --print-config > run.toml` writes the defaults as a starting point. This page is generated "
+        "from `stemnmf.config` (`python -m stemnmf.config > docs/config.md`).",
+        "",
+    ]
+    for name, cls in _SECTIONS.items():
+        lines += [f"## [{name}]", "", cls.__doc__.split(":", 1)[1].strip(), "", "| option | flag | default | meaning |", "| --- | --- | --- | --- |"]
+        for field in dataclasses.fields(cls):
+            default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            shown = "unset" if default is None or default == [] else f"`{_toml_value(default)}`"
+            meaning = field.metadata["help"]
+            if field.metadata.get("choices"):
+                meaning += " (" + ", ".join(field.metadata["choices"]) + ")"
+            flag = _flag(field)
+            if _field_type(field) is bool:
+                flag = f"{flag} / --no-{flag[2:]}"
+            lines.append(f"| `{field.name}` | `{flag}` | {shown} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(reference_markdown(), end="")
