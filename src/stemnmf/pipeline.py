@@ -58,25 +58,70 @@ def _as_config(config) -> Config:
 
 
 def summary_images(dataset: Dataset4D, engine: Engine | None = None) -> dict[str, np.ndarray]:
-    """Mean intensity per position (sy, sx), and the mean and maximum pattern (qy, qx), in one pass."""
+    """Mean intensity per position (sy, sx), and the mean and maximum pattern (qy, qx), in one pass.
+
+    When :func:`attach_summary` was called on the same engine and dataset
+    before a pass (e.g. the features'), the images come from that pass and
+    nothing is read here.
+    """
     engine = engine or Engine(progress=False)
     n = dataset.n_positions
-
-    totals, peak, per_position = engine.reduce(
-        _summary_chunk, dataset, combine=["sum", "max", "sum"], kwargs={"n_positions": n}, desc="summary"
-    )
+    means = attach_summary(dataset, engine)
+    totals, peak = engine.reduce(_summary_totals, dataset, combine=["sum", "max"], desc="summary")
     return {
-        "/summary/mean_image": per_position.reshape(dataset.scan_shape).astype(np.float32),
+        "/summary/mean_image": means.result().reshape(dataset.scan_shape).astype(np.float32),
         "/summary/mean_pattern": (totals / n).astype(np.float32),
         "/summary/max_pattern": peak.astype(np.float32),
     }
 
 
-def _summary_chunk(block, chunk, n_positions):
+def attach_summary(dataset: Dataset4D, engine: Engine):
+    """Let the engine's next pass over ``dataset`` also compute :func:`summary_images` (no pass of its own)."""
+    engine.attach(_summary_totals, dataset, combine=["sum", "max"], desc="summary")
+    return engine.attach(_summary_means, dataset, mode="map", desc="summary")
+
+
+def _summary_totals(block, chunk):
     own = block[chunk.own]
-    per_position = np.zeros(n_positions, np.float64)
-    per_position[chunk.positions] = own.mean(axis=(2, 3), dtype=np.float64).ravel()
-    return own.sum(axis=(0, 1), dtype=np.float64), own.max(axis=(0, 1)).astype(np.float64), per_position
+    return own.sum(axis=(0, 1), dtype=np.float64), own.max(axis=(0, 1)).astype(np.float64)
+
+
+def _summary_means(block, chunk):
+    own = block[chunk.own]
+    return own.mean(axis=(2, 3), dtype=np.float64).reshape(-1)
+
+
+def attach_vacuum(dataset: Dataset4D, engine: Engine) -> None:
+    """Let the engine's next pass over ``dataset`` also compute the analysis' vacuum test (no pass of its own).
+
+    :func:`stemnmf.analysis.vacuum_mask` then finds its scattered fractions
+    stored (same kernel, options and dataset); with other options it reads
+    the data itself, so the result never depends on this.
+    """
+    import inspect
+
+    try:
+        from stemnmf.analysis.patterns import _scattered_fraction, _valid_pixels, vacuum_mask
+
+        level = inspect.signature(vacuum_mask).parameters["level"].default
+    except (ImportError, KeyError):  # the analysis changed: its vacuum test reads the data itself
+        log.debug("the vacuum test does not ride along with the features")
+        return
+    engine.attach(_scattered_fraction, dataset, mode="map", kwargs=dict(valid=_valid_pixels(dataset), level=float(level)),
+                  desc="vacuum")
+
+
+#: Share of the memory budget given to chunks of patterns in flight; the rest is for
+#: per-position arrays (features, NMF factors, maps) and their working copies.
+CHUNK_SHARE = 0.5
+
+
+def make_engine(config: Config) -> Engine:
+    """The engine of a run: chunks in flight get :data:`CHUNK_SHARE` of ``run.memory_budget``."""
+    from stemnmf.engine import parse_bytes
+
+    budget = parse_bytes(config.run.memory_budget)
+    return Engine(memory_budget=budget, chunk_share=CHUNK_SHARE, scheduler=config.run.scheduler or None)
 
 
 @dataclasses.dataclass
@@ -149,12 +194,22 @@ def run(
         Everything the results file holds; ``results.attrs['summary']`` has
         the one-screen summary.
     """
+    with contextlib.ExitStack() as cleanup:
+        return _run(source, config, outdir=outdir, overwrite=overwrite, engine=engine, truth=truth, cleanup=cleanup)
+
+
+def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextlib.ExitStack) -> Results:
+    """The body of :func:`run`; ``cleanup`` removes scratch files and cluster data at the end, whatever happens."""
     config = _as_config(config)
     seed = int(config.run.seed)
     timer = _Timer()
     if outdir is not None:
         outdir = prepare_outdir(outdir, overwrite)
-    engine = engine or Engine(memory_budget=config.run.memory_budget, scheduler=config.run.scheduler)
+    if engine is None:
+        engine = make_engine(config)
+        cleanup.callback(engine.close)
+    if engine.scheduler is not None:
+        _ = engine.client  # connect now: an unreachable scheduler fails before any work
 
     with timer.stage("load"):
         dataset, input_name, checksum = _load(source, config)
@@ -198,21 +253,31 @@ def run(
             options = {"rank": config.preprocess.rank} if config.preprocess.method == "lowrank" else {}
             dataset = preprocess(dataset, config.preprocess.method, engine=engine, **options)
 
-    with timer.stage("summary"):
-        datasets.update(summary_images(dataset, engine))
-
+    # the summary images and the analysis' vacuum test ride along with the first pass of the features
+    attach_summary(dataset, engine)
+    attach_vacuum(dataset, engine)
+    raw_shape = None
     with timer.stage("features"):
         from stemnmf.features import featurize
 
-        X, description = featurize(
-            dataset, config.features.representation, engine=engine, **config.features.featurize_options()
-        )
+        options = config.features.featurize_options()
+        spill = _raw_spill(config, dataset, engine, outdir, cleanup)
+        if spill is not None:  # raw patterns that do not fit: written to a scratch file, never held whole
+            X, description, raw_shape = raw_features_to_file(dataset, spill, engine=engine, **options,
+                                                             block_rows=_block_rows(_raw_width(config, dataset),
+                                                                                    _budget(config)))
+        else:
+            X, description = featurize(dataset, config.features.representation, engine=engine, **options)
+            _check_resident(X, config)
         datasets.update(description.to_results())
 
-    raw_shape = None
-    if config.features.representation == "raw":
+    with timer.stage("summary"):
+        datasets.update(summary_images(dataset, engine))
+
+    if config.features.representation == "raw" and raw_shape is None:
         X, raw_shape = raw_features_on_grid(X, description)
     with timer.stage("nmf"):
+        X = nmf_input(X, engine, cleanup)
         W, H, kinfo = _factorise(X, config, dataset, raw_shape, engine, seed)
         datasets.update(kinfo)
         datasets["/components/patterns"] = np.asarray(H, dtype=np.float32)
@@ -319,6 +384,191 @@ def _truth_from_input(name: str):
     except OSError:
         return None
     return load_truth(path) if has_truth else None
+
+
+def _raw_spill(config: Config, dataset: Dataset4D, engine: Engine, outdir, cleanup) -> Path | None:
+    """A scratch file for the raw feature matrix when it would not fit the memory budget, else None.
+
+    Holding X in memory costs about three copies while it is built (the
+    gathered blocks, the binned grid, the scaled copy); when that exceeds the
+    budget's share for per-position arrays, X goes to a scratch HDF5 file
+    beside the results (removed at the end of the run) and NMF reads it in
+    row blocks.
+    """
+    if config.features.representation != "raw":
+        return None
+    from stemnmf.engine import _format_bytes
+
+    nbytes = dataset.n_positions * _raw_width(config, dataset) * 4
+    if 3 * nbytes <= _budget(config) * (1 - CHUNK_SHARE):
+        return None
+    import tempfile
+
+    folder = Path(outdir) if outdir is not None else None
+    fd, name = tempfile.mkstemp(prefix=".stemnmf-raw-", suffix=".h5", dir=folder)
+    os.close(fd)
+    path = Path(name)
+    cleanup.callback(lambda: path.unlink(missing_ok=True))
+    log.info("raw features (%s) do not fit the memory budget; writing them to %s", _format_bytes(nbytes), path)
+    return path
+
+
+def _check_resident(X, config: Config) -> None:
+    """Warn when the feature matrix and its working copies exceed the budget's share for them."""
+    from stemnmf.engine import _format_bytes
+
+    share = _budget(config) * (1 - CHUNK_SHARE)
+    if 4 * X.nbytes > share:
+        log.warning(
+            "the feature matrix (%s) and its working copies need more than the %s of the memory budget left "
+            "beside the chunks; peak memory may exceed --memory-budget (raise it, or bin the scan)",
+            _format_bytes(X.nbytes), _format_bytes(share),
+        )
+
+
+def _budget(config: Config) -> int:
+    from stemnmf.engine import parse_bytes
+
+    return parse_bytes(config.run.memory_budget)
+
+
+def _raw_width(config: Config, dataset: Dataset4D) -> int:
+    """Columns of the raw feature matrix on the binned grid."""
+    from stemnmf.features.raw import auto_bin
+
+    raw_bin = config.features.raw_bin
+    factor = auto_bin(dataset.pattern_shape) if raw_bin == "auto" else int(raw_bin)
+    qy, qx = dataset.pattern_shape
+    return (qy // factor) * (qx // factor)
+
+
+class ScaledRows:
+    """Rows of a feature matrix on disk, scaled as they are read (picklable, for NMF row blocks).
+
+    ``method`` 'minmax': ``(x - lo) * scale`` clipped to [0, 1] on the columns
+    in ``columns`` (others stay 0); 'pattern': each row divided by its maximum.
+    """
+
+    def __init__(self, source, method: str, lo=None, scale=None, columns=None):
+        self.source = source
+        self.method = method
+        self.lo, self.scale, self.columns = lo, scale, columns
+        self.shape = tuple(source.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        rows = np.asarray(self.source[key], dtype=np.float32)
+        if self.method == "minmax":
+            cols = self.columns
+            part = (rows[:, cols] - self.lo) * self.scale
+            np.clip(part, 0.0, 1.0, out=part)
+            rows[:, cols] = part
+        elif self.method == "pattern":
+            peak = rows.max(axis=1, keepdims=True)
+            rows = rows / np.where(peak > 0, peak, 1.0)
+        return rows.astype(np.float32, copy=False)
+
+
+def _raw_grid_kernel(block, chunk, *, factor, mask, transform):
+    from stemnmf.features.raw import bin_patterns
+
+    own = block[chunk.own]
+    return bin_patterns(own.reshape(-1, *own.shape[2:]), factor, mask, transform=transform, drop_masked=False)
+
+
+def _block_rows(n_features: int, budget: int) -> int:
+    """Rows per NMF row block of a matrix on disk: blocks in flight (2 per thread) and their
+    working copies within the budget's share for per-position arrays."""
+    from stemnmf.decompose.blocks import BLOCK_BYTES, default_threads
+
+    block_bytes = min(BLOCK_BYTES, budget * (1 - CHUNK_SHARE) / (8 * default_threads()))
+    return max(1, int(block_bytes // (4 * max(1, n_features))))
+
+
+def raw_features_to_file(dataset: Dataset4D, path, *, engine: Engine, scaling: str = "none",
+                         block_rows: int | None = None, **options):
+    """Raw features written to an HDF5 file in one streamed pass, on the binned grid; never held whole.
+
+    The same values as :func:`stemnmf.featurize` with ``'raw'`` followed by
+    :func:`raw_features_on_grid` (masked bins are zero columns).
+
+    block_rows : int, optional
+        Rows per row block of the returned X (default about 8 MiB per block).
+
+    Returns
+    -------
+    X : RowBlocks
+        Row blocks over the file (scaled as they are read).
+    description : FeatureDescription
+        As featurize gives it (``scale_min`` / ``scale_max`` over every position).
+    raw_shape : (int, int)
+        The binned grid.
+    """
+    import h5py
+
+    from stemnmf.decompose import RowBlocks
+    from stemnmf.features import featurize
+    from stemnmf.io.readers.sources import H5Array
+
+    if scaling not in ("none", "minmax", "pattern"):
+        raise ConfigError(
+            f"scaling {scaling!r} is not available for raw features read from disk (they do not fit the memory budget)",
+            "use --scaling none, minmax or pattern, or raise --memory-budget",
+        )
+    # the description (columns, settings) from one scan row: it does not depend on the values
+    _, description = featurize(dataset.row_slice(0, 1), "raw", engine=Engine(progress=False), scaling="none", **options)
+    raw = description.settings["raw"]
+    shape = tuple(int(v) for v in raw["binned_shape"])
+    factor = int(raw["bin"])
+    mask = dataset.mask if raw["masked"] else None
+    m = shape[0] * shape[1]
+    with h5py.File(path, "w") as h5:
+        out = h5.create_dataset("X", shape=(dataset.n_positions, m), dtype=np.float32,
+                                chunks=(max(1, min(dataset.n_positions, (4 << 20) // (4 * m))), m))
+        engine.map(_raw_grid_kernel, dataset, kwargs=dict(factor=factor, mask=mask, transform=raw["transform"]),
+                   desc="features: raw", out=out)
+    source = H5Array(path, "/X", (dataset.n_positions, m), np.float32, None)
+    columns = description.columns
+    flat = (columns["qy"] // factor).astype(np.int64) * shape[1] + (columns["qx"] // factor).astype(np.int64)
+    lo = np.full(flat.size, np.inf, np.float32)
+    hi = np.full(flat.size, -np.inf, np.float32)
+    for _, block in RowBlocks(source, block_rows=block_rows):
+        np.minimum(lo, block[:, flat].min(axis=0), out=lo)
+        np.maximum(hi, block[:, flat].max(axis=0), out=hi)
+    description.scale_min, description.scale_max = lo, hi
+    description.settings["scaling"] = scaling
+    if scaling == "minmax":
+        span = (hi - lo).astype(np.float64)
+        scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0).astype(np.float32)
+        source = ScaledRows(source, "minmax", lo, scale, flat)
+    elif scaling == "pattern":
+        source = ScaledRows(source, "pattern")
+    return RowBlocks(source, block_rows=block_rows), description, shape
+
+
+def nmf_input(X, engine: Engine, cleanup: contextlib.ExitStack | None = None):
+    """X for the NMF: as it is in-process; on a cluster, row blocks persisted on the workers.
+
+    On a cluster (``engine.scheduler``) the iterations then run on the workers
+    (:mod:`stemnmf.decompose.distributed`), W row-local, with results equal to
+    the in-process ones. A feature matrix in memory is scattered once; one on
+    disk is read by each worker from the file (which must be on a shared file
+    system).
+    """
+    if engine.scheduler is None:
+        return X
+    from stemnmf.decompose import RowBlocks
+    from stemnmf.decompose.distributed import DistributedRowBlocks
+
+    # the same row blocks as in-process, so that the results are the same
+    source, block_rows = (X._array, X._block_rows) if isinstance(X, RowBlocks) else (X, None)
+    blocks = DistributedRowBlocks(source, engine.client, block_rows=block_rows)
+    if cleanup is not None:
+        cleanup.callback(blocks.release)
+    return blocks
 
 
 def raw_features_on_grid(X: np.ndarray, description) -> tuple[np.ndarray, tuple[int, int]]:

@@ -109,6 +109,30 @@ class Calibration:
         return cls(**{k: v for k, v in values.items() if k in names and v is not None})
 
 
+class RowWindow:
+    """Row reader of scan rows ``start:stop`` of another reader's scan (picklable)."""
+
+    def __init__(self, reader, start: int, stop: int):
+        self.reader = reader
+        self.start, self.stop = int(start), int(stop)
+        self.fills_buffer = bool(getattr(reader, "fills_buffer", False))
+
+    def __call__(self, start: int, stop: int, out=None):
+        start, stop = max(0, int(start)), min(self.stop - self.start, int(stop))
+        return self.reader(self.start + start, self.start + stop, out=out)
+
+    def map(self, start: int, stop: int):
+        """Rows mapped without a copy when the reader can (see ``RowReader.map``), else None."""
+        mapper = getattr(self.reader, "map", None)
+        if mapper is None:
+            return None
+        start, stop = max(0, int(start)), min(self.stop - self.start, int(stop))
+        return mapper(self.start + start, self.start + stop)
+
+    def __repr__(self) -> str:
+        return f"RowWindow({self.reader!r}, rows {self.start}:{self.stop})"
+
+
 class Dataset4D:
     """A 4D-STEM scan: patterns indexed (sy, sx, qy, qx), in memory or lazy.
 
@@ -129,9 +153,16 @@ class Dataset4D:
     origins : numpy.ndarray, optional
         Shape (sy, sx, 2): the direct-beam position (qy, qx) in pixels at each
         probe position, when measured.
+    reader : callable, optional
+        For lazy data: a picklable ``reader(start, stop, out=None)`` returning
+        scan rows ``start:stop`` as a NumPy array (rows, sx, qy, qx) in
+        ``dtype`` (written into ``out`` when given), reading straight from the
+        file. :class:`stemnmf.engine.Engine` and :meth:`read_rows` use it
+        instead of going through ``data``; ``data`` stays a dask array (for
+        users and dask.distributed). Replacing ``data`` drops it.
     """
 
-    def __init__(self, data, calibration=None, metadata=None, source=None, mask=None, origins=None):
+    def __init__(self, data, calibration=None, metadata=None, source=None, mask=None, origins=None, reader=None):
         if not hasattr(data, "shape") or not hasattr(data, "dtype"):
             data = np.asarray(data)
         if data.ndim != 4:
@@ -152,6 +183,9 @@ class Dataset4D:
         self.source = None if source is None else str(source)
         self.mask = None if mask is None else self._check_mask(mask)
         self.origins = None if origins is None else self._check_origins(origins)
+        if reader is not None and not callable(reader):
+            raise TypeError(f"reader must be callable, got {type(reader).__name__}")
+        self.reader = reader if self.is_lazy else None
 
     def _check_mask(self, mask) -> np.ndarray:
         mask = np.asarray(mask, dtype=bool)
@@ -210,15 +244,29 @@ class Dataset4D:
     # -- access --------------------------------------------------------------------------
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Scan rows ``start:stop`` as a NumPy array (r, sx, qy, qx) in the stored dtype."""
+        if self.reader is not None:
+            return np.asarray(self.reader(start, stop))
         block = self.data[start:stop]
         if self.is_lazy:
             block = block.compute(scheduler="synchronous")
         return np.asarray(block)
 
+    def row_slice(self, start: int, stop: int) -> Dataset4D:
+        """Scan rows ``start:stop`` as a dataset (lazy stays lazy, and keeps its row reader)."""
+        sy = self.scan_shape[0]
+        start, stop = max(0, int(start)), min(sy, int(stop))
+        if start == 0 and stop == sy:
+            return self
+        reader = None if self.reader is None else RowWindow(self.reader, start, stop)
+        origins = None if self.origins is None else self.origins[start:stop]
+        return self.replace(data=self.data[start:stop], origins=origins, reader=reader)
+
     def compute(self) -> Dataset4D:
         """An in-memory copy of this dataset (the data is read whole)."""
         if not self.is_lazy:
             return self
+        if self.reader is not None:  # straight from the file, into one array
+            return self.replace(data=np.asarray(self.reader(0, self.scan_shape[0])))
         return self.replace(data=np.asarray(self.data.compute()))
 
     def replace(self, **changes: Any) -> Dataset4D:
@@ -230,11 +278,14 @@ class Dataset4D:
             source=self.source,
             mask=self.mask,
             origins=self.origins,
+            reader=self.reader,
         )
         unknown = set(changes) - set(values)
         if unknown:
             raise TypeError(f"unknown Dataset4D attributes: {sorted(unknown)}")
         values.update(changes)
+        if "data" in changes and "reader" not in changes:
+            values["reader"] = None  # the reader read the old data
         if "data" in changes and changes["data"].shape[:2] != self.scan_shape and "origins" not in changes:
             values["origins"] = None
         if "data" in changes and changes["data"].shape[2:] != self.pattern_shape and "mask" not in changes:

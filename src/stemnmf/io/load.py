@@ -174,7 +174,7 @@ def load(
         With one line naming the problem and the fix.
     """
     from stemnmf.io.readers import reader_for
-    from stemnmf.io.readers.layout import arrange, native
+    from stemnmf.io.readers.layout import arrange, native, row_reader
     from stemnmf.io.readers._common import quiet_libraries
     from stemnmf.io.summary import apply_value_report, check_values
 
@@ -206,6 +206,7 @@ def load(
         except Exception as err:
             raise _read_error(file_path, err) from None
     data = native(data)
+    reader = row_reader(raw, data) if hasattr(data, "compute") else None
     calibration, cal_sources = _calibration(
         raw,
         dict(scan_step=scan_step, q_pixel=q_pixel, beam_energy=beam_energy, camera_length=camera_length,
@@ -217,13 +218,19 @@ def load(
                 "calibration_source": cal_sources}
     if inner:
         metadata["dataset"] = inner
-    dataset = Dataset4D(data, calibration, metadata, source=os.fspath(path), mask=raw.mask)
+    dataset = Dataset4D(data, calibration, metadata, source=os.fspath(path), mask=raw.mask, reader=reader)
     for note in raw.metadata.get("notes", []):
         # a note on a value the user gave is moot
         if (q_pixel is not None and "pattern" in note) or (scan_step is not None and "scan" in note):
             continue
         log.warning("%s: %s", file_path, note)
-    report = check_values(dataset, max_rows=SAMPLE_ROWS if dataset.is_lazy else None)
+    # lazy: one sampled row at a time, so that the check stays small whatever the row size
+    check_engine = None
+    if dataset.is_lazy:
+        from stemnmf.engine import Engine
+
+        check_engine = Engine(progress=False, n_threads=1, chunk_rows=1, memory_budget=2**62)
+    report = check_values(dataset, check_engine, max_rows=SAMPLE_ROWS if dataset.is_lazy else None)
     dataset = apply_value_report(dataset, report)
     dataset.metadata["value_check"] = {
         "n_nonfinite": report.n_nonfinite,

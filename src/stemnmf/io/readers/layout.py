@@ -24,7 +24,7 @@ from stemnmf.io.readers.sources import (
     scan_dask,
 )
 
-__all__ = ["arrange", "native", "resolve_scan_shape", "suggest_scan_shapes"]
+__all__ = ["arrange", "native", "resolve_scan_shape", "row_reader", "suggest_scan_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,28 @@ def arrange(raw: Raw, file_path: Path, user_shape, lazy: bool):
         da.store(data, out, lock=False, scheduler="threads")
         return out, source
     return data, source
+
+
+def row_reader(raw: Raw, data):
+    """A :class:`~stemnmf.io.readers.sources.RowReader` of the lazy ``data`` that :func:`arrange` built, or None.
+
+    Array-likes (HDF5, .npy) and frame sources are read straight from the
+    file; data a reader returned as a dask array is read through dask (None).
+    """
+    from stemnmf.io.readers.sources import RowReader
+
+    source = raw.data
+    if not _is_dask(data) or _is_dask(source) or isinstance(source, np.ndarray):
+        return None
+    shape = tuple(int(n) for n in data.shape)
+    if len(source.shape) not in (3, 4) or tuple(int(n) for n in source.shape[-2:]) != shape[2:]:
+        return None
+    if int(np.prod(source.shape[:-2], dtype=np.int64)) != shape[0] * shape[1]:
+        return None
+    dtype = np.dtype(data.dtype)
+    if dtype != np.dtype(source.dtype) and not (np.dtype(source.dtype).kind == "b" and dtype == np.uint8):
+        return None
+    return RowReader(source, shape[:2], dtype=dtype)
 
 
 def _as_dask_frames(arraylike, file_path):

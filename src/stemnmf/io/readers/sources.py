@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "ImageFiles",
     "NpyArray",
     "RawFrames",
+    "RowReader",
     "ScanArray",
     "TiffFrames",
     "dask_from_arraylike",
@@ -123,6 +125,31 @@ class NpyArray:
         finally:
             del array
 
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Entries ``start:stop`` of the first axis, read with ``pread`` into ``out`` (or a new array).
+
+        A C-order file in native byte order is read straight into the buffer
+        (no memory map, so the pages do not stay resident); others go
+        through :meth:`__getitem__`.
+        """
+        out = _row_buffer(self, start, stop, out)
+        offset = None if self.fortran_order else _npy_offset(self.path, self.dtype)
+        if offset is None:
+            out[...] = self[start:stop]
+            return out
+        row_bytes = _row_bytes(self)
+        _pread(self.path, [(offset + start * row_bytes, 0, (stop - start) * row_bytes)], out)
+        return out
+
+    def map_rows(self, start: int, stop: int) -> np.ndarray | None:
+        """Entries ``start:stop`` as a copy-on-write memory map (no copy), or None (Fortran order, byte order)."""
+        offset = None if self.fortran_order or stop <= start else _npy_offset(self.path, self.dtype)
+        if offset is None:
+            return None
+        row_bytes = _row_bytes(self)
+        return _map_span(self.path, offset + start * row_bytes, (stop - start) * row_bytes, self.dtype,
+                         (stop - start, *self.shape[1:]))
+
     def __repr__(self):
         return f"NpyArray({self.path!r}, {self.shape}, {self.dtype})"
 
@@ -154,8 +181,328 @@ class H5Array:
                 return out
             return np.asarray(dset[key], dtype=self.dtype)
 
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Entries ``start:stop`` of the first axis into ``out`` (or a new array), as directly as the file allows.
+
+        Uncompressed datasets stored contiguously, or in chunks that span
+        whole entries of the first axis (stemnmf scan files: one chunk per
+        scan row), in native byte order are read with ``pread`` straight from
+        the chunks' places in the file into the buffer, bypassing the HDF5
+        library (and its global lock, so threads read in parallel); any other
+        dataset is read by h5py into the buffer (``read_direct``).
+        """
+        out = _row_buffer(self, start, stop, out)
+        if stop <= start:
+            return out
+        plan = _h5_plan(self.path, self.name, self.dtype)
+        if plan is None:
+            import h5py
+
+            with h5py.File(self.path, "r") as h5:
+                h5[self.name].read_direct(out, source_sel=np.s_[start:stop])
+            return out
+        _pread(self.path, plan.segments(start, stop), out)
+        return out
+
+    def map_rows(self, start: int, stop: int) -> np.ndarray | None:
+        """Entries ``start:stop`` as a copy-on-write memory map of the file (no copy), or None.
+
+        Possible when :meth:`read_rows` reads straight from the file and the
+        entries lie in one piece of it (consecutive chunks written in order).
+        """
+        plan = _h5_plan(self.path, self.name, self.dtype) if stop > start else None
+        span = None if plan is None else plan.span(start, stop)
+        if span is None:
+            return None
+        return _map_span(self.path, span[0], span[1], self.dtype, (stop - start, *self.shape[1:]))
+
     def __repr__(self):
         return f"H5Array({self.path!r}, {self.name!r}, {self.shape}, {self.dtype})"
+
+
+# -- direct reads ----------------------------------------------------------------------
+
+def _row_bytes(arraylike) -> int:
+    return int(np.prod(arraylike.shape[1:], dtype=np.int64)) * np.dtype(arraylike.dtype).itemsize
+
+
+def _row_buffer(arraylike, start: int, stop: int, out):
+    """``out`` checked to fit entries start:stop, or a new array."""
+    shape = (max(0, stop - start), *arraylike.shape[1:])
+    if out is None:
+        return np.empty(shape, dtype=arraylike.dtype)
+    if out.shape != shape or out.dtype != arraylike.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"buffer {out.shape} {out.dtype} does not fit rows {start}:{stop} of {arraylike!r}")
+    return out
+
+
+def _pread(path: str, segments, out: np.ndarray) -> None:
+    """Fill the C-contiguous ``out`` from ``(file offset, byte offset in out, bytes)`` segments."""
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    with open(path, "rb", buffering=0) as fh:
+        fd = fh.fileno()
+        for offset, pos, size in segments:
+            while size > 0:
+                got = os.preadv(fd, [view[pos : pos + size]], offset)
+                if got <= 0:
+                    raise OSError(f"{path} ends before byte {offset + size} (truncated?)")
+                offset, pos, size = offset + got, pos + got, size - got
+
+
+#: Set the environment variable STEMNMF_NO_MMAP=1 to read every chunk with pread (e.g. on a file
+#: system where memory maps are slow or unreliable).
+MAP_ROWS = os.environ.get("STEMNMF_NO_MMAP", "") in ("", "0")
+
+
+def _map_span(path: str, offset: int, size: int, dtype, shape) -> np.ndarray | None:
+    """A copy-on-write memory map of ``size`` bytes at ``offset`` as an array (no copy), or None.
+
+    The pages come straight from the page cache (no copy into a buffer);
+    writing to the array changes a private copy, never the file. The map is
+    released when the array (and every view of it) is.
+    """
+    import mmap
+
+    if not MAP_ROWS or size <= 0:
+        return None
+    dtype = np.dtype(dtype)
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    lead = offset - start
+    if lead % dtype.itemsize:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            mapped = mmap.mmap(fh.fileno(), lead + size, access=mmap.ACCESS_COPY, offset=start)
+    except (OSError, ValueError):
+        return None
+    if hasattr(mapped, "madvise"):
+        try:  # read ahead the whole span at once (a cold file is read in large requests)
+            mapped.madvise(mmap.MADV_WILLNEED)
+        except OSError:  # pragma: no cover - advice only
+            pass
+    return np.frombuffer(mapped, dtype=dtype, count=size // dtype.itemsize, offset=lead).reshape(shape)
+
+
+class _H5Plan:
+    """Where the entries of an HDF5 dataset's first axis lie in the file.
+
+    ``offsets[c]`` is the file offset of storage chunk c, which holds entries
+    ``c * rows : (c + 1) * rows``; a contiguous dataset is one chunk.
+    """
+
+    def __init__(self, offsets, rows: int, row_bytes: int):
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.rows = int(rows)
+        self.row_bytes = int(row_bytes)
+
+    def span(self, start: int, stop: int) -> tuple[int, int] | None:
+        """(file offset, bytes) of entries start:stop when they lie in one piece of the file, else None."""
+        segments = self.segments(start, stop)
+        return (segments[0][0], segments[0][2]) if len(segments) == 1 else None
+
+    def segments(self, start: int, stop: int) -> list[tuple[int, int, int]]:
+        out: list[list[int]] = []
+        for c in range(start // self.rows, (stop - 1) // self.rows + 1):
+            r0, r1 = max(start, c * self.rows), min(stop, (c + 1) * self.rows)
+            offset = int(self.offsets[c]) + (r0 - c * self.rows) * self.row_bytes
+            pos, size = (r0 - start) * self.row_bytes, (r1 - r0) * self.row_bytes
+            if out and out[-1][0] + out[-1][2] == offset:  # adjacent in the file: one read
+                out[-1][2] += size
+            else:
+                out.append([offset, pos, size])
+        return [tuple(s) for s in out]
+
+
+_PLANS: dict = {}
+_PLANS_LOCK = threading.Lock()
+
+
+def _h5_plan(path: str, name: str, dtype) -> _H5Plan | None:
+    """The direct-read plan of a dataset (cached per file version), or None when h5py must read it."""
+    key = (_file_stamp(path), name, str(dtype))
+    with _PLANS_LOCK:
+        if key in _PLANS:
+            return _PLANS[key]
+    plan = None
+    try:
+        plan = _make_h5_plan(path, name, np.dtype(dtype))
+    except Exception as err:  # anything unusual: h5py reads it
+        log.debug("%s:%s: no direct reads (%s)", path, name, err)
+    with _PLANS_LOCK:
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def _make_h5_plan(path: str, name: str, dtype: np.dtype) -> _H5Plan | None:
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        if h5.userblock_size:
+            return None
+        dset = h5[name]
+        if dset.dtype != dtype or dset.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+            return None
+        if dset.external or dset.is_virtual or dset.size == 0:
+            return None
+        dcpl = dset.id.get_create_plist()
+        if dcpl.get_nfilters():
+            return None
+        row_bytes = int(np.prod(dset.shape[1:], dtype=np.int64)) * dtype.itemsize
+        layout = dcpl.get_layout()
+        if layout == h5py.h5d.CONTIGUOUS:
+            offset = dset.id.get_offset()
+            return None if offset is None else _H5Plan([offset], dset.shape[0], row_bytes)
+        if layout != h5py.h5d.CHUNKED or tuple(dset.chunks[1:]) != tuple(dset.shape[1:]):
+            return None
+        rows = int(dset.chunks[0])
+        n_chunks = -(-dset.shape[0] // rows)
+        if dset.id.get_num_chunks() != n_chunks:
+            return None  # unwritten chunks hold the fill value: h5py knows it
+        offsets = np.full(n_chunks, -1, dtype=np.int64)
+        for i in range(n_chunks):
+            info = dset.id.get_chunk_info(i)
+            if info.filter_mask or info.byte_offset is None or info.size != rows * row_bytes:
+                return None
+            offsets[info.chunk_offset[0] // rows] = info.byte_offset
+        return None if (offsets < 0).any() else _H5Plan(offsets, rows, row_bytes)
+
+
+_NPY_OFFSETS: dict = {}
+
+
+def _npy_offset(path: str, dtype) -> int | None:
+    """Byte offset of the data in a .npy file stored in ``dtype`` (native byte order), else None."""
+    key = _file_stamp(path)
+    if key not in _NPY_OFFSETS:
+        fmt = np.lib.format
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            _, fortran, stored = read(fh)
+            _NPY_OFFSETS[key] = None if fortran or stored != np.dtype(dtype) else fh.tell()
+    return _NPY_OFFSETS[key]
+
+
+class RowReader:
+    """Picklable reader of whole scan rows, straight from a file: ``reader(start, stop, out=None)``.
+
+    Returns scan rows ``start:stop`` as an array (rows, sx, qy, qx) in the
+    dataset's dtype, written into ``out`` when given (a C-contiguous buffer of
+    that shape and dtype; the engine reuses one per thread). It holds only
+    paths and layouts, so it pickles small and runs on dask.distributed
+    workers, each reading its own rows from a shared file.
+
+    Parameters
+    ----------
+    source : array-like or FrameSource
+        An array-like of shape (sy, sx, qy, qx) or a stack of frames
+        (n, qy, qx) (with ``read_rows`` or ``__getitem__`` on the first axis),
+        or a :class:`FrameSource`.
+    scan_shape : (int, int)
+        The scan shape the rows are counted in.
+    dtype : dtype, optional
+        The dataset's dtype when it differs from the source's (booleans are
+        read as uint8).
+    first_frame : int
+        Frame of a stack where the scan starts.
+    """
+
+    fills_buffer = True  # reads straight into the caller's buffer
+
+    def __init__(self, source, scan_shape, dtype=None, first_frame: int = 0):
+        self.source = source
+        self.scan_shape = tuple(int(n) for n in scan_shape)
+        self.first_frame = int(first_frame)
+        self.frame_shape = tuple(int(n) for n in source.shape[-2:])
+        self.dtype = np.dtype(dtype if dtype is not None else source.dtype)
+        # entries of the source's first axis are scan rows, or frames to be laid out in rows
+        self.by_row = len(source.shape) == 4 and tuple(source.shape[:2]) == self.scan_shape and not self.first_frame
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (*self.scan_shape, *self.frame_shape)
+
+    def __call__(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        sy, sx = self.scan_shape
+        start, stop = max(0, int(start)), min(sy, int(stop))
+        shape = (max(0, stop - start), sx, *self.frame_shape)
+        if out is not None and (out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous):
+            raise ValueError(f"buffer {out.shape} {out.dtype} does not fit rows {start}:{stop} {self.dtype}")
+        stored = np.dtype(self.source.dtype)
+        direct = out if stored == self.dtype else None
+        if direct is None and out is not None and stored.kind == "b" and self.dtype == np.uint8:
+            direct = out.view(stored)  # booleans are read straight into the uint8 buffer
+        if self.by_row:
+            block = self._entries(start, stop, direct)
+        else:
+            first = self.first_frame + start * sx
+            frames = self._entries(first, first + shape[0] * sx, None if direct is None else direct.reshape(-1, *self.frame_shape))
+            block = frames.reshape(shape)
+        if block.dtype != self.dtype:
+            if block.dtype.kind == "b" and self.dtype == np.uint8:
+                block = block.view(np.uint8)
+            elif out is not None:
+                out[...] = block
+                block = out
+            else:
+                block = block.astype(self.dtype)
+        return block
+
+    def map(self, start: int, stop: int) -> np.ndarray | None:
+        """Scan rows ``start:stop`` mapped from the file without a copy (read-only file, private
+        copy-on-write pages), or None when the format or layout does not allow it."""
+        sy, sx = self.scan_shape
+        start, stop = max(0, int(start)), min(sy, int(stop))
+        mapper = getattr(self.source, "map_rows", None)
+        if mapper is None or stop <= start or np.dtype(self.source.dtype) != self.dtype:
+            return None
+        if self.by_row:
+            block = mapper(start, stop)
+        elif len(self.source.shape) == 3:
+            first = self.first_frame + start * sx
+            block = mapper(first, first + (stop - start) * sx)
+        else:
+            return None
+        return None if block is None else block.reshape(stop - start, sx, *self.frame_shape)
+
+    def _entries(self, start, stop, out):
+        source = self.source
+        if len(source.shape) == 4 and not self.by_row:
+            # frames of a 4D source read as another scan shape: whole source rows, then cut
+            per_row = int(source.shape[1])
+            r0, r1 = start // per_row, -(-stop // per_row)
+            frames = self._rows_of(r0, r1, None).reshape(-1, *self.frame_shape)
+            frames = frames[start - r0 * per_row : stop - r0 * per_row]
+            if out is not None:
+                out[...] = frames
+                return out
+            return frames
+        return self._rows_of(start, stop, out)
+
+    def _rows_of(self, start, stop, out):
+        source = self.source
+        if isinstance(source, FrameSource):
+            frames = source.read(start, stop)
+            if out is not None:
+                out[...] = frames
+                return out
+            return frames
+        reader = getattr(source, "read_rows", None)
+        if reader is not None:
+            return reader(start, stop, out)
+        block = np.asarray(source[start:stop])
+        if out is not None:
+            out[...] = block
+            return out
+        return block
+
+    def __repr__(self):
+        return f"RowReader({self.source!r}, scan {self.scan_shape})"
 
 
 # -- frame sources -------------------------------------------------------------------
