@@ -124,9 +124,10 @@ class FeaturesConfig:
     representation: str = option("aa", "aa, rv, bd, raw or a '+'-joined combination such as aa+bd", flag="--feature")
     scaling: str = option(
         "auto",
-        "feature scaling; auto: per-feature min-max (Bruefach et al.), but none for raw patterns so basis "
-        "patterns stay patterns (Cao et al.)",
-        choices=("auto", "minmax", "pattern", "none"),
+        "feature scaling; auto: per-feature median-to-max (robust: the background every position shares "
+        "becomes 0; see docs/features.md), but none for raw patterns so basis patterns stay patterns "
+        "(Cao et al.); minmax is Bruefach et al.'s per-feature min-max",
+        choices=("auto", "minmax", "robust", "pattern", "none"),
     )
     sector_width: float = option(5.0, "AA: angular sector width in degrees", metavar="DEG")
     rings: list = option([], "AA: radial bounds of the rings in pixels, e.g. 10:18,22:30 (default: found)", metavar="R0:R1,...")
@@ -144,7 +145,7 @@ class FeaturesConfig:
         options = dataclasses.asdict(self)
         options.pop("representation")
         if self.scaling == "auto":
-            options["scaling"] = "none" if self.representation == "raw" else "minmax"
+            options["scaling"] = "none" if self.representation == "raw" else "robust"
         options["rings"] = [tuple(r) for r in self.rings] or None
         options["raw_bin"] = "auto" if self.raw_bin == "auto" else int(self.raw_bin)
         options["raw_transform"] = None if self.raw_transform == "none" else self.raw_transform
@@ -180,7 +181,7 @@ class RunConfig:
     """[run]: reproducibility and where the work runs."""
 
     seed: int = option(0, "random seed of every random choice")
-    memory_budget: str = option("2GiB", "memory for patterns in flight", metavar="SIZE")
+    memory_budget: str = option("2GiB", "peak memory of the run above its fixed overhead (docs/scale.md)", metavar="SIZE")
     scheduler: str | None = option(None, "dask.distributed scheduler address, e.g. tcp://host:8786", metavar="ADDRESS")
     report: bool = option(True, "write report.html")
 

@@ -6,7 +6,7 @@ and :func:`analyze`, the single entry the pipeline calls. Definitions and
 formulas: docs/analysis.md.
 """
 
-from stemnmf.analysis.analyze import DISSIMILARITY_DTYPE, Analysis, analyze, score_results
+from stemnmf.analysis.analyze import DISSIMILARITY_DTYPE, EDGE_FRACTIONS, MIN_COHERENCE, Analysis, analyze, score_results
 from stemnmf.analysis.maps import (
     as_weights,
     cluster_labels,
@@ -33,7 +33,7 @@ from stemnmf.analysis.patterns import (
     scattered_fraction,
     vacuum_mask,
 )
-from stemnmf.analysis.refine import Regions, refine_regions, region_labels, threshold_map
+from stemnmf.analysis.refine import Regions, refine_regions, region_labels, spatial_coherence, threshold_map
 from stemnmf.analysis.regions import REGION_DTYPE, max_feret_diameter, region_table, shape_descriptors
 from stemnmf.analysis.scores import Scores, area_scores, dominant_grain, grain_scores, score_clusters
 
@@ -46,6 +46,8 @@ __all__ = [
     "Regions",
     "Scores",
     "analyze",
+    "EDGE_FRACTIONS",
+    "MIN_COHERENCE",
     "area_scores",
     "as_weights",
     "cluster_labels",
@@ -66,6 +68,7 @@ __all__ = [
     "presence",
     "raw_vs_nmf",
     "refine_regions",
+    "spatial_coherence",
     "region_labels",
     "region_table",
     "score_clusters",

@@ -24,14 +24,20 @@ from stemnmf.analysis.overlap import (
     overlap_ratio,
 )
 from stemnmf.analysis.patterns import dissimilarity, mean_patterns, one_hot, raw_vs_nmf, vacuum_mask
-from stemnmf.analysis.refine import Regions, refine_regions, region_labels
+from stemnmf.analysis.refine import Regions, refine_regions, region_labels, spatial_coherence
 from stemnmf.analysis.regions import region_table
 from stemnmf.analysis.scores import Scores, score_clusters
 from stemnmf.errors import ConfigError, DataValueError
 
-__all__ = ["Analysis", "analyze", "score_results", "DISSIMILARITY_DTYPE"]
+__all__ = ["Analysis", "analyze", "score_results", "DISSIMILARITY_DTYPE", "EDGE_FRACTIONS", "MIN_COHERENCE"]
 
 log = logging.getLogger(__name__)
+
+#: Default region edge (fraction of each region's peak weight) per feature
+#: representation; see docs/analysis.md ("Spatial refinement") for how they were set.
+EDGE_FRACTIONS = {"aa": 0.22, "bd": 0.15, "rv": 0.05}
+#: Components whose map is less spatially coherent than this give no refined region.
+MIN_COHERENCE = 0.5
 
 #: Fields of ``/analysis/dissimilarity``: one row per cluster (components, then regions).
 DISSIMILARITY_DTYPE = np.dtype(
@@ -75,6 +81,10 @@ class Analysis:
     overlap_pair_map : (sy, sx) int32
     vacuum : (sy, sx) bool or None
         Positions treated as vacuum.
+    coherence : (k,) float32 or None
+        Spatial coherence (Moran's I) of each component map.
+    edge_fraction : float
+        Region edges at this fraction of each region's peak weight (0: none).
     regions : Regions or None
         Refined clusters, when refinement ran.
     refine : str or None
@@ -114,6 +124,8 @@ class Analysis:
     overlap_pairs: np.ndarray
     overlap_pair_map: np.ndarray
     vacuum: np.ndarray | None = None
+    coherence: np.ndarray | None = None
+    edge_fraction: float = 0.0
     regions: Regions | None = None
     refine: str | None = None
     region_table: np.ndarray | None = None
@@ -181,12 +193,15 @@ class Analysis:
         }
         if self.vacuum is not None:
             out["/clusters/vacuum"] = self.vacuum.astype(bool)
+        if self.coherence is not None:
+            out["/components/coherence"] = self.coherence.astype(np.float32)
         if self.regions is not None:
             out["/regions/maps"] = self.regions.maps.astype(np.float32)
             out["/regions/table"] = self.region_table
             out["/regions/labels"] = self.region_labels.astype(np.int32)
             out["/regions/component_thresholds"] = self.regions.thresholds.astype(np.float32)
             out["/regions/method"] = str(self.refine)
+            out["/regions/edge_fraction"] = np.float32(self.edge_fraction)
             if self.region_mean_patterns is not None:
                 out["/regions/mean_patterns"] = self.region_mean_patterns.astype(np.float32)
         optional = {
@@ -272,6 +287,8 @@ def analyze(
     presence_threshold: float | None = None,
     vacuum="auto",
     truth=None,
+    min_coherence: float | None = MIN_COHERENCE,
+    edge_fraction="auto",
 ) -> Analysis:
     """Turn NMF factors into cluster, overlap and region maps, patterns and scores.
 
@@ -307,6 +324,16 @@ def analyze(
         Give each position to the region of largest weight.
     closing : int, default 0
         Binary closing of each thresholded map before labelling (0 = none).
+    min_coherence : float or None, default 0.5
+        Components whose map has a spatial coherence (Moran's I,
+        :func:`stemnmf.analysis.spatial_coherence`) below this give no
+        refined region: their maps are more noise than structure. None:
+        every component (the paper).
+    edge_fraction : float or 'auto', default 'auto'
+        Each refined region keeps the positions where its weight is at least
+        this fraction of its peak. 'auto': :data:`EDGE_FRACTIONS` for
+        ``feature`` (the first of a '+' combination; 0 for others); 0: the
+        threshold's regions (the paper).
     significance : float, default 0.25
         Labels are -1 where the largest weight is below this fraction of the
         component's typical weight.
@@ -352,6 +379,7 @@ def analyze(
 
     typical = typical_weights(W)
     maps = component_maps(W, scan_shape)
+    coherence = spatial_coherence(maps)
     labels = cluster_labels(W, scan_shape, significance=significance, vacuum=vacuum_map, typical=typical)
     member = presence(W, threshold=presence_threshold, vacuum=vacuum_map, typical=typical)
     n_positions = np.bincount(labels[labels >= 0].ravel(), minlength=k).astype(np.int32)
@@ -374,9 +402,18 @@ def analyze(
         vacuum=vacuum_map,
         refine=refine,
     )
+    if isinstance(edge_fraction, str):
+        if edge_fraction != "auto":
+            raise ConfigError(f"edge_fraction={edge_fraction!r} is not a number", "give a fraction such as 0.2, 0 or 'auto'")
+        edge_fraction = EDGE_FRACTIONS.get(str(feature).lower().split("+")[0], 0.0)
+    result.edge_fraction = float(edge_fraction)
+    result.coherence = coherence
     if refine is not None:
         source = maps if vacuum_map is None else np.where(vacuum_map[None], np.float32(0), maps)
-        regions = refine_regions(source, method=refine, min_size=min_region_size, clean=clean, closing=closing)
+        regions = refine_regions(
+            source, method=refine, min_size=min_region_size, clean=clean, closing=closing,
+            edge_fraction=result.edge_fraction, min_coherence=min_coherence,
+        )
         result.regions = regions
         result.region_labels = region_labels(regions.maps)
         result.region_table = region_table(regions.maps, regions.component, scan_step=scan_step)

@@ -142,7 +142,7 @@ def _rows(dataset, r0: int, r1: int):
     """Scan rows r0:r1 as a dataset (the dataset itself when that is all of it)."""
     if r0 == 0 and r1 == dataset.scan_shape[0]:
         return dataset
-    return dataset.replace(data=dataset.data[r0:r1])
+    return dataset.row_slice(r0, r1)  # keeps the direct row reader of a lazy dataset
 
 
 def _valid_pixels(dataset) -> np.ndarray | None:

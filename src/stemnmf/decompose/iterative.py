@@ -2,14 +2,20 @@
 
 1. k0 = ``scree_factor`` x the elbow of the PCA scree of X (or ``initial_components``).
 2. Factorise X with k components (random start, one seed per restart).
-3. Correlate the component maps (columns of W, Pearson). Every group of
-   components linked by a correlation at or above the threshold is merged
-   (transitively, union-find): the maps are summed and the patterns averaged
-   with the maps' total weights, which keeps W H exactly when the maps of a
-   group are proportional.
+3. Correlate the component maps (columns of W, Pearson). Two components are
+   linked when their maps correlate at or above the threshold (the paper's
+   rule) or, with ``pattern_threshold``, when their patterns (rows of H) have
+   a cosine similarity at or above it and their maps are not anti-correlated
+   (the parts of one grain that thickness fringes split apart). Every group
+   of linked components is merged (transitively, union-find): the maps are
+   summed and the patterns averaged with the maps' total weights, which keeps
+   W H exactly when the maps of a group are proportional.
 4. Refit X from the merged factors with the reduced k; repeat 3-4 until no pair
-   reaches the threshold or k = 1.
+   is linked or k = 1.
 5. Over ``n_restarts`` restarts keep the model with the lowest ||X - WH||_F.
+   Restarts fit to ``restart_tol`` and, on a large scan, on a seeded random
+   subset of ``restart_positions`` positions; the winner is then refitted on
+   every position to ``tol`` (with 3-4 again until no pair is linked).
 """
 
 from __future__ import annotations
@@ -40,15 +46,30 @@ __all__ = ["IterativeNMF", "MERGE_THRESHOLDS", "merge_groups", "merge_components
 
 log = logging.getLogger(__name__)
 
-#: Default correlation thresholds per feature, inside the ranges Bruefach et al.
-#: (2022) report: BD 0.18-0.25, AA 0.4-0.5, RV 0.3-0.5 (the middle of each).
-MERGE_THRESHOLDS = {"bd": 0.2, "aa": 0.45, "rv": 0.4}
+#: Default correlation thresholds per feature: AA and RV the middle of the ranges
+#: Bruefach et al. (2022) report (0.4-0.5, 0.3-0.5); BD above their 0.18-0.25, where
+#: our BD maps chain different grains together (docs/nmf.md).
+MERGE_THRESHOLDS = {"bd": 0.3, "aa": 0.45, "rv": 0.4}
+#: Cosine similarity of two component patterns at or above which they are
+#: linked (when their maps are not anti-correlated); see docs/nmf.md.
+PATTERN_THRESHOLD = 0.5
+#: Relative tolerance of the fits inside the restarts (the winner is refitted to ``tol``).
+RESTART_TOL = 1e-3
+#: Restarts see at most this many positions (a seeded random subset of a larger scan).
+RESTART_POSITIONS = 5_000
 #: Points on the PCA scree curve.
 SCREE_COMPONENTS = 50
 
 
-def merge_groups(Wt: np.ndarray, threshold: float) -> list[list[int]]:
-    """Partition components into groups linked by map correlations >= ``threshold``.
+def merge_groups(
+    Wt: np.ndarray, threshold: float, H: np.ndarray | None = None, pattern_threshold: float | None = None
+) -> list[list[int]]:
+    """Partition components into groups of linked components.
+
+    Two components are linked when their maps correlate at or above
+    ``threshold``, or, given ``H`` and ``pattern_threshold``, when their
+    patterns have a cosine similarity at or above ``pattern_threshold`` and
+    their maps a correlation of at least 0.
 
     Parameters
     ----------
@@ -56,6 +77,11 @@ def merge_groups(Wt: np.ndarray, threshold: float) -> list[list[int]]:
         Component maps as rows (W transposed).
     threshold : float
         Pearson correlation at or above which two maps are linked.
+    H : (k, n_features), optional
+        Component patterns.
+    pattern_threshold : float, optional
+        Cosine similarity of patterns at or above which two components whose
+        maps are not anti-correlated are linked. None: maps only (the paper).
 
     Returns
     -------
@@ -76,7 +102,14 @@ def merge_groups(Wt: np.ndarray, threshold: float) -> list[list[int]]:
     if k > 1:
         with np.errstate(divide="ignore", invalid="ignore"):
             corr = np.corrcoef(Wt.astype(np.float64))
-        linked = np.triu(np.nan_to_num(corr, nan=-np.inf) >= threshold, 1)
+        corr = np.nan_to_num(corr, nan=-np.inf)
+        linked = corr >= threshold
+        if H is not None and pattern_threshold is not None:
+            H64 = np.asarray(H, dtype=np.float64)
+            norms = np.linalg.norm(H64, axis=1)
+            unit = H64 / np.where(norms > 0, norms, 1.0)[:, None]
+            linked |= (unit @ unit.T >= pattern_threshold) & (corr >= 0)
+        linked = np.triu(linked, 1)
         for i, j in zip(*np.nonzero(linked)):
             ri, rj = find(int(i)), find(int(j))
             if ri != rj:
@@ -111,20 +144,22 @@ def merge_components(Wt: np.ndarray, H: np.ndarray, groups: list[list[int]]) -> 
     return Wt_new, H_new
 
 
-def _restart(
+def _merge_loop(
     blocks: RowBlocks,
     summary: Summary,
-    k0: int,
+    Wt: np.ndarray,
+    H: np.ndarray,
     threshold: float,
+    pattern_threshold: float | None,
     setup: _Setup,
-    seed: int,
-    compressed: tuple | None,
-) -> dict:
-    """One restart: random start from ``seed``, then fit -> merge -> refit until stable."""
-    rng = np.random.default_rng(seed)
-    Wt, H = random_init(summary, k0, rng)
-    Wt[:, summary.zero_rows] = 0
-    H[:, summary.zero_cols] = 0
+    compressed: tuple | None = None,
+    label: str = "",
+) -> tuple[np.ndarray, np.ndarray, list, int]:
+    """Fit -> merge linked components -> refit from the merged factors, until nothing is linked.
+
+    Returns the final (Wt, H), the history (one ``(k, groups)`` per fit) and
+    the solver iterations.
+    """
     history = []
     n_iter = 0
     while True:
@@ -138,15 +173,53 @@ def _restart(
         alive = Wt.any(axis=1) & H.any(axis=1)
         dead = [int(j) for j in np.flatnonzero(~alive)]
         live = np.flatnonzero(alive)
-        groups = [[int(live[i]) for i in g] for g in merge_groups(Wt[live], threshold)] if len(live) else []
+        groups = (
+            [[int(live[i]) for i in g] for g in merge_groups(Wt[live], threshold, H[live], pattern_threshold)]
+            if len(live)
+            else []
+        )
         merged = [tuple(g) for g in groups if len(g) > 1]
         history.append((k, merged + [(j,) for j in dead]))
         if (not merged and not dead) or k == 1 or not groups:
             break
         Wt, H = merge_components(Wt, H, groups)
-        log.debug("restart seed %d: k %d -> %d", seed, k, len(groups))
+        log.debug("%s: k %d -> %d", label, k, len(groups))
+    return Wt, H, history, n_iter
+
+
+def _restart(
+    blocks: RowBlocks,
+    summary: Summary,
+    k0: int,
+    threshold: float,
+    setup: _Setup,
+    seed: int,
+    compressed: tuple | None,
+    pattern_threshold: float | None = None,
+) -> dict:
+    """One restart: random start from ``seed``, then fit -> merge -> refit until stable."""
+    rng = np.random.default_rng(seed)
+    Wt, H = random_init(summary, k0, rng)
+    Wt[:, summary.zero_rows] = 0
+    H[:, summary.zero_cols] = 0
+    Wt, H, history, n_iter = _merge_loop(
+        blocks, summary, Wt, H, threshold, pattern_threshold, setup, compressed, label=f"restart seed {seed}"
+    )
     errors = exact_errors(blocks, Wt, H, n_threads=setup.threads, manage_blas=setup.manage_blas)
     return {"Wt": Wt, "H": H, "error": errors["frobenius"], "mean_abs": errors["mean_abs"], "history": history, "n_iter": n_iter}
+
+
+def _row_subset(blocks: RowBlocks, rows: np.ndarray, n_features: int) -> np.ndarray:
+    """The rows ``rows`` (sorted) of X, gathered in one pass over the blocks (float32)."""
+    out = np.empty((len(rows), n_features), dtype=np.float32)
+    done = 0
+    for start, block in blocks:
+        lo = np.searchsorted(rows, start)
+        hi = np.searchsorted(rows, start + len(block))
+        if hi > lo:
+            out[done : done + hi - lo] = block[rows[lo:hi] - start]
+            done += hi - lo
+    return out
 
 
 class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -160,19 +233,32 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     scree_factor : int, default 5
     merge_threshold : float, optional
         Components whose maps correlate at or above this are merged. None uses
-        the default for ``feature``: BD 0.2, AA 0.45, RV 0.4 (inside the
-        paper's ranges 0.18-0.25, 0.4-0.5, 0.3-0.5).
+        the default for ``feature``: BD 0.3, AA 0.45, RV 0.4 (AA and RV inside
+        the paper's ranges 0.4-0.5 and 0.3-0.5; BD above its 0.18-0.25, see
+        docs/nmf.md).
     feature : {'bd', 'aa', 'rv'}, optional
         Feature representation of X, for the default threshold.
+    pattern_threshold : float or None, default 0.5
+        Components whose patterns (rows of H) have a cosine similarity at or
+        above this, and whose maps are not anti-correlated, are merged too.
+        None merges on map correlation alone (the paper's rule).
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
-        NMF solver for every fit (Frobenius loss). 'compressed' compresses X
-        once and reuses it for every fit of every restart.
+        NMF solver for every fit (Frobenius loss). 'compressed' compresses the
+        positions the restarts see once and reuses it for every fit of every
+        restart; the winner is refitted exactly (HALS).
     max_iter, tol : int, float
-        Per fit, as in :class:`NMF`.
+        Per fit, as in :class:`NMF`; ``tol`` is the tolerance of the final
+        refit of the winner on every position.
+    restart_tol : float or None, default 1e-3
+        Tolerance of the fits inside the restarts; None: ``tol``.
+    restart_positions : int or None, default 10000
+        Restarts see a seeded random subset of this many positions when X has
+        more; None: every position.
     random_state : int, Generator or None
-        Seeds the scree and the restarts' seeds (``restart_seeds_``).
+        Seeds the scree, the restarts' seeds (``restart_seeds_``) and the
+        subset of positions.
     n_jobs : int, optional
         Threads running restarts in parallel; None or -1 uses every core.
 
@@ -189,17 +275,22 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         after it (tuples of component indices of that fit; a 1-tuple is a
         component that came out all zero and was dropped). The last step of a
         restart has no groups.
+    final_history_ : list of (k, groups)
+        The same for the refit of the winner on every position (one step with
+        no groups when nothing more merged).
+    restart_positions_ : int
+        Positions the restarts saw.
     scree_ : Scree or None
         The PCA scree (None when ``initial_components`` was given).
     initial_components_ : int
     merge_threshold_ : float
     best_restart_ : int
     restart_errors_ : (n_restarts,) float64
-        ``||X - WH||_F`` of every restart.
+        ``||X - WH||_F`` of every restart (over the positions it saw).
     restart_seeds_ : list of int
         Seed of each restart (``NMF(init='random', random_state=seed)`` gives the same start).
     n_iter_ : int
-        Solver iterations of the best restart, over all its fits.
+        Solver iterations of the best restart and of its final refit.
     """
 
     def __init__(
@@ -209,10 +300,13 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         scree_factor=5,
         merge_threshold=None,
         feature=None,
+        pattern_threshold=PATTERN_THRESHOLD,
         n_restarts=25,
         solver="hals",
         max_iter=200,
         tol=1e-4,
+        restart_tol=RESTART_TOL,
+        restart_positions=RESTART_POSITIONS,
         random_state=None,
         n_jobs=None,
     ):
@@ -220,10 +314,13 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.scree_factor = scree_factor
         self.merge_threshold = merge_threshold
         self.feature = feature
+        self.pattern_threshold = pattern_threshold
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
+        self.restart_tol = restart_tol
+        self.restart_positions = restart_positions
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -266,6 +363,14 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             raise ConfigError(f"max_iter={self.max_iter!r} must be a positive integer")
         if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
             raise ConfigError(f"tol={self.tol!r} must be a non-negative number")
+        t = self.restart_tol
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not t >= 0):
+            raise ConfigError(f"restart_tol={t!r} must be a non-negative number or None")
+        if self.restart_positions is not None:
+            positive_int("restart_positions")
+        t = self.pattern_threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not -1 <= t <= 1):
+            raise ConfigError(f"pattern_threshold={t!r} must be a cosine similarity between -1 and 1, or None")
         if self.n_jobs is not None and (
             isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, numbers.Integral) or self.n_jobs == 0
         ):
@@ -299,40 +404,65 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             log.warning("initial k=%d is more than min(n_positions, n_features)=%d; using %d", k0, min(n, m), min(n, m))
             k0 = min(n, m)
         seeds = self._restart_seeds(rng)
-        setup = _Setup(
-            loss="frobenius",
-            solver=self.solver,
-            max_iter=int(self.max_iter),
-            tol=float(self.tol),
-        )
+        # the positions the restarts see: every one, or a seeded random subset of a large scan
+        r_blocks, r_summary, rows = blocks, summary, None
+        if self.restart_positions is not None and n > self.restart_positions:
+            subset_rng = np.random.default_rng(int(rng.integers(2**63)))
+            rows = np.sort(subset_rng.choice(n, size=int(self.restart_positions), replace=False))
+            r_blocks = as_blocks(_row_subset(blocks, rows, m))
+            r_summary = r_blocks.summary()
+            if k0 > min(r_summary.shape):
+                k0 = min(r_summary.shape)
+            log.info("restarts on a random subset of %d of %d positions", len(rows), n)
+        pattern_threshold = None if self.pattern_threshold is None else float(self.pattern_threshold)
+        restart_tol = float(self.tol if self.restart_tol is None else self.restart_tol)
+        setup = _Setup(loss="frobenius", solver=self.solver, max_iter=int(self.max_iter), tol=restart_tol)
         compressed = None
         if self.solver == "compressed":
-            compressed = qb(blocks, k0, oversample=COMPRESS_OVERSAMPLE, power_iter=COMPRESS_POWER_ITER, rng=rng)
+            compressed = qb(r_blocks, k0, oversample=COMPRESS_OVERSAMPLE, power_iter=COMPRESS_POWER_ITER, rng=rng)
         workers = min(self.n_restarts, _n_workers(self.n_jobs))
         if workers > 1:  # restarts share the cores; BLAS single-threaded (set once, outside the threads)
             setup.n_threads = max(1, default_threads() // workers)
             setup.manage_blas = False
-        results = _run_restarts(blocks, summary, k0, threshold, setup, seeds, compressed, workers)
+        results = _run_restarts(r_blocks, r_summary, k0, threshold, setup, seeds, compressed, workers, pattern_threshold)
         errors = np.array([r["error"] for r in results])
         best = int(np.argmin(errors))
         chosen = results[best]
-        self.components_ = chosen["H"]
-        self.n_components_ = int(chosen["H"].shape[0])
-        self.reconstruction_err_ = float(errors[best])
-        self.mean_abs_err_ = float(chosen["mean_abs"])
+
+        # the winner, refitted on every position to ``tol`` (merging again if anything became linked)
+        final = _Setup(loss="frobenius", solver="mu" if self.solver == "mu" else "hals", max_iter=int(self.max_iter),
+                       tol=float(self.tol))
+        H = np.array(chosen["H"], dtype=np.float32)
+        if rows is None:
+            Wt = np.array(chosen["Wt"], dtype=np.float32)
+        else:
+            Wt = solve_w(blocks, H, _Setup(loss="frobenius", solver="hals", max_iter=int(self.max_iter),
+                                           tol=float(self.tol) or 1e-6), summary=summary)
+        Wt, H, final_history, final_iter = _merge_loop(
+            blocks, summary, Wt, H, threshold, pattern_threshold, final, label="final refit"
+        )
+        final_errors = exact_errors(blocks, Wt, H, n_threads=final.threads, manage_blas=final.manage_blas)
+
+        self.components_ = H
+        self.n_components_ = int(H.shape[0])
+        self.reconstruction_err_ = float(final_errors["frobenius"])
+        self.mean_abs_err_ = float(final_errors["mean_abs"])
         self.merge_history_ = [r["history"] for r in results]
+        self.final_history_ = final_history
+        self.restart_positions_ = int(n if rows is None else len(rows))
         self.scree_ = scree
         self.initial_components_ = int(k0)
         self.merge_threshold_ = threshold
         self.best_restart_ = best
         self.restart_errors_ = errors
         self.restart_seeds_ = seeds
-        self.n_iter_ = int(chosen["n_iter"])
+        self.n_iter_ = int(chosen["n_iter"] + final_iter)
         self.n_features_in_ = int(m)
         log.info(
-            "iterative NMF: best of %d restarts has k=%d (error %.4g)", self.n_restarts, self.n_components_, errors[best]
+            "iterative NMF: best of %d restarts has k=%d (error %.4g); k=%d after the final refit",
+            self.n_restarts, int(chosen["H"].shape[0]), errors[best], self.n_components_,
         )
-        return np.ascontiguousarray(chosen["Wt"].T)
+        return np.ascontiguousarray(Wt.T)
 
     def transform(self, X):
         """W for X with the fitted components fixed (non-negative least squares per position)."""
@@ -373,10 +503,12 @@ def _n_workers(n_jobs) -> int:
     return int(n_jobs)
 
 
-def _run_restarts(blocks, summary, k0, threshold, setup, seeds, compressed, workers) -> list[dict]:
+def _run_restarts(blocks, summary, k0, threshold, setup, seeds, compressed, workers, pattern_threshold=None) -> list[dict]:
     """Run the restarts on ``workers`` threads (results in seed order)."""
     if workers <= 1:
-        return [_restart(blocks, summary, k0, threshold, setup, seed, compressed) for seed in seeds]
-    tasks = (delayed(_restart)(blocks, summary, k0, threshold, setup, seed, compressed) for seed in seeds)
+        return [_restart(blocks, summary, k0, threshold, setup, seed, compressed, pattern_threshold) for seed in seeds]
+    tasks = (
+        delayed(_restart)(blocks, summary, k0, threshold, setup, seed, compressed, pattern_threshold) for seed in seeds
+    )
     with blas_limit(1):
         return Parallel(n_jobs=workers, prefer="threads")(tasks)

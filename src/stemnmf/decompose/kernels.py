@@ -218,9 +218,8 @@ def frobenius_w_step(
     else:
         hals_rows(Wt_b, HHt, C, l1, l2, sweeps)
     out.WtX += Wt_b @ X_b  # reads X_b again, from cache
-    Wt64 = Wt_b.astype(np.float64)
-    out.WtW += Wt64 @ Wt64.T
-    out.W_sum += Wt64.sum(axis=1)
+    out.WtW += Wt_b @ Wt_b.T  # float32 product of the block (as W^T X), summed over blocks in float64
+    out.W_sum += Wt_b.sum(axis=1, dtype=np.float64)
     return out
 
 

@@ -149,6 +149,9 @@ def solve(
     if it returns True the iterations stop.
     """
     summary = summary or blocks.summary()
+    distributed = getattr(blocks, "solve_distributed", None)  # decompose.distributed: iterations on a cluster
+    if distributed is not None:
+        return distributed(Wt, H, setup, summary=summary, callback=callback)
     with blas_limit(setup.blas_threads):
         if setup.loss == "kl":
             return _solve_kl(blocks, Wt, H, setup, summary, callback)

@@ -34,7 +34,9 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
         ``mean_abs_err``, ``n_iter``. For IterativeNMF also
         ``/decompose/restart_errors`` (n_restarts,), ``restart_seeds``,
         ``best_restart``, ``initial_components``, ``merge_threshold``,
-        ``merge_history`` (JSON: per restart, a list of [k, groups]), with a
+        ``merge_history`` (JSON: per restart, a list of [k, groups]),
+        ``final_history`` (JSON: the same for the winner's refit on every
+        position) and ``restart_positions`` (positions the restarts saw), with a
         scree ``/decompose/scree/explained_variance_ratio`` (K,) and
         ``/decompose/scree/elbow``, and the choice of k: ``/kselect/chosen_k``
         (int64) and ``/kselect/reason``.
@@ -69,6 +71,10 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
         out["/decompose/merge_threshold"] = float(model.merge_threshold_)
         history = [[[int(k_), [list(map(int, g)) for g in groups]] for k_, groups in run] for run in model.merge_history_]
         out["/decompose/merge_history"] = json.dumps(history)
+        if hasattr(model, "final_history_"):
+            final = [[int(k_), [list(map(int, g)) for g in groups]] for k_, groups in model.final_history_]
+            out["/decompose/final_history"] = json.dumps(final)
+            out["/decompose/restart_positions"] = int(model.restart_positions_)
         if model.scree_ is not None:
             out["/decompose/scree/explained_variance_ratio"] = np.asarray(
                 model.scree_.explained_variance_ratio, dtype=np.float64
@@ -80,9 +86,13 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
             else f"{model.initial_components_} given"
         )
         out["/kselect/chosen_k"] = np.int64(k)
+        pattern = getattr(model, "pattern_threshold", None)
+        link = f"maps correlated at >= {model.merge_threshold_:g}"
+        if pattern is not None:
+            link += f" (or patterns at cosine >= {pattern:g})"
         out["/kselect/reason"] = (
-            f"iterative merging NMF: from k = {start}, maps correlated at >= {model.merge_threshold_:g} merged "
-            f"until none; best of {len(model.restart_errors_)} restarts (restart {model.best_restart_}) has k = {k}"
+            f"iterative merging NMF: from k = {start}, {link} merged until none; best of "
+            f"{len(model.restart_errors_)} restarts (restart {model.best_restart_}) refitted on every position has k = {k}"
         )
     return out
 

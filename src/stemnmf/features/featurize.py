@@ -538,9 +538,10 @@ def featurize(dataset, representation: str, *, engine: Engine | None = None, sca
         (columns concatenated in that order).
     engine : Engine, optional
         Where the per-pattern work runs; default ``Engine()`` (this process).
-    scaling : {'minmax', 'pattern', 'none'}, default 'minmax'
-        Per-feature min-max to [0, 1] (the paper), per-pattern (each row of
-        each representation divided by its maximum), or none.
+    scaling : {'minmax', 'robust', 'pattern', 'none'}, default 'minmax'
+        Per-feature min-max to [0, 1] (the paper), per-feature median-to-max
+        (the shared background level becomes 0), per-pattern (each row of each
+        representation divided by its maximum), or none.
     **options
         See :class:`FeatureOptions` for every option and its default.
 

@@ -1,4 +1,4 @@
-"""Scaling of feature matrices: min-max per feature (the paper), per-pattern, or none."""
+"""Scaling of feature matrices: min-max or baseline-to-max per feature, per-pattern, or none."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from stemnmf.errors import ConfigError
 
 __all__ = ["SCALINGS", "scale_features"]
 
-SCALINGS = ("minmax", "pattern", "none")
+SCALINGS = ("minmax", "robust", "pattern", "none")
 
 
 def scale_features(X, method: str = "minmax", blocks=None):
@@ -18,9 +18,14 @@ def scale_features(X, method: str = "minmax", blocks=None):
     ----------
     X : array_like
         (n_positions, n_features).
-    method : {'minmax', 'pattern', 'none'}
+    method : {'minmax', 'robust', 'pattern', 'none'}
         'minmax': every column mapped to [0, 1] by its minimum and maximum over
         the positions (a constant column becomes 0), as Bruefach et al. do.
+        'robust': every column mapped by its median and maximum,
+        ``max(0, (x - median) / (max - median))``: the level most positions
+        share (an amorphous support, the noise floor) becomes 0 instead of a
+        floor every NMF component must carry (a column whose maximum is its
+        median becomes 0).
         'pattern': every row of every block divided by its largest value in
         that block (rows whose maximum is not positive are left as they are).
         'none': unchanged.
@@ -53,6 +58,13 @@ def scale_features(X, method: str = "minmax", blocks=None):
         span = (hi - lo).astype(np.float64)
         scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
         X = ((X - lo) * scale.astype(np.float32)).astype(np.float32)
+        np.clip(X, 0.0, 1.0, out=X)
+    elif method == "robust":
+        base = np.median(X, axis=0)
+        span = (hi - base).astype(np.float64)
+        scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
+        X -= base
+        X *= scale.astype(np.float32)
         np.clip(X, 0.0, 1.0, out=X)
     elif method == "pattern":
         for block in blocks or [slice(0, X.shape[1])]:
