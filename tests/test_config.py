@@ -24,7 +24,11 @@ def parser():
 
 def test_defaults_are_documented_values():
     c = Config()
-    assert c.features.representation == "aa" and c.nmf.k == "auto"
+    assert c.features.representation == "aa" and c.nmf.k is None
+    assert c.nmf.method("aa") == "iterative" and c.nmf.method("bd+aa") == "iterative"
+    assert c.nmf.method("raw") == "auto" and c.nmf.method("raw+aa") == "auto"
+    c.nmf.k = 7
+    assert c.nmf.method("raw") == 7 and c.nmf.method("aa") == 7
     assert c.calibrate.hot_pixel_threshold == 0.55 and c.features.sector_width == 5.0
     assert c.analysis.overlap_thresholds == [0.75, 0.8, 0.85, 0.9, 0.95]
     assert c.analysis.min_region_size == 25 and c.nmf.n_restarts == 25

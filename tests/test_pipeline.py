@@ -205,7 +205,7 @@ def test_config_file_and_print_config(tiny_file, tmp_path, capsys):
     assert main(["run", "--print-config"]) == 0
     text = capsys.readouterr().out
     config_path = tmp_path / "run.toml"
-    config_path.write_text(text.replace('representation = "aa"', 'representation = "rv"').replace('k = "auto"', "k = 3"))
+    config_path.write_text(text.replace('representation = "aa"', 'representation = "rv"').replace("# k =        (unset)", "k = 3"))
     assert main(["run", str(tiny_file), "-o", str(tmp_path / "out"), "--config", str(config_path), "--no-report", "-q"]) == 0
     stored = load_results(tmp_path / "out")
     assert stored.config["features"]["representation"] == "rv" and int(stored["/kselect/chosen_k"]) == 3
@@ -218,3 +218,14 @@ def test_python_run_rejects_bad_config():
         stemnmf.run(np.ones((4, 4, 8, 8), np.float32), {"nmf": {"k": "many"}})
     with pytest.raises(ConfigError):
         stemnmf.run(np.ones((4, 4, 8, 8), np.float32), 42)
+
+
+def test_unset_k_follows_the_feature(tiny_file, tmp_path):
+    """No --k: AA runs the merging NMF (Bruefach et al.), raw the K-component loss scan (Cao et al.)."""
+    base = {"run": {"seed": 1, "report": False}, "nmf": {"n_restarts": 2, "k_range": "3:5"}}
+    aa = stemnmf.run(tiny_file, {**base, "features": {"representation": "aa"}}, outdir=tmp_path / "aa")
+    assert "/decompose/merge_history" in aa and "/kselect/knee" not in aa
+    assert str(aa["/kselect/reason"]).startswith("iterative merging NMF")
+    raw = stemnmf.run(tiny_file, {**base, "features": {"representation": "raw"}}, outdir=tmp_path / "raw")
+    assert "/kselect/knee" in raw and "/decompose/merge_history" not in raw and 3 <= int(raw["/kselect/chosen_k"]) <= 5
+    assert "knee" in str(raw["/kselect/reason"])

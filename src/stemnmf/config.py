@@ -47,8 +47,10 @@ def option(default, help: str, *, flag: str | None = None, choices=None, metavar
     return dataclasses.field(default=default, metadata=meta)
 
 
-def parse_k(value) -> str | int:
-    """``'auto'``, ``'iterative'`` or a positive integer."""
+def parse_k(value) -> str | int | None:
+    """``'auto'``, ``'iterative'``, a positive integer, or None (the feature's default, :meth:`NMFConfig.method`)."""
+    if value is None:
+        return None
     if isinstance(value, bool):
         raise ConfigError(f"k={value!r} is not valid", "use auto, iterative or a number such as 6")
     if isinstance(value, int):
@@ -156,7 +158,12 @@ class FeaturesConfig:
 class NMFConfig:
     """[nmf]: the factorisation and how its number of components is chosen."""
 
-    k: str | int = option("auto", "components: auto (K-component loss + IQA), iterative (merging NMF) or a number", metavar="auto|iterative|N")
+    k: str | int | None = option(
+        None,
+        "components: auto (K-component loss + IQA, Cao et al.), iterative (merging NMF, Bruefach et al.) or a number; "
+        "unset: iterative for aa, rv and bd features, auto for raw (docs/kselect.md)",
+        metavar="auto|iterative|N",
+    )
     k_range: str = option("3:20", "k values scanned by --k auto and kscan", metavar="LOW:HIGH")
     solver: str = option("hals", "NMF solver", choices=("hals", "mu", "kl", "compressed"))
     max_iter: int = option(400, "iterations per fit")
@@ -164,6 +171,18 @@ class NMFConfig:
     n_restarts: int = option(25, "iterative NMF: seeded restarts, the best is kept")
     merge_threshold: float | None = option(None, "iterative NMF: map correlation at which components merge (default per feature)")
     scree_factor: int = option(5, "iterative NMF: initial components = PCA scree elbow x this")
+
+    def method(self, representation: str) -> str | int:
+        """``k`` as set, or the default for the features: 'auto' when they start with raw, else 'iterative'.
+
+        The K-component loss scans 3..20 components and is what Cao et al. use on raw
+        patterns of a few large crystals; a film of tens of grains needs more components
+        than the scan reaches, and the merging NMF of Bruefach et al. (designed for AA, RV
+        and BD) finds their number itself.
+        """
+        if self.k is not None:
+            return self.k
+        return "auto" if representation.split("+")[0] == "raw" else "iterative"
 
 
 @dataclasses.dataclass

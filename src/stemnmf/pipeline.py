@@ -595,7 +595,8 @@ def _factorise(X, config: Config, dataset, raw_shape, engine, seed):
 
     n = config.nmf
     feature = config.features.representation
-    if n.k == "auto":
+    method = n.method(feature)
+    if method == "auto":
         from stemnmf.kselect import select_k
 
         low, high = parse_k_range(n.k_range)
@@ -619,7 +620,7 @@ def _factorise(X, config: Config, dataset, raw_shape, engine, seed):
         )
         W, H = selection.components(selection.chosen_k)
         return W, H, selection.to_results()
-    if n.k == "iterative":
+    if method == "iterative":
         model = IterativeNMF(
             merge_threshold=n.merge_threshold,
             feature=feature.split("+")[0],
@@ -632,7 +633,7 @@ def _factorise(X, config: Config, dataset, raw_shape, engine, seed):
         )
         W = model.fit_transform(X)
         return W, model.components_, model.to_results()
-    k = int(n.k)
+    k = int(method)
     if k > min(X.shape):
         raise ConfigError(f"k={k} is larger than the data allows (min of {X.shape})", "give a smaller --k")
     model = NMF(k, solver=n.solver, max_iter=n.max_iter, tol=n.tol, random_state=seed, init="nndsvda")
