@@ -66,12 +66,7 @@ def film(films: Path, preset: str, seed: int, quick: bool) -> Path:
 def prepare(path: Path, features: list[str]):
     config = Config()
     engine = Engine(progress=False)
-    c = config.calibrate
-    dataset, _ = calibrate(
-        load(path), engine=engine, hot_pixels=c.hot_pixels, hot_pixel_threshold=c.hot_pixel_threshold,
-        origin=c.origin, origin_fit=c.origin_fit, correct_shift=c.correct_shift, ellipse=c.ellipse,
-        beam_stop=c.beam_stop, edge_pixels=c.edge_pixels,
-    )
+    dataset, _ = calibrate(load(path), engine=engine, **config.calibrate.calibrate_options())
     options = config.features.featurize_options()
     options["scaling"] = "none"
     raw = {f: featurize(dataset, f, engine=engine, **options)[0] for f in features}

@@ -56,12 +56,7 @@ def features(path: Path) -> np.ndarray:
 
     config = Config()
     engine = Engine(progress=False)
-    c = config.calibrate
-    dataset, _ = calibrate(
-        load(path), engine=engine, hot_pixels=c.hot_pixels, hot_pixel_threshold=c.hot_pixel_threshold,
-        origin=c.origin, origin_fit=c.origin_fit, correct_shift=c.correct_shift, ellipse=c.ellipse,
-        beam_stop=c.beam_stop, edge_pixels=c.edge_pixels,
-    )
+    dataset, _ = calibrate(load(path), engine=engine, **config.calibrate.calibrate_options())
     X, _ = featurize(dataset, "aa", engine=engine, **config.features.featurize_options())
     return X
 

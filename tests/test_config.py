@@ -1,6 +1,7 @@
 import argparse
 import tomllib
 
+import numpy as np
 import pytest
 
 from stemnmf.config import (
@@ -97,3 +98,20 @@ def test_parse_k():
     for bad in ("5:3", "3", "a:b", "0:4"):
         with pytest.raises(ConfigError):
             parse_k_range(bad)
+
+
+def test_calibrate_options_follow_the_config(tmp_path):
+    c = Config()
+    options = c.calibrate.calibrate_options()
+    assert options["origin"] == "com" and options["beam_stop"] == "auto" and options["hot_pixel_threshold"] == 0.55
+    c.calibrate.origin, c.calibrate.origin_fit, c.calibrate.beam_stop = "none", "none", "none"
+    options = c.calibrate.calibrate_options()
+    assert options["origin"] is None and options["origin_fit"] is None and options["beam_stop"] is None
+    mask = np.zeros((8, 8), bool)
+    mask[3:5, 3:5] = True
+    np.save(tmp_path / "stop.npy", mask)
+    c.calibrate.beam_stop = str(tmp_path / "stop.npy")
+    np.testing.assert_array_equal(c.calibrate.calibrate_options()["beam_stop"], mask)
+    c.calibrate.beam_stop = str(tmp_path / "missing.npy")
+    with pytest.raises(ConfigError, match="not a readable .npy mask"):
+        c.calibrate.calibrate_options()

@@ -108,6 +108,25 @@ class CalibrateConfig:
     beam_stop: str = option("auto", "beam-stop mask: auto, none, or a .npy image (True = masked)", metavar="auto|none|FILE")
     edge_pixels: int = option(0, "mask this many pixels at each detector edge")
 
+    def calibrate_options(self) -> dict:
+        """Keyword arguments of :func:`stemnmf.calibrate.calibrate` ('none' becomes None; a mask file is read)."""
+        import numpy as np
+
+        options = dataclasses.asdict(self)
+        for name in ("origin", "origin_fit", "beam_stop"):
+            if options[name] == "none":
+                options[name] = None
+        if options["beam_stop"] not in (None, "auto"):
+            path = options["beam_stop"]
+            try:
+                options["beam_stop"] = np.load(path).astype(bool)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"beam_stop={path!r} is not a readable .npy mask ({exc.__class__.__name__})",
+                    "give auto, none, or the path of a .npy boolean image of the detector",
+                ) from None
+        return options
+
 
 @dataclasses.dataclass
 class PreprocessConfig:

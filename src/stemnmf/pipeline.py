@@ -226,24 +226,7 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
     with timer.stage("calibrate"):
         from stemnmf.calibrate import calibrate
 
-        c = config.calibrate
-        beam_stop = None if c.beam_stop == "none" else c.beam_stop
-        if beam_stop not in (None, "auto"):
-            beam_stop = np.load(beam_stop)
-        dataset, calibration_report = calibrate(
-            dataset,
-            engine=engine,
-            hot_pixels=c.hot_pixels,
-            hot_pixel_threshold=c.hot_pixel_threshold,
-            bin_q=c.bin_q,
-            bin_scan=c.bin_scan,
-            origin=None if c.origin == "none" else c.origin,
-            origin_fit=None if c.origin_fit == "none" else c.origin_fit,
-            correct_shift=c.correct_shift,
-            ellipse=c.ellipse,
-            beam_stop=beam_stop,
-            edge_pixels=c.edge_pixels,
-        )
+        dataset, calibration_report = calibrate(dataset, engine=engine, **config.calibrate.calibrate_options())
         datasets.update(calibration_report.to_results())
 
     if config.preprocess.method != "none":
