@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -22,14 +24,17 @@ FLOORS = {
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     outdir = tmp_path_factory.mktemp("bruefach")
-    assert main(["reproduce", "bruefach2022", "-o", str(outdir), "--quick", "-q"]) == 0
-    return outdir, json.loads((outdir / "bruefach2022.json").read_text())
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        assert main(["reproduce", "bruefach2022", "-o", str(outdir), "--quick", "-q"]) == 0
+    return outdir, json.loads((outdir / "bruefach2022.json").read_text()), capture.getvalue()
 
 
 @pytest.mark.slow
 def test_quick_run_writes_the_comparison(quick):
-    outdir, table = quick
+    outdir, table, printed = quick
     text = (outdir / "bruefach2022.md").read_text()
+    assert printed.startswith(text)  # the comparison is printed, not only written
     assert "# Bruefach, Ophus & Scott 2022, reproduced" in text and "## Mean TPR_G" in text
     assert "0.864" in text and "0.488" in text  # the published values sit beside ours
     assert set(table["runs"]) == {f"{p}/{f}" for p in bruefach.PRESETS for f in bruefach.FEATURES}
@@ -48,7 +53,7 @@ def test_quick_run_writes_the_comparison(quick):
 
 @pytest.mark.slow
 def test_quick_run_reaches_the_floors(quick):
-    _, table = quick
+    _, table, _ = quick
     for name, floors in FLOORS.items():
         for feature, floor in floors.items():
             for preset in bruefach.PRESETS:
@@ -58,7 +63,7 @@ def test_quick_run_reaches_the_floors(quick):
 
 @pytest.mark.slow
 def test_scans_are_reused_only_when_they_match(quick):
-    outdir, _ = quick
+    outdir, _, _ = quick
     path, reused = bruefach._scan_file(outdir, "ag1", bruefach.QUICK, 0)
     assert reused and path.name == "ag1_quick.h5"
     other = outdir / "other"

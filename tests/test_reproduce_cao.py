@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from stemnmf.reproduce import cao2025
+from stemnmf.cli import main
 from stemnmf.reproduce.cao import published_comparison
 
 
@@ -16,10 +16,15 @@ def test_published_lmno_outputs_are_reproduced():
 
 
 @pytest.mark.slow
-def test_quick_reproduction_chooses_the_number_of_orientations(tmp_path):
-    table = cao2025(tmp_path, quick=True, seed=0, n_orientations=8)
-    assert (tmp_path / "cao2025.md").read_text().startswith("# Cao et al. 2025, reproduced")
-    assert json.loads((tmp_path / "cao2025.json").read_text())["true_k"] == 8
+def test_quick_reproduction_chooses_the_number_of_orientations(tmp_path, capsys):
+    assert main(["reproduce", "cao2025", "-o", str(tmp_path), "--quick", "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("# Cao et al. 2025, reproduced") and "| variant | NSD |" in printed
+    assert "chosen k" in printed and "36.522" in printed  # a published PSNR beside ours
+    assert (tmp_path / "cao2025.md").read_text() in printed
+    table = json.loads((tmp_path / "cao2025.json").read_text())
+    assert table["true_k"] == 8 and table["quick"] is True
+    assert not list(tmp_path.glob(".*.tmp-*"))  # written under temporary names, renamed when complete
     assert set(table["variants"]) == {"raw", "mean3", "ePattern", "low-rank"}
     for name, variant in table["variants"].items():
         assert abs(variant["chosen_k"] - 8) <= 1, name

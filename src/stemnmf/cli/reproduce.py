@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 STUDIES = ("bruefach2022", "cao2025")
 
 
@@ -34,9 +36,8 @@ def main(args) -> int:
         study = getattr(reproduce, args.study)
     except (AttributeError, ImportError):
         raise ConfigError(f"the {args.study} reproduction is not available yet", "update stemnmf") from None
-    table = study(args.output, quick=args.quick, seed=args.seed)
-    print(f"wrote {args.output}/{args.study}.md and {args.output}/{args.study}.json")
-    if table and "summary_lines" in table:
-        for line in table["summary_lines"]:
-            print(line)
+    study(args.output, quick=args.quick, seed=args.seed)
+    markdown = Path(args.output) / f"{args.study}.md"
+    print(markdown.read_text(), end="")
+    print(f"\nwrote {markdown} and {markdown.with_suffix('.json')}")
     return 0

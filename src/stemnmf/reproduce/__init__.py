@@ -8,9 +8,10 @@ folder with the published values beside ours.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
-__all__ = ["bruefach2022", "cao2025", "LMNO_FIXTURE", "STUDIES"]
+__all__ = ["bruefach2022", "cao2025", "write_tables", "LMNO_FIXTURE", "STUDIES"]
 
 #: Published outputs of Cao et al. 2025 on their LMNO scan (see data/README.md).
 LMNO_FIXTURE = Path(__file__).parent / "data" / "cao2025_lmno_k8.npz"
@@ -20,6 +21,15 @@ STUDIES = {
     "bruefach2022": "stemnmf.reproduce.bruefach:bruefach2022",
     "cao2025": "stemnmf.reproduce.cao:cao2025",
 }
+
+
+def write_tables(outdir: Path, study: str, table: dict, text: str) -> None:
+    """Write OUTDIR/STUDY.json (``table``) and OUTDIR/STUDY.md (``text``), each under a temporary name first."""
+    from stemnmf.io.files import atomic_output
+
+    for suffix, content in ((".json", json.dumps(table, indent=2, allow_nan=False)), (".md", text)):
+        with atomic_output(Path(outdir) / f"{study}{suffix}", overwrite=True) as tmp:
+            Path(tmp).write_text(content)
 
 
 def __getattr__(name: str):

@@ -73,6 +73,7 @@ def bruefach2022(outdir: str | os.PathLike, *, quick: bool = False, seed: int = 
     """
     from stemnmf.io import load_truth
     from stemnmf.pipeline import run
+    from stemnmf.reproduce import write_tables
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -112,8 +113,7 @@ def bruefach2022(outdir: str | os.PathLike, *, quick: bool = False, seed: int = 
         "seconds": round(time.perf_counter() - start, 1),
     }
     table["summary_lines"] = summary_lines(table)
-    (outdir / "bruefach2022.json").write_text(json.dumps(_jsonable(table), indent=2, allow_nan=False))
-    (outdir / "bruefach2022.md").write_text(markdown(table))
+    write_tables(outdir, "bruefach2022", _jsonable(table), markdown(table))
     return table
 
 

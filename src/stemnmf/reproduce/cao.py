@@ -89,6 +89,7 @@ def cao2025(
     from stemnmf.filters import compare_preprocessing
     from stemnmf.io import load, load_truth
     from stemnmf.pipeline import run
+    from stemnmf.reproduce import write_tables
     from stemnmf.simulate import simulate_to_file
 
     outdir = Path(outdir)
@@ -145,8 +146,7 @@ def cao2025(
         "variants": variants,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    (outdir / "cao2025.json").write_text(json.dumps(table, indent=2))
-    (outdir / "cao2025.md").write_text(markdown(table))
+    write_tables(outdir, "cao2025", table, markdown(table))
     return table
 
 
