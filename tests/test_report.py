@@ -42,6 +42,12 @@ def synthetic_results(k=3, sy=12, sx=10, q=16):
         "/truth/labels": (rng.random((4, sy, sx)) > 0.6).astype(np.uint8),
         "/scores/tpr_g": rng.random(k),
         "/scores/summary": json.dumps({"precision_A": 0.9, "TPR_A": 0.8}),
+        "/decompose/merge_history": json.dumps([[[9, [[0, 1]]], [8, []]], [[9, [[2, 3], [4, 5]]], [7, []]]]),
+        "/decompose/final_history": json.dumps([[8, [[1, 2]]], [7, []]]),
+        "/decompose/restart_errors": np.array([2.0, 1.5]),
+        "/decompose/best_restart": np.int64(1),
+        "/decompose/scree/explained_variance_ratio": np.array([0.5, 0.3, 0.1, 0.05, 0.03, 0.02]),
+        "/decompose/scree/elbow": np.int64(3),
     }
     for metric in ("ssim", "psnr", "gmsd", "mdsi"):
         datasets[f"/kselect/iqa/{metric}/{k}"] = rng.random((k, k))
@@ -57,7 +63,7 @@ def test_report_has_every_section_and_embedded_images(tmp_path):
     for heading in ("The data", "Choosing the number of components", "Components and clusters", "Cluster patterns", "Grains", "Ground truth"):
         assert f"<h2>{heading}</h2>" in text
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 13  # 3 data, 2 k, 3 maps, 2 patterns, 1 grains, 2 truth
+    assert len(images) == 14  # 3 data, 3 k (loss, IQA, merging), 3 maps, 2 patterns, 1 grains, 2 truth
     assert "test reason" in text and "precision_A" in text and "scan.h5" in text
     assert "http://" not in text and "https://" not in text  # self-contained
 
@@ -67,6 +73,18 @@ def test_report_leaves_out_what_the_run_did_not_produce(tmp_path):
     text = render_html(minimal)
     assert "<h2>Components and clusters</h2>" in text
     assert "<h2>Ground truth</h2>" not in text and "<h2>Grains</h2>" not in text
+
+
+def test_merging_figure_shows_every_restart_and_the_winner():
+    from stemnmf.report.figures import fig_merging
+
+    fig = fig_merging(synthetic_results())
+    scree, rounds, errors = fig.axes
+    assert [list(line.get_ydata()) for line in rounds.lines] == [[9, 8], [9, 7], [8, 7]]
+    assert rounds.lines[1].get_color() == "C3" and rounds.lines[0].get_color() == "0.6"  # restart 1 is kept
+    assert errors.collections[1].get_offsets().tolist() == [[7.0, 1.5]]  # the kept restart: final k 7, error 1.5
+    assert any(line.get_xdata()[0] == 3 for line in scree.lines[1:])  # the elbow
+    assert fig_merging(Results({"/labels": np.zeros((2, 2), np.int32)}, {})) is None
 
 
 def test_max_pattern_shows_ring_bounds_and_sectors():
@@ -124,6 +142,6 @@ def test_report_loads_in_headless_chromium_with_every_image_shown(tmp_path):
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     finally:
         driver.quit()
-    assert state["n"] == 13 and state["shown"] == state["n"]
+    assert state["n"] == 14 and state["shown"] == state["n"]
     assert state["title"].startswith("stemnmf report")
     assert errors == []

@@ -36,9 +36,11 @@ SECTIONS = [
     ),
     (
         "Choosing the number of components",
-        "Level 1: the K-component loss against k, its knee and the range of interest. Level 2: the similarity "
-        "of the chosen k's components by four image-quality metrics (high SSIM/PSNR, low GMSD/MDSI mean similar).",
-        [figures.fig_kloss, figures.fig_iqa],
+        "With --k auto (Cao et al.): level 1, the K-component loss against k, its knee and the range of interest; "
+        "level 2, the similarity of the chosen k's components by four image-quality metrics (high SSIM/PSNR, low "
+        "GMSD/MDSI mean similar). With --k iterative (Bruefach et al.): the PCA scree that sets the initial k, "
+        "how the merging of correlated components brought k down in every restart, and the error of each restart.",
+        [figures.fig_kloss, figures.fig_iqa, figures.fig_merging],
     ),
     (
         "Components and clusters",

@@ -217,6 +217,58 @@ def fig_iqa(results) -> Figure | None:
     return fig
 
 
+def fig_merging(results) -> Figure | None:
+    """Iterative merging NMF: the PCA scree and its elbow, k over the merge rounds of every restart, and each restart's error."""
+    history = _get(results, "/decompose/merge_history")
+    if history is None:
+        return None
+    restarts = json.loads(str(history))
+    final = _get(results, "/decompose/final_history")
+    final = json.loads(str(final)) if final is not None else []
+    errors = _get(results, "/decompose/restart_errors")
+    best = _get(results, "/decompose/best_restart")
+    best = None if best is None else int(best)
+    scree = _get(results, "/decompose/scree/explained_variance_ratio")
+    fig = Figure(figsize=(12, 3.6))
+    ax_scree, ax_rounds, ax_errors = fig.subplots(1, 3)
+    if scree is not None:
+        scree = np.asarray(scree, dtype=float)
+        ax_scree.semilogy(np.arange(1, len(scree) + 1), scree, "o-", ms=3, color="C0")
+        elbow = _get(results, "/decompose/scree/elbow")
+        if elbow is not None:
+            ax_scree.axvline(int(elbow), color="C1", ls="--", label=f"elbow = {int(elbow)}")
+            ax_scree.legend(fontsize=8)
+        ax_scree.set_xlabel("principal component")
+        ax_scree.set_ylabel("explained variance ratio")
+    ax_scree.set_title("PCA scree (initial k = factor x elbow)", fontsize=9)
+    for i, run in enumerate(restarts):
+        ks = [int(entry[0]) for entry in run]
+        winner = i == best
+        ax_rounds.plot(range(len(ks)), ks, "-", color="C3" if winner else "0.6", lw=2 if winner else 0.8,
+                       alpha=1.0 if winner else 0.6, zorder=3 if winner else 1,
+                       label="best restart" if winner else None)
+    if final:
+        ks = [int(entry[0]) for entry in final]
+        ax_rounds.plot(range(len(ks)), ks, "o--", color="C2", ms=4, label="best, refitted on every position")
+    ax_rounds.set_xlabel("merge round")
+    ax_rounds.set_ylabel("components k")
+    ax_rounds.set_title("merging: k per round of each restart", fontsize=9)
+    if best is not None or final:
+        ax_rounds.legend(fontsize=8)
+    if errors is not None:
+        errors = np.asarray(errors, dtype=float)
+        final_k = [int(run[-1][0]) if run else 0 for run in restarts]
+        ax_errors.scatter(final_k[: len(errors)], errors, s=14, color="0.5")
+        if best is not None and best < len(errors):
+            ax_errors.scatter([final_k[best]], [errors[best]], s=40, color="C3", label="kept (lowest error)")
+            ax_errors.legend(fontsize=8)
+        ax_errors.set_xlabel("final k of the restart")
+        ax_errors.set_ylabel("reconstruction error")
+    ax_errors.set_title("restarts: the lowest error is kept", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def fig_component_maps(results) -> Figure | None:
     maps = _get(results, "/components/maps")
     if maps is None:
