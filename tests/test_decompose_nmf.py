@@ -524,3 +524,20 @@ def test_integer_and_float64_input_are_converted(noisy):
     np.testing.assert_array_equal(
         NMF(2, random_state=0, max_iter=10).fit(counts.astype(np.float64)).components_, model.components_
     )
+
+
+@pytest.mark.parametrize("solver, tol", [("hals", 1e-3), ("mu", 1e-3), ("compressed", 1e-3), ("kl", 1e-2)])
+def test_tol_stops_on_the_relative_objective_change(noisy, solver, tol):
+    model = NMF(4, solver=solver, tol=tol, max_iter=2000, random_state=0).fit(noisy)
+    curve = np.asarray(model.loss_curve_)
+    assert model.n_iter_ < 2000 and len(curve) == model.n_iter_
+    steps = (curve[:-1] - curve[1:]) / np.abs(curve[:-1])
+    assert steps[-1] <= tol  # stopped at the first relative change below tol ...
+    assert np.all(steps[:-1] > tol)  # ... and not before
+
+
+def test_values_too_large_for_float32_products_are_one_clear_error():
+    with pytest.raises(DataValueError, match="rescale X"):
+        NMF(2, max_iter=20, random_state=0).fit(np.full((30, 30), 1e20, np.float32))
+    model = NMF(2, max_iter=20, random_state=0).fit(np.full((30, 30), 1e12, np.float32))
+    assert np.isfinite(model.reconstruction_err_)

@@ -24,6 +24,9 @@ import numpy as np
 
 from stemnmf.errors import ConfigError, DataValueError
 
+#: Largest |x| the float32 products of the solvers take without overflow (about sqrt of float32 max / 100).
+_LARGEST = 1e17
+
 __all__ = ["RowBlocks", "Summary", "as_blocks", "default_threads", "blas_limit"]
 
 log = logging.getLogger(__name__)
@@ -319,12 +322,12 @@ def _block_stats(start: int, block: np.ndarray):
             "clip at zero (numpy.clip(X, 0, None)) or min-max scale the features",
         )
     row_sum = block.sum(axis=1)
-    if not np.isfinite(row_sum).all():
+    if not np.isfinite(row_sum).all() or (block.size and float(np.abs(block).max()) > _LARGEST):
         raise DataValueError(
-            f"X contains inf or values too large for float32 sums (in {rows})",
+            f"X contains inf or values above 1e17, too large for float32 products (in {rows})",
             "replace them (numpy.nan_to_num) or rescale X",
         )
-    sq = float(np.einsum("ij,ij->i", block, block).sum(dtype=np.float64))
+    sq = float(np.einsum("ij,ij->", block, block, dtype=np.float64))
     return block.shape, float(row_sum.sum(dtype=np.float64)), sq, block.sum(axis=0, dtype=np.float64), row_sum == 0
 
 

@@ -253,7 +253,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         refit of the winner on every position.
     restart_tol : float or None, default 1e-3
         Tolerance of the fits inside the restarts; None: ``tol``.
-    restart_positions : int or None, default 10000
+    restart_positions : int or None, default 5000
         Restarts see a seeded random subset of this many positions when X has
         more; None: every position.
     random_state : int, Generator or None
