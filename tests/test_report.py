@@ -51,6 +51,11 @@ def synthetic_results(k=3, sy=12, sx=10, q=16):
     }
     for metric in ("ssim", "psnr", "gmsd", "mdsi"):
         datasets[f"/kselect/iqa/{metric}/{k}"] = rng.random((k, k))
+        datasets[f"/kselect/most_similar/{metric}"] = rng.random(3)
+    datasets["/kselect/range_k"] = np.array([3, 4, 5])
+    datasets["/kselect/thresholds"] = json.dumps({"ssim": 0.9, "psnr": 30.0, "gmsd": 0.05, "mdsi": 0.2})
+    for kk in (3, 4, 5):
+        datasets[f"/kselect/patterns/{kk}"] = rng.random((kk, q, q)).astype(np.float32)
     attrs = {"seed": 3, "config": {"features": {"representation": "aa"}}, "timings": {"load": 0.1, "nmf": 0.2}, "input": "scan.h5"}
     return Results(datasets, attrs)
 
@@ -63,7 +68,7 @@ def test_report_has_every_section_and_embedded_images(tmp_path):
     for heading in ("The data", "Choosing the number of components", "Components and clusters", "Cluster patterns", "Grains", "Ground truth"):
         assert f"<h2>{heading}</h2>" in text
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
-    assert len(images) == 14  # 3 data, 3 k (loss, IQA, merging), 3 maps, 2 patterns, 1 grains, 2 truth
+    assert len(images) == 15  # 3 data, 4 k (loss, IQA, patterns per k, merging), 3 maps, 2 patterns, 1 grains, 2 truth
     assert "test reason" in text and "precision_A" in text and "scan.h5" in text
     assert "http://" not in text and "https://" not in text  # self-contained
 
@@ -73,6 +78,19 @@ def test_report_leaves_out_what_the_run_did_not_produce(tmp_path):
     text = render_html(minimal)
     assert "<h2>Components and clusters</h2>" in text
     assert "<h2>Ground truth</h2>" not in text and "<h2>Grains</h2>" not in text
+
+
+def test_kselect_figures_show_every_k_and_each_metric():
+    from stemnmf.report.figures import fig_iqa, fig_kselect_patterns
+
+    results = synthetic_results()
+    fig = fig_kselect_patterns(results)
+    assert len(fig.subfigs) == 3  # k = 3, 4, 5
+    assert [sum(bool(ax.images) for ax in sub.axes) for sub in fig.subfigs] == [3, 4, 5]
+    iqa = fig_iqa(results)
+    assert len(iqa.axes) >= 8  # four matrices (plus colour bars) and four most-similar curves
+    curve_axes = [ax for ax in iqa.axes if ax.get_xlabel() == "k"]
+    assert len(curve_axes) == 4 and all(ax.lines[1].get_ydata()[0] in (0.9, 30.0, 0.05, 0.2) for ax in curve_axes)
 
 
 def test_merging_figure_shows_every_restart_and_the_winner():
@@ -142,6 +160,6 @@ def test_report_loads_in_headless_chromium_with_every_image_shown(tmp_path):
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     finally:
         driver.quit()
-    assert state["n"] == 14 and state["shown"] == state["n"]
+    assert state["n"] == 15 and state["shown"] == state["n"]
     assert state["title"].startswith("stemnmf report")
     assert errors == []

@@ -38,9 +38,10 @@ SECTIONS = [
         "Choosing the number of components",
         "With --k auto (Cao et al.): level 1, the K-component loss against k, its knee and the range of interest; "
         "level 2, the similarity of the chosen k's components by four image-quality metrics (high SSIM/PSNR, low "
-        "GMSD/MDSI mean similar). With --k iterative (Bruefach et al.): the PCA scree that sets the initial k, "
+        "GMSD/MDSI mean similar), each metric's most similar pair against its redundancy threshold, and the "
+        "component patterns of every k in the range. With --k iterative (Bruefach et al.): the PCA scree that sets the initial k, "
         "how the merging of correlated components brought k down in every restart, and the error of each restart.",
-        [figures.fig_kloss, figures.fig_iqa, figures.fig_merging],
+        [figures.fig_kloss, figures.fig_iqa, figures.fig_kselect_patterns, figures.fig_merging],
     ),
     (
         "Components and clusters",

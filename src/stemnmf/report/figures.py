@@ -170,50 +170,71 @@ def fig_bragg_vector_map(results) -> Figure | None:
 
 
 def fig_kloss(results) -> Figure | None:
+    """Decision level 1: the K-component loss against k, its knee, the range of interest and the chosen k."""
+    from stemnmf.kselect.plots import plot_loss
+
     k = _get(results, "/kselect/k")
     loss = _get(results, "/kselect/loss")
     if k is None or loss is None or len(k) < 2:
         return None
+    knee = _get(results, "/kselect/knee")
+    chosen = _get(results, "/kselect/chosen_k")
+    elbow = _get(results, "/kselect/pca/elbow")
     fig = Figure(figsize=(6, 3.8))
     ax = fig.subplots()
-    ax.plot(k, loss, "o-", color="C0", label="K-component loss (mean |X - WH|)")
-    low_high = _get(results, "/kselect/range")
-    if low_high is not None:
-        ax.axvspan(float(low_high[0]) - 0.5, float(low_high[1]) + 0.5, color="C0", alpha=0.1, label="range of interest")
-    knee = _get(results, "/kselect/knee")
-    if knee is not None and int(knee) > 0:
-        ax.axvline(int(knee), color="C1", ls="--", label=f"knee k = {int(knee)}")
-    chosen = _get(results, "/kselect/chosen_k")
-    if chosen is not None:
-        ax.axvline(int(chosen), color="C3", lw=2, alpha=0.6, label=f"chosen k = {int(chosen)}")
-    ax.set_xlabel("number of components k")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
+    plot_loss(ax, k, loss, knee=None if knee is None or int(knee) <= 0 else int(knee), k_range=_get(results, "/kselect/range"),
+              chosen_k=None if chosen is None else int(chosen), pca_elbow=None if elbow is None else int(elbow))
     ax.set_title("decision level 1: K-component loss")
     return fig
 
 
 def fig_iqa(results) -> Figure | None:
-    """The four IQA matrices between the chosen k's components."""
+    """Decision level 2: the four IQA matrices between the chosen k's components, and each metric's most similar pair against k."""
+    from stemnmf.kselect.plots import plot_iqa, plot_most_similar
+
     chosen = _get(results, "/kselect/chosen_k")
     if chosen is None:
         return None
     metrics = [m for m in ("ssim", "psnr", "gmsd", "mdsi") if f"/kselect/iqa/{m}/{int(chosen)}" in results]
     if not metrics:
         return None
-    fig = Figure(figsize=(3.3 * len(metrics), 3.2))
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, metric in zip(axes, metrics):
-        matrix = np.asarray(results[f"/kselect/iqa/{metric}/{int(chosen)}"], dtype=float)
-        shown = np.where(np.isfinite(matrix), matrix, np.nan)
-        im = ax.imshow(shown, cmap="viridis")
-        ax.set_xticks(range(len(matrix)))
-        ax.set_yticks(range(len(matrix)))
-        ax.set_title(metric.upper())
-        ax.set_xlabel("component")
-        ax.set_ylabel("component")
-        fig.colorbar(im, ax=ax, shrink=0.75)
-    fig.suptitle(f"decision level 2: image similarity between components (k = {int(chosen)})")
+    range_k = _get(results, "/kselect/range_k")
+    thresholds = _get(results, "/kselect/thresholds")
+    thresholds = json.loads(str(thresholds)) if thresholds is not None else {}
+    curves = range_k is not None and all(f"/kselect/most_similar/{m}" in results for m in metrics)
+    fig = Figure(figsize=(3.6 * len(metrics), 6.6 if curves else 3.4))
+    axes = fig.subplots(2 if curves else 1, len(metrics), squeeze=False)
+    for column, metric in enumerate(metrics):
+        plot_iqa(axes[0, column], results[f"/kselect/iqa/{metric}/{int(chosen)}"], metric=metric)
+        if curves:
+            plot_most_similar(axes[1, column], range_k, results[f"/kselect/most_similar/{metric}"], metric=metric,
+                              threshold=thresholds.get(metric), chosen_k=int(chosen))
+    fig.suptitle(f"decision level 2: similarity between components (k = {int(chosen)}) and the most similar pair per k")
+    fig.tight_layout()
+    return fig
+
+
+def fig_kselect_patterns(results) -> Figure | None:
+    """The component patterns of every k in the range of interest, one row per k."""
+    range_k = _get(results, "/kselect/range_k")
+    if range_k is None:
+        return None
+    ks = [int(k) for k in range_k if f"/kselect/patterns/{int(k)}" in results]
+    if not ks:
+        return None
+    fig = Figure(figsize=(min(1.1 * max(ks), 16), 1.6 * len(ks) * 1.1), layout="constrained")
+    subfigures = np.atleast_1d(fig.subfigures(len(ks), 1))
+    for subfigure, k in zip(subfigures, ks):
+        patterns = np.asarray(results[f"/kselect/patterns/{k}"])
+        axes = subfigure.subplots(1, max(ks), squeeze=False)[0]
+        for i, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i < len(patterns):
+                ax.imshow(_pattern_display(patterns[i]), cmap="inferno")
+            else:
+                ax.axis("off")
+        subfigure.supylabel(f"k = {k}", fontsize=9)
     return fig
 
 
