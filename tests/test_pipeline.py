@@ -229,3 +229,12 @@ def test_unset_k_follows_the_feature(tiny_file, tmp_path):
     raw = stemnmf.run(tiny_file, {**base, "features": {"representation": "raw"}}, outdir=tmp_path / "raw")
     assert "/kselect/knee" in raw and "/decompose/merge_history" not in raw and 3 <= int(raw["/kselect/chosen_k"]) <= 5
     assert "knee" in str(raw["/kselect/reason"])
+
+
+def test_k_range_beyond_the_data_is_clipped_with_a_warning(caplog):
+    data = np.random.default_rng(0).poisson(5.0, (4, 4, 6, 6)).astype(np.float32)
+    config = {"features": {"representation": "raw"}, "nmf": {"k": "auto", "k_range": "3:99"}, "run": {"report": False}}
+    with caplog.at_level("WARNING", logger="stemnmf.pipeline"):
+        results = stemnmf.run(data, config)
+    assert "scanning k = 3..15" in caplog.text
+    assert list(results["/kselect/k"]) == list(range(3, 16))

@@ -583,7 +583,12 @@ def _factorise(X, config: Config, dataset, raw_shape, engine, seed):
         from stemnmf.kselect import select_k
 
         low, high = parse_k_range(n.k_range)
-        high = min(high, min(X.shape) - 1)
+        if high > min(X.shape) - 1:
+            log.warning(
+                "k range %d:%d reaches beyond what a %d x %d feature matrix allows; scanning k = %d..%d",
+                low, high, X.shape[0], X.shape[1], low, min(X.shape) - 1,
+            )
+            high = min(X.shape) - 1
         if high < low:
             raise DataValueError(
                 f"the scan has too few positions or features ({X.shape}) for k from {low}",
