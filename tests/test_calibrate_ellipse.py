@@ -118,3 +118,18 @@ def test_uncertainty_reflects_the_noise():
     # the truth lies within a few standard deviations of the noisy fit
     assert abs(noisy.axis_ratio - 1.1) < 4 * noisy.axis_ratio_std
     assert angle_error(noisy.angle, 0.3) < 4 * np.degrees(noisy.angle_std)
+
+
+def test_ellipse_from_a_bragg_vector_map():
+    """Disk positions on one ring, rasterised as counts like a Bragg vector map, give the ellipse back."""
+    rng = np.random.default_rng(1)
+    shape, center = (128, 128), (63.4, 64.2)
+    a, b, angle = 40.0, 36.0, np.radians(25.0)
+    t = rng.uniform(0, 2 * np.pi, 1000)
+    u, v = a * np.cos(t), b * np.sin(t)
+    x, y = u * np.cos(angle) - v * np.sin(angle), u * np.sin(angle) + v * np.cos(angle)
+    bvm = np.zeros(shape)
+    np.add.at(bvm, (np.round(center[0] + y).astype(int), np.round(center[1] + x).astype(int)), 1.0)
+    fit = fit_ellipse(bvm, center=center, ring=(30, 46))
+    assert abs(fit.axis_ratio / (a / b) - 1) < 0.01
+    assert abs(np.degrees(fit.angle) - 25.0) < 1.0

@@ -123,3 +123,17 @@ def test_calibrate_replaces_hot_pixels_in_every_pattern_whatever_the_chunking():
         np.testing.assert_array_equal(results[0], other)
     assert results[0][:, :, 7, 3].max() < 100  # now like its neighbours
     np.testing.assert_array_equal(results[0][:, :, 16, 16], data[:, :, 16, 16])
+
+
+def test_intermittent_hot_pixel_is_found_on_the_max_pattern():
+    """A pixel that flares in one pattern of 30 hides in the mean pattern but not in the maximum."""
+    rng = np.random.default_rng(4)
+    base = spot_pattern((32, 32))
+    data = rng.poisson(np.broadcast_to(base, (6, 5, 32, 32))).astype(np.float32)
+    data[2, 3, 7, 3] += 100.0  # +3.3 counts in the mean, over a background of 5
+    ds = Dataset4D(data)
+    engine = Engine(progress=False)
+    _, on_mean = calibrate(ds, engine=engine, origin=None, beam_stop=None, hot_pixel_reference="mean")
+    out, on_max = calibrate(ds, engine=engine, origin=None, beam_stop=None, hot_pixel_reference="max")
+    assert on_max.hot_pixels.tolist() == [[7, 3]] and [7, 3] not in on_mean.hot_pixels.tolist()
+    assert out.data[2, 3, 7, 3] < 20  # replaced in the pattern where it flared

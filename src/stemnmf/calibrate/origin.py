@@ -117,7 +117,10 @@ def estimate_probe(image, *, mask=None, min_contrast: float = 5.0) -> ProbeEstim
     weights = np.where(region, work - base, 0.0)
     yy, xx = np.indices(image.shape)
     total = weights.sum()
-    center = (float((weights * yy).sum() / total), float((weights * xx).sum() / total))
+    if total > 0:
+        center = (float((weights * yy).sum() / total), float((weights * xx).sum() / total))
+    else:  # a flat peak region: its brightest pixel
+        center = (float(peak_index[0]), float(peak_index[1]))
     radius = float(np.sqrt(region.sum() / np.pi))
     return ProbeEstimate(center, max(radius, 0.5), float(contrast))
 
