@@ -164,3 +164,59 @@ def test_distributed_blocks_refuse_what_workers_cannot_read(cluster):
         pickle.dumps(blocks)
     assert [b - a for a, b in blocks.bounds] == [10]
     blocks.release()
+
+
+def test_an_address_that_is_not_a_dask_scheduler_is_one_clear_error(monkeypatch):
+    import socket
+    import threading
+
+    import stemnmf.engine as engine_module
+    from stemnmf.errors import SchedulerError
+
+    monkeypatch.setattr(engine_module, "CONNECT_DEADLINE", 2.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():  # accept connections and never answer, like a web server waiting for a request
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        start = time.perf_counter()
+        with pytest.raises(SchedulerError, match="no dask scheduler answered at .* within 2 s"):
+            _ = Engine(scheduler=address).client
+        assert time.perf_counter() - start < 15
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()
+    # other schemes are not checked for a listener first; their failure is one SchedulerError too
+    with pytest.raises(SchedulerError, match="tls://127.0.0.1:9"):
+        _ = Engine(scheduler="tls://127.0.0.1:9").client
+
+
+def test_a_lost_worker_is_one_line_that_says_what_failed():
+    from stemnmf.engine import _cluster_error
+    from stemnmf.errors import SchedulerError
+
+    KilledWorker = type("KilledWorker", (Exception,), {})
+    long = "Attempted to run task on a worker that died " + "while the task was running; " * 12 + "end"
+    error = _cluster_error(KilledWorker(long), "the features pass")
+    assert isinstance(error, SchedulerError)
+    line = error.line
+    assert line.count("\n") == 0 and "the cluster failed on the features pass (KilledWorker: Attempted" in line
+    assert " ...)" in line and len(line) < 320 and "check the workers' memory and logs" in line
+    user_error = ValueError("bad option")
+    assert _cluster_error(user_error, "x") is user_error  # not the cluster's fault: the error itself

@@ -148,3 +148,23 @@ def test_peak_memory_of_a_run_stays_within_the_budget(tiny_file, tmp_path):
     np.testing.assert_allclose(mean_image[:24], mean_image[72:], rtol=1e-6)
     np.testing.assert_array_equal(labels[:24], labels[24:48])
     assert mean_image.shape == (96, 24) and np.ptp(mean_image) > 0
+
+
+def test_a_file_larger_than_half_the_budget_is_read_on_demand_without_asking(tmp_path):
+    from stemnmf.config import Config
+    from stemnmf.pipeline import _lazy_for_budget, _load
+
+    path = tmp_path / "scan.npy"
+    np.save(path, np.ones((8, 8, 64, 64), np.float32))  # 1 MiB + header
+    config = Config.from_dict({"run": {"memory_budget": "1536KiB"}})
+    assert _lazy_for_budget(path, config) is True
+    config.run.memory_budget = "1GiB"
+    assert _lazy_for_budget(path, config) is None  # load's own rule (small files in memory)
+    config.run.scheduler = "tcp://127.0.0.1:8786"
+    assert _lazy_for_budget(path, config) is True  # each worker reads its own rows
+    config.input.lazy = False
+    assert _lazy_for_budget(path, config) is False  # the user's word wins
+    dataset, _, _ = _load(path, Config.from_dict({"run": {"memory_budget": "1536KiB"}}))
+    assert dataset.is_lazy
+    dataset, _, _ = _load(path, Config())
+    assert not dataset.is_lazy

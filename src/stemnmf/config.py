@@ -90,7 +90,7 @@ class InputConfig:
     camera_length: float | None = option(None, "camera length in mm", metavar="MM")
     convergence_angle: float | None = option(None, "probe semi-convergence angle in mrad", metavar="MRAD")
     scan_shape: str | None = option(None, "scan shape of 3D stacks and image folders, e.g. 95x165", metavar="ROWSxCOLS")
-    lazy: bool | None = option(None, "read on demand (default: when the file is larger than 2 GiB or half the free memory)")
+    lazy: bool | None = option(None, "read on demand (default: when the file is larger than half the memory budget, 2 GiB or half the free memory, or with --scheduler)")
 
 
 @dataclasses.dataclass

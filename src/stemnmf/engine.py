@@ -38,6 +38,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
@@ -54,6 +55,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 _COMBINE = {"sum": np.add, "max": np.maximum, "min": np.minimum}
+
+
+#: Seconds to wait for a dask scheduler to answer when connecting.
+CONNECT_DEADLINE = 30.0
 
 
 def parse_bytes(value: int | float | str | None, default: int = DEFAULT_MEMORY_BUDGET) -> int:
@@ -559,13 +564,30 @@ class Engine:
             self._client = self.scheduler
             return self._client
         _check_reachable(str(self.scheduler))
-        try:
-            self._client = Client(self.scheduler, timeout="10s", set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as err:
+        # connect in a thread with an overall deadline: something that accepts the connection
+        # but is not a dask scheduler never answers the handshake
+        outcome: dict = {}
+
+        def connect():
+            try:
+                outcome["client"] = Client(self.scheduler, timeout="10s", set_as_default=False)
+            except BaseException as err:  # noqa: BLE001 - every failure becomes one SchedulerError below
+                outcome["error"] = err
+
+        thread = threading.Thread(target=connect, name="stemnmf-connect", daemon=True)
+        thread.start()
+        thread.join(CONNECT_DEADLINE)
+        fix = "start it with `dask scheduler` and check the address, or leave out --scheduler to run here"
+        if thread.is_alive():
             raise SchedulerError(
-                f"cannot reach the dask scheduler at {self.scheduler} ({err.__class__.__name__})",
-                "start it with `dask scheduler` and check the address, or leave out --scheduler to run here",
-            ) from None
+                f"no dask scheduler answered at {self.scheduler} within {CONNECT_DEADLINE:g} s "
+                "(something listens there, but not a dask scheduler?)",
+                fix,
+            )
+        if "error" in outcome:
+            err = outcome["error"]
+            raise SchedulerError(f"cannot connect to the dask scheduler at {self.scheduler} ({err.__class__.__name__})", fix)
+        self._client = outcome["client"]
         return self._client
 
     @property
@@ -865,6 +887,14 @@ def _check_reachable(address: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def _first_line(err: Exception, limit: int = 160) -> str:
+    """The first line of an error's message, shortened at a word boundary."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def _cluster_error(err: Exception, where: str) -> Exception:
     """A failure on the cluster as a one-line SchedulerError, or the error itself (a user error)."""
     from stemnmf.errors import StemNMFError
@@ -876,7 +906,7 @@ def _cluster_error(err: Exception, where: str) -> Exception:
         or "lost" in str(err).lower()
     if lost:
         return SchedulerError(
-            f"the cluster failed on {where} ({name}: {str(err).splitlines()[0][:200] if str(err) else 'no message'})",
+            f"the cluster failed on {where} ({name}: {_first_line(err)})",
             "check the workers' memory and logs, then run again",
         )
     return err

@@ -335,8 +335,31 @@ def _load(source, config: Config):
         from stemnmf.cli.options import parse_scan_shape
 
         options["scan_shape"] = parse_scan_shape(i.scan_shape)
-    dataset = load(source, lazy=i.lazy, **options)
+    dataset = load(source, lazy=_lazy_for_budget(source, config), **options)
     return dataset, str(source), file_checksum(source)
+
+
+def _lazy_for_budget(source, config: Config) -> bool | None:
+    """``input.lazy``, or True when unset and the run must not hold the scan whole.
+
+    That is when the run goes to a cluster (each worker then reads its own rows) or the
+    file is larger than half the memory budget; otherwise None (load's own rule).
+    """
+    from stemnmf.engine import parse_bytes
+
+    if config.input.lazy is not None:
+        return config.input.lazy
+    if config.run.scheduler:
+        return True
+    path = Path(str(source).split(":/")[0])
+    try:
+        size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    except OSError:
+        return None
+    if size > parse_bytes(config.run.memory_budget) // 2:
+        log.info("%s is larger than half the memory budget (%s); reading it on demand", path, config.run.memory_budget)
+        return True
+    return None
 
 
 def _cluster_nsd(datasets: dict, mask) -> dict:
