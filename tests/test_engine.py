@@ -136,3 +136,29 @@ def test_local_cluster_gives_identical_results(small_dataset):
     local = Engine(progress=False).map(pattern_sums, small_dataset)
     for a, b in zip(remote, local):
         np.testing.assert_array_equal(a, b)
+
+
+def test_progress_bar_counts_patterns_on_stderr(small_dataset, monkeypatch, capsys):
+    """progress=True shows a tqdm bar in patterns (shown after 2 s; the delay is made 0 here)."""
+    import stemnmf.engine as engine_module
+
+    real_tqdm = engine_module.tqdm
+    seen = []
+
+    def no_delay(*args, **kwargs):
+        seen.append(dict(kwargs))
+        return real_tqdm(*args, **{**kwargs, "delay": 0})
+
+    monkeypatch.setattr(engine_module, "tqdm", no_delay)
+    expected = small_dataset.data.reshape(35, -1).sum(axis=1)
+
+    sums, _ = Engine(chunk_rows=2, n_threads=1, progress=True).map(pattern_sums, small_dataset)
+    np.testing.assert_array_equal(sums, expected)
+    err = capsys.readouterr().err
+    assert seen and seen[0]["total"] == 35 and seen[0]["unit"] == "pattern" and seen[0]["delay"] == 2.0
+    assert "pattern/s" in err and "/35" in err  # e.g. "patterns:   0%|   | 0.00/35.0 [00:00<?, ?pattern/s]"
+
+    sums, _ = Engine(chunk_rows=2, n_threads=1, progress=False).map(pattern_sums, small_dataset)
+    np.testing.assert_array_equal(sums, expected)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""

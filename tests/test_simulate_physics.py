@@ -200,3 +200,105 @@ def test_rotation_conventions():
         rotation = sm.zone_axis_rotation(crystal, uvw, in_plane=17.0)
         direction = np.asarray(uvw, float) / np.linalg.norm(uvw)
         np.testing.assert_allclose(rotation @ direction, [0, 0, 1], atol=1e-12)
+
+
+# --- amorphous carbon, detector blur and scan blur (issue 3: parts left untested before) -----------
+
+# Peng et al. (1996), International Tables C Table 4.3.2.2, carbon: a_i (Å), b_i (Å^2), for s = q / 2.
+PENG_C = ((0.0893, 0.2563, 0.7570, 1.0487, 0.3575), (0.2465, 1.7100, 6.4094, 18.6113, 50.2523))
+
+
+def test_carbon_ring_follows_the_documented_kinematic_model():
+    """docs/simulate.md: the carbon adds n t |gamma f_C(q)|^2 S(q) lambda^2 per (1/Å)^2, with S -> 1 and
+    broad maxima of S at 0.47 and 0.85 1/Å; n for 2.0 g/cm^3, lambda = 0.019687 Å at 300 keV."""
+    q_pixel, det, dose = 0.01, 200, 1e5
+    kw = dict(scan=8, det=det, q_pixel=q_pixel, noise=False, seed=0, detector_blur=0.0, scan_blur=0.0)
+    bare, truth = sm.simulate("tiny", carbon_thickness=0.0, **kw)
+    thin, _ = sm.simulate("tiny", carbon_thickness=50.0, **kw)
+    thick, _ = sm.simulate("tiny", carbon_thickness=100.0, **kw)
+    empty = truth.grains_per_position == 0  # only the central beam and the carbon there
+    assert empty.sum() >= 5
+    ring50 = (thin.data[empty].astype(np.float64) - bare.data[empty]).mean(axis=0)
+    ring100 = (thick.data[empty].astype(np.float64) - bare.data[empty]).mean(axis=0)
+
+    yy, xx = np.indices((det, det))
+    q = np.hypot(yy - det // 2, xx - det // 2) * q_pixel
+    bins = np.round(q / q_pixel).astype(int)
+    outside = q > 0.1  # clear of the central disk (radius 0.053 1/Å)
+    # kinematic: linear in the carbon thickness
+    np.testing.assert_allclose(ring100[outside], 2 * ring50[outside], rtol=1e-3)
+
+    s2 = (q / 2) ** 2
+    f_c = sum(a * np.exp(-b * s2) for a, b in zip(*PENG_C))
+    gamma = 1 + 300.0 / 510.99895
+    density = 2.0 / 12.011 * 0.602214076  # atoms / Å^3
+    expected_without_s = density * 50.0 * (gamma * f_c) ** 2 * 0.019687**2 * q_pixel**2 * dose
+    s_q = ndimage.mean(ring50 / expected_without_s, bins, np.arange(96))  # radial mean of S(q), bins of 0.01
+    r = np.arange(96) * q_pixel
+    first = np.arange(10, 65)
+    second = np.arange(70, 96)
+    assert r[first[np.argmax(s_q[first])]] == pytest.approx(0.47, abs=0.011)
+    assert r[second[np.argmax(s_q[second])]] == pytest.approx(0.85, abs=0.011)
+    assert s_q[first].max() > 1.5 and s_q[second].max() > 1.2  # real maxima above S = 1
+    # S tends to 1 between and beyond the maxima and falls towards 0.1 at small q
+    assert np.min(s_q[55:70]) == pytest.approx(1.0, abs=0.03)
+    assert 0.1 <= s_q[8] < 0.25
+
+    # the measured ring (f_C^2 falls with q) peaks just inside the S maximum at 0.47 1/Å
+    profile = ndimage.mean(ring50, bins, np.arange(96))
+    peak_q = r[10 + np.argmax(profile[10:])]
+    assert 0.42 <= peak_q <= 0.47
+
+
+def test_scan_blur_is_a_gaussian_filter_across_the_scan():
+    """Noise-free patterns with scan_blur=sigma equal the unblurred ones Gaussian-filtered over the scan
+    with that sigma (away from the edges, where grains beyond the view come in); other sigmas differ."""
+    assert sm.preset_parameters("ag1").scan_blur == 2.0  # the paper's source-size blur
+    kw = dict(scan=32, noise=False, seed=0, n_grains=8, centres_in_view=True)  # carbon, detector blur on
+    sharp, truth = sm.simulate("tiny", scan_blur=0.0, **kw)
+    blurred, truth2 = sm.simulate("tiny", scan_blur=2.0, **kw)
+    np.testing.assert_array_equal(truth.labels, truth2.labels)
+    assert truth.grains_per_position[8:-8, 8:-8].max() >= 1
+    a = sharp.data.astype(np.float64)
+    c = blurred.data[8:-8, 8:-8].astype(np.float64)
+    change = np.abs(c - a[8:-8, 8:-8]).max()
+    assert change > 0.02 * c.max()  # the blur does something (the central beam holds most counts)
+
+    def error(sigma):
+        g = ndimage.gaussian_filter(a, (sigma, sigma, 0, 0), mode="constant", truncate=4.0)[8:-8, 8:-8]
+        return np.abs(g - c).max() / change
+
+    assert error(2.0) < 1e-4
+    for other in (1.0, 1.5, 1.8, 2.2, 2.5, 3.0):
+        assert error(other) > 0.05, other
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_detector_blur_widens_the_central_disk_by_its_gaussian(sigma):
+    """Blurring adds the Gaussian's variance to the disk's second moment (per axis); the Gaussian is
+    sampled on the pixel grid, whose variance is sigma^2 for sigma >= 1 (0.215 for sigma = 0.5)."""
+    kw = dict(scan=6, det=64, q_pixel=0.01, carbon_thickness=0.0, scan_blur=0.0, noise=False, seed=0)
+    sharp, truth = sm.simulate("tiny", detector_blur=0.0, **kw)
+    soft, _ = sm.simulate("tiny", detector_blur=sigma, **kw)
+    empty = truth.grains_per_position == 0  # the central beam alone: a disk of 5.33 px radius
+    assert empty.sum() >= 1
+    oy, ox = sharp.calibration.origin
+    yy, xx = np.indices((64, 64))
+
+    def moments(p):
+        w = p.sum()
+        return (p * (yy - oy) ** 2).sum() / w, (p * (xx - ox) ** 2).sum() / w
+
+    p0 = sharp.data[empty][0].astype(np.float64)
+    p1 = soft.data[empty][0].astype(np.float64)
+    assert p1.sum() == pytest.approx(p0.sum(), rel=1e-5) == pytest.approx(1e5, rel=1e-5)  # blur keeps counts
+    radius = 1.05e-3 / 0.019687 / 0.01
+    assert moments(p0)[0] == pytest.approx(radius**2 / 4, rel=0.05)  # uniform disk: R^2 / 4 per axis
+    k = np.arange(-int(4 * sigma + 0.5), int(4 * sigma + 0.5) + 1)
+    kernel = np.exp(-0.5 * (k / sigma) ** 2)
+    kernel_var = (kernel * k**2).sum() / kernel.sum()
+    for v0, v1 in zip(moments(p0), moments(p1)):
+        assert v1 - v0 == pytest.approx(kernel_var, rel=1e-3)
+        assert math.sqrt(v1 - v0) == pytest.approx(sigma, rel=0.10)
+    if sigma >= 2:
+        assert p1.max() < 0.99 * p0.max()
