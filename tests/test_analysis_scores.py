@@ -127,3 +127,16 @@ def test_scan_shape_mismatch_and_json():
     assert parsed["grain_recall"] == 0.5
     summary = json.loads(scores.to_results()["/scores/summary"])
     assert summary["TPR_G"] == 1.0 and summary["n_grains"] == 4
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.full((2, 4, 4), np.nan), "NaN or inf"),
+    (-np.ones((2, 4, 4)), "negative values"),
+    (np.array([[["a"]]]), "must be numbers"),
+])
+def test_truth_with_bad_values_is_one_clear_error(labels, message):
+    from stemnmf.errors import InputError
+    from stemnmf.io import Truth
+
+    with pytest.raises(InputError, match=message):
+        Truth(labels)

@@ -60,6 +60,12 @@ class Truth:
                 f"ground-truth labels must be shaped (n_grains, sy, sx), got {self.labels.shape}",
                 "stack one binary map per grain",
             )
+        if self.labels.dtype.kind not in "biuf":
+            raise InputError(f"ground-truth labels must be numbers, got {self.labels.dtype}", "stack one binary map per grain")
+        if self.labels.dtype.kind == "f" and not np.isfinite(self.labels).all():
+            raise InputError("ground-truth labels contain NaN or inf", "give one 0/1 map per grain")
+        if (self.labels < 0).any():
+            raise InputError("ground-truth labels contain negative values", "give one 0/1 map per grain")
         self.labels = (self.labels > 0).astype(np.uint8)
 
     @property
