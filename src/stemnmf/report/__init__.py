@@ -84,7 +84,8 @@ th { background: #f4f4f4; } td.key, th.key { text-align: left; }
 def _png(fig) -> str:
     buffer = io.BytesIO()
     FigureCanvasAgg(fig)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # figures that chose their own layout keep it
+        fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=90)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
