@@ -202,20 +202,28 @@ def test_aa_sector_width_must_divide_360():
 # ---- RV ---------------------------------------------------------------------------------
 
 
-def test_rv_zero_for_isotropic_and_large_for_spotty_pattern():
-    shape, origin = (64, 64), (31.5, 31.5)
+@pytest.mark.parametrize("subpixel", [1, 2])
+@pytest.mark.parametrize("ellipse", [None, (11.5, 8.7, math.radians(20))])
+def test_rv_zero_for_smooth_isotropic_rings_and_large_for_spotty_pattern(ellipse, subpixel):
+    from stemnmf.features.geometry import correct_offsets
+
+    shape, origin, amp = (64, 64), (31.3, 32.6), 100.0
     y, x = np.mgrid[:64, :64]
-    r = np.hypot(y - origin[0], x - origin[1])
-    # perfectly isotropic: constant on every radial bin (rings of one intensity each)
-    iso = (5 + 3 * np.cos(np.floor(r) / 2.0)).astype(np.float32)
-    rv_iso, radii = radial_variance(iso, origin, r_min=2, r_max=30)
-    assert radii[0] == 2.5 and rv_iso.shape == (28,)
-    assert np.abs(rv_iso).max() <= 1e-9 * iso.max() ** 2
-    spotty = iso + disks(shape, spots_at(origin, 20.0, [0, 60, 120, 180, 240, 300]), 2.5, [50] * 6)
-    rv_spot, _ = radial_variance(spotty, origin, r_min=2, r_max=30)
-    ring = np.abs(radii - 20) <= 2
-    assert rv_spot[ring].min() > 100.0  # spots of 50 on a flat ring: variance ~ 50^2 * fraction covered
-    np.testing.assert_allclose(rv_spot[~(np.abs(radii - 20) <= 4)], 0.0, atol=1e-9)
+    dy, dx = correct_offsets(y - origin[0], x - origin[1], ellipse)
+    r = np.hypot(dy, dx)
+    # smooth rings (Gaussian, sigma 2 and 1.5 px): steep radial slopes inside every 1-px bin
+    iso = (amp * np.exp(-((r - 15) ** 2) / 8) + 0.5 * amp * np.exp(-((r - 24) ** 2) / 4.5)).astype(np.float32)
+    rv_iso, radii = radial_variance(iso, origin, ellipse, r_min=3, r_max=29, subpixel=subpixel)
+    assert radii[0] == 3.5 and rv_iso.shape == (26,)
+    # the bin-mean variance gave 53 (subpixel 1) and 110 (subpixel 2) here; about the profile: at most 3
+    assert rv_iso.max() < 1e-3 * amp**2
+    geometry = PolarGeometry.create(shape, origin, ellipse, r_edges=np.arange(3.0, 30.0), subpixel=subpixel)
+    np.testing.assert_allclose(geometry.variance(iso), rv_iso, atol=1e-3 * amp**2)
+    spots = spots_at(origin, 20.0, [0, 60, 120, 180, 240, 300], ellipse)
+    spotty = iso + disks(shape, spots, 2.5, [amp / 2] * 6)
+    rv_spot, _ = radial_variance(spotty, origin, ellipse, r_min=3, r_max=29, subpixel=subpixel)
+    ring = np.abs(radii - 20) <= 1.5
+    assert rv_spot[ring].min() > 100 * rv_iso.max()  # spots of 50 on a ring: variance ~ 50^2 x covered fraction
 
 
 def test_rv_by_hand_and_masked_pixels_excluded():
@@ -307,3 +315,34 @@ def test_offset_templates_on_windows_equal_the_direct_operators(subpixel):
         np.testing.assert_allclose(template.matrix @ window.valid, counts, rtol=1e-12)
         np.testing.assert_allclose(got, want, rtol=1e-6)
         assert np.array_equal(np.isnan(got), np.isnan(want))
+
+
+def test_find_rings_has_an_absolute_noise_floor():
+    from stemnmf.features.rings import profile_noise
+
+    radii = np.arange(80) + 0.5
+    weak = np.exp(-((radii - 40) ** 2) / 8)  # a ring of height 1 on a flat background
+    for seed in range(20):
+        noise = 0.2 * np.random.default_rng(seed).standard_normal(radii.size)
+        assert profile_noise(1 + noise) == pytest.approx(0.2, rel=0.35)
+        # pure noise: no ring (the relative rule alone found several)
+        assert find_rings(1 + noise, radii, r_min=8, r_max=75).shape == (0, 2), seed
+        assert find_rings(1 + noise, radii, r_min=8, r_max=75, noise_floor=0).shape[0] >= 2, seed
+        # floor = 8 x 0.2 / sqrt(2 sqrt(pi)) ~ 0.85: a ring of 1.5 (1.34 after smoothing) is found;
+        # with the floor at 40 noise units (~4.2) the same ring is not
+        rings = find_rings(1 + 1.5 * weak + noise, radii, r_min=8, r_max=75)
+        assert rings.shape == (1, 2) and rings[0, 0] < 40 < rings[0, 1], seed
+        assert find_rings(1 + 1.5 * weak + noise, radii, r_min=8, r_max=75, noise_floor=40).shape == (0, 2), seed
+
+
+def test_featurize_aa_on_a_beam_only_scan_is_a_clear_error():
+    from stemnmf.engine import Engine
+    from stemnmf.features import featurize
+    from stemnmf.io import Dataset4D
+
+    beam = disks((48, 48), [(23.5, 23.5)], 5.0, [200.0]) + 2.0
+    data = np.random.default_rng(0).poisson(np.broadcast_to(beam, (3, 3, 48, 48))).astype(np.float32)
+    with pytest.raises(CalibrationError, match="no diffraction ring found"):
+        featurize(Dataset4D(data), "aa", engine=Engine(progress=False))
+    X, d = featurize(Dataset4D(data), "aa", engine=Engine(progress=False), rings=[(8, 14), (14, 20)])
+    assert X.shape == (9, 2 * 72) and d.settings["rings"] == [[8, 14], [14, 20]]

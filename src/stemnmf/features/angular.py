@@ -1,4 +1,4 @@
-"""AA (angular average per ring sector) and RV (radial variance along theta).
+"""AA (angular average per ring sector) and RV (variance along theta about the radial profile).
 
 Both are sparse operators on the detector pixels, built once per geometry
 (origin, ellipse, mask) and applied to batches of patterns.
@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from stemnmf.errors import ConfigError
 from stemnmf.features.geometry import binning_operator, check_ellipse, polar_coordinates
-from stemnmf.features.polar import _as_batch, _check_mask, apply_mean, apply_variance
+from stemnmf.features.polar import _as_batch, _check_mask, apply_mean
 from stemnmf.features.rings import check_rings
 
 __all__ = [
@@ -100,7 +100,11 @@ def radial_bins(r_min: float, r_max: float, r_step: float = 1.0) -> np.ndarray:
 
 
 def radial_variance_operator(shape, origin, ellipse=None, mask=None, *, r_edges, subpixel: int = 1):
-    """Operator summing the pixels of each radial bin, and the unmasked area per bin."""
+    """Operator summing the pixels of each radial bin, and the unmasked area per bin.
+
+    RV itself (:func:`radial_variance`) also needs each pixel's radius, to
+    evaluate the radial profile there: see :meth:`PolarGeometry.variance`.
+    """
     shape = tuple(int(n) for n in shape)
     r_edges = np.asarray(r_edges, dtype=np.float64)
     rho, _ = polar_coordinates(shape, _origin(shape, origin), check_ellipse(ellipse), subpixel)
@@ -153,11 +157,15 @@ def radial_variance(
     patterns, origin=None, ellipse=None, mask=None, *, r_min: float = 0.0, r_max: float | None = None,
     r_step: float = 1.0, subpixel: int = 1,
 ):
-    """RV: population variance of the intensity along theta at each radius.
+    """RV: variance of the intensity along theta at each radius.
 
     Every unmasked pixel whose corrected radius falls in a radial bin is one
-    sample along theta; the variance is taken over those samples (weighted by
-    the pixel's area in the bin when ``subpixel > 1``).
+    sample along theta (weighted by the pixel's area in the bin when
+    ``subpixel > 1``). Its deviation is taken from the azimuthal-mean profile
+    evaluated at the pixel's own radius (linear interpolation between the bin
+    means at the bins' mean radii), not from its bin's mean, so a smooth
+    isotropic ring gives RV close to 0 however steep its radial profile, while
+    spots on a ring give a large RV. Masked pixels are excluded.
 
     Returns
     -------
@@ -165,13 +173,35 @@ def radial_variance(
         (..., n_r) float32, NaN where a bin has no unmasked pixel.
     radii : numpy.ndarray
         (n_r,) bin centres in pixels.
-    """
-    from stemnmf.features.geometry import edge_radius
 
-    shape = np.shape(patterns)[-2:]
+    Examples
+    --------
+    >>> y, x = np.mgrid[:48, :48]
+    >>> ring = 100 * np.exp(-((np.hypot(y - 23.5, x - 23.5) - 12) ** 2) / 8)
+    >>> rv, radii = radial_variance(ring.astype(np.float32), r_min=4, r_max=20)
+    >>> bool(rv.max() < 1e-3 * 100**2)
+    True
+    """
+    import math
+
+    from stemnmf.features.geometry import edge_radius
+    from stemnmf.features.operators import OffsetTemplate, Window, apply_windows, radial_bins_of, window_half
+
+    shape = tuple(int(n) for n in np.shape(patterns)[-2:])
+    origin = _origin(shape, origin)
+    ellipse = check_ellipse(ellipse)
     if r_max is None:
-        r_max = edge_radius(shape, _origin(shape, origin), check_ellipse(ellipse))
+        r_max = edge_radius(shape, origin, ellipse)
     edges = radial_bins(r_min, r_max, r_step)
     flat, lead = _as_batch(patterns)
-    op, counts = radial_variance_operator(shape, origin, ellipse, mask, r_edges=edges, subpixel=subpixel)
-    return apply_variance(op, counts, flat).reshape(*lead, -1), 0.5 * (edges[:-1] + edges[1:])
+    valid = None if mask is None else ~_check_mask(mask, shape)
+    # the offset template of the origin, as the pipeline applies it: identical sums and results
+    whole = (math.floor(origin[0]), math.floor(origin[1]))
+    binner, n_bins, radius = radial_bins_of(edges)
+    template = OffsetTemplate.build(
+        (origin[0] - whole[0], origin[1] - whole[1]), ellipse, binner, n_bins, window_half(radius, ellipse),
+        int(subpixel),
+    )
+    window = Window(whole, template.half, shape, valid)
+    rv = apply_windows(flat.reshape(-1, *shape), window, variances=[template])[0]
+    return rv.reshape(*lead, -1), 0.5 * (edges[:-1] + edges[1:])

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from stemnmf.features.geometry import correct_offsets
+from stemnmf.features.polar import RadialResidual, entry_radii, interpolation_weights
 
 __all__ = ["OffsetTemplate", "Window", "apply_windows", "radial_bins_of", "ring_sector_bins", "window_half"]
 
@@ -71,6 +72,7 @@ class OffsetTemplate:
 
     half: int
     matrix: sp.csr_matrix
+    interpolation: tuple | None = None
 
     @property
     def n_bins(self) -> int:
@@ -114,7 +116,8 @@ class OffsetTemplate:
         np.cumsum(np.bincount(bins, minlength=n_bins), out=indptr[1:])
         matrix = sp.csr_matrix((counts / float(s * s), pixel, indptr), shape=(n_bins, n * n))
         matrix.has_sorted_indices = True
-        return cls(int(half), matrix)
+        # the radius of each entry's pixel: where RV evaluates the radial profile
+        return cls(int(half), matrix, interpolation_weights(matrix, entry_radii(matrix, rho, s)))
 
 
 def window_half(radius: float, ellipse=None) -> int:
@@ -164,8 +167,9 @@ def apply_windows(patterns, window: Window, means=(), variances=(), rows=None) -
         (m, qy, qx).
     window : Window
     means, variances : sequence of OffsetTemplate
-        Templates (with the window's half width) whose bin means, or bin
-        population variances, are wanted.
+        Templates (with the window's half width) whose bin means, or RV (the
+        variance along theta about the radial profile interpolated at each
+        pixel's radius, :class:`stemnmf.features.polar.RadialResidual`), are wanted.
     rows : array_like of int, optional
         Only these patterns (default all), without copying them first.
 
@@ -182,11 +186,11 @@ def apply_windows(patterns, window: Window, means=(), variances=(), rows=None) -
     side = window.side
     buf = np.zeros((side, side))
     row = buf.reshape(-1)
-    square = np.empty_like(row) if variances else None
     mean_ops = [t.matrix for t in means]
-    var_ops = [t.matrix for t in variances]
+    residuals = [RadialResidual(t.matrix, t.interpolation, t.matrix @ window.valid, window.valid) for t in variances]
     sums = [np.zeros((m, op.shape[0])) for op in mean_ops]
-    vsums = [(np.zeros((m, op.shape[0])), np.zeros((m, op.shape[0]))) for op in var_ops]
+    vsums = [(np.zeros((m, 3 * t.n_bins)), np.zeros((m, t.n_bins))) for t in variances]
+    square = np.empty_like(row) if variances else None
     target, source, masked = window.target, window.source, window.masked
     for i, p in enumerate(rows):
         buf[target] = patterns[p][source]
@@ -194,19 +198,14 @@ def apply_windows(patterns, window: Window, means=(), variances=(), rows=None) -
             row[masked] = 0.0
         for op, out in zip(mean_ops, sums):
             _matvec(op, row, out[i])
-        if var_ops:
+        if residuals:
             np.multiply(row, row, out=square)
-            for op, (s1, s2) in zip(var_ops, vsums):
-                _matvec(op, row, s1[i])
-                _matvec(op, square, s2[i])
+            for res, (s1, s2) in zip(residuals, vsums):
+                res.accumulate(row, square, s1[i], s2[i])
     results = []
     with np.errstate(invalid="ignore", divide="ignore"):
         for op, total in zip(mean_ops, sums):
             results.append((total / (op @ window.valid)).astype(np.float32))
-        for op, (s1, s2) in zip(var_ops, vsums):
-            counts = op @ window.valid
-            mean = s1 / counts
-            var = s2 / counts - mean * mean
-            np.maximum(var, 0.0, out=var)
-            results.append(var.astype(np.float32))
+    for res, (s1, s2) in zip(residuals, vsums):
+        results.append(res.finish(s1, s2))
     return results

@@ -17,7 +17,18 @@ import scipy.sparse as sp
 from stemnmf.errors import ConfigError, DataValueError
 from stemnmf.features.geometry import binning_operator, check_ellipse, edge_radius, polar_coordinates
 
-__all__ = ["PolarGeometry", "apply_mean", "apply_operators", "apply_variance", "polar_transform", "radial_profile"]
+__all__ = [
+    "PolarGeometry",
+    "RadialResidual",
+    "apply_mean",
+    "apply_operators",
+    "apply_radial_variance",
+    "apply_variance",
+    "entry_radii",
+    "interpolation_weights",
+    "polar_transform",
+    "radial_profile",
+]
 
 
 def _as_batch(patterns) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -131,6 +142,158 @@ def apply_variance(op, counts, flat) -> np.ndarray:
     return apply_operators(flat, variances=[(op, counts)])[0]
 
 
+def interpolation_weights(op, entry_radius):
+    """How to evaluate the azimuthal-mean profile at the radius of every entry of a radial operator.
+
+    The profile is interpolated by the parabola through the means of three
+    consecutive bins placed at the bins' mean pixel radii: the entry's bin and
+    its two neighbours (the two inner or outer ones at the first and last bin).
+    With fewer than three bins, or a bin without pixels among the three, the
+    entry's own bin mean is used.
+
+    Parameters
+    ----------
+    op : scipy.sparse.csr_matrix
+        (n_r, n_pixels) radial binning operator (sorted indices); entry ``e``
+        is the share of one pixel in one radial bin.
+    entry_radius : numpy.ndarray
+        (nnz,) corrected radius of the pixel behind each entry (:func:`entry_radii`).
+
+    Returns
+    -------
+    index : numpy.ndarray
+        (n_r, 3) the three bins each bin interpolates between.
+    weight : numpy.ndarray
+        (nnz, 3) weights: the profile at entry ``e`` (in bin ``k``) is
+        ``sum(weight[e] * means[index[k]])``; the weights sum to 1.
+    """
+    n_r = op.shape[0]
+    own = np.repeat(np.arange(n_r), np.diff(op.indptr))
+    area = np.bincount(own, op.data, n_r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nodes = np.bincount(own, op.data * entry_radius, n_r) / area
+    weight = np.zeros((own.size, 3))
+    if n_r < 3:
+        weight[:, 0] = 1.0
+        return np.repeat(np.arange(n_r)[:, None], 3, axis=1), weight
+    centre = np.clip(np.arange(n_r), 1, n_r - 2)
+    index = np.column_stack([centre - 1, centre, centre + 1])
+    x = nodes[index[own]]
+    r = np.asarray(entry_radius, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.column_stack([
+            (r - x[:, 1]) * (r - x[:, 2]) / ((x[:, 0] - x[:, 1]) * (x[:, 0] - x[:, 2])),
+            (r - x[:, 0]) * (r - x[:, 2]) / ((x[:, 1] - x[:, 0]) * (x[:, 1] - x[:, 2])),
+            (r - x[:, 0]) * (r - x[:, 1]) / ((x[:, 2] - x[:, 0]) * (x[:, 2] - x[:, 1])),
+        ])
+    ok = np.isfinite(w).all(axis=1)
+    weight[ok] = w[ok]
+    weight[~ok, 0] = 0.0
+    weight[np.flatnonzero(~ok), (own - index[own, 0])[~ok]] = 1.0  # the entry's own bin mean
+    return index, weight
+
+
+class RadialResidual:
+    """Variance along theta about the azimuthal-mean profile, for one radial operator and one mask.
+
+    A pixel's deviation is taken from the profile interpolated at its own
+    radius (:func:`interpolation_weights`), not from its bin's mean, so the
+    radial slope of a smooth ring inside a bin is not counted as variance:
+    ``RV = A(r**2) / counts`` with ``r = x - B(A x / counts)``. Entries with
+    zero weight (masked pixels, pixels off the detector) do not count.
+
+    Expanding the square, each pattern needs only sparse products with the
+    pixels (``A x**2`` and ``P_c x``, ``P_c`` = A weighted by the c-th
+    interpolation weight, whose sum is ``A x``); the rest is per bin and done
+    for the whole batch in :meth:`finish`.
+
+    Parameters
+    ----------
+    op : scipy.sparse.csr_matrix
+        (n_r, n_pixels) radial binning operator, float64, sorted indices.
+    interpolation : (index, weight)
+        From :func:`interpolation_weights`.
+    counts : numpy.ndarray
+        (n_r,) weighted area per bin (``op @ valid``).
+    valid : numpy.ndarray, optional
+        (n_pixels,) weight of each pixel (1 unmasked, 0 masked); default all 1.
+        Masked pixels must be 0 in the patterns given to :meth:`accumulate`.
+    """
+
+    def __init__(self, op, interpolation, counts, valid=None):
+        index, weight = interpolation
+        n_r = op.shape[0]
+        self.counts = np.asarray(counts, dtype=np.float64)
+        self.empty = ~(self.counts > 0)
+        own = np.repeat(np.arange(n_r), np.diff(op.indptr))
+        bad = (self.empty[index[own]] & (weight != 0)).any(axis=1)
+        if bad.any():  # a bin without unmasked pixels among the three: the entry's own bin mean
+            weight = weight.copy()
+            weight[bad] = 0.0
+            weight[np.flatnonzero(bad), (own - index[own, 0])[bad]] = 1.0
+        self.index = index
+        data = op.data if valid is None else op.data * np.asarray(valid, dtype=np.float64)[op.indices]
+        parts = [sp.csr_matrix((data * weight[:, c], op.indices, op.indptr), shape=op.shape) for c in range(3)]
+        self.stacked = _csr64(sp.vstack(parts, format="csr"))
+        self.square = _csr64(op)
+        wd = data[:, None, None] * weight[:, :, None] * weight[:, None, :]
+        self.quad = np.stack([np.bincount(own, wd[:, c, d], n_r) for c in range(3) for d in range(3)], axis=1)
+        self.quad = self.quad.reshape(n_r, 3, 3)
+        self.n_r = n_r
+
+    def accumulate(self, row, square, p, s2) -> None:
+        """One pattern ``row`` (float64; ``square`` = row**2): ``p += P row`` (3 n_r), ``s2 += A row**2``."""
+        _matvec(self.stacked, row, p)
+        _matvec(self.square, square, s2)
+
+    def finish(self, p, s2) -> np.ndarray:
+        """float32 (m, n_r) RV from the accumulated sums; NaN where a bin has no unmasked pixel."""
+        n_r = self.n_r
+        p = p.reshape(p.shape[0], 3, n_r)
+        s1 = p.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self.empty, 0.0, s1 / self.counts)
+        m3 = mean[:, self.index]  # (m, n_r, 3)
+        cross = np.einsum("nkc,nck->nk", m3, p)
+        quad = np.einsum("nkc,kcd,nkd->nk", m3, self.quad, m3)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = (s2 - 2.0 * cross + quad) / self.counts
+        np.maximum(var, 0.0, out=var)
+        return var.astype(np.float32)
+
+
+def entry_radii(op, rho, subpixel: int = 1) -> np.ndarray:
+    """Radius of the pixel behind each entry of a binning operator (mean over its samples).
+
+    ``rho`` is per sample, pixel-major (``subpixel**2`` samples per pixel), as
+    from :func:`stemnmf.features.geometry.polar_coordinates`. A pixel split
+    between bins is one intensity, so it is compared with the profile at the
+    pixel's radius in every bin it falls in.
+    """
+    s2 = int(subpixel) ** 2
+    return np.asarray(rho, dtype=np.float64).reshape(op.shape[1], s2).mean(axis=1)[op.indices]
+
+
+def apply_radial_variance(op, interpolation, counts, flat, valid=None) -> np.ndarray:
+    """RV of a batch ``flat`` (n, n_pixels): variance along theta about the interpolated radial profile.
+
+    See :class:`RadialResidual`; sums in float64, float32 (n, n_r) out, NaN where a bin is empty.
+    """
+    op = _csr64(op)
+    flat = np.asarray(flat)
+    res = RadialResidual(op, interpolation, counts, valid)
+    n = flat.shape[0]
+    p = np.zeros((n, 3 * op.shape[0]))
+    s2 = np.zeros((n, op.shape[0]))
+    row = np.empty(flat.shape[1], dtype=np.float64)
+    square = np.empty_like(row)
+    for i in range(n):
+        row[:] = flat[i]
+        np.multiply(row, row, out=square)
+        res.accumulate(row, square, p[i], s2[i])
+    return res.finish(p, s2)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class PolarGeometry:
     """Pixels of a pattern binned in corrected radius and angle.
@@ -164,6 +327,7 @@ class PolarGeometry:
     theta_edges: np.ndarray
     operator: sp.csr_matrix
     counts: np.ndarray
+    subpixel: int = 1
 
     @classmethod
     def create(
@@ -233,7 +397,7 @@ class PolarGeometry:
         bins = np.where((r_idx >= 0) & (r_idx < n_r), r_idx * n_theta + t_idx, -1)
         valid = None if mask is None else ~mask
         op, counts = binning_operator(bins, n_r * n_theta, qy * qx, subpixel, valid)
-        return cls((qy, qx), origin, ellipse, r_edges, theta_edges, op, counts)
+        return cls((qy, qx), origin, ellipse, r_edges, theta_edges, op, counts, subpixel)
 
     @property
     def n_r(self) -> int:
@@ -276,11 +440,18 @@ class PolarGeometry:
         return apply_mean(op, counts, flat).reshape(*lead, self.n_r)
 
     def variance(self, patterns) -> np.ndarray:
-        """Population variance along theta at each radius (..., n_r), masked pixels excluded."""
+        """RV: variance along theta at each radius (..., n_r), masked pixels excluded.
+
+        Each pixel deviates from the azimuthal-mean profile interpolated at its
+        own radius (see :class:`RadialResidual`), so a smooth isotropic pattern
+        has RV close to 0 however steep its radial profile.
+        """
         flat, lead = _as_batch(patterns)
         self._check(flat)
         op, counts = self.radial_operator()
-        return apply_variance(op, counts, flat).reshape(*lead, self.n_r)
+        rho, _ = polar_coordinates(self.shape, self.origin, self.ellipse, self.subpixel)
+        interpolation = interpolation_weights(op, entry_radii(op, rho, self.subpixel))
+        return apply_radial_variance(op, interpolation, counts, flat).reshape(*lead, self.n_r)
 
     def _check(self, flat):
         if flat.shape[1] != self.shape[0] * self.shape[1]:
