@@ -220,7 +220,7 @@ class DistributedRowBlocks(RowBlocks):
         return out
 
     def _iterate(self, Wt, H, setup, summary, callback):
-        from stemnmf.decompose.nmf import FitResult, _converged, _log_iter, kl_eps, sweeps
+        from stemnmf.decompose.nmf import FitResult, _converged, _log_iter, frobenius_start, kl_eps
 
         client = self.client
         X_futures = self.persist()
@@ -233,12 +233,7 @@ class DistributedRowBlocks(RowBlocks):
             partial = kernels.KLPartial.zeros(k, m)
             eps = kl_eps(summary)
         else:
-            partial = kernels.FrobeniusPartial.zeros(k, m)
-            H64 = H.astype(np.float64)
-            HHt64 = H64 @ H64.T
-            solver = "mu" if setup.solver == "mu" else "hals"
-            w_sweeps = setup.w_sweeps or sweeps(m, k)
-            h_sweeps = setup.h_sweeps or sweeps(Wt.shape[1], k)
+            partial, HHt64, solver, w_sweeps, h_sweeps = frobenius_start(Wt, H, setup)
         try:
             for it in range(1, setup.max_iter + 1):
                 partial.fill(0.0)

@@ -192,16 +192,20 @@ def _solve_kl(blocks, Wt, H, setup, summary, callback) -> FitResult:
     return FitResult(Wt, H, it, losses)
 
 
-def _solve_frobenius(blocks, Wt, H, setup, summary, callback) -> FitResult:
+def frobenius_start(Wt, H, setup):
+    """(partial sums, H H^T in float64, W-step solver, W sweeps, H sweeps) of a Frobenius fit's first iteration."""
     k, m = H.shape
-    losses: list[float] = []
-    it = 0
-    partial = kernels.FrobeniusPartial.zeros(k, m)
     H64 = H.astype(np.float64)
-    HHt64 = H64 @ H64.T
     solver = "mu" if setup.solver == "mu" else "hals"
     w_sweeps = setup.w_sweeps or sweeps(m, k)
     h_sweeps = setup.h_sweeps or sweeps(Wt.shape[1], k)
+    return kernels.FrobeniusPartial.zeros(k, m), H64 @ H64.T, solver, w_sweeps, h_sweeps
+
+
+def _solve_frobenius(blocks, Wt, H, setup, summary, callback) -> FitResult:
+    losses: list[float] = []
+    it = 0
+    partial, HHt64, solver, w_sweeps, h_sweeps = frobenius_start(Wt, H, setup)
     for it in range(1, setup.max_iter + 1):
         partial.fill(0.0)
         HHt = HHt64.astype(np.float32)
