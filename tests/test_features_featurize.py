@@ -242,6 +242,8 @@ def test_raw_binning_and_transforms():
     assert (d.columns["qy"][0], d.columns["qx"][1]) == (1.5, 5.5)
     X_log, _ = featurize(ds, "raw", engine=quiet(), scaling="none", raw_bin=4, raw_transform="log")
     np.testing.assert_allclose(X_log, np.log1p(X), rtol=1e-6)
+    X_sqrt, _ = featurize(ds, "raw", engine=quiet(), scaling="none", raw_bin=4, raw_transform="sqrt")
+    np.testing.assert_allclose(X_sqrt, np.sqrt(X), rtol=1e-6)
     X_auto, d_auto = featurize(ds, "raw", engine=quiet())
     assert X_auto.shape[1] == 48 * 48 and d_auto.settings["raw"]["bin"] == 1  # 2304 <= 4096 features
 

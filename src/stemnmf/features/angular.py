@@ -161,9 +161,10 @@ def radial_variance(
 
     Every unmasked pixel whose corrected radius falls in a radial bin is one
     sample along theta (weighted by the pixel's area in the bin when
-    ``subpixel > 1``). Its deviation is taken from the azimuthal-mean profile
-    evaluated at the pixel's own radius (linear interpolation between the bin
-    means at the bins' mean radii), not from its bin's mean, so a smooth
+    ``subpixel > 1``). Its deviation is taken from the azimuthal-mean profile's
+    tangent at its bin, evaluated at the pixel's own radius (the slope of the
+    parabola through the means of three neighbouring bins at the bins' mean
+    radii), not from its bin's mean, so a smooth
     isotropic ring gives RV close to 0 however steep its radial profile, while
     spots on a ring give a large RV. Masked pixels are excluded.
 
@@ -203,5 +204,5 @@ def radial_variance(
         int(subpixel),
     )
     window = Window(whole, template.half, shape, valid)
-    rv = apply_windows(flat.reshape(-1, *shape), window, variances=[template])[0]
+    rv = apply_windows(flat.reshape(-1, *shape), [(window, np.arange(flat.shape[0]))], variances=[template])[0]
     return rv.reshape(*lead, -1), 0.5 * (edges[:-1] + edges[1:])

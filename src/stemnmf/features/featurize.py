@@ -362,17 +362,36 @@ class _PolarSpec:
                 _CACHE.popitem(last=False)
         return aa, rv
 
-    def apply(self, patterns, key, rows=None) -> tuple:
-        """(AA means or None, RV variances or None) of patterns (m, qy, qx) sharing an origin ``key``."""
-        aa, rv = self.templates(key[2:])
-        window = Window(key[:2], self.half, self.shape, self.valid)
-        parts = apply_windows(patterns, window, means=[aa] if aa else [], variances=[rv] if rv else [], rows=rows)
+    def window(self, whole) -> Window:
+        """The window around whole pixel ``(iy, ix)``, cut by the detector and the mask; cached per process."""
+        cache_key = (self.token, int(whole[0]), int(whole[1]))
+        with _CACHE_LOCK:
+            window = _WINDOWS.get(cache_key)
+            if window is not None:
+                _WINDOWS.move_to_end(cache_key)
+                return window
+        window = Window(whole, self.half, self.shape, self.valid)
+        with _CACHE_LOCK:
+            _WINDOWS[cache_key] = window
+            while len(_WINDOWS) > _WINDOWS_SIZE:
+                _WINDOWS.popitem(last=False)
+        return window
+
+    def apply(self, patterns, fraction, placements) -> tuple:
+        """(AA means or None, RV variances or None) of patterns (m, qy, qx) whose origins share ``fraction``.
+
+        ``placements`` is a sequence of (whole pixel, rows); the results' rows
+        follow them in order.
+        """
+        aa, rv = self.templates(fraction)
+        placed = [(self.window(whole), rows) for whole, rows in placements]
+        parts = apply_windows(patterns, placed, means=[aa] if aa else [], variances=[rv] if rv else [])
         return (parts.pop(0) if aa else None), (parts.pop(0) if rv else None)
 
     def counts(self, key) -> tuple:
         """Unmasked area of every AA and RV bin for an origin ``key``."""
         aa, rv = self.templates(key[2:])
-        window = Window(key[:2], self.half, self.shape, self.valid)
+        window = self.window(key[:2])
         return (None if aa is None else aa.matrix @ window.valid), (None if rv is None else rv.matrix @ window.valid)
 
 
@@ -398,30 +417,30 @@ class _Plan:
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 128
+_WINDOWS: collections.OrderedDict = collections.OrderedDict()
+_WINDOWS_SIZE = 512
 
 
 def _origin_groups(plan: _Plan, chunk):
-    """(operator key, positions) for the chunk's positions, grouped by key."""
+    """(fraction, [(whole pixel, positions), ...]) for the chunk's positions, grouped by their origin's fraction."""
     spec = plan.polar_spec
     if plan.origins is None:
-        return [(spec.key(plan.origin, exact=True), slice(None))]
+        key = spec.key(plan.origin, exact=True)
+        return [(key[2:], [(key[:2], np.arange(chunk.n_positions))])]
     keys = spec.keys(plan.origins[chunk.positions])
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    return [
-        ((int(k[0]), int(k[1]), k[2] / spec.steps, k[3] / spec.steps), np.flatnonzero(inverse == i))
-        for i, k in enumerate(uniq)
-    ]
+    groups: dict = {}
+    for i, k in enumerate(uniq):  # sorted by whole pixel, then fraction
+        fraction = (k[2] / spec.steps, k[3] / spec.steps)
+        groups.setdefault(fraction, []).append(((int(k[0]), int(k[1])), np.flatnonzero(inverse == i)))
+    return list(groups.items())
 
 
-def _sub_batches(idx, n_total, per_batch):
-    """Index arrays of at most ``per_batch`` positions, or slices (views, no copy) for all positions."""
-    if isinstance(idx, slice):
-        for start in range(0, n_total, per_batch):
-            yield slice(start, min(n_total, start + per_batch))
-        return
-    for start in range(0, idx.size, per_batch):
-        yield idx[start : start + per_batch]
+def _sub_batches(n_total, per_batch):
+    """Slices (views, no copy) of at most ``per_batch`` positions."""
+    for start in range(0, n_total, per_batch):
+        yield slice(start, min(n_total, start + per_batch))
 
 
 def _feature_kernel(block, chunk, *, plan: _Plan):
@@ -435,20 +454,19 @@ def _feature_kernel(block, chunk, *, plan: _Plan):
         n_rv = 0 if plan.rv_keep is None else plan.rv_keep.size
         cols = np.empty((n, n_aa + n_rv), np.float32)
         patterns = flat.reshape(n, qy, qx)
-        for key, idx in _origin_groups(plan, chunk):
-            for sel in _sub_batches(idx, n, per_batch):
-                rows = np.arange(n)[sel] if isinstance(sel, slice) else sel
-                aa, rv = plan.polar_spec.apply(patterns, key, rows)
-                if aa is not None:
-                    cols[sel, :n_aa] = aa[:, plan.aa_keep]
-                if rv is not None:
-                    cols[sel, n_aa:] = rv[:, plan.rv_keep]
+        for fraction, placements in _origin_groups(plan, chunk):
+            rows = np.concatenate([idx for _, idx in placements])
+            aa, rv = plan.polar_spec.apply(patterns, fraction, placements)
+            if aa is not None:
+                cols[rows, :n_aa] = aa[:, plan.aa_keep]
+            if rv is not None:
+                cols[rows, n_aa:] = rv[:, plan.rv_keep]
         outputs.append(cols)
     if plan.bd is not None:
         bd = dict(plan.bd)
         kernel_ft = bd.pop("kernel_ft")
         disks = np.empty((n, bd["max_disks"], 3), np.float32)
-        for sel in _sub_batches(slice(None), n, per_batch):
+        for sel in _sub_batches(n, per_batch):
             disks[sel] = find_disks(flat[sel].reshape(-1, qy, qx), kernel_ft, mask=plan.mask, **bd)
         outputs.append(disks)
     if plan.raw is not None:

@@ -4,26 +4,30 @@ A per-position origin ``o = i + f`` (whole pixels ``i``, fraction ``f``) only
 changes which detector pixel sits at a given offset from the beam. So the
 binning of pixel *offsets* is computed once per fraction ``f``: a sparse
 matrix from the pixels of a square window centred on ``i`` to the bins (an
-:class:`OffsetTemplate`). A pattern is applied by copying its window (pixels
-off the detector and masked pixels are 0) and multiplying; the unmasked area of
-each bin is the same matrix applied to the window of the mask. Fractions are
-quantised to ``1 / n`` of a pixel by the caller, so at most ``n**2`` templates
-exist, and nothing is rebuilt per position.
+:class:`OffsetTemplate`). Patterns are applied by copying their windows (pixels
+off the detector and masked pixels are 0) into a batch and multiplying the
+batch by the block-diagonal template (:class:`stemnmf.features.polar.BatchOperator`),
+so patterns with the same fraction share products whatever their whole pixel;
+the unmasked area of each bin is the template applied to the window of the
+mask (a :class:`Window`). Fractions are quantised to ``1 / n`` of a pixel by
+the caller, so at most ``n**2`` templates exist, and nothing is rebuilt per
+position.
 
 Within every bin the pixels are summed in row-major order whatever the origin,
-so results do not depend on how positions are grouped.
+so results do not depend on how positions are grouped or batched.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
 import scipy.sparse as sp
 
 from stemnmf.features.geometry import correct_offsets
-from stemnmf.features.polar import RadialResidual, entry_radii, interpolation_weights
+from stemnmf.features.polar import BATCH, BatchOperator, RadialResidual, entry_radii, profile_slopes
 
 __all__ = ["OffsetTemplate", "Window", "apply_windows", "radial_bins_of", "ring_sector_bins", "window_half"]
 
@@ -72,11 +76,21 @@ class OffsetTemplate:
 
     half: int
     matrix: sp.csr_matrix
-    interpolation: tuple | None = None
+    slopes: tuple | None = None
 
     @property
     def n_bins(self) -> int:
         return self.matrix.shape[0]
+
+    @functools.cached_property
+    def product(self) -> BatchOperator:
+        """The template for batches of windows (bin sums)."""
+        return BatchOperator([self.matrix])
+
+    @functools.cached_property
+    def residual(self) -> RadialResidual:
+        """The template as an RV operator."""
+        return RadialResidual(self.matrix, self.slopes)
 
     @classmethod
     def build(cls, fraction, ellipse, binner, n_bins: int, half: int, subpixel: int = 1) -> OffsetTemplate:
@@ -117,7 +131,7 @@ class OffsetTemplate:
         matrix = sp.csr_matrix((counts / float(s * s), pixel, indptr), shape=(n_bins, n * n))
         matrix.has_sorted_indices = True
         # the radius of each entry's pixel: where RV evaluates the radial profile
-        return cls(int(half), matrix, interpolation_weights(matrix, entry_radii(matrix, rho, s)))
+        return cls(int(half), matrix, profile_slopes(matrix, entry_radii(matrix, rho, s)))
 
 
 def window_half(radius: float, ellipse=None) -> int:
@@ -137,6 +151,8 @@ class Window:
         ((2 half + 1) ** 2,) float64, 1 for window pixels on the detector and unmasked.
     masked : numpy.ndarray
         Flat window indices of masked detector pixels (set to 0 after each copy).
+    full : bool
+        The window lies on the detector and holds no masked pixel.
     """
 
     def __init__(self, whole, half: int, shape, valid=None):
@@ -156,56 +172,106 @@ class Window:
         inside = np.zeros((side, side), bool)
         inside[self.target] = True
         self.masked = np.flatnonzero(inside.reshape(-1) & (self.valid == 0))
+        self.full = bool(inside.all()) and self.masked.size == 0
+        self._terms: dict = {}
+
+    def copy(self, patterns, rows, out) -> None:
+        """``out`` (k, side, side) float64 = the windows of ``patterns[rows]`` (increasing row indices)."""
+        if rows.size and rows[-1] - rows[0] == rows.size - 1:
+            picked = patterns[rows[0] : rows[-1] + 1]  # consecutive rows: a view, no copy
+        else:
+            picked = np.take(patterns, rows, axis=0)
+        if self.full:
+            out[...] = picked[(slice(None), *self.source)]
+            return
+        out[...] = 0.0
+        out[(slice(None), *self.target)] = picked[(slice(None), *self.source)]
+        if self.masked.size:
+            out.reshape(out.shape[0], -1)[:, self.masked] = 0.0
+
+    def terms(self, template: OffsetTemplate, variance: bool):
+        """The template's unmasked area per bin here (means), or its RV terms (variance); cached."""
+        key = (id(template), variance)
+        entry = self._terms.get(key)
+        if entry is None or entry[0] is not template:
+            if variance:
+                entry = (template, template.residual.terms(self.valid))
+            else:
+                entry = (template, template.matrix @ self.valid)
+            self._terms[key] = entry
+        return entry[1]
 
 
-def apply_windows(patterns, window: Window, means=(), variances=(), rows=None) -> list[np.ndarray]:
-    """Bin means and variances of patterns that share one window (one origin key).
+def apply_windows(patterns, placements, means=(), variances=()) -> list[np.ndarray]:
+    """Bin means and RV of patterns whose origins share one fraction (one set of templates).
 
     Parameters
     ----------
     patterns : numpy.ndarray
-        (m, qy, qx).
-    window : Window
+        (n, qy, qx).
+    placements : sequence of (Window, rows)
+        The patterns ``rows`` (increasing indices) whose origin's whole pixel
+        is the window's; the windows have the templates' half width.
     means, variances : sequence of OffsetTemplate
-        Templates (with the window's half width) whose bin means, or RV (the
-        variance along theta about the radial profile interpolated at each
-        pixel's radius, :class:`stemnmf.features.polar.RadialResidual`), are wanted.
-    rows : array_like of int, optional
-        Only these patterns (default all), without copying them first.
+        Templates whose bin means, or RV (the variance along theta about the
+        radial profile's tangent, :class:`stemnmf.features.polar.RadialResidual`),
+        are wanted.
 
     Returns
     -------
     list of numpy.ndarray
-        float32 (m, n_bins) per template, means first; NaN where a bin has no
-        unmasked pixel. Sums are accumulated in float64.
+        float32 (m, n_bins) per template, means first, rows in the order of
+        the placements (m rows in all); NaN where a bin has no unmasked pixel.
+        Sums are accumulated in float64.
     """
-    from stemnmf.features.polar import _matvec
+    placements = [(window, np.asarray(rows).reshape(-1)) for window, rows in placements]
+    m = sum(rows.size for _, rows in placements)
+    n_batches = -(-m // BATCH)
+    side = placements[0][0].side if placements else 1
+    mean_sums = [np.zeros((n_batches, BATCH, t.n_bins)) for t in means]
+    rv_sums = [np.zeros((n_batches, 2, BATCH, t.n_bins)) for t in variances]
+    rv_squares = [np.zeros((n_batches, BATCH, t.n_bins)) for t in variances]
+    buf = np.zeros((BATCH, side, side))
+    flat = buf.reshape(BATCH, -1)
+    square = np.empty_like(flat) if variances else None
 
-    rows = np.arange(patterns.shape[0]) if rows is None else np.asarray(rows).reshape(-1)
-    m = rows.size
-    side = window.side
-    buf = np.zeros((side, side))
-    row = buf.reshape(-1)
-    mean_ops = [t.matrix for t in means]
-    residuals = [RadialResidual(t.matrix, t.interpolation, t.matrix @ window.valid, window.valid) for t in variances]
-    sums = [np.zeros((m, op.shape[0])) for op in mean_ops]
-    vsums = [(np.zeros((m, 3 * t.n_bins)), np.zeros((m, t.n_bins))) for t in variances]
-    square = np.empty_like(row) if variances else None
-    target, source, masked = window.target, window.source, window.masked
-    for i, p in enumerate(rows):
-        buf[target] = patterns[p][source]
-        if masked.size:
-            row[masked] = 0.0
-        for op, out in zip(mean_ops, sums):
-            _matvec(op, row, out[i])
-        if residuals:
-            np.multiply(row, row, out=square)
-            for res, (s1, s2) in zip(residuals, vsums):
-                res.accumulate(row, square, s1[i], s2[i])
+    def multiply(b):
+        for t, sums in zip(means, mean_sums):
+            t.product.apply(flat, sums[b])
+        if variances:
+            np.multiply(flat, flat, out=square)
+        for t, sums, squares in zip(variances, rv_sums, rv_squares):
+            t.residual.product.apply(flat, sums[b])
+            t.residual.product.apply(square, squares[b], n_blocks=1)
+
+    b = filled = 0
+    for window, rows in placements:
+        start = 0
+        while start < rows.size:
+            take = min(BATCH - filled, rows.size - start)
+            window.copy(patterns, rows[start : start + take], buf[filled : filled + take])
+            filled += take
+            start += take
+            if filled == BATCH:
+                multiply(b)
+                b, filled = b + 1, 0
+    if filled:  # the rest of the buffer holds earlier windows; their sums are not used
+        multiply(b)
+
     results = []
+    offsets = np.cumsum([0] + [rows.size for _, rows in placements])
     with np.errstate(invalid="ignore", divide="ignore"):
-        for op, total in zip(mean_ops, sums):
-            results.append((total / (op @ window.valid)).astype(np.float32))
-    for res, (s1, s2) in zip(residuals, vsums):
-        results.append(res.finish(s1, s2))
+        for t, sums in zip(means, mean_sums):
+            sums = sums.reshape(-1, t.n_bins)
+            out = np.empty((m, t.n_bins), np.float32)
+            for (window, _), lo, hi in zip(placements, offsets[:-1], offsets[1:]):
+                out[lo:hi] = sums[lo:hi] / window.terms(t, variance=False)
+            results.append(out)
+    for t, sums, squares in zip(variances, rv_sums, rv_squares):
+        sums = sums.transpose(1, 0, 2, 3).reshape(2, -1, t.n_bins)
+        squares = squares.reshape(-1, t.n_bins)
+        out = np.empty((m, t.n_bins), np.float32)
+        for (window, _), lo, hi in zip(placements, offsets[:-1], offsets[1:]):
+            out[lo:hi] = t.residual.finish(sums[:, lo:hi], squares[lo:hi], window.terms(t, variance=True))
+        results.append(out)
     return results

@@ -9,7 +9,10 @@ value is the mean of its unmasked pixels, and a bin with none is NaN.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import threading
+import weakref
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,14 +21,14 @@ from stemnmf.errors import ConfigError, DataValueError
 from stemnmf.features.geometry import binning_operator, check_ellipse, edge_radius, polar_coordinates
 
 __all__ = [
+    "BATCH",
+    "BatchOperator",
     "PolarGeometry",
     "RadialResidual",
     "apply_mean",
-    "apply_operators",
     "apply_radial_variance",
-    "apply_variance",
     "entry_radii",
-    "interpolation_weights",
+    "profile_slopes",
     "polar_transform",
     "radial_profile",
 ]
@@ -53,77 +56,107 @@ def _check_mask(mask, shape):
 
 
 def _csr64(op) -> sp.csr_matrix:
-    """The operator as float64 CSR with sorted indices (what the product below expects)."""
+    """The operator as float64 CSR with sorted indices (what the products below expect)."""
     op = sp.csr_matrix(op, dtype=np.float64)
     if not op.has_sorted_indices:
         op.sort_indices()
     return op
 
 
-try:  # scipy's own kernel for csr @ vector, without the per-call checks of ``op @ x``
+try:  # scipy's own kernel for csr @ vector (it releases the GIL), without the checks of ``op @ x``
     from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
 except ImportError:  # pragma: no cover - private API moved: use the public product
     _csr_matvec = None
 
+#: Patterns per sparse product. A batch is multiplied by the block-diagonal
+#: operator (the operator once per pattern) in one call, which releases the
+#: GIL once per batch: per-pattern calls left two threads 1.1x faster than one.
+BATCH = 8
 
-def _matvec(op, x, out) -> None:
-    """``out += op @ x`` for float64 CSR ``op`` and float64 vectors (out starts at 0)."""
-    if _csr_matvec is None:  # pragma: no cover
-        out += op @ x
-        return
-    _csr_matvec(op.shape[0], op.shape[1], op.indptr, op.indices, op.data, x, out)
+#: Bytes of block-diagonal operators kept built (least recently used dropped first).
+_BUILT_BYTES = 256 * 1024**2
+_BUILT: collections.OrderedDict = collections.OrderedDict()
+_BUILT_LOCK = threading.Lock()
 
 
-def apply_operators(flat, means=(), variances=()) -> list[np.ndarray]:
-    """Bin means and bin variances of a batch of flattened patterns.
+class BatchOperator:
+    """Sparse operators with one product per batch of :data:`BATCH` patterns.
 
-    Each pattern is converted to float64 and multiplied by the operators one
-    row at a time (a row stays in cache, which beats transposing the batch),
-    so sums are accumulated in float64 and each pattern's result does not
-    depend on the batch it came in.
+    The block-diagonal operator repeats each block once per pattern, rows
+    ordered (block, pattern, bin), so the first block alone is a prefix of its
+    rows. Each pattern's sums are accumulated in float64 in the same order as
+    ``block @ pattern``, so results do not depend on how patterns are batched.
 
     Parameters
     ----------
-    flat : numpy.ndarray
-        (n, n_pixels) patterns.
-    means, variances : sequence of (operator, counts)
-        Sparse (n_bins, n_pixels) operators with the unmasked area per bin.
-        A mean is ``(op @ x) / counts``; a variance is the population variance
-        ``op @ x**2 / counts - mean**2`` (clipped at 0).
-
-    Returns
-    -------
-    list of numpy.ndarray
-        One float32 (n, n_bins) array per operator, means first; NaN where a
-        bin has no unmasked pixel.
+    blocks : sequence of scipy.sparse matrices
+        (n_bins, n_pixels) operators of the same shape.
     """
-    flat = np.asarray(flat)
-    n = flat.shape[0]
-    means = [(_csr64(op), counts) for op, counts in means]
-    variances = [(_csr64(op), counts) for op, counts in variances]
-    sums = [np.zeros((n, op.shape[0])) for op, _ in means]
-    vsums = [(np.zeros((n, op.shape[0])), np.zeros((n, op.shape[0]))) for op, _ in variances]
-    row = np.empty(flat.shape[1], dtype=np.float64)
-    square = np.empty_like(row) if variances else None
-    for i in range(n):
-        row[:] = flat[i]
-        for (op, _), out in zip(means, sums):
-            _matvec(op, row, out[i])
-        if variances:
-            np.multiply(row, row, out=square)
-            for (op, _), (s1, s2) in zip(variances, vsums):
-                _matvec(op, row, s1[i])
-                _matvec(op, square, s2[i])
-    results = []
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for (_, counts), total in zip(means, sums):
-            results.append((total / counts).astype(np.float32))
-        for (_, counts), (s1, s2) in zip(variances, vsums):
-            mean = s1 / counts
-            var = s2 / counts - mean * mean
-            np.maximum(var, 0.0, out=var)
-            results.append(var.astype(np.float32))
-    return results
+
+    def __init__(self, blocks):
+        self.blocks = [_csr64(b) for b in blocks]
+        self.n_bins, self.n_pixels = self.blocks[0].shape
+        self._built = None
+
+    def _arrays(self):
+        built = self._built
+        if built is None:
+            built = self._build()
+            self._built = built
+        with _BUILT_LOCK:
+            for key in [key for key, (ref, _) in _BUILT.items() if ref() is None]:
+                del _BUILT[key]  # operators gone, and their arrays with them
+            _BUILT[id(self)] = (weakref.ref(self), sum(a.nbytes for a in built))
+            _BUILT.move_to_end(id(self))
+            total = sum(size for _, size in _BUILT.values())
+            while total > _BUILT_BYTES and len(_BUILT) > 1:
+                _, (ref, size) = _BUILT.popitem(last=False)
+                old = ref()
+                if old is not None:
+                    old._built = None  # a product in flight keeps its own reference
+                total -= size
+        return built
+
+    def _build(self):
+        k, n_pix = BATCH, self.n_pixels
+        nnz = sum(b.nnz for b in self.blocks) * k
+        itype = np.int32 if max(nnz, k * n_pix) < 2**31 else np.int64
+        shift = (np.arange(k, dtype=itype) * n_pix)[:, None]
+        indices = np.concatenate([(b.indices.astype(itype)[None, :] + shift).ravel() for b in self.blocks])
+        data = np.concatenate([np.tile(b.data, k) for b in self.blocks])
+        per_row = np.concatenate([np.tile(np.diff(b.indptr), k) for b in self.blocks])
+        indptr = np.zeros(per_row.size + 1, dtype=itype)
+        np.cumsum(per_row, out=indptr[1:])
+        return indptr, indices, data
+
+    def apply(self, x, out, n_blocks: int | None = None) -> None:
+        """``out += diag(blocks) @ x`` for one batch.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            (BATCH, n_pixels) float64, C-contiguous.
+        out : numpy.ndarray
+            C-contiguous float64 holding (n_blocks, BATCH, n_bins) values.
+        n_blocks : int, optional
+            Only the first ``n_blocks`` blocks (default all).
+        """
+        indptr, indices, data = self._arrays()
+        n_rows = (len(self.blocks) if n_blocks is None else int(n_blocks)) * BATCH * self.n_bins
+        if _csr_matvec is None:  # pragma: no cover
+            op = sp.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, BATCH * self.n_pixels))
+            out.reshape(-1)[:] += (op @ x.reshape(-1))[:n_rows]
+            return
+        _csr_matvec(n_rows, BATCH * self.n_pixels, indptr, indices, data, x.reshape(-1), out.reshape(-1))
+
+
+def _batches(flat):
+    """(batch index, rows filled, buffer): ``flat`` (n, n_pixels) copied BATCH rows at a time to float64."""
+    buf = np.zeros((BATCH, flat.shape[1]))
+    for b, start in enumerate(range(0, flat.shape[0], BATCH)):
+        k = min(BATCH, flat.shape[0] - start)
+        buf[:k] = flat[start : start + k]
+        yield b, k, buf
 
 
 def apply_mean(op, counts, flat) -> np.ndarray:
@@ -131,25 +164,24 @@ def apply_mean(op, counts, flat) -> np.ndarray:
 
     Sums are accumulated in float64; the result is float32 (n, n_bins).
     """
-    return apply_operators(flat, means=[(op, counts)])[0]
+    flat = np.asarray(flat)
+    product = BatchOperator([op])
+    n = flat.shape[0]
+    sums = np.zeros((-(-n // BATCH), BATCH, product.n_bins))
+    for b, _, buf in _batches(flat):
+        product.apply(buf, sums[b])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums.reshape(-1, product.n_bins)[:n] / counts).astype(np.float32)
 
 
-def apply_variance(op, counts, flat) -> np.ndarray:
-    """Population variance of the pixels in each bin (weighted by pixel area); NaN where empty.
+def profile_slopes(op, entry_radius):
+    """The radial profile's tangent in every bin of a radial operator, and each entry's offset along it.
 
-    Computed as E[x^2] - E[x]^2 in float64 (clipped at 0), float32 out (n, n_bins).
-    """
-    return apply_operators(flat, variances=[(op, counts)])[0]
-
-
-def interpolation_weights(op, entry_radius):
-    """How to evaluate the azimuthal-mean profile at the radius of every entry of a radial operator.
-
-    The profile is interpolated by the parabola through the means of three
-    consecutive bins placed at the bins' mean pixel radii: the entry's bin and
-    its two neighbours (the two inner or outer ones at the first and last bin).
-    With fewer than three bins, or a bin without pixels among the three, the
-    entry's own bin mean is used.
+    Each bin's node is the mean radius of its pixels. The profile's slope at
+    a node is that of the parabola through the means of three consecutive
+    bins at their nodes: the bin and its two neighbours (the two inner or
+    outer ones at the first and last bin). With fewer than three bins, or
+    coinciding nodes, the slope is 0.
 
     Parameters
     ----------
@@ -162,103 +194,98 @@ def interpolation_weights(op, entry_radius):
     Returns
     -------
     index : numpy.ndarray
-        (n_r, 3) the three bins each bin interpolates between.
-    weight : numpy.ndarray
-        (nnz, 3) weights: the profile at entry ``e`` (in bin ``k``) is
-        ``sum(weight[e] * means[index[k]])``; the weights sum to 1.
+        (n_r, 3) the three bins each bin's slope comes from.
+    slope : numpy.ndarray
+        (n_r, 3) the slope at bin ``k`` is ``sum(slope[k] * means[index[k]])``.
+    offset : numpy.ndarray
+        (nnz,) each entry's radius minus its bin's node.
     """
     n_r = op.shape[0]
     own = np.repeat(np.arange(n_r), np.diff(op.indptr))
+    r = np.asarray(entry_radius, dtype=np.float64)
     area = np.bincount(own, op.data, n_r)
     with np.errstate(invalid="ignore", divide="ignore"):
-        nodes = np.bincount(own, op.data * entry_radius, n_r) / area
-    weight = np.zeros((own.size, 3))
+        nodes = np.bincount(own, op.data * r, n_r) / area
+    offset = r - nodes[own]
+    offset[~np.isfinite(offset)] = 0.0
     if n_r < 3:
-        weight[:, 0] = 1.0
-        return np.repeat(np.arange(n_r)[:, None], 3, axis=1), weight
+        return np.repeat(np.arange(n_r)[:, None], 3, axis=1), np.zeros((n_r, 3)), offset
     centre = np.clip(np.arange(n_r), 1, n_r - 2)
     index = np.column_stack([centre - 1, centre, centre + 1])
-    x = nodes[index[own]]
-    r = np.asarray(entry_radius, dtype=np.float64)
+    x0, x1, x2 = nodes[index].T
+    at = nodes  # d/dr of the three Lagrange polynomials, at the bin's own node
     with np.errstate(invalid="ignore", divide="ignore"):
-        w = np.column_stack([
-            (r - x[:, 1]) * (r - x[:, 2]) / ((x[:, 0] - x[:, 1]) * (x[:, 0] - x[:, 2])),
-            (r - x[:, 0]) * (r - x[:, 2]) / ((x[:, 1] - x[:, 0]) * (x[:, 1] - x[:, 2])),
-            (r - x[:, 0]) * (r - x[:, 1]) / ((x[:, 2] - x[:, 0]) * (x[:, 2] - x[:, 1])),
+        slope = np.column_stack([
+            ((at - x1) + (at - x2)) / ((x0 - x1) * (x0 - x2)),
+            ((at - x0) + (at - x2)) / ((x1 - x0) * (x1 - x2)),
+            ((at - x0) + (at - x1)) / ((x2 - x0) * (x2 - x1)),
         ])
-    ok = np.isfinite(w).all(axis=1)
-    weight[ok] = w[ok]
-    weight[~ok, 0] = 0.0
-    weight[np.flatnonzero(~ok), (own - index[own, 0])[~ok]] = 1.0  # the entry's own bin mean
-    return index, weight
+    slope[~np.isfinite(slope).all(axis=1)] = 0.0
+    return index, slope, offset
 
 
 class RadialResidual:
-    """Variance along theta about the azimuthal-mean profile, for one radial operator and one mask.
+    """Variance along theta about the azimuthal-mean profile, for one radial operator.
 
-    A pixel's deviation is taken from the profile interpolated at its own
-    radius (:func:`interpolation_weights`), not from its bin's mean, so the
-    radial slope of a smooth ring inside a bin is not counted as variance:
-    ``RV = A(r**2) / counts`` with ``r = x - B(A x / counts)``. Entries with
-    zero weight (masked pixels, pixels off the detector) do not count.
+    A pixel's deviation is taken from the profile's tangent at its bin's
+    node, evaluated at the pixel's own radius (:func:`profile_slopes`), not
+    from its bin's mean, so the radial slope of a smooth ring inside a bin is
+    not counted as variance: with ``d`` the pixel's offset from the node,
+    ``RV = A(x - mean - slope d)**2 / counts``.
 
-    Expanding the square, each pattern needs only sparse products with the
-    pixels (``A x**2`` and ``P_c x``, ``P_c`` = A weighted by the c-th
-    interpolation weight, whose sum is ``A x``); the rest is per bin and done
-    for the whole batch in :meth:`finish`.
+    Expanding the square, each pattern needs only three sparse products:
+    ``A x`` and ``A_d x`` (A weighted by ``d``), which :attr:`product` gives,
+    and ``A x**2``, its first block alone. The rest is per bin and done for a
+    whole batch in :meth:`finish`, with the mask's terms from :meth:`terms`.
+    Where one of the three bins a slope comes from has no unmasked pixel,
+    the slope is 0 (the bin's own mean). Pixels with zero weight (masked,
+    off the detector) do not count.
 
     Parameters
     ----------
-    op : scipy.sparse.csr_matrix
-        (n_r, n_pixels) radial binning operator, float64, sorted indices.
-    interpolation : (index, weight)
-        From :func:`interpolation_weights`.
-    counts : numpy.ndarray
-        (n_r,) weighted area per bin (``op @ valid``).
-    valid : numpy.ndarray, optional
-        (n_pixels,) weight of each pixel (1 unmasked, 0 masked); default all 1.
-        Masked pixels must be 0 in the patterns given to :meth:`accumulate`.
+    op : scipy.sparse matrix
+        (n_r, n_pixels) radial binning operator.
+    slopes : (index, slope, offset)
+        From :func:`profile_slopes`.
     """
 
-    def __init__(self, op, interpolation, counts, valid=None):
-        index, weight = interpolation
-        n_r = op.shape[0]
-        self.counts = np.asarray(counts, dtype=np.float64)
-        self.empty = ~(self.counts > 0)
-        own = np.repeat(np.arange(n_r), np.diff(op.indptr))
-        bad = (self.empty[index[own]] & (weight != 0)).any(axis=1)
-        if bad.any():  # a bin without unmasked pixels among the three: the entry's own bin mean
-            weight = weight.copy()
-            weight[bad] = 0.0
-            weight[np.flatnonzero(bad), (own - index[own, 0])[bad]] = 1.0
-        self.index = index
-        data = op.data if valid is None else op.data * np.asarray(valid, dtype=np.float64)[op.indices]
-        parts = [sp.csr_matrix((data * weight[:, c], op.indices, op.indptr), shape=op.shape) for c in range(3)]
-        self.stacked = _csr64(sp.vstack(parts, format="csr"))
-        self.square = _csr64(op)
-        wd = data[:, None, None] * weight[:, :, None] * weight[:, None, :]
-        self.quad = np.stack([np.bincount(own, wd[:, c, d], n_r) for c in range(3) for d in range(3)], axis=1)
-        self.quad = self.quad.reshape(n_r, 3, 3)
-        self.n_r = n_r
+    def __init__(self, op, slopes):
+        op = _csr64(op)
+        self.index, self.slope, self.offset = slopes
+        self.n_r = op.shape[0]
+        self.own = np.repeat(np.arange(self.n_r), np.diff(op.indptr))
+        self.op = op
+        self.product = BatchOperator([op, sp.csr_matrix((op.data * self.offset, op.indices, op.indptr), shape=op.shape)])
 
-    def accumulate(self, row, square, p, s2) -> None:
-        """One pattern ``row`` (float64; ``square`` = row**2): ``p += P row`` (3 n_r), ``s2 += A row**2``."""
-        _matvec(self.stacked, row, p)
-        _matvec(self.square, square, s2)
+    def terms(self, valid=None):
+        """(area, offset sum, squared offset sum, fallback) per bin for pixel weights ``valid``.
 
-    def finish(self, p, s2) -> np.ndarray:
-        """float32 (m, n_r) RV from the accumulated sums; NaN where a bin has no unmasked pixel."""
-        n_r = self.n_r
-        p = p.reshape(p.shape[0], 3, n_r)
-        s1 = p.sum(axis=1)
+        ``valid`` (n_pixels,) is 1 for unmasked pixels, 0 for masked (default
+        all 1); ``fallback`` marks bins whose slope is 0 here.
+        """
+        data = self.op.data if valid is None else self.op.data * np.asarray(valid, np.float64)[self.op.indices]
+        counts = np.bincount(self.own, data, self.n_r)
+        first = np.bincount(self.own, data * self.offset, self.n_r)
+        second = np.bincount(self.own, data * self.offset**2, self.n_r)
+        return counts, first, second, ~(counts[self.index] > 0).all(axis=1)
+
+    def finish(self, sums, squares, terms) -> np.ndarray:
+        """float32 (m, n_r) RV; NaN where a bin has no unmasked pixel.
+
+        ``sums`` (2, m, n_r): ``A x``, ``A_d x``; ``squares`` (m, n_r): ``A x**2``.
+        """
+        counts, first, second, fallback = terms
+        total, moment = sums
+        empty = ~(counts > 0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(self.empty, 0.0, s1 / self.counts)
-        m3 = mean[:, self.index]  # (m, n_r, 3)
-        cross = np.einsum("nkc,nck->nk", m3, p)
-        quad = np.einsum("nkc,kcd,nkd->nk", m3, self.quad, m3)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = (s2 - 2.0 * cross + quad) / self.counts
+            mean = np.where(empty, 0.0, total / counts)
+            slope = np.einsum("nkc,kc->nk", mean[:, self.index], self.slope)
+            slope[:, fallback] = 0.0
+            # sum of (x - mean - slope d)**2 over the bin, with total = mean * counts
+            rss = squares - mean * total - 2.0 * slope * (moment - mean * first) + slope * slope * second
+            var = rss / counts
         np.maximum(var, 0.0, out=var)
+        var[:, empty] = np.nan
         return var.astype(np.float32)
 
 
@@ -274,24 +301,25 @@ def entry_radii(op, rho, subpixel: int = 1) -> np.ndarray:
     return np.asarray(rho, dtype=np.float64).reshape(op.shape[1], s2).mean(axis=1)[op.indices]
 
 
-def apply_radial_variance(op, interpolation, counts, flat, valid=None) -> np.ndarray:
-    """RV of a batch ``flat`` (n, n_pixels): variance along theta about the interpolated radial profile.
+def apply_radial_variance(op, slopes, flat, valid=None) -> np.ndarray:
+    """RV of a batch ``flat`` (n, n_pixels): variance along theta about the radial profile's tangent.
 
-    See :class:`RadialResidual`; sums in float64, float32 (n, n_r) out, NaN where a bin is empty.
+    See :class:`RadialResidual`; pixels with ``valid`` 0 must be 0 in ``flat``
+    or have no entry in ``op``. Sums in float64, float32 (n, n_r) out, NaN
+    where a bin is empty.
     """
-    op = _csr64(op)
     flat = np.asarray(flat)
-    res = RadialResidual(op, interpolation, counts, valid)
-    n = flat.shape[0]
-    p = np.zeros((n, 3 * op.shape[0]))
-    s2 = np.zeros((n, op.shape[0]))
-    row = np.empty(flat.shape[1], dtype=np.float64)
-    square = np.empty_like(row)
-    for i in range(n):
-        row[:] = flat[i]
-        np.multiply(row, row, out=square)
-        res.accumulate(row, square, p[i], s2[i])
-    return res.finish(p, s2)
+    residual = RadialResidual(op, slopes)
+    n, n_r = flat.shape[0], residual.n_r
+    sums = np.zeros((-(-n // BATCH), 2, BATCH, n_r))
+    squares = np.zeros((sums.shape[0], BATCH, n_r))
+    square = np.empty((BATCH, flat.shape[1]))
+    for b, _, buf in _batches(flat):
+        residual.product.apply(buf, sums[b])
+        np.multiply(buf, buf, out=square)
+        residual.product.apply(square, squares[b], n_blocks=1)
+    sums = sums.transpose(1, 0, 2, 3).reshape(2, -1, n_r)[:, :n]
+    return residual.finish(sums, squares.reshape(-1, n_r)[:n], residual.terms(valid))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -442,16 +470,16 @@ class PolarGeometry:
     def variance(self, patterns) -> np.ndarray:
         """RV: variance along theta at each radius (..., n_r), masked pixels excluded.
 
-        Each pixel deviates from the azimuthal-mean profile interpolated at its
+        Each pixel deviates from the azimuthal-mean profile's tangent, at its
         own radius (see :class:`RadialResidual`), so a smooth isotropic pattern
         has RV close to 0 however steep its radial profile.
         """
         flat, lead = _as_batch(patterns)
         self._check(flat)
-        op, counts = self.radial_operator()
+        op, _ = self.radial_operator()
         rho, _ = polar_coordinates(self.shape, self.origin, self.ellipse, self.subpixel)
-        interpolation = interpolation_weights(op, entry_radii(op, rho, self.subpixel))
-        return apply_radial_variance(op, interpolation, counts, flat).reshape(*lead, self.n_r)
+        slopes = profile_slopes(op, entry_radii(op, rho, self.subpixel))
+        return apply_radial_variance(op, slopes, flat).reshape(*lead, self.n_r)
 
     def _check(self, flat):
         if flat.shape[1] != self.shape[0] * self.shape[1]:
