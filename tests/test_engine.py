@@ -94,6 +94,9 @@ def test_nan_and_inf_reach_functions_as_zero():
     data[1, 0, 0, 0] = np.inf
     sums = Engine(progress=False).map(pattern_sums, Dataset4D(data))[0]
     np.testing.assert_array_equal(sums, [16, 15, 15, 16])
+    # finite=False: the function sees the values as stored (and reads them as 0 itself)
+    kept = Engine(progress=False).map(pattern_sums, Dataset4D(data), finite=False)[0]
+    assert np.isnan(kept[1]) and np.isinf(kept[2]) and kept[0] == kept[3] == 16
 
 
 def test_wrong_output_length_is_reported(small_dataset):

@@ -117,6 +117,23 @@ def test_masked_pixels_never_contribute(scan):
     assert raw.size == (~scan.mask).sum() and not np.any(raw["qy"] == 0)
 
 
+def test_nan_and_inf_pixels_read_as_zero(scan):
+    """AA and RV (which skip the engine's pass for it) and BD read NaN and Inf pixels as 0, like the engine."""
+    zeroed = np.array(scan.data, copy=True)
+    spoiled = zeroed.copy()
+    spoiled[1, 2, 24, 28] = np.nan  # on the inner ring
+    spoiled[3, 0, 10, 30] = np.inf
+    spoiled[4, 3, 2, 2] = -np.inf  # in a corner no bin uses
+    spoiled[0, 0] = np.nan  # a whole pattern
+    zeroed[~np.isfinite(spoiled)] = 0.0
+    opts = dict(engine=quiet(chunk_rows=2), scaling="none", origin=CENTRE, rings=[(6, 14.5), (14.5, 20)], r_min=6)
+    for representation in ("aa+rv", "aa+rv+bd"):
+        X_zero, _ = featurize(scan.replace(data=zeroed), representation, **opts)
+        X_spoiled, _ = featurize(scan.replace(data=spoiled), representation, **opts)
+        np.testing.assert_array_equal(X_spoiled, X_zero)
+        assert np.isfinite(X_spoiled).all()
+
+
 # ---- geometry: origins and ellipse ----------------------------------------------------------
 
 

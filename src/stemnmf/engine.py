@@ -161,8 +161,8 @@ def _finite(block: np.ndarray) -> bool:
         return bool(np.isfinite(flat @ np.zeros(flat.shape[1], dtype=flat.dtype)).all())
 
 
-def _convert(block, dtype, out=None) -> np.ndarray:
-    """``block`` as ``dtype`` (into ``out`` when given and needed), NaN and Inf read as 0."""
+def _convert(block, dtype, out=None, finite: bool = True) -> np.ndarray:
+    """``block`` as ``dtype`` (into ``out`` when given and needed), NaN and Inf read as 0 when ``finite``."""
     block = np.asarray(block)
     if dtype is None:
         return block
@@ -172,7 +172,7 @@ def _convert(block, dtype, out=None) -> np.ndarray:
             block = out
         else:
             block = block.astype(dtype)
-    if block.dtype.kind == "f" and not _finite(block):
+    if finite and block.dtype.kind == "f" and not _finite(block):
         block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
     return block
 
@@ -184,11 +184,15 @@ def _apply(block, chunk: RowChunk, func: Callable, kwargs: dict, dtype) -> tuple
 
 @dataclasses.dataclass(frozen=True)
 class _Job:
-    """A function run on every chunk of a pass: ``func(block, chunk, **kwargs)`` on ``dtype`` blocks."""
+    """A function run on every chunk of a pass: ``func(block, chunk, **kwargs)`` on ``dtype`` blocks.
+
+    With ``finite`` False the block keeps NaN and Inf (the function reads them as 0 itself).
+    """
 
     func: Callable
     kwargs: dict
     dtype: Any
+    finite: bool = True
 
 
 def _run_jobs(block, chunk: RowChunk, jobs: Sequence[_Job], scratch: dict | None = None) -> list[tuple]:
@@ -196,12 +200,13 @@ def _run_jobs(block, chunk: RowChunk, jobs: Sequence[_Job], scratch: dict | None
     converted: dict = {}
     outputs = []
     for job in jobs:
-        key = None if job.dtype is None else np.dtype(job.dtype)
+        dtype = None if job.dtype is None else np.dtype(job.dtype)
+        key = (dtype, job.finite)
         if key not in converted:
             buffer = None
-            if scratch is not None and key is not None and block.dtype != key:
-                buffer = _scratch(scratch, ("convert", key), block.shape, key)
-            converted[key] = _convert(block, key, buffer)
+            if scratch is not None and dtype is not None and block.dtype != dtype:
+                buffer = _scratch(scratch, ("convert", *key), block.shape, dtype)
+            converted[key] = _convert(block, dtype, buffer, job.finite)
         outputs.append(_as_tuple(job.func(converted[key], chunk, **job.kwargs)))
     return outputs
 
@@ -492,13 +497,13 @@ class Engine:
             leave=False,
         )
 
-    def _results(self, func, dataset, kwargs, halo, desc, dtype, riders=()):
+    def _results(self, func, dataset, kwargs, halo, desc, dtype, riders=(), finite=True):
         """Yield (chunk, outputs, rider outputs) for every chunk, in completion order.
 
         ``riders`` are (Attached) jobs run on the same blocks.
         """
         chunks = self.chunks(dataset, halo)
-        jobs = [_Job(func, dict(kwargs or {}), dtype)] + [r.job for r in riders]
+        jobs = [_Job(func, dict(kwargs or {}), dtype, finite)] + [r.job for r in riders]
         with self._bar(dataset, desc) as bar:
             if self.scheduler is None:
                 results = self._run_threads(dataset, chunks, jobs, bar)
@@ -692,11 +697,11 @@ class Engine:
         log.debug("%s: result of an earlier fused pass", getattr(func, "__name__", func))
         return handle
 
-    def _pass(self, func, dataset, kwargs, halo, desc, dtype):
+    def _pass(self, func, dataset, kwargs, halo, desc, dtype, finite=True):
         """Yield (chunk, outputs) for every chunk, feeding the attached jobs that ride along."""
         riders = self._riders(dataset)
         sinks = [_Accumulator(r.mode, r.combine, getattr(r.job.func, "__name__", "function")) for r in riders]
-        for chunk, outputs, extra in self._results(func, dataset, kwargs, halo, desc, dtype, riders):
+        for chunk, outputs, extra in self._results(func, dataset, kwargs, halo, desc, dtype, riders, finite):
             for sink, out in zip(sinks, extra):
                 sink.add(chunk, out)
             yield chunk, outputs
@@ -714,6 +719,7 @@ class Engine:
         desc: str | None = None,
         dtype=np.float32,
         out=None,
+        finite: bool = True,
     ):
         """Apply ``func`` to every chunk and concatenate its per-position outputs.
 
@@ -723,6 +729,10 @@ class Engine:
             Write each output into it at the chunk's positions as the chunk
             completes (e.g. an HDF5 dataset of shape (n_positions, ...)),
             instead of gathering the outputs in memory; ``out`` is returned.
+        finite : bool, default True
+            Read NaN and Inf as 0 before ``func`` sees a block (a pass over
+            the block). False hands ``func`` the values as stored, for a
+            function that reads them as 0 itself where they matter.
 
         Returns
         -------
@@ -736,7 +746,7 @@ class Engine:
                 return stored.value
         sink = _Accumulator("map", name=str(getattr(func, "__name__", func)))
         targets = None if out is None else (out if isinstance(out, tuple) else (out,))
-        for chunk, outputs in self._pass(func, dataset, kwargs, halo, desc, dtype):
+        for chunk, outputs in self._pass(func, dataset, kwargs, halo, desc, dtype, finite):
             if targets is None:
                 sink.add(chunk, outputs)
                 continue

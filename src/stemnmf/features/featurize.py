@@ -385,7 +385,8 @@ class _PolarSpec:
         """
         aa, rv = self.templates(fraction)
         placed = [(self.window(whole), rows) for whole, rows in placements]
-        parts = apply_windows(patterns, placed, means=[aa] if aa else [], variances=[rv] if rv else [])
+        parts = apply_windows(patterns, placed, means=[aa] if aa else [], variances=[rv] if rv else [],
+                              zero_nonfinite=True)
         return (parts.pop(0) if aa else None), (parts.pop(0) if rv else None)
 
     def counts(self, key) -> tuple:
@@ -642,7 +643,9 @@ def featurize(dataset, representation: str, *, engine: Engine | None = None, sca
         shape=shape, mask=mask, origin=ref, origins=origins, polar_spec=polar["spec"], aa_keep=polar["aa_keep"],
         rv_keep=polar["rv_keep"], bd=bd, raw=raw,
     )
-    outputs = engine.map(_feature_kernel, dataset, kwargs=dict(plan=plan), desc=f"features: {'+'.join(reps)}")
+    # AA and RV read NaN and Inf as 0 themselves, on the pixels they use: no pass over the block for it
+    outputs = engine.map(_feature_kernel, dataset, kwargs=dict(plan=plan), desc=f"features: {'+'.join(reps)}",
+                         finite=not (plan.polar and plan.bd is None and plan.raw is None))
     outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
 
     # assemble the blocks in the order the user named them

@@ -202,7 +202,7 @@ class Window:
         return entry[1]
 
 
-def apply_windows(patterns, placements, means=(), variances=()) -> list[np.ndarray]:
+def apply_windows(patterns, placements, means=(), variances=(), zero_nonfinite: bool = False) -> list[np.ndarray]:
     """Bin means and RV of patterns whose origins share one fraction (one set of templates).
 
     Parameters
@@ -235,7 +235,9 @@ def apply_windows(patterns, placements, means=(), variances=()) -> list[np.ndarr
     flat = buf.reshape(BATCH, -1)
     square = np.empty_like(flat) if variances else None
 
-    def multiply(b):
+    outputs = [*mean_sums, *rv_sums, *rv_squares]
+
+    def products(b):
         for t, sums in zip(means, mean_sums):
             t.product.apply(flat, sums[b])
         if variances:
@@ -243,6 +245,14 @@ def apply_windows(patterns, placements, means=(), variances=()) -> list[np.ndarr
         for t, sums, squares in zip(variances, rv_sums, rv_squares):
             t.residual.product.apply(flat, sums[b])
             t.residual.product.apply(square, squares[b], n_blocks=1)
+
+    def multiply(b):
+        products(b)
+        if zero_nonfinite and not all(np.isfinite(out[b]).all() for out in outputs):
+            np.nan_to_num(flat, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            for out in outputs:
+                out[b] = 0.0
+            products(b)
 
     b = filled = 0
     for window, rows in placements:
