@@ -24,9 +24,9 @@ class CountingEngine(Engine):
         super().__init__(progress=False, **options)
         self.passes = []
 
-    def _results(self, func, dataset, kwargs, halo, desc, dtype, riders=()):
+    def _results(self, func, dataset, kwargs, halo, desc, dtype, riders=(), finite=True):
         self.passes.append((func.__name__, dataset.scan_shape, [r.job.func.__name__ for r in riders]))
-        yield from super()._results(func, dataset, kwargs, halo, desc, dtype, riders)
+        yield from super()._results(func, dataset, kwargs, halo, desc, dtype, riders, finite)
 
 
 @pytest.fixture(scope="module")
