@@ -771,6 +771,7 @@ class Engine:
         halo: int = 0,
         desc: str | None = None,
         dtype=np.float32,
+        finite: bool = True,
     ):
         """Apply ``func`` to every chunk and combine its outputs elementwise.
 
@@ -781,6 +782,8 @@ class Engine:
         ----------
         combine : {'sum', 'max', 'min'} or callable, or one per output
             How two partial results are combined.
+        finite : bool, default True
+            As in :meth:`map`.
         """
         stored = self._stored("reduce", func, dataset, kwargs, combine, dtype) if not halo else None
         if stored is not None:
@@ -788,7 +791,7 @@ class Engine:
         # partials are combined in chunk order as soon as their predecessors are in (bounded
         # memory, and the result does not depend on which thread finished first)
         sink = _Accumulator("reduce", combine)
-        for chunk, outputs in self._pass(func, dataset, kwargs, halo, desc, dtype):
+        for chunk, outputs in self._pass(func, dataset, kwargs, halo, desc, dtype, finite):
             sink.add(chunk, outputs)
         return sink.result()
 

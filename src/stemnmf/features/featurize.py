@@ -42,7 +42,15 @@ from stemnmf.features.bragg import (
 )
 from stemnmf.features.description import FeatureDescription, make_columns
 from stemnmf.features.geometry import check_ellipse, correct_offsets, edge_radius
-from stemnmf.features.operators import OffsetTemplate, Window, apply_windows, radial_bins_of, ring_sector_bins, window_half
+from stemnmf.features.operators import (
+    OffsetTemplate,
+    Window,
+    apply_windows,
+    radial_bins_of,
+    release_products,
+    ring_sector_bins,
+    window_half,
+)
 from stemnmf.features.polar import radial_profile
 from stemnmf.features.raw import auto_bin, bin_patterns, raw_columns
 from stemnmf.features.rings import beam_edge, check_rings, estimate_beam_radius, find_rings
@@ -57,6 +65,7 @@ REPRESENTATIONS = ("aa", "rv", "bd", "raw")
 
 #: Bytes of float64 working arrays per sub-batch inside a chunk.
 _SUB_BATCH_BYTES = 32 * 1024**2
+_STATS_BLOCK = 16  # patterns per block of the statistics pass (a block stays in cache for its sum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,11 +234,24 @@ def _windows(dy, dx, qy, qx):
     return ty, tx, sy, sx
 
 
+def _max_and_sum(sub):
+    """Maximum and float32 sum over the first axis, reading ``sub`` once (blocks of patterns in cache)."""
+    gmax = sub[0].copy()
+    gsum = np.zeros(sub.shape[1:], np.float32)
+    for start in range(0, sub.shape[0], _STATS_BLOCK):
+        part = sub[start : start + _STATS_BLOCK]
+        np.maximum(gmax, part.max(axis=0), out=gmax)
+        gsum += part.sum(axis=0)
+    return gmax, gsum
+
+
 def _stats_kernel(block, chunk, *, shifts, mask, vacuum):
     """Aligned max, sum and count of unmasked values, and the same sum/count over vacuum positions.
 
     Sums are taken per scan row in float32 (a row always lies in one chunk, so
     they do not depend on the chunking) and accumulated over rows in float64.
+    NaN and Inf read as 0: a group whose sum is not finite is summed again
+    with them replaced (the engine does not look for them first).
     """
     own = block[chunk.own]
     rows, sx = own.shape[:2]
@@ -248,11 +270,13 @@ def _stats_kernel(block, chunk, *, shifts, mask, vacuum):
         for dy, dx, idx in _shift_groups(local) or [(0, 0, slice(None))]:
             ty, tx, sy, sx_ = _windows(dy, dx, qy, qx)
             sub = row[idx, sy, sx_] if isinstance(idx, slice) else row[idx][:, sy, sx_]
+            gmax, gsum = _max_and_sum(sub)
+            if not np.isfinite(gsum).all():  # a finite sum means every value is finite
+                sub = np.nan_to_num(sub, nan=0.0, posinf=0.0, neginf=0.0)
+                gmax, gsum = _max_and_sum(sub)
             ok = valid[sy, sx_]  # within a group the masked pixels sit at the same aligned place
-            gmax = sub.max(axis=0)
             gmax[~ok] = -np.inf
             np.maximum(vmax[ty, tx], gmax, out=vmax[ty, tx])
-            gsum = sub.sum(axis=0)
             gsum[~ok] = 0.0
             vsum[ty, tx] += gsum
             vcount[ty, tx] += ok * sub.shape[0]
@@ -280,6 +304,7 @@ def _statistics(dataset, engine, shifts, mask, vacuum) -> _Stats:
         combine=["max", "sum", "sum", "sum", "sum"],
         kwargs=dict(shifts=shifts, mask=mask, vacuum=vacuum),
         desc="features: statistics",
+        finite=False,
     )
     valid = vcount > 0
     # float64 sums rounded to float32 so the mean does not depend on the chunking
@@ -419,7 +444,15 @@ _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 128
 _WINDOWS: collections.OrderedDict = collections.OrderedDict()
-_WINDOWS_SIZE = 512
+_WINDOWS_SIZE = 128
+
+
+def _release_geometry() -> None:
+    """Forget this process's templates, windows and their products once a pass is done (memory for later stages)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _WINDOWS.clear()
+    release_products()
 
 
 def _origin_groups(plan: _Plan, chunk):
@@ -643,9 +676,12 @@ def featurize(dataset, representation: str, *, engine: Engine | None = None, sca
         shape=shape, mask=mask, origin=ref, origins=origins, polar_spec=polar["spec"], aa_keep=polar["aa_keep"],
         rv_keep=polar["rv_keep"], bd=bd, raw=raw,
     )
-    # AA and RV read NaN and Inf as 0 themselves, on the pixels they use: no pass over the block for it
-    outputs = engine.map(_feature_kernel, dataset, kwargs=dict(plan=plan), desc=f"features: {'+'.join(reps)}",
-                         finite=not (plan.polar and plan.bd is None and plan.raw is None))
+    try:
+        # AA and RV read NaN and Inf as 0 themselves, on the pixels they use: no pass over the block for it
+        outputs = engine.map(_feature_kernel, dataset, kwargs=dict(plan=plan), desc=f"features: {'+'.join(reps)}",
+                             finite=not (plan.polar and plan.bd is None and plan.raw is None))
+    finally:
+        _release_geometry()
     outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
 
     # assemble the blocks in the order the user named them

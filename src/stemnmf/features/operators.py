@@ -19,9 +19,11 @@ so results do not depend on how positions are grouped or batched.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
+import threading
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,7 +31,15 @@ import scipy.sparse as sp
 from stemnmf.features.geometry import correct_offsets
 from stemnmf.features.polar import BATCH, BatchOperator, RadialResidual, entry_radii, profile_slopes
 
-__all__ = ["OffsetTemplate", "Window", "apply_windows", "radial_bins_of", "ring_sector_bins", "window_half"]
+__all__ = [
+    "OffsetTemplate",
+    "Window",
+    "apply_windows",
+    "radial_bins_of",
+    "release_products",
+    "ring_sector_bins",
+    "window_half",
+]
 
 
 def ring_sector_bins(rings, sector_width: float, sector_offset: float):
@@ -148,7 +158,8 @@ class Window:
     target, source : tuple of slice
         ``window[target] = pattern[source]``.
     valid : numpy.ndarray
-        ((2 half + 1) ** 2,) float64, 1 for window pixels on the detector and unmasked.
+        ((2 half + 1) ** 2,) float64, 1 for window pixels on the detector and unmasked
+        (stored as booleans; made on each use).
     masked : numpy.ndarray
         Flat window indices of masked detector pixels (set to 0 after each copy).
     full : bool
@@ -166,14 +177,17 @@ class Window:
             y0 = y1 = x0 = x1 = 0
         self.source = (slice(y0, y1), slice(x0, x1))
         self.target = (slice(y0 - (iy - half), y1 - (iy - half)), slice(x0 - (ix - half), x1 - (ix - half)))
-        grid = np.zeros((side, side))
-        grid[self.target] = 1.0 if valid is None else valid[self.source]
-        self.valid = grid.reshape(-1)
+        grid = np.zeros((side, side), bool)
+        grid[self.target] = True if valid is None else valid[self.source]
+        self._valid = grid.reshape(-1)
         inside = np.zeros((side, side), bool)
         inside[self.target] = True
-        self.masked = np.flatnonzero(inside.reshape(-1) & (self.valid == 0))
+        self.masked = np.flatnonzero(inside.reshape(-1) & ~self._valid)
         self.full = bool(inside.all()) and self.masked.size == 0
-        self._terms: dict = {}
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self._valid.astype(np.float64)
 
     def copy(self, patterns, rows, out) -> None:
         """``out`` (k, side, side) float64 = the windows of ``patterns[rows]`` (increasing row indices)."""
@@ -190,16 +204,53 @@ class Window:
             out.reshape(out.shape[0], -1)[:, self.masked] = 0.0
 
     def terms(self, template: OffsetTemplate, variance: bool):
-        """The template's unmasked area per bin here (means), or its RV terms (variance); cached."""
-        key = (id(template), variance)
-        entry = self._terms.get(key)
-        if entry is None or entry[0] is not template:
-            if variance:
-                entry = (template, template.residual.terms(self.valid))
-            else:
-                entry = (template, template.matrix @ self.valid)
-            self._terms[key] = entry
-        return entry[1]
+        """The template's unmasked area per bin here (means), or its RV terms (variance).
+
+        Kept for the :data:`_TERMS_SIZE` (template, window) pairs used last.
+        """
+        key = (id(template), id(self), variance)
+        with _TERMS_LOCK:
+            entry = _TERMS.get(key)
+            if entry is not None:
+                _TERMS.move_to_end(key)
+                return entry[2]
+        terms = template.residual.terms(self.valid) if variance else template.matrix @ self.valid
+        with _TERMS_LOCK:
+            _TERMS[key] = (template, self, terms)  # the references keep both ids in use
+            while len(_TERMS) > _TERMS_SIZE:
+                _TERMS.popitem(last=False)
+        return terms
+
+
+_TERMS: collections.OrderedDict = collections.OrderedDict()
+_TERMS_LOCK = threading.Lock()
+_TERMS_SIZE = 1024
+
+
+_THREAD = threading.local()
+
+
+def _buffers(k: int, side: int):
+    """This thread's (k, side, side) window buffer and (k, side**2) square buffer, reused by later calls."""
+    held = getattr(_THREAD, "buffers", None)
+    if held is None or held[0].shape[:2] != (k, side):
+        held = _THREAD.buffers = (np.zeros((k, side, side)), np.empty((k, side * side)))
+    return held
+
+
+def release_products() -> None:
+    """Drop the kept window terms, block-diagonal operators and this thread's buffers."""
+    from stemnmf.features import polar
+
+    with _TERMS_LOCK:
+        _TERMS.clear()
+    with polar._BUILT_LOCK:
+        for ref, _ in polar._BUILT.values():
+            product = ref()
+            if product is not None:
+                product._built = None
+        polar._BUILT.clear()
+    _THREAD.__dict__.pop("buffers", None)
 
 
 def apply_windows(patterns, placements, means=(), variances=(), zero_nonfinite: bool = False) -> list[np.ndarray]:
@@ -226,25 +277,27 @@ def apply_windows(patterns, placements, means=(), variances=(), zero_nonfinite: 
     """
     placements = [(window, np.asarray(rows).reshape(-1)) for window, rows in placements]
     m = sum(rows.size for _, rows in placements)
-    n_batches = -(-m // BATCH)
+    k = BATCH if m >= BATCH else 1  # a few patterns go one at a time: no block-diagonal operator to build
+    n_batches = -(-m // k)
     side = placements[0][0].side if placements else 1
-    mean_sums = [np.zeros((n_batches, BATCH, t.n_bins)) for t in means]
-    rv_sums = [np.zeros((n_batches, 2, BATCH, t.n_bins)) for t in variances]
-    rv_squares = [np.zeros((n_batches, BATCH, t.n_bins)) for t in variances]
-    buf = np.zeros((BATCH, side, side))
-    flat = buf.reshape(BATCH, -1)
-    square = np.empty_like(flat) if variances else None
-
+    mean_sums = [np.zeros((n_batches, k, t.n_bins)) for t in means]
+    rv_sums = [np.zeros((n_batches, 2, k, t.n_bins)) for t in variances]
+    rv_squares = [np.zeros((n_batches, k, t.n_bins)) for t in variances]
+    buf, square = _buffers(k, side)
+    flat = buf.reshape(k, -1)
     outputs = [*mean_sums, *rv_sums, *rv_squares]
+    # the block-diagonal operators, held for the whole call
+    mean_built = [t.product.built() if k > 1 else None for t in means]
+    rv_built = [t.residual.product.built() if k > 1 else None for t in variances]
 
     def products(b):
-        for t, sums in zip(means, mean_sums):
-            t.product.apply(flat, sums[b])
+        for t, built, sums in zip(means, mean_built, mean_sums):
+            t.product.apply(flat, sums[b], built=built)
         if variances:
             np.multiply(flat, flat, out=square)
-        for t, sums, squares in zip(variances, rv_sums, rv_squares):
-            t.residual.product.apply(flat, sums[b])
-            t.residual.product.apply(square, squares[b], n_blocks=1)
+        for t, built, sums, squares in zip(variances, rv_built, rv_sums, rv_squares):
+            t.residual.product.apply(flat, sums[b], built=built)
+            t.residual.product.apply(square, squares[b], n_blocks=1, built=built)
 
     def multiply(b):
         products(b)
@@ -258,11 +311,11 @@ def apply_windows(patterns, placements, means=(), variances=(), zero_nonfinite: 
     for window, rows in placements:
         start = 0
         while start < rows.size:
-            take = min(BATCH - filled, rows.size - start)
+            take = min(k - filled, rows.size - start)
             window.copy(patterns, rows[start : start + take], buf[filled : filled + take])
             filled += take
             start += take
-            if filled == BATCH:
+            if filled == k:
                 multiply(b)
                 b, filled = b + 1, 0
     if filled:  # the rest of the buffer holds earlier windows; their sums are not used

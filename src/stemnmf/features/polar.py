@@ -73,19 +73,21 @@ except ImportError:  # pragma: no cover - private API moved: use the public prod
 #: GIL once per batch: per-pattern calls left two threads 1.1x faster than one.
 BATCH = 8
 
-#: Bytes of block-diagonal operators kept built (least recently used dropped first).
-_BUILT_BYTES = 256 * 1024**2
+#: Bytes of block-diagonal operators kept built (least recently used dropped first);
+#: rebuilding one costs about as much as a few batches, so few are kept.
+_BUILT_BYTES = 4 * 1024**2
 _BUILT: collections.OrderedDict = collections.OrderedDict()
 _BUILT_LOCK = threading.Lock()
 
 
 class BatchOperator:
-    """Sparse operators with one product per batch of :data:`BATCH` patterns.
+    """Sparse operators applied to one pattern, or to a batch of :data:`BATCH` with one product.
 
-    The block-diagonal operator repeats each block once per pattern, rows
-    ordered (block, pattern, bin), so the first block alone is a prefix of its
-    rows. Each pattern's sums are accumulated in float64 in the same order as
-    ``block @ pattern``, so results do not depend on how patterns are batched.
+    For a batch, the block-diagonal operator repeats each block once per
+    pattern, rows ordered (block, pattern, bin), so the first block alone is
+    a prefix of its rows. Each pattern's sums are accumulated in float64 in
+    the same order as ``block @ pattern``, so results do not depend on how
+    patterns are batched.
 
     Parameters
     ----------
@@ -98,7 +100,13 @@ class BatchOperator:
         self.n_bins, self.n_pixels = self.blocks[0].shape
         self._built = None
 
-    def _arrays(self):
+    def built(self):
+        """The block-diagonal operator's (indptr, indices, data), built when not kept.
+
+        A caller that applies the operator to many batches holds these, so
+        that its products never wait for a rebuild when the operator is
+        dropped from the ones kept.
+        """
         built = self._built
         if built is None:
             built = self._build()
@@ -129,25 +137,41 @@ class BatchOperator:
         np.cumsum(per_row, out=indptr[1:])
         return indptr, indices, data
 
-    def apply(self, x, out, n_blocks: int | None = None) -> None:
-        """``out += diag(blocks) @ x`` for one batch.
+    def apply(self, x, out, n_blocks: int | None = None, built=None) -> None:
+        """``out += diag(blocks) @ x`` for one pattern or one batch.
 
         Parameters
         ----------
         x : numpy.ndarray
-            (BATCH, n_pixels) float64, C-contiguous.
+            (k, n_pixels) float64, C-contiguous; k is 1 or :data:`BATCH`.
         out : numpy.ndarray
-            C-contiguous float64 holding (n_blocks, BATCH, n_bins) values.
+            C-contiguous float64 holding (n_blocks, k, n_bins) values.
         n_blocks : int, optional
             Only the first ``n_blocks`` blocks (default all).
+        built : tuple, optional
+            From :meth:`built`, for a batch (default: fetched here).
         """
-        indptr, indices, data = self._arrays()
-        n_rows = (len(self.blocks) if n_blocks is None else int(n_blocks)) * BATCH * self.n_bins
+        n_blocks = len(self.blocks) if n_blocks is None else int(n_blocks)
+        flat, sums = x.reshape(-1), out.reshape(n_blocks, -1)
+        if x.shape[0] == 1:  # one pattern: the blocks themselves
+            for block, total in zip(self.blocks, sums):
+                _matvec(block, flat, total)
+            return
+        indptr, indices, data = self.built() if built is None else built
+        n_rows = n_blocks * BATCH * self.n_bins
         if _csr_matvec is None:  # pragma: no cover
             op = sp.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, BATCH * self.n_pixels))
-            out.reshape(-1)[:] += (op @ x.reshape(-1))[:n_rows]
+            out.reshape(-1)[:] += (op @ flat)[:n_rows]
             return
-        _csr_matvec(n_rows, BATCH * self.n_pixels, indptr, indices, data, x.reshape(-1), out.reshape(-1))
+        _csr_matvec(n_rows, BATCH * self.n_pixels, indptr, indices, data, flat, out.reshape(-1))
+
+
+def _matvec(op, x, out) -> None:
+    """``out += op @ x`` for float64 CSR ``op`` and float64 vectors."""
+    if _csr_matvec is None:  # pragma: no cover
+        out += op @ x
+        return
+    _csr_matvec(op.shape[0], op.shape[1], op.indptr, op.indices, op.data, x, out)
 
 
 def _batches(flat):
@@ -166,10 +190,11 @@ def apply_mean(op, counts, flat) -> np.ndarray:
     """
     flat = np.asarray(flat)
     product = BatchOperator([op])
+    built = product.built()
     n = flat.shape[0]
     sums = np.zeros((-(-n // BATCH), BATCH, product.n_bins))
     for b, _, buf in _batches(flat):
-        product.apply(buf, sums[b])
+        product.apply(buf, sums[b], built=built)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (sums.reshape(-1, product.n_bins)[:n] / counts).astype(np.float32)
 
@@ -314,10 +339,11 @@ def apply_radial_variance(op, slopes, flat, valid=None) -> np.ndarray:
     sums = np.zeros((-(-n // BATCH), 2, BATCH, n_r))
     squares = np.zeros((sums.shape[0], BATCH, n_r))
     square = np.empty((BATCH, flat.shape[1]))
+    built = residual.product.built()
     for b, _, buf in _batches(flat):
-        residual.product.apply(buf, sums[b])
+        residual.product.apply(buf, sums[b], built=built)
         np.multiply(buf, buf, out=square)
-        residual.product.apply(square, squares[b], n_blocks=1)
+        residual.product.apply(square, squares[b], n_blocks=1, built=built)
     sums = sums.transpose(1, 0, 2, 3).reshape(2, -1, n_r)[:, :n]
     return residual.finish(sums, squares.reshape(-1, n_r)[:n], residual.terms(valid))
 
