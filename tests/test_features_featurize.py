@@ -169,6 +169,17 @@ def test_sectors_off_the_detector_at_some_origins_are_imputed(caplog):
     np.testing.assert_allclose(X[3, ~empty], direct[d.columns["index"]][~empty], rtol=1e-6)
 
 
+def test_a_ring_mostly_off_the_detector_is_warned_about(caplog):
+    ds = Dataset4D(spot_scan(2, 2, noise=False), Calibration(origin=CENTRE))
+    with caplog.at_level("WARNING", logger="stemnmf.features.featurize"):
+        X, d = featurize(ds, "aa", engine=quiet(), rings=[(6, 14.5), (14.5, 21)])
+    assert "keeps only" not in caplog.text  # both rings lie on the 48 x 48 detector
+    with caplog.at_level("WARNING", logger="stemnmf.features.featurize"):
+        X, d = featurize(ds, "aa", engine=quiet(), rings=[(6, 14.5), (30, 40)])
+    assert "ring 1 (30.0-40.0 px) keeps only" in caplog.text and "ring 0" not in caplog.text
+    assert (d.columns["ring"] == 1).sum() < 36
+
+
 def test_featurize_matches_the_pure_functions():
     data = spot_scan(3, 3)
     ds = Dataset4D(data, Calibration(origin=CENTRE))

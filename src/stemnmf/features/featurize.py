@@ -86,7 +86,8 @@ class FeatureOptions:
     Rings (AA)
         ``rings`` None: found (or [(r0, r1), ...] in corrected pixels).
         ``ring_smoothing`` 1 px, ``ring_prominence`` 0.05 (fraction of the
-        profile's range), ``ring_min_width`` 3 px.
+        profile's range), ``ring_noise_floor`` 8 (times the profile's noise; a
+        ring must stand above both), ``ring_min_width`` 3 px.
     AA
         ``sector_width`` 5 degrees (72 per ring), ``sector_offset`` 0 degrees
         (from +qx towards +qy).
@@ -124,6 +125,7 @@ class FeatureOptions:
     rings: Any = None
     ring_smoothing: float = 1.0
     ring_prominence: float = 0.05
+    ring_noise_floor: float = 8.0
     ring_min_width: float = 3.0
     sector_width: float = 5.0
     sector_offset: float = 0.0
@@ -831,11 +833,14 @@ def _polar_setup(reps, opts, shape, mask, ellipse, ref, origins, profiles, beam_
             rings = check_rings(opts.rings)
         else:
             rings = find_rings(profiles.max, profiles.radii, r_min=r_min, r_max=r_max, smoothing=opts.ring_smoothing,
-                               prominence=opts.ring_prominence, min_width=opts.ring_min_width)
+                               prominence=opts.ring_prominence, min_width=opts.ring_min_width,
+                               noise_floor=opts.ring_noise_floor)
             if rings.shape[0] == 0:
                 raise CalibrationError(
-                    f"no diffraction ring found between {r_min:.1f} and {r_max:.1f} px in the maximum pattern",
-                    "give rings=[(r0, r1), ...] or lower ring_prominence",
+                    f"no diffraction ring found between {r_min:.1f} and {r_max:.1f} px in the maximum pattern "
+                    f"(a ring must stand above {opts.ring_prominence:g} of the profile's range and "
+                    f"{opts.ring_noise_floor:g} x its noise)",
+                    "give rings=[(r0, r1), ...], or lower ring_prominence or ring_noise_floor",
                 )
     if "rv" in reps:
         edges = radial_bins(r_min, r_max, opts.r_step)
@@ -856,6 +861,10 @@ def _polar_setup(reps, opts, shape, mask, ellipse, ref, origins, profiles, beam_
         if keep.size < counts.size:
             log.info("AA: %d of %d ring sectors hold no unmasked pixel and are left out", counts.size - keep.size,
                      counts.size)
+        kept = np.bincount(keep // ns, minlength=rings.shape[0])
+        for k in np.flatnonzero(kept < ns / 2):  # more than a beam stop's arm: the ring is mostly lost
+            log.warning("AA: ring %d (%.1f-%.1f px) keeps only %d of %d sectors on the detector and unmasked; "
+                        "check the rings and the origin", k, rings[k, 0], rings[k, 1], kept[k], ns)
         ring, sector = np.divmod(keep, ns)
         out.update(rings=rings, aa_keep=keep, aa_columns=make_columns(
             "aa", keep.size, ring=ring, radius=rings[ring].mean(axis=1),
