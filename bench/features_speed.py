@@ -222,8 +222,8 @@ def main() -> None:
                   for case in ("pyxem-memory", "aa-memory")]
         memory[1]["case"] = "stemnmf AA (features only, in memory)"
         chunk = 8
-        mem = [dict(spawn(small, "aa", args, chunk), case=f"aa, {n // 2} x {n}, {chunk} rows/chunk"),
-               dict(spawn(big, "aa", args, chunk), case=f"aa, {n} x {n}, {chunk} rows/chunk")]
+        mem = [dict(spawn(path, rep, args, chunk), case=f"{rep}, {rows_} x {n}, {chunk} rows/chunk")
+               for rep in ("aa", "rv", "bd") for path, rows_ in ((small, n // 2), (big, n))]
         print("  memory runs done", flush=True)
 
     lines = [
@@ -247,7 +247,7 @@ def main() -> None:
 
     lines += ["Streamed from the file:", ""] + table(rows, rows[0], rows[1])
     lines += ["", "Compute only (the same first rows, in memory):", ""] + table(memory, memory[0])
-    lines += ["", f"Peak memory against scan size (AA, both passes, {chunk} rows per chunk):", ""]
+    lines += ["", f"Peak memory against scan size (AA, RV and BD, both passes, {chunk} rows per chunk):", ""]
     lines += table(mem, rows[0])
     table = "\n".join(lines)
     print()

@@ -1,10 +1,10 @@
 """Polar-elliptical transform and radial profiles, as sparse operators applied to batches.
 
 The geometry (which pixel falls in which (radius, angle) bin, with the mask and
-the ellipse) is computed once into a :class:`PolarGeometry`; applying it to a
-batch of patterns is one sparse matrix product, so the cost per pattern is
-close to that of reading it. Masked pixels have no weight in any bin: a bin's
-value is the mean of its unmasked pixels, and a bin with none is NaN.
+the ellipse) is computed once into a :class:`PolarGeometry`; it is applied to
+:data:`BATCH` patterns at a time by one product with a block-diagonal sparse
+operator (:class:`BatchOperator`). Masked pixels have no weight in any bin: a
+bin's value is the mean of its unmasked pixels, and a bin with none is NaN.
 """
 
 from __future__ import annotations
