@@ -125,13 +125,18 @@ def test_nan_and_inf_pixels_read_as_zero(scan):
     spoiled[3, 0, 10, 30] = np.inf
     spoiled[4, 3, 2, 2] = -np.inf  # in a corner no bin uses
     spoiled[0, 0] = np.nan  # a whole pattern
+    spoiled[:, :, 0, 5] = np.nan  # a masked pixel (the dead row), in every pattern
     zeroed[~np.isfinite(spoiled)] = 0.0
-    opts = dict(engine=quiet(chunk_rows=2), scaling="none", origin=CENTRE, rings=[(6, 14.5), (14.5, 20)], r_min=6)
+    opts = dict(engine=quiet(chunk_rows=2), scaling="none", origin=CENTRE, rings=[(6, 14.5), (14.5, 20)], r_min=6,
+                statistics=True)
     for representation in ("aa+rv", "aa+rv+bd"):
-        X_zero, _ = featurize(scan.replace(data=zeroed), representation, **opts)
-        X_spoiled, _ = featurize(scan.replace(data=spoiled), representation, **opts)
+        X_zero, d_zero = featurize(scan.replace(data=zeroed), representation, **opts)
+        X_spoiled, d_spoiled = featurize(scan.replace(data=spoiled), representation, **opts)
         np.testing.assert_array_equal(X_spoiled, X_zero)
         assert np.isfinite(X_spoiled).all()
+        # the statistics pass (which also reads them itself) gives the same maximum and mean patterns
+        np.testing.assert_array_equal(d_spoiled.max_pattern, d_zero.max_pattern)
+        np.testing.assert_array_equal(d_spoiled.mean_pattern, d_zero.mean_pattern)
 
 
 # ---- geometry: origins and ellipse ----------------------------------------------------------

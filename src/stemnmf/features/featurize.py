@@ -272,11 +272,11 @@ def _stats_kernel(block, chunk, *, shifts, mask, vacuum):
         for dy, dx, idx in _shift_groups(local) or [(0, 0, slice(None))]:
             ty, tx, sy, sx_ = _windows(dy, dx, qy, qx)
             sub = row[idx, sy, sx_] if isinstance(idx, slice) else row[idx][:, sy, sx_]
+            ok = valid[sy, sx_]  # within a group the masked pixels sit at the same aligned place
             gmax, gsum = _max_and_sum(sub)
-            if not np.isfinite(gsum).all():  # a finite sum means every value is finite
+            if not np.isfinite(gsum[ok]).all():  # a finite sum means every value is finite
                 sub = np.nan_to_num(sub, nan=0.0, posinf=0.0, neginf=0.0)
                 gmax, gsum = _max_and_sum(sub)
-            ok = valid[sy, sx_]  # within a group the masked pixels sit at the same aligned place
             gmax[~ok] = -np.inf
             np.maximum(vmax[ty, tx], gmax, out=vmax[ty, tx])
             gsum[~ok] = 0.0
