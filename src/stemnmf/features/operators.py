@@ -267,6 +267,10 @@ def apply_windows(patterns, placements, means=(), variances=(), zero_nonfinite: 
         Templates whose bin means, or RV (the variance along theta about the
         radial profile's tangent, :class:`stemnmf.features.polar.RadialResidual`),
         are wanted.
+    zero_nonfinite : bool, default False
+        Read NaN and Inf pixels as 0 (else they make their bins NaN). Checked
+        on the sums: a batch with a sum that is not finite is cleaned and
+        multiplied again, so finite patterns cost nothing more.
 
     Returns
     -------
