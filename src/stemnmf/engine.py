@@ -38,6 +38,7 @@ import dataclasses
 import logging
 import math
 import os
+import pickle
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -49,7 +50,7 @@ from tqdm.auto import tqdm
 from stemnmf.errors import ConfigError, MemoryBudgetError, SchedulerError
 from stemnmf.io.dataset import Dataset4D
 
-__all__ = ["Attached", "Engine", "RowChunk", "TransformedRows", "parse_bytes", "row_chunks"]
+__all__ = ["Attached", "Engine", "RowChunk", "Shipped", "TransformedRows", "aligned", "parse_bytes", "row_chunks"]
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,40 @@ def _map_block(reader, chunk: RowChunk):
     return None if mapper is None else mapper(chunk.read_start, chunk.read_stop)
 
 
+def aligned(a):
+    """``a`` itself, or a copy aligned for its dtype when it is a misaligned NumPy array.
+
+    Arrays that arrive over a network (dask frames) may start at any byte. NumPy
+    then bypasses BLAS for products and reductions run through buffers, so the
+    rounding differs from the same call on an aligned array: every array a remote
+    task computes with, and every array it returns, goes through here.
+    """
+    if isinstance(a, np.ndarray) and not a.flags.aligned:
+        return np.array(a, copy=True)
+    if isinstance(a, tuple):
+        return tuple(aligned(x) for x in a)
+    if isinstance(a, list):
+        return [aligned(x) for x in a]
+    return a
+
+
+class Shipped:
+    """An object sent to dask workers whose NumPy arrays arrive aligned.
+
+    Pickled (by cloudpickle, protocol 4) into one byte string, so unpickling on
+    the worker allocates every array afresh instead of viewing a network frame;
+    there the object unpickles to ``obj`` itself.
+    """
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __reduce__(self):
+        import cloudpickle
+
+        return pickle.loads, (cloudpickle.dumps(self.obj, protocol=4),)
+
+
 def _remote_chunk(reader, chunk: RowChunk, jobs: Sequence[_Job]) -> list[tuple]:
     """A chunk read and processed on a dask worker, with single-threaded BLAS (as in-process)."""
     from threadpoolctl import threadpool_limits
@@ -269,7 +304,7 @@ def _remote_chunk(reader, chunk: RowChunk, jobs: Sequence[_Job]) -> list[tuple]:
         mapped = _map_block(reader, chunk)
         if mapped is not None:
             return _detach(_run_jobs(mapped, chunk, jobs), None, mapped)
-        block = np.asarray(reader(chunk.read_start, chunk.read_stop))
+        block = aligned(np.asarray(reader(chunk.read_start, chunk.read_stop)))
         return _run_jobs(block, chunk, jobs)
 
 
@@ -278,7 +313,7 @@ def _remote_block(block, chunk: RowChunk, jobs: Sequence[_Job]) -> list[tuple]:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _run_jobs(np.asarray(block), chunk, jobs)
+        return _run_jobs(aligned(np.asarray(block)), chunk, jobs)
 
 
 class _Accumulator:
@@ -613,7 +648,7 @@ class Engine:
         reader = dataset.reader
         # the functions and their options (templates, weights) travel once, not with every chunk;
         # every worker holds a copy, so the pass survives the loss of a worker
-        [shared_jobs] = client.scatter([list(jobs)], hash=False, broadcast=True)
+        [shared_jobs] = client.scatter([Shipped(list(jobs))], hash=False, broadcast=True)
         if reader is not None:
             futures = [
                 client.submit(_remote_chunk, reader, chunk, shared_jobs, pure=False) for chunk in chunks
@@ -637,7 +672,7 @@ class Engine:
         for future in as_completed(futures, loop=self._get_client().loop):
             chunk = index[future.key]
             try:
-                outputs = future.result()
+                outputs = [aligned(out) for out in future.result()]
             except Exception as err:
                 raise _cluster_error(err, f"scan rows {chunk.start}-{chunk.stop}") from err
             bar.update(chunk.n_positions)

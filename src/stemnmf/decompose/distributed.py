@@ -31,9 +31,11 @@ import operator
 import threading
 
 import numpy as np
+from distributed import wait
 
 from stemnmf.decompose import kernels
 from stemnmf.decompose.blocks import RowBlocks
+from stemnmf.engine import aligned
 from stemnmf.errors import SchedulerError, StemNMFError
 
 __all__ = ["DistributedRowBlocks", "MAX_RETRIES"]
@@ -49,6 +51,11 @@ def _load_rows(source, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(source[start:stop]), dtype=np.float32)
 
 
+def _settle(X_b) -> np.ndarray:
+    """A scattered block kept on its worker as an aligned array (a network frame may start at any byte)."""
+    return aligned(np.ascontiguousarray(X_b, dtype=np.float32))
+
+
 def _weights(previous) -> np.ndarray:
     """A copy of W_b^T from the block's previous step ((W_b^T, partial)) or its start (an array)."""
     Wt_b = previous[0] if isinstance(previous, tuple) else previous
@@ -60,6 +67,7 @@ def _frobenius_task(X_b, previous, H, HHt, solver, l1, l2, sweeps):
     from threadpoolctl import threadpool_limits
 
     Wt_b = _weights(previous)
+    X_b, H, HHt = aligned((X_b, H, HHt))
     with threadpool_limits(limits=1, user_api="blas"):
         partial = kernels.frobenius_w_step(X_b, Wt_b, H, HHt, solver=solver, l1=l1, l2=l2, sweeps=sweeps)
     return Wt_b, partial
@@ -70,6 +78,7 @@ def _kl_task(X_b, previous, H, H_sum, eps, l1, l2):
     from threadpoolctl import threadpool_limits
 
     Wt_b = _weights(previous)
+    X_b, H, H_sum = aligned((X_b, H, H_sum))
     with threadpool_limits(limits=1, user_api="blas"):
         partial = kernels.kl_w_step(X_b, Wt_b, H, H_sum, eps=eps, l1=l1, l2=l2)
     return Wt_b, partial
@@ -133,15 +142,14 @@ class DistributedRowBlocks(RowBlocks):
         try:
             if self.local:
                 blocks = [np.ascontiguousarray(self._array[a:b], dtype=np.float32) for a, b in self._bounds]
-                self._futures = self.client.scatter(blocks, hash=False)
+                scattered = self.client.scatter(blocks, hash=False)
+                self._futures = [self.client.submit(_settle, f, pure=False) for f in scattered]
             else:
-                from distributed import wait
-
                 self._futures = [
                     self.client.submit(_load_rows, self._array, a, b, pure=False) for a, b in self._bounds
                 ]
-                with self.client.as_current():
-                    wait(self._futures)  # so that W's blocks can be placed beside them
+            with self.client.as_current():
+                wait(self._futures)  # so that W's blocks can be placed beside them
         except Exception as err:  # the cluster went away
             raise _cluster_error(err, "persisting X") from err
         log.info("X persisted on the cluster in %d row blocks", len(self._futures))
@@ -204,8 +212,8 @@ class DistributedRowBlocks(RowBlocks):
         for i in lost:
             a, b = self._bounds[i]
             if self.local:
-                [self._futures[i]] = self.client.scatter([np.ascontiguousarray(self._array[a:b], dtype=np.float32)],
-                                                         hash=False)
+                [block] = self.client.scatter([np.ascontiguousarray(self._array[a:b], dtype=np.float32)], hash=False)
+                self._futures[i] = self.client.submit(_settle, block, pure=False)
             else:
                 self._futures[i] = self.client.submit(_load_rows, self._array, a, b, pure=False)
 
@@ -250,7 +258,7 @@ class DistributedRowBlocks(RowBlocks):
                 steps = [client.submit(task, X_f, W_f, *args, pure=False) for X_f, W_f in zip(X_futures, W_futures)]
                 parts = client.gather([client.submit(operator.getitem, s, 1, pure=False) for s in steps])
                 for part in parts:  # in block order, as the in-process solver adds them
-                    partial += part
+                    partial += part  # elementwise float64 sums: the alignment of the frames does not matter
                 W_futures = steps
                 if kl:
                     value = kernels.kl_objective(summary.total, H, partial, l1_W=setup.l1_W, l2_W=setup.l2_W,
@@ -279,7 +287,7 @@ class DistributedRowBlocks(RowBlocks):
     def _gather_weights(self, Wt, futures) -> None:
         weights = [self.client.submit(_weights, f, pure=False) for f in futures]
         for (a, b), block in zip(self._bounds, self.client.gather(weights)):
-            Wt[:, a:b] = block
+            Wt[:, a:b] = block  # an elementwise copy: the alignment of the frame does not matter
 
 
 def _cluster_error(err: Exception, where: str) -> SchedulerError:
