@@ -143,7 +143,7 @@ def test_local_cluster_gives_identical_results(small_dataset):
 
 def test_progress_bar_counts_patterns_on_stderr(small_dataset, monkeypatch, capsys):
     """progress=True shows a tqdm bar in patterns (shown after 2 s; the delay is made 0 here)."""
-    import stemnmf.engine as engine_module
+    import stemnmf.engine.core as engine_module
 
     real_tqdm = engine_module.tqdm
     seen = []

@@ -170,7 +170,7 @@ def test_an_address_that_is_not_a_dask_scheduler_is_one_clear_error(monkeypatch)
     import socket
     import threading
 
-    import stemnmf.engine as engine_module
+    import stemnmf.engine.cluster as engine_module
     from stemnmf.errors import SchedulerError
 
     monkeypatch.setattr(engine_module, "CONNECT_DEADLINE", 2.0)
@@ -208,7 +208,7 @@ def test_an_address_that_is_not_a_dask_scheduler_is_one_clear_error(monkeypatch)
 
 
 def test_a_lost_worker_is_one_line_that_says_what_failed():
-    from stemnmf.engine import _cluster_error
+    from stemnmf.engine.cluster import cluster_error as _cluster_error
     from stemnmf.errors import SchedulerError
 
     KilledWorker = type("KilledWorker", (Exception,), {})

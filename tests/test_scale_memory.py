@@ -24,9 +24,9 @@ class CountingEngine(Engine):
         super().__init__(progress=False, **options)
         self.passes = []
 
-    def _results(self, func, dataset, kwargs, halo, desc, dtype, riders=(), finite=True):
-        self.passes.append((func.__name__, dataset.scan_shape, [r.job.func.__name__ for r in riders]))
-        yield from super()._results(func, dataset, kwargs, halo, desc, dtype, riders, finite)
+    def _pass(self, job, dataset, halo, desc):
+        self.passes.append((job.name, dataset.scan_shape, [r.job.name for r in self._riders(dataset)]))
+        yield from super()._pass(job, dataset, halo, desc)
 
 
 @pytest.fixture(scope="module")

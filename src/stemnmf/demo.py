@@ -21,7 +21,7 @@ DEMO_CONFIG = {"features": {"representation": "aa"}, "nmf": {"k": "auto", "k_ran
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stemnmf.cli import _setup_logging
+    from stemnmf.cli import setup_logging
     from stemnmf.pipeline import run
     from stemnmf.simulate import simulate_to_file
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         verbose = False
         quiet = False
 
-    _setup_logging(_Verbosity)
+    setup_logging(_Verbosity)
     log = logging.getLogger("stemnmf.demo")
     start = time.perf_counter()
     scan = outdir / "scan.h5"

@@ -92,23 +92,10 @@ def _summary_means(block, chunk):
 
 
 def attach_vacuum(dataset: Dataset4D, engine: Engine) -> None:
-    """Let the engine's next pass over ``dataset`` also compute the analysis' vacuum test (no pass of its own).
+    """Let the engine's next pass over ``dataset`` also compute the analysis' vacuum test (no pass of its own)."""
+    from stemnmf.analysis import attach_vacuum_test
 
-    :func:`stemnmf.analysis.vacuum_mask` then finds its scattered fractions
-    stored (same kernel, options and dataset); with other options it reads
-    the data itself, so the result never depends on this.
-    """
-    import inspect
-
-    try:
-        from stemnmf.analysis.patterns import _scattered_fraction, _valid_pixels, vacuum_mask
-
-        level = inspect.signature(vacuum_mask).parameters["level"].default
-    except (ImportError, KeyError):  # the analysis changed: its vacuum test reads the data itself
-        log.debug("the vacuum test does not ride along with the features")
-        return
-    engine.attach(_scattered_fraction, dataset, mode="map", kwargs=dict(valid=_valid_pixels(dataset), level=float(level)),
-                  desc="vacuum")
+    attach_vacuum_test(dataset, engine)
 
 
 #: Share of the memory budget given to chunks of patterns in flight; the rest is for
@@ -332,7 +319,7 @@ def _load(source, config: Config):
         convergence_angle=i.convergence_angle,
     )
     if i.scan_shape:
-        from stemnmf.cli.options import parse_scan_shape
+        from stemnmf.io import parse_scan_shape
 
         options["scan_shape"] = parse_scan_shape(i.scan_shape)
     dataset = load(source, lazy=_lazy_for_budget(source, config), **options)
@@ -403,7 +390,7 @@ def _raw_spill(config: Config, dataset: Dataset4D, engine: Engine, outdir, clean
     """
     if config.features.representation != "raw":
         return None
-    from stemnmf.engine import _format_bytes
+    from stemnmf.engine import format_bytes
 
     nbytes = dataset.n_positions * _raw_width(config, dataset) * 4
     if 3 * nbytes <= _budget(config) * (1 - CHUNK_SHARE):
@@ -415,20 +402,20 @@ def _raw_spill(config: Config, dataset: Dataset4D, engine: Engine, outdir, clean
     os.close(fd)
     path = Path(name)
     cleanup.callback(lambda: path.unlink(missing_ok=True))
-    log.info("raw features (%s) do not fit the memory budget; writing them to %s", _format_bytes(nbytes), path)
+    log.info("raw features (%s) do not fit the memory budget; writing them to %s", format_bytes(nbytes), path)
     return path
 
 
 def _check_resident(X, config: Config) -> None:
     """Warn when the feature matrix and its working copies exceed the budget's share for them."""
-    from stemnmf.engine import _format_bytes
+    from stemnmf.engine import format_bytes
 
     share = _budget(config) * (1 - CHUNK_SHARE)
     if 4 * X.nbytes > share:
         log.warning(
             "the feature matrix (%s) and its working copies need more than the %s of the memory budget left "
             "beside the chunks; peak memory may exceed --memory-budget (raise it, or bin the scan)",
-            _format_bytes(X.nbytes), _format_bytes(share),
+            format_bytes(X.nbytes), format_bytes(share),
         )
 
 

@@ -30,6 +30,7 @@ from stemnmf.analysis.patterns import (
     minmax_scale,
     one_hot,
     raw_vs_nmf,
+    attach_vacuum_test,
     scattered_fraction,
     vacuum_mask,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "region_table",
     "score_clusters",
     "score_results",
+    "attach_vacuum_test",
     "scattered_fraction",
     "shape_descriptors",
     "threshold_map",

@@ -31,6 +31,7 @@ __all__ = [
     "cluster_mean_patterns",
     "dissimilarity",
     "raw_vs_nmf",
+    "attach_vacuum_test",
     "scattered_fraction",
     "vacuum_mask",
     "RAW_VS_NMF_DTYPE",
@@ -380,6 +381,18 @@ def scattered_fraction(dataset, *, level: float = 0.5, engine=None) -> np.ndarra
     kwargs = dict(valid=_valid_pixels(dataset), level=float(level))
     frac = engine.map(_scattered_fraction, dataset, kwargs=kwargs, desc="vacuum")
     return frac.reshape(dataset.scan_shape)
+
+
+def attach_vacuum_test(dataset, engine, *, level: float = 0.5) -> None:
+    """Let ``engine``'s next pass over ``dataset`` also compute the scattered fractions of :func:`vacuum_mask`.
+
+    A later :func:`vacuum_mask` (or :func:`scattered_fraction`) with the same
+    ``level``, dataset and engine then takes them from that pass instead of
+    reading the data again; with other options it reads the data itself, so
+    the result never depends on this.
+    """
+    kwargs = dict(valid=_valid_pixels(dataset), level=float(level))
+    engine.attach(_scattered_fraction, dataset, mode="map", kwargs=kwargs, desc="vacuum")
 
 
 def vacuum_mask(dataset, *, fraction: float = 0.1, level: float = 0.5, engine=None) -> np.ndarray:

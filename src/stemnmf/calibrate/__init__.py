@@ -12,7 +12,7 @@ bool, True = masked out), ``Dataset4D.origins`` ((sy, sx, 2) direct-beam
 ``Calibration.ellipse`` = (a, b, angle).
 """
 
-from stemnmf.calibrate._common import pattern_statistics
+from stemnmf.calibrate.common import pattern_statistics
 from stemnmf.calibrate.ellipse import EllipseFit, ellipse_points, find_ring, fit_ellipse, fit_ellipse_to_points
 from stemnmf.calibrate.geometry import (
     bin_coordinates,

@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 from scipy import ndimage, signal
 
-from stemnmf.calibrate._common import check_mask
+from stemnmf.calibrate.common import check_mask
 from stemnmf.errors import CalibrationError, ConfigError, DataValueError
 
 __all__ = ["EllipseFit", "fit_ellipse", "fit_ellipse_to_points", "find_ring", "ellipse_points"]

@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from stemnmf.calibrate._common import as_stack
+from stemnmf.calibrate.common import as_stack
 from stemnmf.errors import ConfigError
 
 __all__ = [

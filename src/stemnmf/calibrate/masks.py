@@ -7,7 +7,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from stemnmf.calibrate._common import check_mask
+from stemnmf.calibrate.common import check_mask
 from stemnmf.errors import CalibrationError, ConfigError, DataValueError
 
 __all__ = ["edge_mask", "beam_stop_mask", "combine_masks"]

@@ -30,7 +30,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from stemnmf.calibrate._common import as_stack, check_mask
+from stemnmf.calibrate.common import as_stack, check_mask
 from stemnmf.errors import CalibrationError, ConfigError
 
 __all__ = [
@@ -771,7 +771,7 @@ def measure_origins(
     CalibrationError
         No direct beam in the mean pattern, or in none of the patterns.
     """
-    from stemnmf.calibrate._common import pattern_statistics
+    from stemnmf.calibrate.common import pattern_statistics
     from stemnmf.engine import Engine
 
     if method not in ("com", "xcorr"):

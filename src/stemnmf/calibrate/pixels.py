@@ -26,7 +26,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from stemnmf.calibrate._common import as_stack, check_mask
+from stemnmf.calibrate.common import as_stack, check_mask
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = [

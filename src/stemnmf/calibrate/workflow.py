@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from stemnmf.calibrate._common import pattern_statistics
+from stemnmf.calibrate.common import pattern_statistics
 from stemnmf.calibrate.ellipse import EllipseFit, fit_ellipse
 from stemnmf.calibrate.geometry import (
     _check_factor,

@@ -17,7 +17,7 @@ import sys
 from stemnmf import __version__
 from stemnmf.errors import StemNMFError
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "setup_logging", "COMMANDS"]
 
 #: Subcommand modules, in the order ``stemnmf --help`` lists them.
 COMMANDS = ["info", "simulate", "run", "kscan", "score", "report", "reproduce"]
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(args) -> None:
+def setup_logging(args) -> None:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if level > logging.DEBUG else "%(name)s: %(message)s"))
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args)
+    setup_logging(args)
     try:
         return int(args._main(args) or 0)
     except StemNMFError as err:

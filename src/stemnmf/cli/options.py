@@ -5,26 +5,14 @@ from __future__ import annotations
 import argparse
 
 from stemnmf.errors import ConfigError
+from stemnmf.io import parse_scan_shape
 
 __all__ = [
     "add_calibration_options",
     "add_engine_options",
     "load_input",
     "engine_from_args",
-    "parse_scan_shape",
 ]
-
-
-def parse_scan_shape(text: str) -> tuple[int, int]:
-    """``'95x165'`` or ``'95,165'`` -> (95, 165)."""
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        sy, sx = (int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"cannot read the scan shape {text!r}", "write it as ROWSxCOLS, e.g. 95x165") from None
-    if sy < 1 or sx < 1:
-        raise ConfigError(f"scan shape {text!r} must be positive")
-    return sy, sx
 
 
 def _scan_shape_arg(text: str) -> tuple[int, int]:

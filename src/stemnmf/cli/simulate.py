@@ -71,7 +71,7 @@ def add_parser(subparsers):
 def main(args) -> int:
     from stemnmf.io import load, load_truth, save_scan
     from stemnmf.simulate import grains_per_position_fractions, simulate
-    from stemnmf.simulate.core import _check_output
+    from stemnmf.simulate.core import check_output_path
 
     overrides = dict(args.settings)
     if args.orientations is not None:
@@ -84,7 +84,7 @@ def main(args) -> int:
         overrides["noise"] = False
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads} must be at least 1")
-    _check_output(args.output, args.overwrite)
+    check_output_path(args.output, args.overwrite)
     if args.preview:
         from pathlib import Path
 

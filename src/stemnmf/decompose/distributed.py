@@ -35,7 +35,7 @@ from distributed import wait
 
 from stemnmf.decompose import kernels
 from stemnmf.decompose.blocks import RowBlocks
-from stemnmf.engine import aligned
+from stemnmf.engine.cluster import aligned
 from stemnmf.errors import SchedulerError, StemNMFError
 
 __all__ = ["DistributedRowBlocks", "MAX_RETRIES"]

@@ -278,7 +278,7 @@ def fit_lowrank(
     -------
     LowRankBasis
     """
-    from stemnmf.calibrate._common import as_stack, check_mask
+    from stemnmf.calibrate.common import as_stack, check_mask
     from stemnmf.engine import Engine
 
     max_rank = _check_options(rank, max_rank, oversample, n_power_iter)
@@ -329,7 +329,7 @@ def lowrank_denoise(
         float32, same shape as ``patterns``.
     basis : LowRankBasis
     """
-    from stemnmf.calibrate._common import as_stack
+    from stemnmf.calibrate.common import as_stack
 
     stack, lead = as_stack(patterns)
     if stack.shape[0] < 2:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from stemnmf.calibrate._common import as_stack, check_mask
+from stemnmf.calibrate.common import as_stack, check_mask
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = ["nsd", "nsd_background", "background_region", "NSDMatrix", "nsd_matrix", "compare_preprocessing"]

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
-from stemnmf.calibrate._common import as_stack, check_mask
+from stemnmf.calibrate.common import as_stack, check_mask
 from stemnmf.errors import CalibrationError, ConfigError
 
 __all__ = ["epattern", "epattern_dataset", "disk_kernel", "render_disks", "find_spots"]
@@ -299,7 +299,7 @@ def epattern_dataset(
     -------
     Dataset4D
     """
-    from stemnmf.calibrate._common import pattern_statistics
+    from stemnmf.calibrate.common import pattern_statistics
     from stemnmf.calibrate.origin import estimate_probe
     from stemnmf.engine import Engine
 

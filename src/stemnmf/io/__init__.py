@@ -2,7 +2,7 @@
 
 from stemnmf.io.dataset import Calibration, Dataset4D, electron_wavelength
 from stemnmf.io.files import atomic_output, file_checksum
-from stemnmf.io.load import LAZY_THRESHOLD, load
+from stemnmf.io.load import LAZY_THRESHOLD, load, parse_scan_shape
 from stemnmf.io.results import Results, load_results, save_results
 from stemnmf.io.scanfile import Truth, load_truth, save_scan
 from stemnmf.io.summary import ValueReport, check_values, intensity_summary
@@ -22,6 +22,7 @@ __all__ = [
     "load",
     "load_results",
     "load_truth",
+    "parse_scan_shape",
     "save_results",
     "save_scan",
 ]

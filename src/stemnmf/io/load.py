@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stemnmf.errors import FormatError, InputError, MemoryBudgetError, ScanShapeError, StemNMFError
+from stemnmf.errors import ConfigError, FormatError, InputError, MemoryBudgetError, ScanShapeError, StemNMFError
 from stemnmf.io.dataset import Calibration, Dataset4D
 from stemnmf.io.readers.layout import suggest_scan_shapes
 
@@ -56,12 +56,28 @@ def _available_memory() -> int | None:
         return None
 
 
+def parse_scan_shape(text: str) -> tuple[int, int]:
+    """``'95x165'`` or ``'95,165'`` -> (95, 165).
+
+    Raises
+    ------
+    ConfigError
+        If the text is not two positive integers.
+    """
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sy, sx = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"cannot read the scan shape {text!r}", "write it as ROWSxCOLS, e.g. 95x165") from None
+    if sy < 1 or sx < 1:
+        raise ConfigError(f"scan shape {text!r} must be positive")
+    return sy, sx
+
+
 def _check_scan_shape(scan_shape) -> tuple[int, int] | None:
     if scan_shape is None:
         return None
     if isinstance(scan_shape, str):
-        from stemnmf.cli.options import parse_scan_shape
-
         try:
             return parse_scan_shape(scan_shape)
         except StemNMFError as err:

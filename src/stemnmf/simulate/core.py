@@ -28,7 +28,8 @@ from stemnmf.simulate.render import (
 from stemnmf.simulate.rotations import matrix_to_quaternion
 from stemnmf.simulate.sample import make_sample
 
-__all__ = ["simulate", "simulate_to_file", "simulate_truth", "make_crystal", "grains_per_position_fractions", "LAZY_LIMIT"]
+__all__ = ["simulate", "simulate_to_file", "simulate_truth", "make_crystal", "grains_per_position_fractions", "check_output_path",
+           "LAZY_LIMIT"]
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def simulate(
     return dataset, truth
 
 
-def _check_output(path, overwrite: bool) -> Path:
+def check_output_path(path, overwrite: bool) -> Path:
     """Refuse an existing file (unless ``overwrite``) or a missing folder before any work is done."""
     path = Path(path)
     if path.exists() and not overwrite:
@@ -321,6 +322,6 @@ def simulate_to_file(
     ResultsError
         If the file exists and ``overwrite`` is False, or its folder is missing.
     """
-    path = _check_output(path, overwrite)
+    path = check_output_path(path, overwrite)
     dataset, truth = simulate(preset, scan=scan, det=det, seed=seed, lazy=True, n_threads=n_threads, **overrides)
     return save_scan(path, dataset, truth=truth, overwrite=overwrite)

@@ -34,6 +34,9 @@ from pathlib import Path
 
 from stemnmf.errors import FormatError
 from stemnmf.io.readers._common import Raw
+from stemnmf.io.readers.h5files import h5_kind, open_h5
+from stemnmf.io.readers.hdf5 import read_h5
+from stemnmf.io.readers.rosetta import read_with_rosettasciio
 from stemnmf.io.readers.sources import FrameSource
 
 __all__ = ["Raw", "FrameSource", "reader_for", "EXTENSIONS"]
@@ -42,11 +45,7 @@ __all__ = ["Raw", "FrameSource", "reader_for", "EXTENSIONS"]
 def _rosetta(plugin):
     def read(path, inner=None, **options):
         if inner is not None and plugin in ("hspy", "emd"):
-            from stemnmf.io.readers.hdf5 import read_h5
-
             return read_h5(path, inner=inner, **options)
-        from stemnmf.io.readers.rosetta import read_with_rosettasciio
-
         return read_with_rosettasciio(path, plugin, **options)
 
     read.__name__ = f"read_{plugin}"
@@ -64,14 +63,10 @@ def _lazy(module, name):
 
 
 def _read_emd(path: Path, inner=None, **options) -> Raw:
-    from stemnmf.io.readers.hdf5 import h5_kind, open_h5, read_h5
-
     with open_h5(path) as h5:
         kind = h5_kind(h5)
     if kind in ("emd1", "stemnmf", "plain") or inner is not None:
         return read_h5(path, inner=inner, **options)
-    from stemnmf.io.readers.rosetta import read_with_rosettasciio
-
     return read_with_rosettasciio(path, "emd", **options)
 
 

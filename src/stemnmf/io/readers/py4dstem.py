@@ -25,7 +25,7 @@ import numpy as np
 
 from stemnmf.errors import FormatError
 from stemnmf.io.readers._common import Raw, angle_mrad, length_nm, positive, reciprocal_per_angstrom
-from stemnmf.io.readers.hdf5 import _attr, open_h5, read_h5_dataset
+from stemnmf.io.readers.h5files import attr, open_h5, read_h5_dataset
 
 __all__ = ["read_emd1"]
 
@@ -35,10 +35,10 @@ def _arrays(h5: h5py.File) -> list[tuple[str, int, str]]:
     found = []
 
     def visit(name, obj):
-        if isinstance(obj, h5py.Group) and _attr(obj, "emd_group_type") == "array" and "data" in obj:
+        if isinstance(obj, h5py.Group) and attr(obj, "emd_group_type") == "array" and "data" in obj:
             data = obj["data"]
             if isinstance(data, h5py.Dataset) and data.ndim in (3, 4) and data.dtype.kind in "biuf":
-                found.append(("/" + name, data.ndim, str(_attr(obj, "python_class", ""))))
+                found.append(("/" + name, data.ndim, str(attr(obj, "python_class", ""))))
 
     h5.visititems(visit)
     return found
@@ -74,7 +74,7 @@ def _dims(group: h5py.Group, ndim: int) -> list[tuple[float | None, str]]:
             out.append((None, ""))
             continue
         values = dim[:2].astype(np.float64)
-        out.append((float(values[1] - values[0]), str(_attr(dim, "units", ""))))
+        out.append((float(values[1] - values[0]), str(attr(dim, "units", ""))))
     return out
 
 
@@ -143,7 +143,7 @@ def read_emd1(path: Path, inner: str | None = None, beam_energy: float | None = 
         array = read_h5_dataset(path, h5, group_path + "/data")
         cal_items = _metadata_group(h5, group_path, "calibration")
         dims = _dims(h5[group_path], ndim)
-        authoring = str(_attr(h5, "authoring_program", ""))
+        authoring = str(attr(h5, "authoring_program", ""))
     calibration, sources, notes = _calibration(cal_items, dims, ndim, beam_energy)
     metadata = {
         "dataset": group_path + "/data",

@@ -1,4 +1,4 @@
-"""Small helpers shared by the calibration modules."""
+"""Small helpers shared by the calibration modules and the filters: pattern stacks, masks, pattern statistics."""
 
 from __future__ import annotations
 
