@@ -152,19 +152,22 @@ def test_peak_memory_of_a_run_stays_within_the_budget(tiny_file, tmp_path):
 
 def test_a_file_larger_than_half_the_budget_is_read_on_demand_without_asking(tmp_path):
     from stemnmf.config import Config
+    from stemnmf.io import inspect_input
     from stemnmf.pipeline import _lazy_for_budget, _load
 
     path = tmp_path / "scan.npy"
     np.save(path, np.ones((8, 8, 64, 64), np.float32))  # 1 MiB + header
+    found = inspect_input(path)
+    assert found.size == path.stat().st_size and found.path == path and found.inner is None and not found.has_truth
     config = Config.from_dict({"run": {"memory_budget": "1536KiB"}})
-    assert _lazy_for_budget(path, config) is True
+    assert _lazy_for_budget(found, config) is True
     config.run.memory_budget = "1GiB"
-    assert _lazy_for_budget(path, config) is None  # load's own rule (small files in memory)
+    assert _lazy_for_budget(found, config) is None  # load's own rule (small files in memory)
     config.run.scheduler = "tcp://127.0.0.1:8786"
-    assert _lazy_for_budget(path, config) is True  # each worker reads its own rows
+    assert _lazy_for_budget(found, config) is True  # each worker reads its own rows
     config.input.lazy = False
-    assert _lazy_for_budget(path, config) is False  # the user's word wins
-    dataset, _, _ = _load(path, Config.from_dict({"run": {"memory_budget": "1536KiB"}}))
+    assert _lazy_for_budget(found, config) is False  # the user's word wins
+    dataset, _ = _load(path, Config.from_dict({"run": {"memory_budget": "1536KiB"}}))
     assert dataset.is_lazy
-    dataset, _, _ = _load(path, Config())
+    dataset, _ = _load(path, Config())
     assert not dataset.is_lazy

@@ -21,9 +21,19 @@ import numpy as np
 
 from stemnmf import __version__
 from stemnmf.config import Config, load_config, parse_k_range
-from stemnmf.engine import Engine
+from stemnmf.engine import Engine, format_bytes, parse_bytes
 from stemnmf.errors import ConfigError, DataValueError, ResultsError
-from stemnmf.io import Dataset4D, Results, file_checksum, load, load_truth, save_results
+from stemnmf.io import (
+    Dataset4D,
+    InputFile,
+    Results,
+    inspect_input,
+    load,
+    load_truth,
+    parse_scan_shape,
+    save_results,
+    split_input_path,
+)
 
 __all__ = ["run", "RunSummary", "summary_images", "prepare_outdir"]
 
@@ -105,8 +115,6 @@ CHUNK_SHARE = 0.5
 
 def make_engine(config: Config) -> Engine:
     """The engine of a run: chunks in flight get :data:`CHUNK_SHARE` of ``run.memory_budget``."""
-    from stemnmf.engine import parse_bytes
-
     budget = parse_bytes(config.run.memory_budget)
     return Engine(memory_budget=budget, chunk_share=CHUNK_SHARE, scheduler=config.run.scheduler or None)
 
@@ -199,9 +207,11 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
         _ = engine.client  # connect now: an unreachable scheduler fails before any work
 
     with timer.stage("load"):
-        dataset, input_name, checksum = _load(source, config)
-        if truth is None and input_name is not None:
-            truth = _truth_from_input(input_name)
+        dataset, found = _load(source, config)
+        input_name = None if found is None else found.name
+        checksum = None if found is None else found.checksum()
+        if truth is None and found is not None and found.has_truth:
+            truth = load_truth(found.path)
         elif truth is not None and not hasattr(truth, "labels"):
             truth = load_truth(truth)
         if isinstance(config.nmf.k, int) and config.nmf.k > dataset.n_positions:
@@ -306,10 +316,12 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
 
 
 def _load(source, config: Config):
+    """(dataset, InputFile or None) of what the run was given: a path, a Dataset4D or an array."""
     if isinstance(source, Dataset4D):
-        return source, source.source, (file_checksum(source.source) if source.source and Path(str(source.source).split(":/")[0]).exists() else None)
+        known = source.source and split_input_path(source.source)[0].exists()
+        return source, (inspect_input(source.source) if known else None)
     if isinstance(source, np.ndarray) or (hasattr(source, "shape") and hasattr(source, "dtype")):
-        return Dataset4D(source), None, None
+        return Dataset4D(source), None
     i = config.input
     options = dict(
         scan_step=i.scan_step,
@@ -319,32 +331,24 @@ def _load(source, config: Config):
         convergence_angle=i.convergence_angle,
     )
     if i.scan_shape:
-        from stemnmf.io import parse_scan_shape
-
         options["scan_shape"] = parse_scan_shape(i.scan_shape)
-    dataset = load(source, lazy=_lazy_for_budget(source, config), **options)
-    return dataset, str(source), file_checksum(source)
+    found = inspect_input(source)
+    return load(source, lazy=_lazy_for_budget(found, config), **options), found
 
 
-def _lazy_for_budget(source, config: Config) -> bool | None:
+def _lazy_for_budget(found: InputFile, config: Config) -> bool | None:
     """``input.lazy``, or True when unset and the run must not hold the scan whole.
 
     That is when the run goes to a cluster (each worker then reads its own rows) or the
     file is larger than half the memory budget; otherwise None (load's own rule).
     """
-    from stemnmf.engine import parse_bytes
-
     if config.input.lazy is not None:
         return config.input.lazy
     if config.run.scheduler:
         return True
-    path = Path(str(source).split(":/")[0])
-    try:
-        size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    except OSError:
-        return None
-    if size > parse_bytes(config.run.memory_budget) // 2:
-        log.info("%s is larger than half the memory budget (%s); reading it on demand", path, config.run.memory_budget)
+    if found.size > parse_bytes(config.run.memory_budget) // 2:
+        log.info("%s is larger than half the memory budget (%s); reading it on demand", found.path,
+                 config.run.memory_budget)
         return True
     return None
 
@@ -365,20 +369,6 @@ def _cluster_nsd(datasets: dict, mask) -> dict:
     return {"/analysis/nsd": np.asarray(rows, dtype=np.float32), "/analysis/nsd_labels": np.asarray(names)}
 
 
-def _truth_from_input(name: str):
-    path = Path(str(name).split(":/")[0])
-    if path.suffix.lower() not in (".h5", ".hdf5"):
-        return None
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as h5:
-            has_truth = "truth/labels" in h5
-    except OSError:
-        return None
-    return load_truth(path) if has_truth else None
-
-
 def _raw_spill(config: Config, dataset: Dataset4D, engine: Engine, outdir, cleanup) -> Path | None:
     """A scratch file for the raw feature matrix when it would not fit the memory budget, else None.
 
@@ -390,8 +380,6 @@ def _raw_spill(config: Config, dataset: Dataset4D, engine: Engine, outdir, clean
     """
     if config.features.representation != "raw":
         return None
-    from stemnmf.engine import format_bytes
-
     nbytes = dataset.n_positions * _raw_width(config, dataset) * 4
     if 3 * nbytes <= _budget(config) * (1 - CHUNK_SHARE):
         return None
@@ -408,8 +396,6 @@ def _raw_spill(config: Config, dataset: Dataset4D, engine: Engine, outdir, clean
 
 def _check_resident(X, config: Config) -> None:
     """Warn when the feature matrix and its working copies exceed the budget's share for them."""
-    from stemnmf.engine import format_bytes
-
     share = _budget(config) * (1 - CHUNK_SHARE)
     if 4 * X.nbytes > share:
         log.warning(
@@ -420,8 +406,6 @@ def _check_resident(X, config: Config) -> None:
 
 
 def _budget(config: Config) -> int:
-    from stemnmf.engine import parse_bytes
-
     return parse_bytes(config.run.memory_budget)
 
 

@@ -35,6 +35,7 @@ from distributed import wait
 
 from stemnmf.decompose import kernels
 from stemnmf.decompose.blocks import RowBlocks
+from stemnmf.decompose.nmf import FitResult, Iterations, frobenius_start, kl_eps
 from stemnmf.engine.cluster import aligned
 from stemnmf.errors import SchedulerError, StemNMFError
 
@@ -228,14 +229,12 @@ class DistributedRowBlocks(RowBlocks):
         return out
 
     def _iterate(self, Wt, H, setup, summary, callback):
-        from stemnmf.decompose.nmf import FitResult, _converged, _log_iter, frobenius_start, kl_eps
-
         client = self.client
         X_futures = self.persist()
         W_futures = self._scatter_weights(Wt, X_futures)
         k, m = H.shape
         kl = setup.loss == "kl"
-        losses: list[float] = []
+        iterations = Iterations(setup, callback)
         it = 0
         if kl:
             partial = kernels.KLPartial.zeros(k, m)
@@ -270,19 +269,13 @@ class DistributedRowBlocks(RowBlocks):
                     HHt64 = H64 @ H64.T
                     value = kernels.frobenius_objective(summary.sq_norm, H, HHt64, partial, l1_W=setup.l1_W,
                                                         l2_W=setup.l2_W, l1_H=setup.l1_H, l2_H=setup.l2_H)
-                losses.append(value)
-                _log_iter(setup, it, value)
-                if callback is not None:
-                    self._gather_weights(Wt, W_futures)
-                    if callback(it, Wt, H, value):
-                        break
-                if _converged(losses, setup.tol):
+                if iterations.stop(it, Wt, H, value, prepare=lambda: self._gather_weights(Wt, W_futures)):
                     break
             self._gather_weights(Wt, W_futures)
         finally:
             for future in W_futures:
                 future.release()
-        return FitResult(Wt, H, it, losses)
+        return FitResult(Wt, H, it, iterations.losses)
 
     def _gather_weights(self, Wt, futures) -> None:
         weights = [self.client.submit(_weights, f, pure=False) for f in futures]

@@ -118,18 +118,36 @@ def sweeps(length: int, k: int) -> int:
     return int(min(MAX_SWEEPS, max(1, 1 + 0.5 * length / max(k, 1))))
 
 
-def _converged(losses: list, tol: float) -> bool:
-    if tol <= 0 or len(losses) < 2:
-        return False
-    prev, cur = losses[-2], losses[-1]
-    return (prev - cur) <= tol * abs(prev)
+class Iterations:
+    """The objective after each iteration of a fit, and when to stop: one tail for every solver.
 
+    ``stop(it, Wt, H, value)`` records and logs ``value``, calls the fit's
+    ``callback(it, Wt, H, value)`` (after ``prepare()``, e.g. gathering W from
+    a cluster), and says whether to stop: when the callback returns True, or
+    when the objective fell by at most ``tol`` times its previous value.
+    """
 
-def _log_iter(setup: _Setup, it: int, value: float) -> None:
-    if setup.verbose and (it % 10 == 0 or it == 1):
-        log.info("NMF %s iteration %d: objective %.6g", setup.solver, it, value)
-    else:
-        log.debug("NMF %s iteration %d: objective %.6g", setup.solver, it, value)
+    def __init__(self, setup: _Setup, callback=None):
+        self.setup = setup
+        self.callback = callback
+        self.losses: list[float] = []
+
+    def stop(self, it: int, Wt: np.ndarray, H: np.ndarray, value: float, prepare=None) -> bool:
+        self.losses.append(value)
+        setup = self.setup
+        if setup.verbose and (it % 10 == 0 or it == 1):
+            log.info("NMF %s iteration %d: objective %.6g", setup.solver, it, value)
+        else:
+            log.debug("NMF %s iteration %d: objective %.6g", setup.solver, it, value)
+        if self.callback is not None:
+            if prepare is not None:
+                prepare()
+            if self.callback(it, Wt, H, value):
+                return True
+        if setup.tol <= 0 or len(self.losses) < 2:
+            return False
+        prev, cur = self.losses[-2], self.losses[-1]
+        return (prev - cur) <= setup.tol * abs(prev)
 
 
 def solve(
@@ -165,7 +183,7 @@ def kl_eps(summary: Summary) -> float:
 
 def _solve_kl(blocks, Wt, H, setup, summary, callback) -> FitResult:
     k, m = H.shape
-    losses: list[float] = []
+    iterations = Iterations(setup, callback)
     it = 0
     partial = kernels.KLPartial.zeros(k, m)
     eps = kl_eps(summary)
@@ -183,13 +201,9 @@ def _solve_kl(blocks, Wt, H, setup, summary, callback) -> FitResult:
             summary.total, H, partial, l1_W=setup.l1_W, l2_W=setup.l2_W, l1_H=setup.l1_H, l2_H=setup.l2_H
         )
         kernels.kl_h_step(H, partial, l1=setup.l1_H, l2=setup.l2_H)
-        losses.append(value)
-        _log_iter(setup, it, value)
-        if callback is not None and callback(it, Wt, H, value):
+        if iterations.stop(it, Wt, H, value):
             break
-        if _converged(losses, setup.tol):
-            break
-    return FitResult(Wt, H, it, losses)
+    return FitResult(Wt, H, it, iterations.losses)
 
 
 def frobenius_start(Wt, H, setup):
@@ -203,7 +217,7 @@ def frobenius_start(Wt, H, setup):
 
 
 def _solve_frobenius(blocks, Wt, H, setup, summary, callback) -> FitResult:
-    losses: list[float] = []
+    iterations = Iterations(setup, callback)
     it = 0
     partial, HHt64, solver, w_sweeps, h_sweeps = frobenius_start(Wt, H, setup)
     for it in range(1, setup.max_iter + 1):
@@ -224,13 +238,9 @@ def _solve_frobenius(blocks, Wt, H, setup, summary, callback) -> FitResult:
         value = kernels.frobenius_objective(
             summary.sq_norm, H, HHt64, partial, l1_W=setup.l1_W, l2_W=setup.l2_W, l1_H=setup.l1_H, l2_H=setup.l2_H
         )
-        losses.append(value)
-        _log_iter(setup, it, value)
-        if callback is not None and callback(it, Wt, H, value):
+        if iterations.stop(it, Wt, H, value):
             break
-        if _converged(losses, setup.tol):
-            break
-    return FitResult(Wt, H, it, losses)
+    return FitResult(Wt, H, it, iterations.losses)
 
 
 def solve_compressed(
@@ -254,7 +264,7 @@ def solve_compressed(
 def _solve_compressed(Q, B, Wt, H, setup, callback) -> FitResult:
     k, m = H.shape
     B_sq = float(np.einsum("ij,ij->", B, B, dtype=np.float64))
-    losses: list[float] = []
+    iterations = Iterations(setup, callback)
     it = 0
     Qt = Q.T
     w_sweeps = setup.w_sweeps or sweeps(m, k)
@@ -273,13 +283,9 @@ def _solve_compressed(Q, B, Wt, H, setup, callback) -> FitResult:
         value = kernels.frobenius_objective(
             B_sq, H, H64 @ H64.T, partial, l1_W=setup.l1_W, l2_W=setup.l2_W, l1_H=setup.l1_H, l2_H=setup.l2_H
         )
-        losses.append(value)
-        _log_iter(setup, it, value)
-        if callback is not None and callback(it, Wt, H, value):
+        if iterations.stop(it, Wt, H, value):
             break
-        if _converged(losses, setup.tol):
-            break
-    return FitResult(Wt, H, it, losses)
+    return FitResult(Wt, H, it, iterations.losses)
 
 
 def solve_w(

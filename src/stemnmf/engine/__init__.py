@@ -46,6 +46,7 @@ imports nothing from the layers above it.
 from stemnmf.engine.chunks import DEFAULT_MEMORY_BUDGET, RowChunk, format_bytes, parse_bytes, row_chunks
 from stemnmf.engine.core import Attached, Engine
 from stemnmf.engine.jobs import OUTPUT_MODES, Job
+from stemnmf.engine.keys import token
 from stemnmf.engine.transformed import TransformedRows
 
 __all__ = [
@@ -59,4 +60,5 @@ __all__ = [
     "format_bytes",
     "parse_bytes",
     "row_chunks",
+    "token",
 ]

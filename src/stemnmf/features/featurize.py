@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import logging
 import math
 import threading
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from stemnmf.engine import Engine
+from stemnmf.engine import Engine, token
 from stemnmf.errors import CalibrationError, ConfigError, DataValueError, InputError
 from stemnmf.features.angular import n_sectors, radial_bins
 from stemnmf.features.bragg import (
@@ -516,18 +515,6 @@ def _feature_kernel(block, chunk, *, plan: _Plan):
 # --------------------------------------------------------------------------------------
 
 
-def _token(*parts) -> str:
-    h = hashlib.sha1()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            h.update(str(part.shape).encode())
-            h.update(np.ascontiguousarray(part).tobytes())
-        else:
-            h.update(repr(part).encode())
-        h.update(b"|")
-    return h.hexdigest()
-
-
 def _vacuum_positions(region, scan_shape) -> np.ndarray:
     sy, sx = scan_shape
     if region is None:
@@ -846,7 +833,7 @@ def _polar_setup(reps, opts, shape, mask, ellipse, ref, origins, profiles, beam_
         edges = radial_bins(r_min, r_max, opts.r_step)
     steps = int(round(1.0 / opts.origin_step))
     spec = _PolarSpec(
-        token=_token(shape, mask, ellipse, int(opts.subpixel), rings, opts.sector_width, opts.sector_offset, edges),
+        token=token(shape, mask, ellipse, int(opts.subpixel), rings, opts.sector_width, opts.sector_offset, edges),
         shape=tuple(shape), valid=None if mask is None else ~mask, ellipse=ellipse, subpixel=int(opts.subpixel),
         steps=steps, rings=None if rings is None else rings.astype(np.float64), sector_width=float(opts.sector_width),
         sector_offset=float(opts.sector_offset), rv_edges=edges,

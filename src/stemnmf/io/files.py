@@ -10,7 +10,25 @@ from pathlib import Path
 
 from stemnmf.errors import InputError, ResultsError
 
-__all__ = ["atomic_output", "file_checksum", "FULL_CHECKSUM_LIMIT"]
+__all__ = ["atomic_output", "file_checksum", "split_input_path", "FULL_CHECKSUM_LIMIT"]
+
+#: Suffixes of files that may name a dataset inside them as ``FILE:/group/dataset``.
+CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".emd", ".hspy")
+
+
+def split_input_path(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """``'file.h5:/group/data'`` -> ``(Path('file.h5'), '/group/data')``; other paths -> ``(Path(path), None)``.
+
+    The one place a path with a dataset inside it is taken apart (a ``~`` is expanded).
+    """
+    text = os.fspath(path)
+    lower = text.lower()
+    for ext in CONTAINER_SUFFIXES:
+        i = lower.find(ext + ":")
+        if i >= 0:
+            cut = i + len(ext)
+            return Path(text[:cut]).expanduser(), text[cut + 1 :] or None
+    return Path(text).expanduser(), None
 
 #: Files up to this size are hashed whole; larger ones by a sample of blocks.
 FULL_CHECKSUM_LIMIT = 2 * 1024**3
@@ -76,7 +94,7 @@ def file_checksum(path: str | os.PathLike, *, full_limit: int = FULL_CHECKSUM_LI
     without reading 100 GB. A folder is hashed over its files in sorted order,
     names included. A ``file.h5:/dataset`` suffix is ignored.
     """
-    path = Path(str(path).split(":/", 1)[0]) if ":/" in str(path) else Path(path)
+    path, _ = split_input_path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist", "check the path")
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

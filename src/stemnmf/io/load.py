@@ -8,6 +8,7 @@ the calibration with the user's options and checks the values.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -16,9 +17,11 @@ import numpy as np
 
 from stemnmf.errors import ConfigError, FormatError, InputError, MemoryBudgetError, ScanShapeError, StemNMFError
 from stemnmf.io.dataset import Calibration, Dataset4D
+from stemnmf.io.files import file_checksum, split_input_path
 from stemnmf.io.readers.layout import suggest_scan_shapes
+from stemnmf.io.scanfile import has_truth
 
-__all__ = ["load", "LAZY_THRESHOLD", "SAMPLE_ROWS", "suggest_scan_shapes"]
+__all__ = ["InputFile", "inspect_input", "load", "parse_scan_shape", "LAZY_THRESHOLD", "SAMPLE_ROWS", "suggest_scan_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +31,49 @@ LAZY_THRESHOLD = 2 * 1024**3
 SAMPLE_ROWS = 16
 
 _CALIBRATION_FIELDS = ("scan_step", "q_pixel", "beam_energy", "camera_length", "convergence_angle")
-_SUFFIXES = (".h5", ".hdf5", ".hdf", ".emd", ".hspy")
 
 
-def _split_h5_path(path: str) -> tuple[str, str | None]:
-    """``'file.h5:/group/data'`` -> ``('file.h5', '/group/data')``."""
-    text = str(path)
-    lower = text.lower()
-    for ext in _SUFFIXES:
-        i = lower.find(ext + ":")
-        if i >= 0:
-            cut = i + len(ext)
-            return text[:cut], text[cut + 1 :] or None
-    return text, None
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+    """What a run needs to know of an input path before reading it (:func:`inspect_input`).
+
+    Attributes
+    ----------
+    name : str
+        The path as given, with a ``:/inner`` dataset if any.
+    path : pathlib.Path
+        The file or folder.
+    inner : str or None
+        The dataset inside an HDF5 file (``FILE:/group/dataset``).
+    size : int
+        Bytes on disk (a folder: all its files).
+    has_truth : bool
+        A stemnmf scan file with ground truth beside the data.
+    """
+
+    name: str
+    path: Path
+    inner: str | None
+    size: int
+    has_truth: bool
+
+    def checksum(self) -> str:
+        """:func:`~stemnmf.io.file_checksum` of the file or folder (reads it, or samples a large one)."""
+        return file_checksum(self.path)
+
+
+def inspect_input(source: str | os.PathLike) -> InputFile:
+    """The path, inner dataset, size and truth of an input, without reading its data.
+
+    Raises
+    ------
+    InputError
+        If the file or folder does not exist.
+    """
+    path, inner = split_input_path(source)
+    if not path.exists():
+        raise InputError(f"{path} does not exist", "check the path")
+    return InputFile(os.fspath(source), path, inner, _size_on_disk(path), has_truth(path))
 
 
 def _size_on_disk(path: Path) -> int:
@@ -194,8 +227,7 @@ def load(
     from stemnmf.io.readers._common import quiet_libraries
     from stemnmf.io.summary import apply_value_report, check_values
 
-    file_part, inner = _split_h5_path(os.fspath(path))
-    file_path = Path(file_part).expanduser()
+    file_path, inner = split_input_path(path)
     if not file_path.exists():
         raise InputError(f"{file_path} does not exist", "check the path")
     if file_path.is_file() and file_path.stat().st_size == 0:

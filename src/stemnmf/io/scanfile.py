@@ -29,7 +29,7 @@ from stemnmf.errors import FormatError, InputError
 from stemnmf.io.dataset import Dataset4D
 from stemnmf.io.files import atomic_output
 
-__all__ = ["save_scan", "Truth", "load_truth"]
+__all__ = ["save_scan", "Truth", "has_truth", "load_truth"]
 
 
 @dataclasses.dataclass
@@ -135,6 +135,18 @@ def save_scan(
                 for name, value in truth.extra.items():
                     group.create_dataset(name, data=value)
     return path
+
+
+def has_truth(path: str | os.PathLike) -> bool:
+    """True when ``path`` is an HDF5 file holding ground truth (``/truth/labels``)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".h5", ".hdf5") or not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as h5:
+            return "truth/labels" in h5
+    except OSError:
+        return False
 
 
 def load_truth(path: str | os.PathLike) -> Truth:

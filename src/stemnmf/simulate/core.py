@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stemnmf.engine import token
 from stemnmf.errors import ConfigError, ResultsError
 from stemnmf.io.dataset import Calibration, Dataset4D
 from stemnmf.io.scanfile import Truth, save_scan
@@ -76,11 +76,6 @@ def grains_per_position_fractions(grains_per_position) -> dict[str, float]:
     }
 
 
-def _token(params: SimulationParameters, seed: int) -> str:
-    text = json.dumps({"params": params.to_dict(), "seed": seed}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
 def _prepare(params: SimulationParameters, seed: int):
     """The crystal, optics, orientation set and sample of a parameter set."""
     crystal = make_crystal(params)
@@ -129,7 +124,7 @@ def _build(params: SimulationParameters, seed: int):
         amorphous_matrix=params.amorphous_matrix,
         min_intensity=params.min_intensity,
         max_scattered=params.max_scattered,
-        token=_token(params, seed),
+        token=token(json.dumps(params.to_dict(), sort_keys=True, default=str), seed),
     )
     return crystal, optics, sample, model, info, zone_axes
 

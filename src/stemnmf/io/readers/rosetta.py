@@ -59,17 +59,22 @@ _CHUNKED = ("dm", "blo", "mib", "mrc")
 _EXTRAS = {"zarr": "zspy", "numcodecs": "zspy", "msgpack": "zspy", "hdf5plugin": "arina", "mrcz": "mrcz"}
 
 
+def _missing_package(err: ImportError, plugin: str, name: str) -> FormatError:
+    """The FormatError for a package a plugin needs and does not find, naming the extra that brings it."""
+    extra = _EXTRAS.get(getattr(err, "name", "") or "", plugin)
+    return FormatError(
+        f"reading {name} files needs the Python package {err.name!r}, which is not installed",
+        f"pip install 'rosettasciio[{extra}]'",
+    )
+
+
 def call_reader(path: Path, plugin: str, **kwargs) -> list[dict]:
     """``file_reader(path, lazy=True, **kwargs)`` of a plugin, errors turned into FormatError."""
     module_name, name, _ = PLUGINS[plugin]
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        extra = _EXTRAS.get(getattr(err, "name", "") or "", plugin)
-        raise FormatError(
-            f"reading {name} files needs the Python package {err.name!r}, which is not installed",
-            f"pip install 'rosettasciio[{extra}]'",
-        ) from None
+        raise _missing_package(err, plugin, name) from None
     if plugin in _CHUNKED:
         # small chunks of whole frames (or scan rows): a chunk of a memory map is read whole
         # when any part of it is needed
@@ -82,11 +87,7 @@ def call_reader(path: Path, plugin: str, **kwargs) -> list[dict]:
     except StemNMFError:
         raise
     except ImportError as err:
-        extra = _EXTRAS.get(getattr(err, "name", "") or "", plugin)
-        raise FormatError(
-            f"reading {name} files needs the Python package {err.name!r}, which is not installed",
-            f"pip install 'rosettasciio[{extra}]'",
-        ) from None
+        raise _missing_package(err, plugin, name) from None
     except MemoryError:
         raise
     except (struct.error, EOFError) as err:

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stemnmf.engine import token
+from stemnmf.errors import FormatError
+
 __all__ = [
     "FrameSource",
     "H5Array",
@@ -52,12 +55,6 @@ def rows_per_chunk(row_bytes: int, storage_rows: int | None = None, target: int 
     if storage_rows and storage_rows > 0:
         rows = max(storage_rows, rows - rows % storage_rows)
     return rows
-
-
-def _token(*parts) -> str:
-    from dask.base import tokenize
-
-    return tokenize(*[str(p) for p in parts])
 
 
 def _file_stamp(path) -> tuple:
@@ -102,7 +99,7 @@ def dask_from_arraylike(arraylike, chunks, name_parts):
         asarray=False,
         lock=False,
         meta=np.empty((0,) * ndim, dtype=arraylike.dtype),
-        name="stemnmf-" + _token(*name_parts),
+        name="stemnmf-" + token(*[str(p) for p in name_parts]),
     )
 
 
@@ -634,8 +631,6 @@ class ImageFiles(FrameSource):
             image = read_image(name)
             image = to_gray(image, self.gray) if image.ndim == 3 else image
             if image.shape != self.frame_shape:
-                from stemnmf.errors import FormatError
-
                 raise FormatError(
                     f"image {name} is {image.shape[0]} x {image.shape[1]} pixels, unlike the first image "
                     f"({self.frame_shape[0]} x {self.frame_shape[1]})",
