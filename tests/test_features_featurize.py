@@ -164,7 +164,7 @@ def test_sectors_off_the_detector_at_some_origins_are_imputed(caplog):
     origins[1, 1] = (CENTRE[0], CENTRE[1] + 20)  # there sectors near 0 degrees lie off the detector
     ds = Dataset4D(data, origins=origins)
     rings = [(6, 14.5), (14.5, 21)]
-    with caplog.at_level("WARNING", logger="stemnmf.features.featurize"):
+    with caplog.at_level("WARNING", logger="stemnmf.features"):
         X, d = featurize(ds, "aa", engine=quiet(), scaling="none", rings=rings, subpixel=2)
     assert np.isfinite(X).all() and "column mean" in caplog.text
     direct = angular_average(data[1, 1], rings, tuple(origins[1, 1]), subpixel=2)
@@ -176,10 +176,10 @@ def test_sectors_off_the_detector_at_some_origins_are_imputed(caplog):
 
 def test_a_ring_mostly_off_the_detector_is_warned_about(caplog):
     ds = Dataset4D(spot_scan(2, 2, noise=False), Calibration(origin=CENTRE))
-    with caplog.at_level("WARNING", logger="stemnmf.features.featurize"):
+    with caplog.at_level("WARNING", logger="stemnmf.features"):
         X, d = featurize(ds, "aa", engine=quiet(), rings=[(6, 14.5), (14.5, 21)])
     assert "keeps only" not in caplog.text  # both rings lie on the 48 x 48 detector
-    with caplog.at_level("WARNING", logger="stemnmf.features.featurize"):
+    with caplog.at_level("WARNING", logger="stemnmf.features"):
         X, d = featurize(ds, "aa", engine=quiet(), rings=[(6, 14.5), (30, 40)])
     assert "ring 1 (30.0-40.0 px) keeps only" in caplog.text and "ring 0" not in caplog.text
     assert (d.columns["ring"] == 1).sum() < 36

@@ -20,7 +20,9 @@ from stemnmf.features.bragg import (
     synthetic_disk,
 )
 from stemnmf.features.description import COLUMN_DTYPE, FeatureDescription
-from stemnmf.features.featurize import REPRESENTATIONS, FeatureOptions, featurize, find_origin, parse_representation
+from stemnmf.features.featurize import featurize
+from stemnmf.features.options import REPRESENTATIONS, FeatureOptions, parse_representation
+from stemnmf.features.statistics import find_origin
 from stemnmf.features.geometry import correct_offsets, detector_coordinates, edge_radius, polar_coordinates
 from stemnmf.features.polar import PolarGeometry, polar_transform, radial_profile
 from stemnmf.features.raw import auto_bin, bin_patterns
