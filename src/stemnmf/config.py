@@ -36,6 +36,7 @@ __all__ = [
     "default_toml",
     "parse_k",
     "parse_k_range",
+    "parse_scan_shape",
 ]
 
 
@@ -91,6 +92,14 @@ class InputConfig:
     convergence_angle: float | None = option(None, "probe semi-convergence angle in mrad", metavar="MRAD")
     scan_shape: str | None = option(None, "scan shape of 3D stacks and image folders, e.g. 95x165", metavar="ROWSxCOLS")
     lazy: bool | None = option(None, "read on demand (default: when the file is larger than half the memory budget, 2 GiB or half the free memory, or with --scheduler)")
+
+    def load_options(self) -> dict:
+        """Keyword arguments of :func:`stemnmf.io.load` but ``lazy`` (a run decides it with its memory budget)."""
+        options = {name: getattr(self, name) for name in
+                   ("scan_step", "q_pixel", "beam_energy", "camera_length", "convergence_angle")}
+        if self.scan_shape:
+            options["scan_shape"] = self.scan_shape
+        return options
 
 
 @dataclasses.dataclass
@@ -254,6 +263,8 @@ class Config:
         """Check values that types alone do not catch; returns self."""
         self.nmf.k = parse_k(self.nmf.k)
         parse_k_range(self.nmf.k_range)
+        if self.input.scan_shape:
+            parse_scan_shape(self.input.scan_shape)
         for name in ("bin_q", "bin_scan"):
             if getattr(self.calibrate, name) < 1:
                 raise ConfigError(f"calibrate.{name}={getattr(self.calibrate, name)} must be at least 1")
@@ -392,6 +403,24 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"config file {path} is not valid TOML ({err})") from None
     return Config.from_dict(values, source=str(path))
 
+
+
+def parse_scan_shape(text: str) -> tuple[int, int]:
+    """``'95x165'`` or ``'95,165'`` -> (95, 165).
+
+    Raises
+    ------
+    ConfigError
+        If the text is not two positive integers.
+    """
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sy, sx = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"cannot read the scan shape {text!r}", "write it as ROWSxCOLS, e.g. 95x165") from None
+    if sy < 1 or sx < 1:
+        raise ConfigError(f"scan shape {text!r} must be positive")
+    return sy, sx
 
 # -- command line ------------------------------------------------------------------------------
 def _flag(field: dataclasses.Field) -> str:

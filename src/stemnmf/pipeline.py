@@ -30,7 +30,6 @@ from stemnmf.io import (
     inspect_input,
     load,
     load_truth,
-    parse_scan_shape,
     save_results,
     split_input_path,
 )
@@ -322,18 +321,8 @@ def _load(source, config: Config):
         return source, (inspect_input(source.source) if known else None)
     if isinstance(source, np.ndarray) or (hasattr(source, "shape") and hasattr(source, "dtype")):
         return Dataset4D(source), None
-    i = config.input
-    options = dict(
-        scan_step=i.scan_step,
-        q_pixel=i.q_pixel,
-        beam_energy=i.beam_energy,
-        camera_length=i.camera_length,
-        convergence_angle=i.convergence_angle,
-    )
-    if i.scan_shape:
-        options["scan_shape"] = parse_scan_shape(i.scan_shape)
     found = inspect_input(source)
-    return load(source, lazy=_lazy_for_budget(found, config), **options), found
+    return load(source, lazy=_lazy_for_budget(found, config), **config.input.load_options()), found
 
 
 def _lazy_for_budget(found: InputFile, config: Config) -> bool | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from stemnmf.cli.options import add_calibration_options, load_input
+from stemnmf.config import add_config_arguments, config_from_args
+from stemnmf.engine import format_bytes
+from stemnmf.io import load
 
 #: Lazy datasets are summarised from at most this many scan rows.
 SUMMARY_ROWS = 16
@@ -15,16 +17,8 @@ def add_parser(subparsers):
         description="Print the shape, dtype, size, calibration and a summary of intensities of a 4D-STEM scan.",
     )
     parser.add_argument("input", metavar="INPUT", help="a scan file, FILE.h5:/dataset, or a folder of images")
-    add_calibration_options(parser)
+    add_config_arguments(parser, sections=("input",))
     return parser
-
-
-def _size(nbytes: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.2f} {unit}"
-        nbytes /= 1024
-    return ""  # pragma: no cover
 
 
 def describe(dataset) -> list[str]:
@@ -41,7 +35,7 @@ def describe(dataset) -> list[str]:
         f"scan:              {sy} x {sx} positions ({dataset.n_positions} patterns)"
         + (f", shape from {shape_source}" if shape_source and shape_source != "the file" else ""),
         f"patterns:          {qy} x {qx} pixels, {dataset.dtype}",
-        f"size:              {_size(dataset.nbytes)} ({'lazy, read on demand' if dataset.is_lazy else 'in memory'})",
+        f"size:              {format_bytes(dataset.nbytes)} ({'lazy, read on demand' if dataset.is_lazy else 'in memory'})",
     ]
     cal = dataset.calibration
     units = {
@@ -71,6 +65,7 @@ def describe(dataset) -> list[str]:
 
 
 def main(args) -> int:
-    dataset = load_input(args)
+    config = config_from_args(args)
+    dataset = load(args.input, lazy=config.input.lazy, **config.input.load_options())
     print("\n".join(describe(dataset)))
     return 0

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stemnmf.errors import ConfigError, FormatError, InputError, MemoryBudgetError, ScanShapeError, StemNMFError
+from stemnmf.config import parse_scan_shape
+from stemnmf.errors import FormatError, InputError, MemoryBudgetError, ScanShapeError, StemNMFError
 from stemnmf.io.dataset import Calibration, Dataset4D
 from stemnmf.io.files import file_checksum, split_input_path
 from stemnmf.io.readers.layout import suggest_scan_shapes
@@ -87,24 +88,6 @@ def _available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
         return None
-
-
-def parse_scan_shape(text: str) -> tuple[int, int]:
-    """``'95x165'`` or ``'95,165'`` -> (95, 165).
-
-    Raises
-    ------
-    ConfigError
-        If the text is not two positive integers.
-    """
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        sy, sx = (int(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"cannot read the scan shape {text!r}", "write it as ROWSxCOLS, e.g. 95x165") from None
-    if sy < 1 or sx < 1:
-        raise ConfigError(f"scan shape {text!r} must be positive")
-    return sy, sx
 
 
 def _check_scan_shape(scan_shape) -> tuple[int, int] | None:
