@@ -14,7 +14,8 @@ import pytest
 import stemnmf
 from stemnmf.engine import Engine
 from stemnmf.io import save_scan
-from stemnmf.pipeline import run, summary_images
+from stemnmf.io import summary_images
+from stemnmf.pipeline import run
 
 
 class CountingEngine(Engine):
@@ -74,14 +75,16 @@ def test_a_lazy_run_reads_the_scan_six_times_and_fused_results_equal_their_own_p
 def test_raw_features_that_do_not_fit_go_to_disk_with_the_same_values(tiny_file, tmp_path):
     from stemnmf.calibrate import calibrate
     from stemnmf.features import featurize
-    from stemnmf.pipeline import raw_features_on_grid, raw_features_to_file
+    from stemnmf.decompose import RowBlocks
+    from stemnmf.features.raw_file import raw_features_on_grid, raw_features_to_file
 
     dataset, _ = calibrate(stemnmf.load(tiny_file, lazy=True), engine=Engine(progress=False))
     for scaling in ("none", "minmax"):
         X, description = featurize(dataset, "raw", engine=Engine(progress=False), scaling=scaling)
         X, shape = raw_features_on_grid(X, description)
-        blocks, on_disk, grid = raw_features_to_file(dataset, tmp_path / f"{scaling}.h5", engine=Engine(progress=False),
-                                                     scaling=scaling, block_rows=10)
+        rows, on_disk, grid = raw_features_to_file(dataset, tmp_path / f"{scaling}.h5", engine=Engine(progress=False),
+                                                   scaling=scaling, block_rows=10)
+        blocks = RowBlocks(rows, block_rows=10)
         assert grid == shape == (48, 48)
         np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), X, err_msg=scaling)
         np.testing.assert_array_equal(on_disk.scale_max, description.scale_max)

@@ -20,9 +20,13 @@ from typing import Any
 import numpy as np
 
 from stemnmf import __version__
+from stemnmf.analysis import attach_vacuum_test
 from stemnmf.config import Config, load_config, parse_k_range
+from stemnmf.decompose import RowBlocks
+from stemnmf.decompose.blocks import BLOCK_BYTES, default_threads
 from stemnmf.engine import Engine, format_bytes, parse_bytes
 from stemnmf.errors import ConfigError, DataValueError, ResultsError
+from stemnmf.features.raw_file import raw_features_on_grid, raw_features_to_file, raw_width
 from stemnmf.io import (
     Dataset4D,
     InputFile,
@@ -30,11 +34,13 @@ from stemnmf.io import (
     inspect_input,
     load,
     load_truth,
+    attach_summary,
     save_results,
     split_input_path,
+    summary_images,
 )
 
-__all__ = ["run", "RunSummary", "summary_images", "prepare_outdir"]
+__all__ = ["run", "RunSummary", "prepare_outdir"]
 
 log = logging.getLogger(__name__)
 
@@ -66,44 +72,8 @@ def _as_config(config) -> Config:
     raise ConfigError(f"cannot use a {type(config).__name__} as a configuration", "give a Config, a dict or a TOML path")
 
 
-def summary_images(dataset: Dataset4D, engine: Engine | None = None) -> dict[str, np.ndarray]:
-    """Mean intensity per position (sy, sx), and the mean and maximum pattern (qy, qx), in one pass.
-
-    When :func:`attach_summary` was called on the same engine and dataset
-    before a pass (e.g. the features'), the images come from that pass and
-    nothing is read here.
-    """
-    engine = engine or Engine(progress=False)
-    n = dataset.n_positions
-    means = attach_summary(dataset, engine)
-    totals, peak = engine.reduce(_summary_totals, dataset, combine=["sum", "max"], desc="summary")
-    return {
-        "/summary/mean_image": means.result().reshape(dataset.scan_shape).astype(np.float32),
-        "/summary/mean_pattern": (totals / n).astype(np.float32),
-        "/summary/max_pattern": peak.astype(np.float32),
-    }
-
-
-def attach_summary(dataset: Dataset4D, engine: Engine):
-    """Let the engine's next pass over ``dataset`` also compute :func:`summary_images` (no pass of its own)."""
-    engine.attach(_summary_totals, dataset, combine=["sum", "max"], desc="summary")
-    return engine.attach(_summary_means, dataset, mode="map", desc="summary")
-
-
-def _summary_totals(block, chunk):
-    own = block[chunk.own]
-    return own.sum(axis=(0, 1), dtype=np.float64), own.max(axis=(0, 1)).astype(np.float64)
-
-
-def _summary_means(block, chunk):
-    own = block[chunk.own]
-    return own.mean(axis=(2, 3), dtype=np.float64).reshape(-1)
-
-
 def attach_vacuum(dataset: Dataset4D, engine: Engine) -> None:
     """Let the engine's next pass over ``dataset`` also compute the analysis' vacuum test (no pass of its own)."""
-    from stemnmf.analysis import attach_vacuum_test
-
     attach_vacuum_test(dataset, engine)
 
 
@@ -242,9 +212,10 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
         options = config.features.featurize_options()
         spill = _raw_spill(config, dataset, engine, outdir, cleanup)
         if spill is not None:  # raw patterns that do not fit: written to a scratch file, never held whole
-            X, description, raw_shape = raw_features_to_file(dataset, spill, engine=engine, **options,
-                                                             block_rows=_block_rows(_raw_width(config, dataset),
-                                                                                    _budget(config)))
+            block_rows = _block_rows(raw_width(dataset.pattern_shape, config.features.raw_bin), _budget(config))
+            rows, description, raw_shape = raw_features_to_file(dataset, spill, engine=engine, **options,
+                                                                block_rows=block_rows)
+            X = RowBlocks(rows, block_rows=block_rows)
         else:
             X, description = featurize(dataset, config.features.representation, engine=engine, **options)
             _check_resident(X, config)
@@ -256,7 +227,10 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
     if config.features.representation == "raw" and raw_shape is None:
         X, raw_shape = raw_features_on_grid(X, description)
     with timer.stage("nmf"):
-        X = nmf_input(X, engine, cleanup)
+        if engine.scheduler is not None:  # row blocks persisted on the workers, where the iterations run
+            from stemnmf.decompose.distributed import nmf_input  # dask.distributed: only for a cluster run
+
+            X = nmf_input(X, engine, cleanup)
         W, H, kinfo = _factorise(X, config, dataset, raw_shape, engine, seed)
         datasets.update(kinfo)
         datasets["/components/patterns"] = np.asarray(H, dtype=np.float32)
@@ -369,7 +343,7 @@ def _raw_spill(config: Config, dataset: Dataset4D, engine: Engine, outdir, clean
     """
     if config.features.representation != "raw":
         return None
-    nbytes = dataset.n_positions * _raw_width(config, dataset) * 4
+    nbytes = dataset.n_positions * raw_width(dataset.pattern_shape, config.features.raw_bin) * 4
     if 3 * nbytes <= _budget(config) * (1 - CHUNK_SHARE):
         return None
     import tempfile
@@ -398,161 +372,11 @@ def _budget(config: Config) -> int:
     return parse_bytes(config.run.memory_budget)
 
 
-def _raw_width(config: Config, dataset: Dataset4D) -> int:
-    """Columns of the raw feature matrix on the binned grid."""
-    from stemnmf.features.raw import auto_bin
-
-    raw_bin = config.features.raw_bin
-    factor = auto_bin(dataset.pattern_shape) if raw_bin == "auto" else int(raw_bin)
-    qy, qx = dataset.pattern_shape
-    return (qy // factor) * (qx // factor)
-
-
-class ScaledRows:
-    """Rows of a feature matrix on disk, scaled as they are read (picklable, for NMF row blocks).
-
-    ``method`` 'minmax': ``(x - lo) * scale`` clipped to [0, 1] on the columns
-    in ``columns`` (others stay 0); 'pattern': each row divided by its maximum.
-    """
-
-    def __init__(self, source, method: str, lo=None, scale=None, columns=None):
-        self.source = source
-        self.method = method
-        self.lo, self.scale, self.columns = lo, scale, columns
-        self.shape = tuple(source.shape)
-        self.dtype = np.dtype(np.float32)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key):
-        rows = np.asarray(self.source[key], dtype=np.float32)
-        if self.method == "minmax":
-            cols = self.columns
-            part = (rows[:, cols] - self.lo) * self.scale
-            np.clip(part, 0.0, 1.0, out=part)
-            rows[:, cols] = part
-        elif self.method == "pattern":
-            peak = rows.max(axis=1, keepdims=True)
-            rows = rows / np.where(peak > 0, peak, 1.0)
-        return rows.astype(np.float32, copy=False)
-
-
-def _raw_grid_kernel(block, chunk, *, factor, mask, transform):
-    from stemnmf.features.raw import bin_patterns
-
-    own = block[chunk.own]
-    return bin_patterns(own.reshape(-1, *own.shape[2:]), factor, mask, transform=transform, drop_masked=False)
-
-
 def _block_rows(n_features: int, budget: int) -> int:
     """Rows per NMF row block of a matrix on disk: blocks in flight (2 per thread) and their
     working copies within the budget's share for per-position arrays."""
-    from stemnmf.decompose.blocks import BLOCK_BYTES, default_threads
-
     block_bytes = min(BLOCK_BYTES, budget * (1 - CHUNK_SHARE) / (8 * default_threads()))
     return max(1, int(block_bytes // (4 * max(1, n_features))))
-
-
-def raw_features_to_file(dataset: Dataset4D, path, *, engine: Engine, scaling: str = "none",
-                         block_rows: int | None = None, **options):
-    """Raw features written to an HDF5 file in one streamed pass, on the binned grid; never held whole.
-
-    The same values as :func:`stemnmf.featurize` with ``'raw'`` followed by
-    :func:`raw_features_on_grid` (masked bins are zero columns).
-
-    block_rows : int, optional
-        Rows per row block of the returned X (default about 8 MiB per block).
-
-    Returns
-    -------
-    X : RowBlocks
-        Row blocks over the file (scaled as they are read).
-    description : FeatureDescription
-        As featurize gives it (``scale_min`` / ``scale_max`` over every position).
-    raw_shape : (int, int)
-        The binned grid.
-    """
-    import h5py
-
-    from stemnmf.decompose import RowBlocks
-    from stemnmf.features import featurize
-    from stemnmf.io.readers.sources import H5Array
-
-    if scaling not in ("none", "minmax", "pattern"):
-        raise ConfigError(
-            f"scaling {scaling!r} is not available for raw features read from disk (they do not fit the memory budget)",
-            "use --scaling none, minmax or pattern, or raise --memory-budget",
-        )
-    # the description (columns, settings) from one scan row: it does not depend on the values
-    _, description = featurize(dataset.row_slice(0, 1), "raw", engine=Engine(progress=False), scaling="none", **options)
-    raw = description.settings["raw"]
-    shape = tuple(int(v) for v in raw["binned_shape"])
-    factor = int(raw["bin"])
-    mask = dataset.mask if raw["masked"] else None
-    m = shape[0] * shape[1]
-    with h5py.File(path, "w") as h5:
-        out = h5.create_dataset("X", shape=(dataset.n_positions, m), dtype=np.float32,
-                                chunks=(max(1, min(dataset.n_positions, (4 << 20) // (4 * m))), m))
-        engine.map(_raw_grid_kernel, dataset, kwargs=dict(factor=factor, mask=mask, transform=raw["transform"]),
-                   desc="features: raw", out=out)
-    source = H5Array(path, "/X", (dataset.n_positions, m), np.float32, None)
-    columns = description.columns
-    flat = (columns["qy"] // factor).astype(np.int64) * shape[1] + (columns["qx"] // factor).astype(np.int64)
-    lo = np.full(flat.size, np.inf, np.float32)
-    hi = np.full(flat.size, -np.inf, np.float32)
-    for _, block in RowBlocks(source, block_rows=block_rows):
-        np.minimum(lo, block[:, flat].min(axis=0), out=lo)
-        np.maximum(hi, block[:, flat].max(axis=0), out=hi)
-    description.scale_min, description.scale_max = lo, hi
-    description.settings["scaling"] = scaling
-    if scaling == "minmax":
-        span = (hi - lo).astype(np.float64)
-        scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0).astype(np.float32)
-        source = ScaledRows(source, "minmax", lo, scale, flat)
-    elif scaling == "pattern":
-        source = ScaledRows(source, "pattern")
-    return RowBlocks(source, block_rows=block_rows), description, shape
-
-
-def nmf_input(X, engine: Engine, cleanup: contextlib.ExitStack | None = None):
-    """X for the NMF: as it is in-process; on a cluster, row blocks persisted on the workers.
-
-    On a cluster (``engine.scheduler``) the iterations then run on the workers
-    (:mod:`stemnmf.decompose.distributed`), W row-local, with results equal to
-    the in-process ones. A feature matrix in memory is scattered once; one on
-    disk is read by each worker from the file (which must be on a shared file
-    system).
-    """
-    if engine.scheduler is None:
-        return X
-    from stemnmf.decompose import RowBlocks
-    from stemnmf.decompose.distributed import DistributedRowBlocks
-
-    # the same row blocks as in-process, so that the results are the same
-    source, block_rows = (X._array, X._block_rows) if isinstance(X, RowBlocks) else (X, None)
-    blocks = DistributedRowBlocks(source, engine.client, block_rows=block_rows)
-    if cleanup is not None:
-        cleanup.callback(blocks.release)
-    return blocks
-
-
-def raw_features_on_grid(X: np.ndarray, description) -> tuple[np.ndarray, tuple[int, int]]:
-    """Raw features with one column per bin of the binned detector, and that grid's shape.
-
-    Featurizing drops bins that are wholly masked; they come back as zero
-    columns, so that a row of H reshapes to a pattern.
-    """
-    raw = description.settings["raw"]
-    shape = tuple(int(v) for v in raw["binned_shape"])
-    if X.shape[1] == shape[0] * shape[1]:
-        return X, shape
-    columns = description.columns
-    factor = float(raw["bin"])
-    flat = (columns["qy"] // factor).astype(np.int64) * shape[1] + (columns["qx"] // factor).astype(np.int64)
-    full = np.zeros((X.shape[0], shape[0] * shape[1]), dtype=X.dtype)
-    full[:, flat] = X
-    return full, shape
 
 
 def _factorise(X, config: Config, dataset, raw_shape, engine, seed):

@@ -26,6 +26,7 @@ factors it started from, so it ends with the same result; after
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import threading
@@ -39,7 +40,7 @@ from stemnmf.decompose.nmf import FitResult, Iterations, frobenius_start, kl_eps
 from stemnmf.engine.cluster import aligned
 from stemnmf.errors import SchedulerError, StemNMFError
 
-__all__ = ["DistributedRowBlocks", "MAX_RETRIES"]
+__all__ = ["DistributedRowBlocks", "MAX_RETRIES", "nmf_input"]
 
 log = logging.getLogger(__name__)
 
@@ -289,3 +290,22 @@ def _cluster_error(err: Exception, where: str) -> SchedulerError:
         f"the dask cluster failed during {where} ({type(err).__name__}: {text})",
         "check the workers' memory and logs, then run again",
     )
+
+
+def nmf_input(X, engine, cleanup: contextlib.ExitStack | None = None):
+    """X for the NMF: as it is in-process; on a cluster, row blocks persisted on the workers.
+
+    On a cluster (``engine.scheduler``) the iterations then run on the workers
+    (:mod:`stemnmf.decompose.distributed`), W row-local, with results equal to
+    the in-process ones. A feature matrix in memory is scattered once; one on
+    disk is read by each worker from the file (which must be on a shared file
+    system).
+    """
+    if engine.scheduler is None:
+        return X
+    # the same row blocks as in-process, so that the results are the same
+    source, block_rows = (X._array, X._block_rows) if isinstance(X, RowBlocks) else (X, None)
+    blocks = DistributedRowBlocks(source, engine.client, block_rows=block_rows)
+    if cleanup is not None:
+        cleanup.callback(blocks.release)
+    return blocks

@@ -6,7 +6,7 @@ import numpy as np
 
 from stemnmf.errors import ConfigError
 
-__all__ = ["SCALINGS", "scale_features"]
+__all__ = ["SCALINGS", "minmax_factors", "minmax_scale_rows", "pattern_scale_rows", "scale_features"]
 
 SCALINGS = ("minmax", "robust", "pattern", "none")
 
@@ -55,10 +55,7 @@ def scale_features(X, method: str = "minmax", blocks=None):
     lo = X.min(axis=0)
     hi = X.max(axis=0)
     if method == "minmax":
-        span = (hi - lo).astype(np.float64)
-        scale = np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)
-        X = ((X - lo) * scale.astype(np.float32)).astype(np.float32)
-        np.clip(X, 0.0, 1.0, out=X)
+        X = minmax_scale_rows(X, lo, minmax_factors(lo, hi))
     elif method == "robust":
         base = np.median(X, axis=0)
         span = (hi - base).astype(np.float64)
@@ -68,10 +65,25 @@ def scale_features(X, method: str = "minmax", blocks=None):
         np.clip(X, 0.0, 1.0, out=X)
     elif method == "pattern":
         for block in blocks or [slice(0, X.shape[1])]:
-            part = X[:, block]
-            if part.shape[1] == 0:
-                continue
-            peak = part.max(axis=1, keepdims=True)
-            safe = np.where(peak > 0, peak, 1.0)
-            X[:, block] = part / safe
+            if X[:, block].shape[1]:
+                X[:, block] = pattern_scale_rows(X[:, block])
     return X, lo.astype(np.float32), hi.astype(np.float32)
+
+
+def minmax_factors(lo, hi) -> np.ndarray:
+    """float32 ``1 / (hi - lo)`` per column, 0 where the column is constant."""
+    span = (np.asarray(hi) - np.asarray(lo)).astype(np.float64)
+    return np.divide(1.0, span, out=np.zeros_like(span), where=span > 0).astype(np.float32)
+
+
+def minmax_scale_rows(rows, lo, factors) -> np.ndarray:
+    """``(rows - lo) * factors`` clipped to [0, 1], float32: min-max scaling with the whole scan's ``lo``."""
+    out = ((rows - lo) * factors).astype(np.float32)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def pattern_scale_rows(rows) -> np.ndarray:
+    """Each row divided by its maximum (rows whose maximum is not positive unchanged)."""
+    peak = rows.max(axis=1, keepdims=True)
+    return rows / np.where(peak > 0, peak, 1.0)

@@ -5,7 +5,7 @@ from stemnmf.io.files import atomic_output, file_checksum, split_input_path
 from stemnmf.io.load import LAZY_THRESHOLD, InputFile, inspect_input, load, parse_scan_shape
 from stemnmf.io.results import Results, load_results, save_results
 from stemnmf.io.scanfile import Truth, has_truth, load_truth, save_scan
-from stemnmf.io.summary import ValueReport, check_values, intensity_summary
+from stemnmf.io.summary import ValueReport, attach_summary, check_values, intensity_summary, summary_images
 
 __all__ = [
     "Calibration",
@@ -16,6 +16,7 @@ __all__ = [
     "Truth",
     "ValueReport",
     "atomic_output",
+    "attach_summary",
     "check_values",
     "electron_wavelength",
     "file_checksum",
@@ -29,4 +30,5 @@ __all__ = [
     "save_results",
     "save_scan",
     "split_input_path",
+    "summary_images",
 ]

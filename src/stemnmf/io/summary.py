@@ -24,10 +24,11 @@ import logging
 
 import numpy as np
 
+from stemnmf.engine import Engine
 from stemnmf.errors import DataValueError
 from stemnmf.io.dataset import Dataset4D
 
-__all__ = ["ValueReport", "check_values", "intensity_summary", "sample_rows", "FLOAT32_EXACT", "FLOAT32_MAX"]
+__all__ = ["ValueReport", "attach_summary", "summary_images", "check_values", "intensity_summary", "sample_rows", "FLOAT32_EXACT", "FLOAT32_MAX"]
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,6 @@ def intensity_summary(dataset: Dataset4D, engine=None, *, max_rows: int | None =
     dict
         ``min, max, mean, n_values, n_negative, n_zero, n_nonfinite, sampled_rows``.
     """
-    from stemnmf.engine import Engine
-
     engine = engine or Engine(progress=False)
     part = sample_rows(dataset, max_rows) if max_rows else dataset
     total = engine.reduce(_stats, part, combine=_combine, dtype=None, desc="summary")
@@ -234,8 +233,6 @@ def check_values(dataset: Dataset4D, engine=None, *, max_rows: int | None = None
     DataValueError
         If every value is NaN/Inf, or values exceed float32's range.
     """
-    from stemnmf.engine import Engine
-
     engine = engine or Engine(progress=False)
     part = sample_rows(dataset, max_rows) if max_rows else dataset
     counts, low, high, all_bad = engine.reduce(
@@ -279,3 +276,37 @@ def apply_value_report(dataset: Dataset4D, report: ValueReport, *, log_warnings:
         return dataset
     mask = report.nonfinite_pixels if dataset.mask is None else (dataset.mask | report.nonfinite_pixels)
     return dataset.replace(mask=mask)
+
+
+def summary_images(dataset: Dataset4D, engine: Engine | None = None) -> dict[str, np.ndarray]:
+    """Mean intensity per position (sy, sx), and the mean and maximum pattern (qy, qx), in one pass.
+
+    When :func:`attach_summary` was called on the same engine and dataset
+    before a pass (e.g. the features'), the images come from that pass and
+    nothing is read here.
+    """
+    engine = engine or Engine(progress=False)
+    n = dataset.n_positions
+    means = attach_summary(dataset, engine)
+    totals, peak = engine.reduce(_summary_totals, dataset, combine=["sum", "max"], desc="summary")
+    return {
+        "/summary/mean_image": means.result().reshape(dataset.scan_shape).astype(np.float32),
+        "/summary/mean_pattern": (totals / n).astype(np.float32),
+        "/summary/max_pattern": peak.astype(np.float32),
+    }
+
+
+def attach_summary(dataset: Dataset4D, engine: Engine):
+    """Let the engine's next pass over ``dataset`` also compute :func:`summary_images` (no pass of its own)."""
+    engine.attach(_summary_totals, dataset, combine=["sum", "max"], desc="summary")
+    return engine.attach(_summary_means, dataset, mode="map", desc="summary")
+
+
+def _summary_totals(block, chunk):
+    own = block[chunk.own]
+    return own.sum(axis=(0, 1), dtype=np.float64), own.max(axis=(0, 1)).astype(np.float64)
+
+
+def _summary_means(block, chunk):
+    own = block[chunk.own]
+    return own.mean(axis=(2, 3), dtype=np.float64).reshape(-1)
