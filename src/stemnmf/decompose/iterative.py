@@ -39,6 +39,7 @@ from stemnmf.decompose.nmf import (
     solve_compressed,
     solve_w,
 )
+from stemnmf.decompose.results import to_results
 from stemnmf.decompose.scree import pca_scree
 from stemnmf.errors import ConfigError, DataValueError
 
@@ -485,8 +486,6 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def to_results(self, W=None, scan_shape=None) -> dict:
         """``{path: value}`` for the results file; see :func:`stemnmf.decompose.to_results`."""
-        from stemnmf.decompose.results import to_results
-
         return to_results(self, W, scan_shape)
 
     @property

@@ -40,6 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 from stemnmf.decompose import kernels
 from stemnmf.decompose._random import check_random_state, nndsvd_init, qb, random_init, svd_from_qb
 from stemnmf.decompose.blocks import RowBlocks, Summary, as_blocks, blas_limit, default_threads
+from stemnmf.decompose.results import to_results
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = ["NMF", "SOLVERS", "INITS"]
@@ -714,8 +715,6 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     def to_results(self, W=None, scan_shape=None) -> dict:
         """``{path: value}`` for the results file; see :func:`stemnmf.decompose.to_results`."""
-        from stemnmf.decompose.results import to_results
-
         return to_results(self, W, scan_shape)
 
     @property

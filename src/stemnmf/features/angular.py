@@ -10,7 +10,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from stemnmf.errors import ConfigError
-from stemnmf.features.geometry import binning_operator, check_ellipse, polar_coordinates
+from stemnmf.features.geometry import binning_operator, check_ellipse, edge_radius, polar_coordinates
+from stemnmf.features.operators import OffsetTemplate, Window, apply_windows, radial_bins_of, window_half
 from stemnmf.features.polar import _as_batch, _check_mask, apply_mean
 from stemnmf.features.rings import check_rings
 
@@ -184,9 +185,6 @@ def radial_variance(
     True
     """
     import math
-
-    from stemnmf.features.geometry import edge_radius
-    from stemnmf.features.operators import OffsetTemplate, Window, apply_windows, radial_bins_of, window_half
 
     shape = tuple(int(n) for n in np.shape(patterns)[-2:])
     origin = _origin(shape, origin)

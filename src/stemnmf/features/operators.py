@@ -28,6 +28,7 @@ import threading
 import numpy as np
 import scipy.sparse as sp
 
+from stemnmf.features import polar
 from stemnmf.features.geometry import correct_offsets
 from stemnmf.features.polar import BATCH, BatchOperator, RadialResidual, entry_radii, profile_slopes
 
@@ -240,8 +241,6 @@ def _buffers(k: int, side: int):
 
 def release_products() -> None:
     """Drop the kept window terms, block-diagonal operators and this thread's buffers."""
-    from stemnmf.features import polar
-
     with _TERMS_LOCK:
         _TERMS.clear()
     with polar._BUILT_LOCK:

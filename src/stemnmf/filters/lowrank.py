@@ -29,6 +29,8 @@ import logging
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from stemnmf.calibrate.common import as_stack, check_mask
+from stemnmf.engine import Engine, RowChunk
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = ["LowRankBasis", "fit_lowrank", "lowrank_denoise", "lowrank_dataset", "apply_lowrank"]
@@ -136,8 +138,6 @@ class _ArraySource:
         self.block_rows = block_rows
 
     def reduce(self, func, kwargs):
-        from stemnmf.engine import RowChunk
-
         total = None
         n = self.stack.shape[0]
         for start in range(0, n, self.block_rows):
@@ -278,9 +278,6 @@ def fit_lowrank(
     -------
     LowRankBasis
     """
-    from stemnmf.calibrate.common import as_stack, check_mask
-    from stemnmf.engine import Engine
-
     max_rank = _check_options(rank, max_rank, oversample, n_power_iter)
     options = dict(
         rank=rank, max_rank=int(max_rank), oversample=int(oversample), n_power_iter=int(n_power_iter),
@@ -329,8 +326,6 @@ def lowrank_denoise(
         float32, same shape as ``patterns``.
     basis : LowRankBasis
     """
-    from stemnmf.calibrate.common import as_stack
-
     stack, lead = as_stack(patterns)
     if stack.shape[0] < 2:
         raise DataValueError("the low-rank denoiser needs at least two patterns")
@@ -364,8 +359,6 @@ def lowrank_dataset(
         Denoised, with ``metadata['lowrank']`` holding the rank and noise estimate.
     basis : LowRankBasis
     """
-    from stemnmf.engine import Engine
-
     engine = engine or Engine()
     basis = fit_lowrank(
         dataset, rank=rank, max_rank=max_rank, oversample=oversample, n_power_iter=n_power_iter,

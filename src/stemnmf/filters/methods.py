@@ -6,6 +6,9 @@ import inspect
 import logging
 
 from stemnmf.errors import ConfigError
+from stemnmf.filters.lowrank import lowrank_dataset
+from stemnmf.filters.peaks import epattern_dataset
+from stemnmf.filters.scan import scan_mean
 
 __all__ = ["METHODS", "preprocess"]
 
@@ -59,10 +62,6 @@ def preprocess(dataset, method: str = "none", *, engine=None, **options):
     ConfigError
         Unknown method or option.
     """
-    from stemnmf.filters.peaks import epattern_dataset
-    from stemnmf.filters.lowrank import lowrank_dataset
-    from stemnmf.filters.scan import scan_mean
-
     if method not in METHODS:
         raise ConfigError(f"preprocessing method {method!r} is unknown", f"use one of {', '.join(METHODS)}")
     if method == "none":

@@ -20,6 +20,7 @@ import numpy as np
 
 from stemnmf.calibrate.common import as_stack, check_mask
 from stemnmf.errors import ConfigError, DataValueError
+from stemnmf.filters.methods import preprocess
 
 __all__ = ["nsd", "nsd_background", "background_region", "NSDMatrix", "nsd_matrix", "compare_preprocessing"]
 
@@ -264,8 +265,6 @@ def compare_preprocessing(
     NSDMatrix
         Rows named after the methods ('none' is the raw data).
     """
-    from stemnmf.filters.methods import preprocess
-
     options = dict(options or {})
     unknown = set(options) - set(methods)
     if unknown:

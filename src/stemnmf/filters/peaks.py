@@ -29,7 +29,9 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 
-from stemnmf.calibrate.common import as_stack, check_mask
+from stemnmf.calibrate.common import as_stack, check_mask, pattern_statistics
+from stemnmf.calibrate.origin import estimate_probe
+from stemnmf.engine import Engine
 from stemnmf.errors import CalibrationError, ConfigError
 
 __all__ = ["epattern", "epattern_dataset", "disk_kernel", "render_disks", "find_spots"]
@@ -248,8 +250,6 @@ def epattern(
     n, qy, qx = stack.shape
     mask = check_mask(mask, (qy, qx))
     if disk_radius is None:
-        from stemnmf.calibrate.origin import estimate_probe
-
         disk_radius = estimate_probe(stack.mean(axis=0), mask=mask).radius
     out = np.empty((n, qy, qx), dtype=np.float32)
     for start in range(0, n, _BATCH):  # a few at a time: the FFT temporaries stay small
@@ -299,10 +299,6 @@ def epattern_dataset(
     -------
     Dataset4D
     """
-    from stemnmf.calibrate.common import pattern_statistics
-    from stemnmf.calibrate.origin import estimate_probe
-    from stemnmf.engine import Engine
-
     engine = engine or Engine()
     if disk_radius is None:
         mean, _ = pattern_statistics(dataset, engine)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stemnmf.engine import Engine
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = ["scan_mean_filter", "scan_mean"]
@@ -100,8 +101,6 @@ def scan_mean(dataset, *, size: int = 3, engine=None):
     Dataset4D
         Same shape, float32; mask, origins and calibration kept.
     """
-    from stemnmf.engine import Engine
-
     size = _check_size(size)
     engine = engine or Engine()
     return engine.transform(_scan_mean_kernel, dataset, kwargs={"half": size // 2}, halo=size // 2, desc="scan mean")

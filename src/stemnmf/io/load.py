@@ -16,11 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from stemnmf.config import parse_scan_shape
+from stemnmf.engine import Engine
 from stemnmf.errors import FormatError, InputError, MemoryBudgetError, ScanShapeError, StemNMFError
 from stemnmf.io.dataset import Calibration, Dataset4D
 from stemnmf.io.files import file_checksum, split_input_path
-from stemnmf.io.readers.layout import suggest_scan_shapes
+from stemnmf.io.readers import reader_for
+from stemnmf.io.readers._common import positive, quiet_libraries
+from stemnmf.io.readers.layout import arrange, native, row_reader, suggest_scan_shapes
 from stemnmf.io.scanfile import has_truth
+from stemnmf.io.summary import apply_value_report, check_values
 
 __all__ = ["InputFile", "inspect_input", "load", "parse_scan_shape", "LAZY_THRESHOLD", "SAMPLE_ROWS", "suggest_scan_shapes"]
 
@@ -145,8 +149,6 @@ def _read_error(file_path: Path, err: Exception) -> FormatError:
 
 
 def _calibration(raw, overrides: dict) -> tuple[Calibration, dict]:
-    from stemnmf.io.readers._common import positive
-
     values, sources = {}, {}
     for key, value in raw.calibration.items():
         if key in _CALIBRATION_FIELDS:
@@ -205,11 +207,6 @@ def load(
     InputError, FormatError, ScanShapeError, DataValueError, MemoryBudgetError
         With one line naming the problem and the fix.
     """
-    from stemnmf.io.readers import reader_for
-    from stemnmf.io.readers.layout import arrange, native, row_reader
-    from stemnmf.io.readers._common import quiet_libraries
-    from stemnmf.io.summary import apply_value_report, check_values
-
     file_path, inner = split_input_path(path)
     if not file_path.exists():
         raise InputError(f"{file_path} does not exist", "check the path")
@@ -258,8 +255,6 @@ def load(
     # lazy: one sampled row at a time, so that the check stays small whatever the row size
     check_engine = None
     if dataset.is_lazy:
-        from stemnmf.engine import Engine
-
         check_engine = Engine(progress=False, n_threads=1, chunk_rows=1, memory_budget=2**62)
     report = check_values(dataset, check_engine, max_rows=SAMPLE_ROWS if dataset.is_lazy else None)
     dataset = apply_value_report(dataset, report)

@@ -18,6 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from stemnmf import __version__
 from stemnmf.errors import ResultsError
 from stemnmf.io.files import atomic_output
 
@@ -216,8 +217,6 @@ def save_results(results: Results, path: str | os.PathLike, *, overwrite: bool =
         If the datasets break the contract of DESIGN.md, or ``path`` exists
         and ``overwrite`` is False.
     """
-    from stemnmf import __version__
-
     _check_schema(results)
     path = Path(path)
     results.attrs.setdefault("stemnmf_version", __version__)

@@ -25,6 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from stemnmf.engine import row_chunks
 from stemnmf.errors import FormatError, InputError
 from stemnmf.io.dataset import Dataset4D
 from stemnmf.io.files import atomic_output
@@ -99,8 +100,6 @@ def save_scan(
     The patterns are written one chunk of scan rows at a time, so a lazy
     dataset is never loaded whole.
     """
-    from stemnmf.engine import row_chunks
-
     path = Path(path)
     sy, sx, qy, qx = dataset.shape
     row_bytes = max(1, sx * qy * qx * dataset.dtype.itemsize)

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from stemnmf.errors import FormatError
+from stemnmf.io.dataset import electron_wavelength
+
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +271,6 @@ def calibration_from_axes(axes, ndim: int, beam_energy: float | None = None) -> 
     notes : list of str
         What could not be converted, for the metadata and the log.
     """
-    from stemnmf.io.dataset import electron_wavelength
-
     axes = sorted(axes, key=lambda a: a.get("index_in_array", 0)) if axes else []
     cal: dict = {}
     notes: list[str] = []

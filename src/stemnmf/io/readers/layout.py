@@ -18,6 +18,7 @@ from stemnmf.io.readers._common import Raw, scan_shape_from_name
 from stemnmf.io.readers.sources import (
     CHUNK_BYTES,
     FrameSource,
+    RowReader,
     dask_from_arraylike,
     read_all,
     rows_per_chunk,
@@ -145,8 +146,6 @@ def row_reader(raw: Raw, data):
     Array-likes (HDF5, .npy) and frame sources are read straight from the
     file; data a reader returned as a dask array is read through dask (None).
     """
-    from stemnmf.io.readers.sources import RowReader
-
     source = raw.data
     if not _is_dask(data) or _is_dask(source) or isinstance(source, np.ndarray):
         return None

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from stemnmf.errors import FormatError
+from stemnmf.io.dataset import electron_wavelength
 from stemnmf.io.readers._common import Raw, angle_mrad, length_nm, positive, reciprocal_per_angstrom
 from stemnmf.io.readers.h5files import attr, open_h5, read_h5_dataset
 
@@ -80,8 +81,6 @@ def _dims(group: h5py.Group, ndim: int) -> list[tuple[float | None, str]]:
 
 def _calibration(cal: dict, dims, ndim: int, beam_energy: float | None) -> tuple[dict, dict, list[str]]:
     """Calibration fields, where each came from, and notes."""
-    from stemnmf.io.dataset import electron_wavelength
-
     out, source, notes = {}, {}, []
     r_size, r_units = cal.get("R_pixel_size"), cal.get("R_pixel_units")
     q_size, q_units = cal.get("Q_pixel_size"), cal.get("Q_pixel_units")

@@ -15,6 +15,7 @@ import numpy as np
 
 from stemnmf.errors import FormatError
 from stemnmf.io.readers._common import Raw, calibration_from_axes
+from stemnmf.io.readers.rosetta import call_reader
 from stemnmf.io.readers.sources import RawFrames, TiffFrames
 
 __all__ = ["read_tiff"]
@@ -94,8 +95,6 @@ def read_tiff(path: Path, beam_energy=None, **_) -> Raw:
 
 
 def _calibration(path: Path, ndim: int, beam_energy):
-    from stemnmf.io.readers.rosetta import call_reader
-
     try:
         signals = call_reader(path, "tiff")
     except FormatError as err:
