@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from stemnmf.io import Results, atomic_output, load_results
 from stemnmf.report import figures
+from stemnmf.report.explorer import CSP, explorer_html
 
 __all__ = ["write_report", "render_html"]
 
@@ -178,10 +179,12 @@ def render_html(results: Results, title: str = "stemnmf report") -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         _summary(results),
         _timings(results),
+        explorer_html(results),
     ]
     for heading, note, funcs in SECTIONS:
         images = []
