@@ -40,7 +40,7 @@
   var ratio = D.overlap ? typed(D.overlap.ratio, "f32") : null;
 
   var state = {map: 0, y: Math.floor(SY / 2), x: Math.floor(SX / 2), shown: null, region: null,
-    threshold: Number(el("ex-threshold").value) / 100, sort: null, descending: false, filter: ""};
+    threshold: Math.fround(Number(el("ex-threshold").value) / 100), sort: null, descending: false, filter: ""};
 
   // ---- maps ----------------------------------------------------------------------------------
   function sizeCanvas(canvas, overlay, h, w, side) {
@@ -381,7 +381,7 @@
   var overlapIndex = D.maps.map(function (m) { return m.kind; }).indexOf("overlap");
   el("ex-threshold").addEventListener("input", function () {
     var v = Number(el("ex-threshold").value);
-    state.threshold = v / 100; el("ex-threshold-value").textContent = v + " %";
+    state.threshold = Math.fround(v / 100); el("ex-threshold-value").textContent = v + " %";
     if (overlapIndex >= 0) { state.map = overlapIndex; select_.value = String(overlapIndex); drawMap(); }
   });
   if (overlapIndex < 0) { el("ex-overlap-control").style.display = "none"; }
