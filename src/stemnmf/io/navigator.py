@@ -95,10 +95,11 @@ def bin_pattern_stack(patterns: np.ndarray, factor: int, mask: np.ndarray | None
 
     Masked pixels (``mask`` True), NaN and negative values count as 0.
     """
-    patterns = np.asarray(patterns, dtype=np.float32)
+    patterns = np.array(patterns, dtype=np.float32)  # one working copy
     if mask is not None:
-        patterns = np.where(mask, np.float32(0), patterns)
-    patterns = np.where(patterns > 0, patterns, np.float32(0))  # NaN and negatives -> 0
+        patterns[..., np.asarray(mask, bool)] = 0
+    np.nan_to_num(patterns, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    np.maximum(patterns, 0, out=patterns)
     qy, qx = patterns.shape[-2:]
     by, bx = qy // factor, qx // factor
     cropped = patterns[..., : by * factor, : bx * factor]
