@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from stemnmf.io import Results, save_results
-from stemnmf.io.navigator import bin_pattern_stack, navigator_geometry, navigator_results
+from stemnmf.io.navigator import bin_pattern_stack, navigator_geometry, navigator_results, quantise_log
 from stemnmf.report import write_report
 
 
@@ -73,7 +73,8 @@ def synthetic_results(n: int, q: int, k: int, dose: float, seed: int) -> Results
     df_mask = ((r >= q / 25) & (r <= 0.47 * q)).astype(np.float32)
     bf = dose * weights @ np.einsum("kij,ij->k", patterns, bf_mask)
     df = dose * weights @ np.einsum("kij,ij->k", patterns, df_mask)
-    nav = navigator_results(np.arange(len(stack)), stack, bf, df, factor=factor, stride=stride,
+    codes, scale = quantise_log(stack)
+    nav = navigator_results(np.arange(len(stack)), codes, scale, bf, df, factor=factor, stride=stride,
                             geometry={"origin": [c, c], "bf_radius": q / 50, "df_inner": q / 25, "df_outer": 0.47 * q},
                             scan_shape=(n, n))
     maps = np.moveaxis(weights, -1, 0)

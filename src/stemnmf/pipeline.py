@@ -24,7 +24,7 @@ from stemnmf.config import Config, load_config, parse_k_range
 from stemnmf.engine import Engine
 from stemnmf.errors import ConfigError, DataValueError, ResultsError
 from stemnmf.io import Dataset4D, Results, file_checksum, load, load_truth, save_results
-from stemnmf.io.navigator import attach_navigator
+from stemnmf.io.navigator import NAVIGATOR_BUDGET, attach_navigator
 
 __all__ = ["run", "RunSummary", "summary_images", "prepare_outdir"]
 
@@ -240,8 +240,9 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
     # the summary images and the analysis' vacuum test ride along with the first pass of the features
     attach_summary(dataset, engine)
     attach_vacuum(dataset, engine)
-    navigator = attach_navigator(dataset, engine, origin=datasets.get("/calibration/origin"),
-                                 probe_radius=datasets.get("/calibration/probe_radius"))  # the report's explorer
+    navigator = attach_navigator(dataset, engine, origin=datasets.get("/calibration/origin"),  # the report's explorer
+                                 probe_radius=datasets.get("/calibration/probe_radius"),
+                                 budget=min(NAVIGATOR_BUDGET, _budget(config) // 16))
     raw_shape = None
     with timer.stage("features"):
         from stemnmf.features import featurize

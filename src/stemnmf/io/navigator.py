@@ -8,12 +8,13 @@ stored as
 
 * ``/navigator/patterns`` (ny, nx, b, b) uint8: the pattern at scan position
   (y * s, x * s), binned by ``bin`` (mean of bin x bin detector pixels, the
-  detector cropped to a multiple of ``bin``, masked pixels and negative
-  values read as 0) and quantised on a log scale:
+  detector cropped to a multiple of ``bin``, masked pixels, NaN and negative
+  values read as 0) and quantised on a log scale of its own:
   ``code = round(255 * log1p(v / f) / log1p(vmax / f))`` with
-  ``f, vmax = /navigator/scale`` (``vmax`` the largest binned value,
-  ``f = vmax / 10**4``); decode with ``v = f * expm1(code / 255 * log1p(vmax / f))``;
-* ``/navigator/scale`` (2,) float64: ``f, vmax``;
+  ``f, vmax = /navigator/scale[y, x]`` (``vmax`` the pattern's largest binned
+  value, ``f = vmax / 10**4``); decode with
+  ``v = f * expm1(code / 255 * log1p(vmax / f))``;
+* ``/navigator/scale`` (ny, nx, 2) float32: ``f, vmax`` of each pattern (1, 1 for an empty one);
 * ``/navigator/stride`` () int: ``s``, the scan subsampling (1 keeps every position);
 * ``/navigator/bin`` () int: the detector bin factor;
 * ``/navigator/virtual_bf``, ``/navigator/virtual_df`` (sy, sx) float32: at every
@@ -23,8 +24,13 @@ stored as
 * ``/navigator/detector``: JSON with ``origin`` (qy, qx), ``bf_radius``,
   ``df_inner``, ``df_outer`` in detector pixels.
 
+Each chunk's patterns are quantised where they are read, so the pass
+gathers only the uint8 stack (and one scale per pattern), never the patterns
+in float.
+
 Size rule (:func:`navigator_geometry`): the stack holds at most
-``budget`` bytes (default :data:`NAVIGATOR_BUDGET`, 12 MiB). The detector
+``budget`` bytes (default :data:`NAVIGATOR_BUDGET`, 12 MiB; a run gives it
+the smaller of that and a sixteenth of its memory budget). The detector
 is binned to at most :data:`MAX_SIDE` pixels a side; when the whole scan
 does not fit, to at most :data:`MIN_SIDE`; when it still does not fit, the
 scan is subsampled with the smallest stride ``s`` that fits. Maps (virtual
@@ -107,45 +113,66 @@ def bin_pattern_stack(patterns: np.ndarray, factor: int, mask: np.ndarray | None
     return cropped.reshape(shape).mean(axis=(-3, -1), dtype=np.float64).astype(np.float32)
 
 
-def quantise_log(values: np.ndarray, vmax: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 codes of non-negative ``values`` on a log scale, and ``(f, vmax)`` to decode them.
+def quantise_log(patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 codes of non-negative patterns (..., by, bx), each on a log scale of its own, and the scales.
 
-    ``code = round(255 * log1p(v / f) / log1p(vmax / f))``, ``f = vmax / 10**4``;
-    values above ``vmax`` get 255. All-zero input gives zeros and ``(1, 1)``.
+    ``code = round(255 * log1p(v / f) / log1p(vmax / f))`` with ``vmax`` the
+    pattern's largest value and ``f = vmax / 10**4``. Returns the codes and
+    ``scale`` (..., 2) float32 holding ``f, vmax``; an all-zero pattern gives
+    zeros and ``(1, 1)``.
     """
-    values = np.clip(np.asarray(values, dtype=np.float64), 0, None)
-    vmax = float(values.max()) if vmax is None and values.size else float(vmax or 0)
-    if not vmax > 0:
-        return np.zeros(values.shape, np.uint8), np.array([1.0, 1.0])
-    floor = vmax / LOG_RANGE
-    codes = np.rint(255 * np.log1p(values / floor) / math.log1p(vmax / floor))
-    return np.clip(codes, 0, 255).astype(np.uint8), np.array([floor, vmax])
+    values = np.maximum(np.asarray(patterns, dtype=np.float32), 0)
+    vmax = values.max(axis=(-2, -1), initial=0.0)
+    empty = ~(vmax > 0)
+    vmax = np.where(empty, np.float32(1), vmax).astype(np.float32)
+    floor = np.where(empty, np.float32(1), vmax / np.float32(LOG_RANGE)).astype(np.float32)
+    span = np.where(empty, np.float32(1), np.float32(math.log1p(LOG_RANGE)))
+    codes = np.log1p(values / floor[..., None, None])
+    codes *= (255 / span)[..., None, None]
+    codes = np.clip(np.rint(codes), 0, 255).astype(np.uint8)
+    return codes, np.stack([floor, vmax], axis=-1)
 
 
 def dequantise_log(codes: np.ndarray, scale) -> np.ndarray:
-    """The values of :func:`quantise_log` codes (float64)."""
-    floor, vmax = (float(v) for v in scale)
-    return floor * np.expm1(np.asarray(codes, dtype=np.float64) / 255 * math.log1p(vmax / floor))
+    """The values (float64) of :func:`quantise_log` codes (..., by, bx) with their scales (..., 2)."""
+    scale = np.asarray(scale, dtype=np.float64)
+    floor, vmax = scale[..., 0, None, None], scale[..., 1, None, None]
+    return floor * np.expm1(np.asarray(codes, dtype=np.float64) / 255 * np.log1p(vmax / floor))
 
 
 def _concatenate(a, b):
     return np.concatenate([a, b])
 
 
+#: Patterns handled at a time inside a chunk (bounds the kernel's working copies).
+GROUP = 16
+
+
 def _navigator_kernel(block, chunk, *, factor, stride, mask, bf, df):
-    """Per chunk: flat indices of the kept positions, their binned patterns, and BF/DF of every position."""
+    """Per chunk: flat indices of the kept positions, their quantised patterns and scales, and BF/DF of every position.
+
+    Patterns are taken 16 at a time, so the working copies stay small whatever the chunk.
+    """
     own = block[chunk.own]
     rows, sx = own.shape[:2]
     flat = own.reshape(rows * sx, *own.shape[2:])
-    bf_sum = np.einsum("nij,ij->n", flat, bf, dtype=np.float64)
-    df_sum = np.einsum("nij,ij->n", flat, df, dtype=np.float64)
+    sums = np.empty((len(flat), 2), np.float64)
+    for start in range(0, len(flat), GROUP):
+        group = flat[start : start + GROUP]
+        sums[start : start + GROUP, 0] = np.einsum("nij,ij->n", group, bf, dtype=np.float64)
+        sums[start : start + GROUP, 1] = np.einsum("nij,ij->n", group, df, dtype=np.float64)
     y = np.arange(chunk.start, chunk.stop)
     keep_rows = np.flatnonzero(y % stride == 0)
     keep_cols = np.arange(0, sx, stride)
-    kept = own[keep_rows][:, keep_cols]
     index = ((y[keep_rows][:, None] // stride) * math.ceil(sx / stride) + keep_cols[None, :] // stride).reshape(-1)
-    binned = bin_pattern_stack(kept.reshape(-1, *own.shape[2:]), factor, mask)
-    return index.astype(np.int64), binned, bf_sum, df_sum
+    kept = [(r, c) for r in keep_rows for c in keep_cols]
+    codes = np.empty((len(kept), *((n // factor) for n in own.shape[2:])), np.uint8)
+    scale = np.empty((len(kept), 2), np.float32)
+    for start in range(0, len(kept), GROUP):
+        part = kept[start : start + GROUP]
+        patterns = own[[r for r, _ in part], [c for _, c in part]]
+        codes[start : start + GROUP], scale[start : start + GROUP] = quantise_log(bin_pattern_stack(patterns, factor, mask))
+    return index.astype(np.int64), codes, scale, sums[:, 0], sums[:, 1]
 
 
 def _detector_masks(pattern_shape, origin, probe_radius):
@@ -192,23 +219,29 @@ def attach_navigator(dataset: Dataset4D, engine, *, origin=None, probe_radius=No
     sy, sx = dataset.scan_shape
 
     def finish() -> dict:
-        index, binned, bf_sum, df_sum = handle.result()
-        return navigator_results(index, binned, bf_sum.reshape(sy, sx), df_sum.reshape(sy, sx),
+        index, codes, scale, bf_sum, df_sum = handle.result()
+        return navigator_results(index, codes, scale, bf_sum.reshape(sy, sx), df_sum.reshape(sy, sx),
                                  factor=factor, stride=stride, geometry=geometry, scan_shape=(sy, sx))
 
     return finish
 
 
-def navigator_results(index, binned, virtual_bf, virtual_df, *, factor, stride, geometry, scan_shape) -> dict:
-    """The ``/navigator/*`` datasets from the gathered pieces (see the module's docstring)."""
+def navigator_results(index, codes, scale, virtual_bf, virtual_df, *, factor, stride, geometry, scan_shape) -> dict:
+    """The ``/navigator/*`` datasets from the gathered pieces (see the module's docstring).
+
+    ``codes`` (n, b, b) and ``scale`` (n, 2) from :func:`quantise_log` of the
+    kept positions, ``index`` their flat indices on the (ny, nx) grid.
+    """
     sy, sx = scan_shape
     ny, nx = math.ceil(sy / stride), math.ceil(sx / stride)
-    stack = np.zeros((ny * nx, *binned.shape[1:]), np.float32)
-    stack[np.asarray(index, np.int64)] = binned
-    codes, scale = quantise_log(stack)
+    index = np.asarray(index, np.int64)
+    stack = np.zeros((ny * nx, *codes.shape[1:]), np.uint8)
+    stack[index] = codes
+    scales = np.ones((ny * nx, 2), np.float32)
+    scales[index] = scale
     return {
-        "/navigator/patterns": codes.reshape(ny, nx, *binned.shape[1:]),
-        "/navigator/scale": scale,
+        "/navigator/patterns": stack.reshape(ny, nx, *codes.shape[1:]),
+        "/navigator/scale": scales.reshape(ny, nx, 2),
         "/navigator/stride": np.int64(stride),
         "/navigator/bin": np.int64(factor),
         "/navigator/virtual_bf": np.asarray(virtual_bf, np.float32),

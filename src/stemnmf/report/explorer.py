@@ -12,9 +12,10 @@ What is embedded (the size rule is that of :mod:`stemnmf.io.navigator`):
   each component map (uint8, each on its own min..max), clusters and regions
   (int32 labels), the overlap ratio (float32, so that the threshold slider is
   exact), orientations coloured by IPF-Z (RGB) when the results hold them;
-* the navigator's pattern stack as stored (uint8 log codes), the clusters'
-  mean and representative patterns binned to the same size (uint8 log codes,
-  each on its own scale), rings and sectors of the features in binned
+* the navigator's pattern stack as stored (uint8 log codes, each pattern on
+  its own scale, which the explorer puts back on one scale for the scan), the
+  clusters' mean and representative patterns binned to the same size (uint8
+  log codes, each on its own scale), rings and sectors of the features in binned
   detector coordinates, and the matched templates' spots when present;
 * the region table (every row).
 """
@@ -169,10 +170,8 @@ def _pattern_stack(stack, side: int) -> dict | None:
     stack = np.asarray(stack, np.float32)
     factor = max(1, math.ceil(max(stack.shape[1:]) / side))
     binned = bin_pattern_stack(stack, factor)
-    pairs = [quantise_log(p) for p in binned]
-    codes = np.stack([c for c, _ in pairs])
-    return {"shape": list(codes.shape), "data": _b64(codes, "u1"), "scales": [s.tolist() for _, s in pairs],
-            "bin": factor}
+    codes, scales = quantise_log(binned)
+    return {"shape": list(codes.shape), "data": _b64(codes, "u1"), "scales": scales.astype(float).tolist(), "bin": factor}
 
 
 def _overlay(results, factor: int) -> dict:
@@ -260,7 +259,7 @@ def explorer_data(results: Results) -> dict | None:
         side = max(patterns.shape[2:])
         factor = int(results["/navigator/bin"])
         data["navigator"] = {"shape": list(patterns.shape), "stride": int(results["/navigator/stride"]), "bin": factor,
-                             "scale": np.asarray(results["/navigator/scale"], float).tolist(),
+                             "scales": _b64(results["/navigator/scale"], "f4"),
                              "data": _b64(patterns, "u1")}
     if data["scan"] is None and patterns is not None:
         data["scan"] = list(np.shape(results["/navigator/virtual_bf"]))

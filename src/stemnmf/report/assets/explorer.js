@@ -30,7 +30,12 @@
 
   var SY = D.scan[0], SX = D.scan[1];
   var nav = D.navigator ? {shape: D.navigator.shape, stride: D.navigator.stride, bin: D.navigator.bin,
-    scale: D.navigator.scale, codes: null} : null;
+    scales: typed(D.navigator.scales, "f32"), codes: null} : null;
+  if (nav) {  // one scale for the scan: the brightest pattern's (an empty pattern's scale is 1, 1)
+    var top = 0;
+    for (var j = 0; j < nav.scales.length; j += 2) { if (nav.scales[j] !== nav.scales[j + 1]) { top = Math.max(top, nav.scales[j + 1]); } }
+    nav.scale = top > 0 ? [top / 1e4, top] : [1, 1];
+  }
   function navCodes() { if (!nav.codes) { nav.codes = bytes(D.navigator.data); } return nav.codes; }
   var clusters = {};
   Object.keys(D.clusters || {}).forEach(function (key) { clusters[key] = D.clusters[key]; });
@@ -148,14 +153,20 @@
   }
 
   // ---- patterns -----------------------------------------------------------------------------
-  function displayCodes(codes, offset, count, scale) {
-    var out = new Uint8Array(count), i, mode = el("ex-scale").value, gamma = Number(el("ex-gamma").value);
-    if (mode === "gamma") {
-      var L = Math.log1p(scale[1] / scale[0]);
-      for (i = 0; i < count; i++) { out[i] = Math.round(255 * Math.pow(scale[0] * Math.expm1(codes[offset + i] / 255 * L) / scale[1], gamma)); }
-    } else {
-      for (i = 0; i < count; i++) { out[i] = codes[offset + i]; }
+  // grey levels of the 256 codes of a pattern stored on scale `own` (f, vmax), shown on scale `target`
+  function levels(own, target) {
+    var lut = new Uint8Array(256), mode = el("ex-scale").value, gamma = Number(el("ex-gamma").value);
+    var L = Math.log1p(own[1] / own[0]), T = Math.log1p(target[1] / target[0]);
+    for (var c = 0; c < 256; c++) {
+      var v = own[0] * Math.expm1(c / 255 * L);
+      var g = mode === "gamma" ? 255 * Math.pow(v / target[1], gamma) : 255 * Math.log1p(v / target[0]) / T;
+      lut[c] = Math.max(0, Math.min(255, Math.round(g)));
     }
+    return lut;
+  }
+  function displayCodes(codes, offset, count, own, target) {
+    var out = new Uint8Array(count), i, lut = levels(own, target);
+    for (i = 0; i < count; i++) { out[i] = lut[codes[offset + i]]; }
     if (el("ex-stretch").checked) {
       var lo = 255, hi = 0;
       for (i = 0; i < count; i++) { lo = Math.min(lo, out[i]); hi = Math.max(hi, out[i]); }
@@ -183,7 +194,8 @@
     if (!nav) { el("ex-pattern-note").textContent = "These results hold no navigator patterns (run them again to add them)."; return; }
     var by = nav.shape[2], bx = nav.shape[3], at = navIndex(p.y, p.x);
     var offset = (at[0] * nav.shape[1] + at[1]) * by * bx;
-    var shown = displayCodes(navCodes(), offset, by * bx, nav.scale);
+    var k = at[0] * nav.shape[1] + at[1];
+    var shown = displayCodes(navCodes(), offset, by * bx, [nav.scales[2 * k], nav.scales[2 * k + 1]], nav.scale);
     paint(patternCanvas, shown, by, bx, el("ex-pattern-cmap").value);
     el("ex-pattern-note").textContent = "position (y " + at[0] * nav.stride + ", x " + at[1] * nav.stride + ")" +
       (nav.stride > 1 ? ", the nearest of every " + nav.stride + "th position kept" : "") + "; detector binned " + nav.bin +
@@ -259,7 +271,8 @@
       if (!stack || label < 0 || label >= stack.shape[0]) { canvas.width = 1; canvas.height = 1; return; }
       if (!stack.codes) { stack.codes = bytes(stack.data); }
       var h = stack.shape[1], w = stack.shape[2];
-      paint(canvas, displayCodes(stack.codes, label * h * w, h * w, stack.scales[label]), h, w, el("ex-pattern-cmap").value);
+      paint(canvas, displayCodes(stack.codes, label * h * w, h * w, stack.scales[label], stack.scales[label]), h, w,
+        el("ex-pattern-cmap").value);
     });
   }
 
