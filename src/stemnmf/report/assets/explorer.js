@@ -200,7 +200,7 @@
     el("ex-pattern-note").textContent = "position (y " + at[0] * nav.stride + ", x " + at[1] * nav.stride + ")" +
       (nav.stride > 1 ? ", the nearest of every " + nav.stride + "th position kept" : "") + "; detector binned " + nav.bin +
       " x " + nav.bin + "; " + (el("ex-scale").value === "log" ? "log scale" : "gamma " + el("ex-gamma").value) +
-      ", 0 .. " + fmt(nav.scale[1]) + " counts per pixel";
+      ", 0 .. " + fmt(nav.scale[1]) + " per detector pixel (mean over each bin)";
     patternCanvas.dataset.position = at[0] * nav.stride + "," + at[1] * nav.stride;
     drawPatternOverlay(p);
     drawPatternKey();
