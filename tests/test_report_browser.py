@@ -11,6 +11,8 @@ import shutil
 import time
 
 import h5py
+import matplotlib
+import matplotlib.image
 import numpy as np
 import pytest
 
@@ -179,8 +181,6 @@ def test_maps_scales_overlays_and_hover(page, report):
     choose(page, "ex-map", "component 1")
     rgb = canvas_rgb(page, "ex-map-canvas")
     expected = np.rint((maps[1] - maps[1].min()) / np.ptp(maps[1]) * 255) / 255
-    import matplotlib
-
     np.testing.assert_array_equal(rgb, np.rint(matplotlib.colormaps["viridis"](expected)[..., :3] * 255))
     choose(page, "ex-map", "orientation (IPF-Z, cubic key; components)")
     rgb = canvas_rgb(page, "ex-map-canvas").astype(int)
@@ -299,8 +299,6 @@ def test_no_request_leaves_the_page_and_every_section_has_a_screenshot(page, rep
             urls.append(message["params"]["request"]["url"])
     assert urls and all(u == report.as_uri() or u.startswith("data:") for u in urls), urls
     assert page.execute_script("return performance.getEntriesByType('resource').length") == 0
-    import matplotlib.image
-
     folder = tmp_path / "screenshots"
     folder.mkdir()
     headings = page.find_elements("css selector", "h2")

@@ -30,6 +30,7 @@ from importlib import resources
 import numpy as np
 from matplotlib import colormaps
 
+from stemnmf.features import detector_coordinates
 from stemnmf.io import Results
 from stemnmf.io.navigator import bin_pattern_stack, quantise_log
 from stemnmf.report.figures import distinct_label_colors
@@ -180,8 +181,6 @@ def _overlay(results, factor: int) -> dict:
     origin = _get(results, "/features/origin")
     if rings is None or origin is None or len(rings) == 0:
         return {}
-    from stemnmf.features import detector_coordinates
-
     settings = _get(results, "/features/settings")
     settings = json.loads(str(settings)) if settings is not None else {}
     ellipse = settings.get("ellipse")

@@ -366,8 +366,15 @@
     Array.prototype.forEach.call(el("ex-regions").tBodies[0].rows, function (r) {
       var on = region !== null && r.dataset.region === String(region);
       r.classList.toggle("selected", on);
-      if (on && scroll) { r.scrollIntoView({block: "nearest"}); }
+      if (on && scroll) { reveal(r); }
     });
+  }
+  // scroll the table's own box (never the page: the map must stay where it was clicked) to show row r
+  function reveal(r) {
+    var wrap = r.closest(".ex-table-wrap"), box = wrap.getBoundingClientRect(), row = r.getBoundingClientRect();
+    var head = el("ex-regions").tHead.getBoundingClientRect().height;
+    if (row.top < box.top + head) { wrap.scrollTop += row.top - box.top - head; }
+    else if (row.bottom > box.bottom) { wrap.scrollTop += row.bottom - box.bottom; }
   }
   function selectRegion(region) {
     state.region = region; markRow(region, false); drawMapOverlay();
