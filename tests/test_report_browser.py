@@ -70,6 +70,8 @@ def explorer_results() -> Results:
     datasets["/orientations/components"] = np.array([
         [1.0, 0, 0, 0], [np.cos(half), 0, np.sin(half), 0],
         [np.cos(tilt), np.sin(tilt) / np.sqrt(2), -np.sin(tilt) / np.sqrt(2), 0]])
+    datasets["/orientations/phases"] = np.array(["Ag", "Si"])
+    datasets["/orientations/components_phase"] = np.array([0, 1, 0], np.int32)
     datasets["/orientations/spots/components"] = np.array([[[4.0, 4.0], [12.0, 12.0]], [[4.0, 12.0], [np.nan, np.nan]],
                                                            [[8.0, 2.0], [np.nan, np.nan]]])
     return Results(datasets, {"seed": 0, "input": "scan.h5"})
@@ -186,6 +188,11 @@ def test_maps_scales_overlays_and_hover(page, report):
     rgb = canvas_rgb(page, "ex-map-canvas").astype(int)
     hand = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]])  # none, [001], [101], [111]
     assert np.abs(rgb - hand[labels + 1]).max() <= 1
+    choose(page, "ex-map", "phase (components)")  # clusters 0 and 2 are Ag, 1 is Si
+    rgb = canvas_rgb(page, "ex-map-canvas").astype(int)
+    phase = np.array([-1, 0, 1, 0])[labels + 1]
+    assert len({tuple(c) for c in rgb[phase == 0]}) == 1 and len({tuple(c) for c in rgb[phase == 1]}) == 1
+    assert (rgb[phase == 0][0] != rgb[phase == 1][0]).any() and (rgb[phase == -1] == 0).all()
     # gamma scale: 255 (v / vmax)^gamma of the decoded values
     choose(page, "ex-pattern-cmap", "gray")
     choose(page, "ex-scale", "gamma")

@@ -11,7 +11,8 @@ What is embedded (the size rule is that of :mod:`stemnmf.io.navigator`):
 * maps (sy, sx), every position: virtual bright/dark field, mean intensity,
   each component map (uint8, each on its own min..max), clusters and regions
   (int32 labels), the overlap ratio (float32, so that the threshold slider is
-  exact), orientations coloured by IPF-Z (RGB) when the results hold them;
+  exact), orientations coloured by IPF-Z (RGB) and phases when the results
+  hold them;
 * the navigator's pattern stack as stored (uint8 log codes, each pattern on
   its own scale, which the explorer puts back on one scale for the scan), the
   clusters' mean and representative patterns binned to the same size (uint8
@@ -143,6 +144,28 @@ def _orientation_map(results) -> dict | None:
     return None
 
 
+def _phase_map(results) -> dict | None:
+    """Phase index per position from per-position, per-region or per-component phases, named by /orientations/phases."""
+    sources = [("/orientations/positions_phase", None), ("/orientations/regions_phase", "/regions/labels"),
+               ("/orientations/components_phase", "/labels")]
+    for path, index_path in sources:
+        phase = _get(results, path)
+        if phase is None or (index_path and index_path not in results):
+            continue
+        phase = np.asarray(phase, np.int32)
+        if index_path is not None:
+            index = np.asarray(results[index_path])
+            valid = (index >= 0) & (index < len(phase))
+            phase = np.where(valid, phase[np.clip(index, 0, len(phase) - 1)], -1)
+        entry = _labels(f"phase ({path.rsplit('/', 1)[-1].split('_')[0]})", phase)
+        names = _get(results, "/orientations/phases")
+        names = [str(n) for n in np.atleast_1d(names)] if names is not None else []
+        if len(names) >= entry["n"]:
+            entry["names"] = names[: entry["n"]]
+        return entry
+    return None
+
+
 def _maps(results) -> list[dict]:
     maps = [
         _continuous("virtual bright field", _get(results, "/navigator/virtual_bf"), "gray"),
@@ -161,6 +184,7 @@ def _maps(results) -> list[dict]:
             entry["component"] = i
             maps.append(entry)
     maps.append(_orientation_map(results))
+    maps.append(_phase_map(results))
     return [m for m in maps if m is not None]
 
 
