@@ -24,6 +24,7 @@ What is embedded (the size rule is that of :mod:`stemnmf.io.navigator`):
 from __future__ import annotations
 
 import base64
+import colorsys
 import json
 import math
 from importlib import resources
@@ -40,6 +41,9 @@ __all__ = ["CSP", "COLORMAPS", "explorer_html", "explorer_data", "ipf_z_colors",
 
 #: Content-Security-Policy of the report: inline script and style, data: images, no request of any kind.
 CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
+
+#: Label maps with more labels than this get hues by label id instead of the neighbour-aware colouring.
+MAX_GREEDY_LABELS = 64
 
 #: Colour maps offered (all perceptually uniform; viridis and cividis are colour-blind safe).
 COLORMAPS = ("viridis", "cividis", "magma", "gray")
@@ -74,7 +78,12 @@ def _labels(name: str, labels, names=None) -> dict | None:
         return None
     labels = np.asarray(labels, np.int32)
     n = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 1
-    colors = np.rint(distinct_label_colors(labels, n) * 255).astype(int).tolist()
+    if n <= MAX_GREEDY_LABELS:
+        colors = distinct_label_colors(labels, n)
+    else:  # many labels: golden-ratio hues at three lightness levels (the greedy colouring is quadratic in n)
+        ids = np.arange(n)
+        colors = np.array([colorsys.hls_to_rgb((i * 0.618033988749895) % 1.0, (0.4, 0.55, 0.7)[i % 3], 0.8) for i in ids])
+    colors = np.rint(colors * 255).astype(int).tolist()
     return {"name": name, "kind": "labels", "dtype": "i32", "data": _b64(labels, "i4"), "n": n, "colors": colors,
             "names": names or [str(i) for i in range(n)]}
 
@@ -108,7 +117,7 @@ def ipf_key(side: int = 64) -> np.ndarray:
     """
     extent = math.sqrt(2) - 1  # stereographic x of [101]
     u = (np.arange(side) + 0.5) / side * extent
-    X, Y = np.meshgrid(u, u[::-1] * 0.8)
+    X, Y = np.meshgrid(u, u[::-1] * 0.9)  # up to y 0.373 > 0.366, the height of [111]
     norm = 1 + X**2 + Y**2
     v = np.stack([2 * X / norm, 2 * Y / norm, (1 - X**2 - Y**2) / norm], axis=-1)
     inside = (v[..., 2] >= v[..., 0]) & (v[..., 0] >= v[..., 1])
