@@ -37,6 +37,8 @@ def test_demo_writes_report_and_results_and_prints_where(tmp_path, monkeypatch, 
     assert results.is_file()
     with h5py.File(results, "r") as f:
         assert "scores" in f  # scored against the simulated truth
+        assert f["navigator/patterns"].shape[:2] == (24, 24)  # every position's pattern, for the explorer
+    assert '<section id="explore"' in report.read_text()
     out = capsys.readouterr().out
     assert re.search(rf"^open the report: {re.escape(str(report.resolve()))}$", out, re.M), out
     scores = re.search(r"^scores against the simulated truth: (.+)$", out, re.M)

@@ -54,7 +54,7 @@ def test_a_lazy_run_reads_the_scan_six_times_and_fused_results_equal_their_own_p
     # the summary images and the vacuum test ride along with the features' first pass (8 passes before)
     assert names == ["stats_kernel", "_origin_kernel", "_stats_kernel", "_feature_kernel", "_weighted_sums",
                      "_dissimilarity_kernel"]
-    assert engine.passes[2][2] == ["_summary_totals", "_summary_means", "_scattered_fraction"]
+    assert engine.passes[2][2] == ["_summary_totals", "_summary_means", "_scattered_fraction", "_navigator_kernel"]
     assert all(p[1] == (12, 12) for p in engine.passes)
 
     # the same calibrated patterns summarised and tested for vacuum in passes of their own
@@ -67,6 +67,12 @@ def test_a_lazy_run_reads_the_scan_six_times_and_fused_results_equal_their_own_p
     for path, value in alone.items():
         np.testing.assert_allclose(results[path], value, rtol=1e-6, err_msg=path)
     np.testing.assert_array_equal(results["/clusters/vacuum"], vacuum_mask(calibrated, engine=Engine(progress=False)))
+    from stemnmf.io.navigator import attach_navigator
+
+    navigator = attach_navigator(calibrated, Engine(progress=False), origin=results["/calibration/origin"],
+                                 probe_radius=results["/calibration/probe_radius"])()
+    for path, value in navigator.items():
+        np.testing.assert_array_equal(results[path], value, err_msg=path)
     # by hand: the mean image is each pattern's mean over its pixels
     np.testing.assert_allclose(results["/summary/mean_image"], np.asarray(calibrated.data).mean(axis=(2, 3)),
                                rtol=1e-5)

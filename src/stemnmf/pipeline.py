@@ -33,12 +33,13 @@ from stemnmf.io import (
     Results,
     inspect_input,
     load,
-    load_truth,
     attach_summary,
+    load_truth,
     save_results,
     split_input_path,
     summary_images,
 )
+from stemnmf.io.navigator import NAVIGATOR_BUDGET, attach_navigator
 
 __all__ = ["run", "RunSummary", "prepare_outdir"]
 
@@ -205,6 +206,9 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
     # the summary images and the analysis' vacuum test ride along with the first pass of the features
     attach_summary(dataset, engine)
     attach_vacuum(dataset, engine)
+    navigator = attach_navigator(dataset, engine, origin=datasets.get("/calibration/origin"),  # the report's explorer
+                                 probe_radius=datasets.get("/calibration/probe_radius"),
+                                 budget=min(NAVIGATOR_BUDGET, _budget(config) // 16))
     raw_shape = None
     with timer.stage("features"):
         from stemnmf.features import featurize
@@ -223,6 +227,7 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
 
     with timer.stage("summary"):
         datasets.update(summary_images(dataset, engine))
+        datasets.update(navigator())
 
     if config.features.representation == "raw" and raw_shape is None:
         X, raw_shape = raw_features_on_grid(X, description)

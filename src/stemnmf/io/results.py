@@ -39,6 +39,9 @@ SCHEMA: dict[str, tuple[tuple[str, ...], str]] = {
     "/kselect/k": (("n_k",), "int"),
     "/kselect/loss": (("n_k",), "float"),
     "/kselect/chosen_k": ((), "int"),
+    "/navigator/patterns": (("ny", "nx", "by", "bx"), "uint8"),
+    "/navigator/virtual_bf": (("sy", "sx"), "float32"),
+    "/navigator/virtual_df": (("sy", "sx"), "float32"),
 }
 
 _JSON_PREFIX = "json:"

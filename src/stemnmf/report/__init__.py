@@ -1,8 +1,10 @@
 """The HTML report of a run, drawn from its results file alone.
 
 ``write_report(outdir)`` reads ``outdir/results.h5`` and writes one
-self-contained ``report.html`` (figures embedded as PNG), so any finished run
-can be re-reported with ``stemnmf report OUTDIR``.
+self-contained ``report.html`` (figures embedded as PNG, and the explorer of
+:mod:`stemnmf.report.explorer` with its data embedded), so any finished run
+can be re-reported with ``stemnmf report OUTDIR``. The page requests nothing:
+its Content-Security-Policy forbids every fetch.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from stemnmf.io import Results, atomic_output, load_results
 from stemnmf.report import figures
+from stemnmf.report.explorer import CSP, explorer_html
 
 __all__ = ["write_report", "render_html"]
 
@@ -173,15 +176,20 @@ def _kselect_table(results: Results) -> str:
 _EXTRA = {"Choosing the number of components": _kselect_table, "Grains": _region_table, "Ground truth": _scores_table}
 
 
-def render_html(results: Results, title: str = "stemnmf report") -> str:
-    """The report of ``results`` as one self-contained HTML document."""
+def render_html(results: Results, title: str = "stemnmf report", *, explorer: bool = True) -> str:
+    """The report of ``results`` as one self-contained HTML document.
+
+    ``explorer=False`` leaves out the interactive explorer (static figures and tables only).
+    """
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         _summary(results),
         _timings(results),
+        explorer_html(results) if explorer else "",
     ]
     for heading, note, funcs in SECTIONS:
         images = []
@@ -211,7 +219,8 @@ def render_html(results: Results, title: str = "stemnmf report") -> str:
     return "\n".join(parts)
 
 
-def write_report(source: str | os.PathLike | Results, path: str | os.PathLike | None = None, *, overwrite: bool = True) -> Path:
+def write_report(source: str | os.PathLike | Results, path: str | os.PathLike | None = None, *, overwrite: bool = True,
+                 explorer: bool = True) -> Path:
     """Draw the report of a run and write it atomically.
 
     Parameters
@@ -220,6 +229,8 @@ def write_report(source: str | os.PathLike | Results, path: str | os.PathLike | 
         An output folder, a results file, or a Results object.
     path : path-like, optional
         Where to write; default ``report.html`` beside the results file.
+    explorer : bool, default True
+        Include the interactive explorer (:mod:`stemnmf.report.explorer`).
 
     Returns
     -------
@@ -238,7 +249,7 @@ def write_report(source: str | os.PathLike | Results, path: str | os.PathLike | 
             path = folder / "report.html"
     path = Path(path)
     title = f"stemnmf report: {Path(str(results.attrs.get('input', 'array'))).name}"
-    document = render_html(results, title)
+    document = render_html(results, title, explorer=explorer)
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_text(document, encoding="utf-8")
     log.info("report written to %s", path)

@@ -13,7 +13,10 @@ import json
 import math
 
 import numpy as np
-from matplotlib.colors import ListedColormap
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.patches import Patch
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
@@ -35,6 +38,10 @@ __all__ = [
 ]
 
 PANEL = 2.2  # inches per image panel
+
+#: Okabe & Ito's colour-blind-safe qualitative palette (black left out: it marks "none"), and a grey.
+COLORBLIND_SAFE = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
+                            (213, 94, 0), (204, 121, 167), (153, 153, 153)]) / 255.0
 
 
 def _get(results, path):
@@ -61,20 +68,33 @@ def _pattern_display(pattern: np.ndarray) -> np.ndarray:
     return np.log1p(np.clip(pattern - low, 0, None))
 
 
+def _relative_key(fig, axes, cmap: str, label: str = "log intensity, each pattern on its own range"):
+    """A colour bar from low to high for images shown on their own scales."""
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=cmap), ax=axes, ticks=[0, 1], shrink=0.6, pad=0.02)
+    bar.ax.set_yticklabels(["low", "high"], fontsize=7)
+    bar.set_label(label, fontsize=7)
+    return bar
+
+
 def distinct_label_colors(labels: np.ndarray, n_labels: int) -> np.ndarray:
     """RGB colours (n_labels, 3) such that labels sharing a border differ strongly.
 
-    Colours are evenly spaced hues at two lightness levels; labels are coloured
+    Up to 8 labels take the colour-blind-safe palette of Okabe & Ito
+    (:data:`COLORBLIND_SAFE`, black left for "none"); more take evenly spaced
+    hues at two lightness levels. Labels are coloured
     greedily, most-connected first, each taking the free colour farthest (in
     RGB) from the colours of its neighbours in the map.
     """
     n_labels = max(int(n_labels), 1)
-    palette = []
-    for i in range(n_labels):
-        hue = (i * 0.618033988749895) % 1.0
-        lightness = 0.45 if i % 2 == 0 else 0.62
-        palette.append(colorsys.hls_to_rgb(hue, lightness, 0.85))
-    palette = np.array(palette)
+    if n_labels <= len(COLORBLIND_SAFE):
+        palette = COLORBLIND_SAFE[:n_labels]
+    else:
+        palette = []
+        for i in range(n_labels):
+            hue = (i * 0.618033988749895) % 1.0
+            lightness = 0.45 if i % 2 == 0 else 0.62
+            palette.append(colorsys.hls_to_rgb(hue, lightness, 0.85))
+        palette = np.array(palette)
     adjacency = np.zeros((n_labels, n_labels), dtype=np.int64)
     for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
         mask = (a != b) & (a >= 0) & (b >= 0) & (a < n_labels) & (b < n_labels)
@@ -125,7 +145,8 @@ def fig_max_pattern(results) -> Figure | None:
         return None
     fig = Figure(figsize=(5, 4.5))
     ax = fig.subplots()
-    ax.imshow(_pattern_display(np.where(np.isfinite(pattern), pattern, 0)), cmap="magma")
+    shown = ax.imshow(_pattern_display(np.where(np.isfinite(pattern), pattern, 0)), cmap="magma")
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="log(1 + intensity above the 1st percentile)")
     settings = _feature_settings(results)
     rings = _get(results, "/features/rings")
     origin = _get(results, "/features/origin")
@@ -162,7 +183,8 @@ def fig_bragg_vector_map(results) -> Figure | None:
         return None
     fig = Figure(figsize=(4.5, 4.5))
     ax = fig.subplots()
-    ax.imshow(np.log1p(np.clip(bvm, 0, None)), cmap="inferno")
+    shown = ax.imshow(np.log1p(np.clip(bvm, 0, None)), cmap="inferno")
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="log(1 + disks found)")
     ax.set_title("Bragg vector map (log)")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -235,6 +257,7 @@ def fig_kselect_patterns(results) -> Figure | None:
             else:
                 ax.axis("off")
         subfigure.supylabel(f"k = {k}", fontsize=9)
+    _relative_key(fig, list(subfigures[-1].axes), "inferno")
     return fig
 
 
@@ -295,13 +318,14 @@ def fig_component_maps(results) -> Figure | None:
     if maps is None:
         return None
     rows, cols = _grid(len(maps))
-    fig = Figure(figsize=(PANEL * cols, PANEL * rows + 0.4))
+    fig = Figure(figsize=(PANEL * cols, PANEL * rows + 0.4), layout="constrained")
     axes = _image_axes(fig, rows, cols)
     for i, ax in enumerate(axes.flat):
         if i >= len(maps):
             ax.axis("off")
             continue
-        ax.imshow(maps[i], cmap="viridis")
+        shown = ax.imshow(maps[i], cmap="viridis")
+        fig.colorbar(shown, ax=ax, shrink=0.7, pad=0.02).ax.tick_params(labelsize=6)
         ax.set_title(f"component {i}", fontsize=9)
     fig.suptitle("component maps (columns of W)")
     return fig
@@ -351,10 +375,15 @@ def fig_overlap(results) -> Figure | None:
         combined = np.zeros(ratio.shape, dtype=float)
         for t in sorted(thresholds):
             combined[ratio >= t] = t
-        cmap = ListedColormap(["#000000", *[f"C{i}" for i in range(len(thresholds))]])
+        level_colors = [colormaps["cividis"](0.25 + 0.75 * i / max(1, len(thresholds) - 1)) for i in range(len(thresholds))]
+        cmap = ListedColormap(["#000000", *level_colors])
         levels = np.searchsorted(sorted(thresholds), combined, side="right") * (combined > 0)
         flat[1 + len(thresholds)].imshow(levels, cmap=cmap, vmin=0, vmax=len(thresholds), interpolation="nearest")
         flat[1 + len(thresholds)].set_title("combined: colour = highest threshold met", fontsize=8)
+        flat[1 + len(thresholds)].legend(handles=[Patch(color=level_colors[i], label=f"≥ {t:.0%}") for i, t in enumerate(sorted(thresholds))],
+                                         fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        flat[1].legend(handles=[Patch(facecolor="w", edgecolor="k", label="at or above"), Patch(color="k", label="below")],
+                       fontsize=6, loc="upper right")
     for ax in flat[n:]:
         ax.axis("off")
     fig.suptitle("overlap maps")
@@ -372,7 +401,7 @@ def fig_cluster_patterns(results) -> Figure | None:
     per_row = max(1, 6 // len(stacks))  # clusters per row, each with its panels side by side
     rows = math.ceil(k / per_row)
     cols = per_row * len(stacks)
-    fig = Figure(figsize=(PANEL * 0.9 * cols, PANEL * rows + 0.4))
+    fig = Figure(figsize=(PANEL * 0.9 * cols + 0.8, PANEL * rows + 0.4), layout="constrained")
     axes = _image_axes(fig, rows, cols)
     for ax in axes.flat:
         ax.axis("off")
@@ -382,6 +411,7 @@ def fig_cluster_patterns(results) -> Figure | None:
             ax.axis("on")
             ax.imshow(_pattern_display(stack[i]), cmap="magma")
             ax.set_title(f"cluster {i}: {name}", fontsize=8)
+    _relative_key(fig, list(axes.flat), "magma")
     fig.suptitle("per-cluster patterns (log)")
     return fig
 
@@ -462,6 +492,9 @@ def fig_truth(results) -> Figure | None:
     rgb[dominant >= 0] = colors[dominant[dominant >= 0]]
     axes[0].imshow(rgb, interpolation="nearest")
     axes[0].set_title(f"ground truth: {truth.shape[0]} grains (first in beam)", fontsize=9)
+    if truth.shape[0] <= 12:
+        axes[0].legend(handles=[Patch(color=colors[i], label=f"grain {i}") for i in range(truth.shape[0])],
+                       fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     im = axes[1].imshow(count, cmap="viridis", interpolation="nearest")
     axes[1].set_title("grains along the beam", fontsize=9)
     fig.colorbar(im, ax=axes[1], shrink=0.8)
