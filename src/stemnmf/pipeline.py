@@ -289,6 +289,10 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
         if truth is not None:
             datasets["/truth/labels"] = truth.labels
 
+    if config.orientations.phases:
+        with timer.stage("orientations"):
+            datasets.update(_orientations(datasets, dataset, config))
+
     results = Results(
         datasets,
         {
@@ -316,6 +320,15 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
     summary = _summary(results, report_path, results_path)
     results.attrs["summary"] = summary.lines()
     return results
+
+
+def _orientations(datasets: dict, dataset: Dataset4D, config: Config) -> dict:
+    """The /orientations datasets of the run's components and regions (crystal extra)."""
+    from stemnmf.crystal import orientation_datasets
+
+    o = config.orientations
+    analysis = Results(datasets, {"calibration": dataset.calibration.to_dict()})
+    return orientation_datasets(analysis, o.phases, dataset=dataset, per_position=o.per_position, **o.index_options())
 
 
 def _load(source, config: Config):

@@ -17,10 +17,19 @@ import numpy as np
 from tqdm import tqdm
 
 from stemnmf.crystal.boundaries import boundary_table
-from stemnmf.crystal.matching import MatchResult, match_patterns, polar_grid, polar_images, template_matrix
-from stemnmf.crystal.rotations import matrices_to_quaternions
+from stemnmf.crystal.matching import (
+    MatchResult,
+    match_patterns,
+    peak_offset,
+    polar_grid,
+    polar_images,
+    rotation_z,
+    shifted_copies,
+    template_matrix,
+)
+from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
 from stemnmf.crystal.phases import load_phases, require_crystal_extra
-from stemnmf.crystal.templates import make_templates
+from stemnmf.crystal.templates import make_templates, spots_for_rotations
 from stemnmf.errors import ConfigError, ResultsError
 from stemnmf.io.dataset import electron_wavelength
 
@@ -48,6 +57,8 @@ class IndexOptions:
         template intensities (power) [0, 0.5].
     distinct_angle : float
         Solutions closer than this to the best are not its second-best distinct solution, degrees [5].
+    refine : bool
+        Polish each best orientation by a local search below the template spacing [True].
     detector_rotation : float
         Angle of the detector x axis from the scan x axis, degrees, counter-clockwise [0].
     detector_flip : bool
@@ -63,6 +74,7 @@ class IndexOptions:
     pattern_power: float = 0.0
     template_power: float = 0.5
     distinct_angle: float = 5.0
+    refine: bool = True
     detector_rotation: float = 0.0
     detector_flip: bool = False
     cache_dir: str | None = None
@@ -127,10 +139,10 @@ class Indexer:
     def phase_names(self) -> list[str]:
         return [p.name for p in self.phases]
 
-    def match(self, patterns) -> MatchResult:
-        """Best orientation, phase, score and confidence of each pattern (n, qy, qx)."""
+    def polar(self, patterns) -> np.ndarray:
+        """Polar images of patterns (n, qy, qx) on the indexer's grid."""
         o = self.options
-        polar = polar_images(
+        return polar_images(
             patterns,
             self.grid,
             q_pixel=self.q_pixel,
@@ -139,7 +151,60 @@ class Indexer:
             detector_flip=o.detector_flip,
             power=o.pattern_power,
         )
-        return match_patterns(polar, self.templates, self.matrices, self.grid, distinct_angle=o.distinct_angle)
+
+    def match(self, patterns, *, refine: bool | None = None) -> MatchResult:
+        """Best orientation, phase, score and confidence of each pattern (n, qy, qx).
+
+        ``refine`` (default: ``options.refine``) polishes each best orientation
+        below the template spacing (:meth:`refine`).
+        """
+        polar = self.polar(patterns)
+        result = match_patterns(polar, self.templates, self.matrices, self.grid, distinct_angle=self.options.distinct_angle)
+        if self.options.refine if refine is None else refine:
+            for i in range(len(polar)):
+                self._refine_pair(polar[i], result, i)
+        return result
+
+    def _refine_pair(self, polar, result: MatchResult, i: int, close: float = 0.9) -> None:
+        """Refine the best solution, and the second-best distinct one when it scores within ``close`` of it.
+
+        Near symmetric zone axes (<111>, <112> of cubic crystals) a crystal and
+        its Σ3 twin give the same zero-order pattern; the refinement's tilt
+        search sees the Laue circle and keeps whichever fits better.
+        """
+        phase, other_phase = int(result.phase[i]), int(result.second_phase[i])
+        rotation, score = self.refine(polar, result.rotations[i], phase)
+        if result.second_score[i] >= close * result.score[i]:
+            other, other_score = self.refine(polar, result.second_rotations[i], other_phase)
+            if other_score > score:
+                rotation, other, score, other_score = other, rotation, other_score, score
+                phase, other_phase = other_phase, phase
+            result.second_rotations[i], result.second_score[i], result.second_phase[i] = other, other_score, other_phase
+            result.confidence[i] = max(0.0, 1.0 - other_score / score) if score > 0 else 0.0
+        result.rotations[i], result.score[i], result.phase[i] = rotation, score, phase
+
+    def refine(self, polar, rotation, phase: int, steps: int = 3):
+        """Local search around ``rotation``: tilts about the sample x and y axes by +-d, d halving each step.
+
+        Each candidate's spots are simulated afresh; the in-plane angle is
+        searched in full at every step. Returns the best rotation and its score.
+        """
+        templates = self.templates[phase]
+        shifted = shifted_copies(polar[None])
+        best, best_score = np.asarray(rotation, dtype=np.float64), -np.inf
+        step = self.options.resolution / 2.0
+        for _ in range(steps):
+            tilts = [(a, b) for a in (-step, 0.0, step) for b in (-step, 0.0, step)]
+            candidates = np.stack([axis_angle_matrix((1, 0, 0), a) @ axis_angle_matrix((0, 1, 0), b) @ best for a, b in tilts])
+            radius, angle, intensity = spots_for_rotations(self.phases[phase], candidates, templates.settings)
+            matrix = template_matrix(radius, angle, intensity, self.grid, power=self.options.template_power)
+            scores = np.asarray(matrix @ shifted)[: len(candidates)]
+            row, column = np.unravel_index(int(scores.argmax()), scores.shape)
+            if scores[row, column] > best_score:
+                phi = (column + peak_offset(scores[row], column)) * 2 * np.pi / self.grid.n_angles
+                best, best_score = rotation_z(phi) @ candidates[row], float(scores[row, column])
+            step /= 2.0
+        return best, best_score
 
 
 def index_patterns(patterns, phases, *, q_pixel, beam_energy, origin=None, convergence_angle=None, **options) -> MatchResult:

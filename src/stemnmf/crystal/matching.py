@@ -40,9 +40,14 @@ __all__ = [
     "match_patterns",
     "misorientation_angles",
     "rotation_z",
+    "shifted_copies",
+    "peak_offset",
 ]
 
 _HALF_TURN_Y = np.diag([-1.0, 1.0, -1.0])
+
+#: Log compression unit: at least this fraction of the strongest spot (and three noise deviations).
+LOG_FLOOR = float(__import__("os").environ.get("STEMNMF_LOG_FLOOR", "0.01"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,12 +141,13 @@ def polar_images(
 
 
 def _compress(polar: np.ndarray, power: float) -> np.ndarray:
-    """Ring background removed, in units of the noise, compressed: ``log1p(x / 3 sigma)`` or ``x ** power``."""
+    """Ring background removed and compressed: ``log1p(x / u)`` (u = max(3 sigma, LOG_FLOOR max)) or ``x ** power``."""
     polar = polar - np.median(polar, axis=1, keepdims=True)
     sigma = 1.4826 * float(np.median(np.abs(polar)))
     np.clip(polar, 0.0, None, out=polar)
     if power == 0:
-        return np.log1p(polar / (3.0 * sigma)) if sigma > 0 else polar
+        scale = max(3.0 * sigma, LOG_FLOOR * float(polar.max()))
+        return np.log1p(polar / scale) if scale > 0 else polar
     return polar**power
 
 
@@ -202,6 +208,9 @@ class MatchResult:
     confidence : (n,) float, 1 - (best distinct other solution) / best: 0 when ambiguous.
     reliability : (n,) float, (best - mean) / std of the best score of every template.
     second_phase_score : (n,) float, best score of any other phase (0 for one phase).
+    second_rotations : (n, 3, 3) the second-best distinct solution.
+    second_score : (n,) float, its score.
+    second_phase : (n,) int, its phase.
     """
 
     rotations: np.ndarray
@@ -210,9 +219,12 @@ class MatchResult:
     confidence: np.ndarray
     reliability: np.ndarray
     second_phase_score: np.ndarray
+    second_rotations: np.ndarray
+    second_score: np.ndarray
+    second_phase: np.ndarray
 
 
-def _shifted(polar: np.ndarray) -> np.ndarray:
+def shifted_copies(polar: np.ndarray) -> np.ndarray:
     """(n_radii * n_angles, b * n_angles) with column (p, phi) holding pattern p rotated by phi bins."""
     b, nr, na = polar.shape
     doubled = np.concatenate([polar, polar], axis=2)
@@ -220,7 +232,7 @@ def _shifted(polar: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(windows.transpose(1, 2, 0, 3)).reshape(nr * na, b * na)
 
 
-def _peak_offset(scores: np.ndarray, best: int) -> float:
+def peak_offset(scores: np.ndarray, best: int) -> float:
     """Sub-bin offset of a circular peak by a parabola through its three bins."""
     n = len(scores)
     left, centre, right = scores[(best - 1) % n], scores[best], scores[(best + 1) % n]
@@ -244,7 +256,7 @@ def _candidates(block, template_sets, grid: PolarGrid, index: int, top: int = 64
         every.append(best)
         n = templates.n_templates
         for row in np.argsort(best)[::-1][:top]:
-            phi = (best_phi[row] + _peak_offset(s[row], best_phi[row])) * step
+            phi = (best_phi[row] + peak_offset(s[row], best_phi[row])) * step
             base = templates.rotations[row % n]
             rotations.append(rotation_z(phi) @ (_HALF_TURN_Y @ base if row >= n else base))
             phases.append(p)
@@ -262,6 +274,8 @@ def _decide(rotations, phases, scores, all_best, template_sets, distinct_angle):
     distinct = (angles > distinct_angle) | ~same
     distinct[0] = False
     second = scores[distinct].max() if distinct.any() else 0.0
+    second_rotation = rotations[np.flatnonzero(distinct)[0]] if distinct.any() else rotations[0]
+    second_phase = int(phases[np.flatnonzero(distinct)[0]]) if distinct.any() else best_phase
     best = float(scores[0])
     every = np.concatenate(all_best)
     spread = float(every.std())
@@ -274,6 +288,9 @@ def _decide(rotations, phases, scores, all_best, template_sets, distinct_angle):
         1.0 - second / best if best > 0 else 0.0,
         reliability,
         max(other_phase) if other_phase else 0.0,
+        second_rotation,
+        float(second),
+        second_phase,
     )
 
 
@@ -311,9 +328,9 @@ def match_patterns(
     n = len(polar)
     per_pattern = grid.n_radii * grid.n_angles * grid.n_angles * 4
     batch = max(1, int(batch_bytes // per_pattern))
-    out = {name: [] for name in ("rotations", "phase", "score", "confidence", "reliability", "second_phase_score")}
+    out = {f.name: [] for f in dataclasses.fields(MatchResult)}
     for start in range(0, n, batch):
-        shifted = _shifted(polar[start : start + batch])
+        shifted = shifted_copies(polar[start : start + batch])
         block = [np.asarray(matrix @ shifted) for matrix in matrices]
         for i in range(min(batch, n - start)):
             rotations, phases, scores, all_best = _candidates(block, template_sets, grid, i)
@@ -327,4 +344,7 @@ def match_patterns(
         confidence=np.array(out["confidence"], dtype=np.float64),
         reliability=np.array(out["reliability"], dtype=np.float64),
         second_phase_score=np.array(out["second_phase_score"], dtype=np.float64),
+        second_rotations=np.array(out["second_rotations"]).reshape(n, 3, 3),
+        second_score=np.array(out["second_score"], dtype=np.float64),
+        second_phase=np.array(out["second_phase"], dtype=np.int32),
     )

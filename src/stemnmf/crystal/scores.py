@@ -8,7 +8,7 @@ from stemnmf.crystal.matching import misorientation_angles
 from stemnmf.crystal.rotations import quaternions_to_matrices
 from stemnmf.errors import ResultsError
 
-__all__ = ["best_matching_grains", "orientation_scores", "phase_symmetries"]
+__all__ = ["best_matching_grains", "orientation_scores", "phase_symmetries", "score_orientations"]
 
 
 def best_matching_grains(region_maps, truth_labels) -> np.ndarray:
@@ -83,3 +83,11 @@ def phase_symmetries(orientations: dict) -> list[np.ndarray]:
     matrices = np.asarray(orientations["symmetry"], dtype=np.float64)
     owner = np.asarray(orientations["symmetry_phase"])
     return [matrices[owner == p] for p in range(n)]
+
+
+def score_orientations(results, truth) -> dict:
+    """:func:`orientation_scores` of a run's regions, or ``{}`` when the run or the truth has no orientations."""
+    orientations = results.group("/orientations")
+    if "regions" not in orientations or "/regions/maps" not in results or getattr(truth, "orientations", None) is None:
+        return {}
+    return orientation_scores(orientations, results["/regions/maps"], truth)

@@ -29,12 +29,12 @@ import numpy as np
 
 from stemnmf.crystal.phases import phase_key, require_crystal_extra
 
-__all__ = ["TemplateSet", "make_templates", "default_cache_dir", "symmetry_matrices", "TEMPLATE_FORMAT"]
+__all__ = ["TemplateSet", "make_templates", "spots_for_rotations", "default_cache_dir", "symmetry_matrices", "TEMPLATE_FORMAT"]
 
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the cached arrays change meaning.
-TEMPLATE_FORMAT = 1
+TEMPLATE_FORMAT = 2
 
 _HALF_TURN_X = np.diag([1.0, -1.0, -1.0])
 
@@ -121,18 +121,23 @@ def _pad(rows: list[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
-def _simulate(phase, settings: dict) -> TemplateSet:
+def _spots(phase, sampled, settings: dict):
+    """Spot radii, azimuths and intensities (lab frame) of orix rotations ``sampled``."""
     from diffsims.generators.simulation_generator import SimulationGenerator
-    from orix.sampling import get_sample_reduced_fundamental
 
-    sampled = get_sample_reduced_fundamental(settings["resolution"], point_group=phase.point_group)
-    generator = SimulationGenerator(settings["beam_energy"], minimum_intensity=settings["minimum_intensity"])
+    generator = SimulationGenerator(
+        settings["beam_energy"],
+        shape_factor_model="sin2c",
+        minimum_intensity=settings["minimum_intensity"],
+        minima_number=1,
+    )
     simulation = generator.calculate_diffraction2d(
         phase,
         sampled,
         reciprocal_radius=settings["q_max"],
         with_direct_beam=False,
-        max_excitation_error=settings["excitation_error"],
+        max_excitation_error=2.0 * settings["excitation_error"],
+        shape_factor_width=settings["excitation_error"],
     )
     vectors = simulation.coordinates if sampled.size > 1 else [simulation.coordinates]
     radius, angle, intensity = [], [], []
@@ -143,17 +148,26 @@ def _simulate(phase, settings: dict) -> TemplateSet:
         angle.append(np.arctan2(y, x))
         intensity.append(np.asarray(vector.intensity, dtype=np.float64).reshape(-1))
     width = max(1, max(len(r) for r in radius))
+    return _pad(radius, width), _pad(angle, width), _pad(intensity, width)
+
+
+def spots_for_rotations(phase, rotations, settings: dict):
+    """Spots (radius, angle, intensity), each (n, m), of lab rotations (n, 3, 3) (crystal -> lab)."""
+    from orix.quaternion import Rotation
+
+    rotations = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
+    orix_matrices = np.swapaxes(rotations, 1, 2) @ _HALF_TURN_X  # M with diag(1, -1, -1) M^T = R
+    return _spots(phase, Rotation.from_matrix(orix_matrices), settings)
+
+
+def _simulate(phase, settings: dict) -> TemplateSet:
+    from orix.sampling import get_sample_reduced_fundamental
+
+    sampled = get_sample_reduced_fundamental(settings["resolution"], point_group=phase.point_group)
+    radius, angle, intensity = _spots(phase, sampled, settings)
     matrices = np.asarray(sampled.to_matrix(), dtype=np.float64).reshape(-1, 3, 3)
     rotations = _HALF_TURN_X @ np.swapaxes(matrices, 1, 2)
-    return TemplateSet(
-        phase.name,
-        rotations,
-        _pad(radius, width),
-        _pad(angle, width),
-        _pad(intensity, width),
-        symmetry_matrices(phase),
-        settings,
-    )
+    return TemplateSet(phase.name, rotations, radius, angle, intensity, symmetry_matrices(phase), settings)
 
 
 def make_templates(
@@ -162,7 +176,7 @@ def make_templates(
     beam_energy: float,
     q_max: float,
     resolution: float = 1.0,
-    excitation_error: float = 0.02,
+    excitation_error: float = 0.01,
     minimum_intensity: float = 1e-4,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
@@ -178,8 +192,9 @@ def make_templates(
         Largest spot distance kept, 1/Å.
     resolution : float, default 1
         Angular spacing of the sampled beam directions, degrees.
-    excitation_error : float, default 0.02
-        Largest excitation error of a spot, 1/Å (about 1 / thickness).
+    excitation_error : float, default 0.01
+        First zero of the kinematic rocking curve sinc^2(pi s t), 1/Å: one over
+        the thickness t. Spots out to twice this are kept.
     minimum_intensity : float, default 1e-4
         Spots weaker than this fraction of the template's strongest are dropped
         (so are the forbidden reflections, whose intensity is ~0).
