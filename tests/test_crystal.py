@@ -245,3 +245,78 @@ def test_boundaries_and_twins():
     maps2 = maps[[0, 1]].copy()
     table = boundary_table(maps2, quaternions[[0, 3]], np.zeros(2, int), [holder])
     assert table["type"][0] == "Σ9"
+
+
+@pytest.fixture(scope="module")
+def indexed_run(tmp_path_factory):
+    """A tiny simulated Ag scan run with raw features and --phase Ag (templates in a temporary cache)."""
+    from stemnmf.pipeline import run
+    from stemnmf.simulate import simulate_to_file
+
+    root = tmp_path_factory.mktemp("indexed")
+    cache = root / "cache"
+    scan = simulate_to_file(root / "tiny.h5", "tiny", seed=2)
+    config = {
+        "features": {"representation": "raw"},
+        "nmf": {"k": 4},
+        "orientations": {"phases": ["Ag"], "resolution": 5.0},
+        "run": {"report": False},
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STEMNMF_CACHE", str(cache))
+        results = run(scan, config, outdir=root / "out")
+    return root, scan, results
+
+
+@pytest.mark.slow
+def test_run_with_phase_writes_the_orientations_contract(indexed_run):
+    from stemnmf.io import load_results
+
+    root, _, _ = indexed_run
+    results = load_results(root / "out")
+    assert list(np.atleast_1d(results["/orientations/phases"])) == ["Ag"]
+    r = results["/regions/maps"].shape[0]
+    k = results["/components/maps"].shape[0]
+    assert results["/orientations/regions"].shape == (r, 4) and results["/orientations/regions"].dtype == np.float64
+    np.testing.assert_allclose(np.linalg.norm(results["/orientations/regions"], axis=1), 1.0, atol=1e-9)
+    assert results["/orientations/components"].shape == (k, 4)
+    for name in ("regions_phase", "regions_score", "regions_confidence", "components_phase", "components_score"):
+        assert len(results[f"/orientations/{name}"]) == (r if name.startswith("regions") else k)
+    assert np.all(results["/orientations/regions_phase"] == 0)
+    assert (root / "cache" / "templates").is_dir()  # STEMNMF_CACHE was honoured
+
+
+@pytest.mark.slow
+def test_index_cli_ang_score_and_report(indexed_run, tmp_path, capsys):
+    from orix import io as orix_io
+
+    from stemnmf.cli import main
+    from stemnmf.io import load_results
+    from stemnmf.report import render_html
+
+    root, scan, _ = indexed_run
+    out = root / "out"
+    argv = ["index", str(out), "--phase", "Ag", "--resolution", "5", "--template-cache", str(tmp_path), "--ang"]
+    assert main(argv) == 0
+    assert "orientations: Ag:" in capsys.readouterr().out
+    results = load_results(out)
+    sy, sx = results["/labels"].shape
+    xmap = orix_io.load(str(out / "orientations.ang"))
+    assert xmap.size == sy * sx
+    capsys.readouterr()  # orix's .ang reader prints its own notes
+    assert main(["score", str(out), "--truth", str(scan), "--indent", "0"]) == 0
+    import json
+
+    printed = capsys.readouterr().out
+    assert printed.startswith("{"), repr(printed[:200])
+    scores = json.loads(printed)
+    errors = [e for e in scores["orientation_errors"] if e is not None]
+    assert len(errors) >= 1 and all(0 <= e <= 62.8 for e in errors)  # 62.8°: the largest cubic misorientation
+    assert scores["orientation_median_error"] == pytest.approx(float(np.median(errors)))
+    html = render_html(results)
+    assert "<h2>Orientations</h2>" in html and "Region orientations" in html
+    bad = tmp_path / "bad.cif"
+    bad.write_text("not a cif at all\n")
+    assert main(["index", str(out), "--phase", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.cif" in err
