@@ -47,18 +47,22 @@ class IndexOptions:
     resolution : float
         Spacing of the template beam directions, degrees [1].
     excitation_error : float
-        Largest excitation error of a template spot, 1/Å [0.02].
+        First zero of the templates' rocking curve sinc^2(pi s t), 1/Å (1 / thickness) [0.02].
     r_min : float or None
         Smallest spot radius used, 1/Å [None: three disk radii, at least 0.1].
     n_angles : int
         In-plane angle steps over 360° [360].
     pattern_power, template_power : float
         Compression of pattern intensities (0: log1p in noise units) and of
-        template intensities (power) [0, 0.5].
+        template intensities (power) [0, 0.25].
     distinct_angle : float
         Solutions closer than this to the best are not its second-best distinct solution, degrees [5].
     refine : bool
         Polish each best orientation by a local search below the template spacing [True].
+    refine_excitation_error : float or None
+        Excitation error of the refinement's spots [None: ``excitation_error``].
+    refine_candidates : int
+        How many mutually distinct solutions (best first, within 10 % of the best) are refined [2].
     detector_rotation : float
         Angle of the detector x axis from the scan x axis, degrees, counter-clockwise [0].
     detector_flip : bool
@@ -72,9 +76,11 @@ class IndexOptions:
     r_min: float | None = None
     n_angles: int = 360
     pattern_power: float = 0.0
-    template_power: float = 0.5
+    template_power: float = 0.25
     distinct_angle: float = 5.0
     refine: bool = True
+    refine_excitation_error: float | None = 0.01
+    refine_candidates: int = 2
     detector_rotation: float = 0.0
     detector_flip: bool = False
     cache_dir: str | None = None
@@ -166,37 +172,40 @@ class Indexer:
         return result
 
     def _refine_pair(self, polar, result: MatchResult, i: int, close: float = 0.9) -> None:
-        """Refine the best solution, and the second-best distinct one when it scores within ``close`` of it.
+        """Refine the best solution and the next distinct ones within ``close`` of it; keep the best refined.
 
         Near symmetric zone axes (<111>, <112> of cubic crystals) a crystal and
         its Σ3 twin give the same zero-order pattern; the refinement's tilt
-        search sees the Laue circle and keeps whichever fits better.
+        search sees the Laue circle and keeps whichever fits better. The
+        confidence becomes 1 - (best refined other) / (best refined).
         """
-        phase, other_phase = int(result.phase[i]), int(result.second_phase[i])
-        rotation, score = self.refine(polar, result.rotations[i], phase)
-        if result.second_score[i] >= close * result.score[i]:
-            other, other_score = self.refine(polar, result.second_rotations[i], other_phase)
-            if other_score > score:
-                rotation, other, score, other_score = other, rotation, other_score, score
-                phase, other_phase = other_phase, phase
-            result.second_rotations[i], result.second_score[i], result.second_phase[i] = other, other_score, other_phase
-            result.confidence[i] = max(0.0, 1.0 - other_score / score) if score > 0 else 0.0
-        result.rotations[i], result.score[i], result.phase[i] = rotation, score, phase
+        scores = result.alternative_scores[i][: self.options.refine_candidates]
+        candidates = [j for j in range(len(scores)) if j == 0 or scores[j] >= close * scores[0]]
+        refined = [self.refine(polar, result.alternatives[i, j], int(result.alternative_phases[i, j])) for j in candidates]
+        order = np.argsort([score for _, score in refined])[::-1]
+        best = candidates[order[0]]
+        result.rotations[i], result.score[i] = refined[order[0]]
+        result.phase[i] = result.alternative_phases[i, best]
+        if len(candidates) > 1:
+            other = refined[order[1]][1]
+            result.confidence[i] = max(0.0, 1.0 - other / result.score[i]) if result.score[i] > 0 else 0.0
 
-    def refine(self, polar, rotation, phase: int, steps: int = 3):
-        """Local search around ``rotation``: tilts about the sample x and y axes by +-d, d halving each step.
+    def refine(self, polar, rotation, phase: int, steps: int = 4):
+        """Local search around ``rotation``: tilts about the sample x and y axes by +-d (d = 0.75 resolution, halving each step).
 
         Each candidate's spots are simulated afresh; the in-plane angle is
         searched in full at every step. Returns the best rotation and its score.
         """
-        templates = self.templates[phase]
+        settings = dict(self.templates[phase].settings)
+        if self.options.refine_excitation_error is not None:
+            settings["excitation_error"] = float(self.options.refine_excitation_error)
         shifted = shifted_copies(polar[None])
         best, best_score = np.asarray(rotation, dtype=np.float64), -np.inf
-        step = self.options.resolution / 2.0
+        step = self.options.resolution * 0.75
         for _ in range(steps):
             tilts = [(a, b) for a in (-step, 0.0, step) for b in (-step, 0.0, step)]
             candidates = np.stack([axis_angle_matrix((1, 0, 0), a) @ axis_angle_matrix((0, 1, 0), b) @ best for a, b in tilts])
-            radius, angle, intensity = spots_for_rotations(self.phases[phase], candidates, templates.settings)
+            radius, angle, intensity = spots_for_rotations(self.phases[phase], candidates, settings)
             matrix = template_matrix(radius, angle, intensity, self.grid, power=self.options.template_power)
             scores = np.asarray(matrix @ shifted)[: len(candidates)]
             row, column = np.unravel_index(int(scores.argmax()), scores.shape)

@@ -47,7 +47,7 @@ __all__ = [
 _HALF_TURN_Y = np.diag([-1.0, 1.0, -1.0])
 
 #: Log compression unit: at least this fraction of the strongest spot (and three noise deviations).
-LOG_FLOOR = float(__import__("os").environ.get("STEMNMF_LOG_FLOOR", "0.01"))
+LOG_FLOOR = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +148,9 @@ def _compress(polar: np.ndarray, power: float) -> np.ndarray:
     if power == 0:
         scale = max(3.0 * sigma, LOG_FLOOR * float(polar.max()))
         return np.log1p(polar / scale) if scale > 0 else polar
+    if power < 0:  # saturate: 1 wherever the pattern exceeds max(3 sigma, -power * its maximum)
+        scale = max(3.0 * sigma, -power * float(polar.max()))
+        return np.minimum(polar / scale, 1.0) if scale > 0 else polar
     return polar**power
 
 
@@ -208,9 +211,9 @@ class MatchResult:
     confidence : (n,) float, 1 - (best distinct other solution) / best: 0 when ambiguous.
     reliability : (n,) float, (best - mean) / std of the best score of every template.
     second_phase_score : (n,) float, best score of any other phase (0 for one phase).
-    second_rotations : (n, 3, 3) the second-best distinct solution.
-    second_score : (n,) float, its score.
-    second_phase : (n,) int, its phase.
+    alternatives : (n, m, 3, 3) the best m (8) mutually distinct solutions, best first.
+    alternative_scores : (n, m) float, their scores (-inf where fewer were found).
+    alternative_phases : (n, m) int, their phases.
     """
 
     rotations: np.ndarray
@@ -219,9 +222,9 @@ class MatchResult:
     confidence: np.ndarray
     reliability: np.ndarray
     second_phase_score: np.ndarray
-    second_rotations: np.ndarray
-    second_score: np.ndarray
-    second_phase: np.ndarray
+    alternatives: np.ndarray
+    alternative_scores: np.ndarray
+    alternative_phases: np.ndarray
 
 
 def shifted_copies(polar: np.ndarray) -> np.ndarray:
@@ -264,19 +267,35 @@ def _candidates(block, template_sets, grid: PolarGrid, index: int, top: int = 64
     return np.array(rotations), np.array(phases), np.array(scores), every
 
 
-def _decide(rotations, phases, scores, all_best, template_sets, distinct_angle):
+def _distinct(rotations, phases, template_sets, distinct_angle, n_alternatives):
+    """Indices of up to ``n_alternatives`` solutions (sorted by score) each distinct from all kept before it."""
+    kept = [0]
+    for i in range(1, len(rotations)):
+        if len(kept) == n_alternatives:
+            break
+        near = [
+            k for k in kept
+            if phases[k] == phases[i]
+            and misorientation_angles(rotations[k], rotations[i][None], template_sets[phases[i]].symmetry)[0] <= distinct_angle
+        ]
+        if not near:
+            kept.append(i)
+    return kept
+
+
+def _decide(rotations, phases, scores, all_best, template_sets, distinct_angle, n_alternatives=8):
     order = np.argsort(scores)[::-1]
     rotations, phases, scores = rotations[order], phases[order], scores[order]
+    kept = _distinct(rotations, phases, template_sets, distinct_angle, n_alternatives)
+    alternatives = np.repeat(rotations[:1], n_alternatives, axis=0)
+    alternative_scores = np.full(n_alternatives, -np.inf)
+    alternative_phases = np.full(n_alternatives, phases[0])
+    alternatives[: len(kept)], alternative_scores[: len(kept)], alternative_phases[: len(kept)] = (
+        rotations[kept], scores[kept], phases[kept]
+    )
     best_phase = int(phases[0])
-    same = phases == best_phase
-    angles = np.full(len(scores), np.inf)
-    angles[same] = misorientation_angles(rotations[0], rotations[same], template_sets[best_phase].symmetry)
-    distinct = (angles > distinct_angle) | ~same
-    distinct[0] = False
-    second = scores[distinct].max() if distinct.any() else 0.0
-    second_rotation = rotations[np.flatnonzero(distinct)[0]] if distinct.any() else rotations[0]
-    second_phase = int(phases[np.flatnonzero(distinct)[0]]) if distinct.any() else best_phase
     best = float(scores[0])
+    second = float(scores[kept[1]]) if len(kept) > 1 else 0.0
     every = np.concatenate(all_best)
     spread = float(every.std())
     reliability = (best - float(every.mean())) / spread if spread > 0 else 0.0
@@ -288,9 +307,9 @@ def _decide(rotations, phases, scores, all_best, template_sets, distinct_angle):
         1.0 - second / best if best > 0 else 0.0,
         reliability,
         max(other_phase) if other_phase else 0.0,
-        second_rotation,
-        float(second),
-        second_phase,
+        alternatives,
+        alternative_scores,
+        alternative_phases,
     )
 
 
@@ -344,7 +363,7 @@ def match_patterns(
         confidence=np.array(out["confidence"], dtype=np.float64),
         reliability=np.array(out["reliability"], dtype=np.float64),
         second_phase_score=np.array(out["second_phase_score"], dtype=np.float64),
-        second_rotations=np.array(out["second_rotations"]).reshape(n, 3, 3),
-        second_score=np.array(out["second_score"], dtype=np.float64),
-        second_phase=np.array(out["second_phase"], dtype=np.int32),
+        alternatives=np.array(out["alternatives"]).reshape(n, -1, 3, 3),
+        alternative_scores=np.array(out["alternative_scores"], dtype=np.float64).reshape(n, -1),
+        alternative_phases=np.array(out["alternative_phases"], dtype=np.int32).reshape(n, -1),
     )

@@ -12,6 +12,7 @@ from stemnmf.crystal.export import save_ang
 from stemnmf.crystal.indexing import orientation_datasets
 from stemnmf.crystal.phases import require_crystal_extra
 from stemnmf.errors import ResultsError
+from stemnmf.io import load
 from stemnmf.io.results import Results, load_results, save_results
 
 __all__ = ["index"]
@@ -90,8 +91,6 @@ def index(
 
 
 def _input_dataset(results: Results):
-    from stemnmf.io import load
-
     source = results.attrs.get("input")
     if not source or source == "(array)" or not Path(str(source)).exists():
         raise ResultsError(
