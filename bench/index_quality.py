@@ -122,7 +122,7 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", default="LNMO")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12, 13, 14])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[10, 11, 12, 13, 14])
     parser.add_argument("--scan", type=int, default=32)
     parser.add_argument("--speed-seed", type=int, default=None)
     parser.add_argument("--speed-scan", type=int, default=64)
@@ -137,7 +137,8 @@ def main() -> None:
             r, o = quality(args.phase, seed, args.scan, workdir, cache)
             regions += r
             oracle += o
-        print(f"all seeds: regions {summary(regions)} (n={len(regions)}) | oracle {summary(oracle)} (n={len(oracle)})")
+        if regions:
+            print(f"all seeds: regions {summary(regions)} (n={len(regions)}) | oracle {summary(oracle)} (n={len(oracle)})")
         if args.speed_seed is not None:
             speed(args.phase, args.speed_seed, args.speed_scan, workdir, cache)
 

@@ -324,3 +324,12 @@ def test_index_cli_ang_score_and_report(indexed_run, tmp_path, capsys):
     assert main(["index", str(out), "--phase", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "bad.cif" in err
+
+
+def test_run_with_a_bad_phase_fails_before_the_work(tmp_path):
+    from stemnmf.pipeline import run
+
+    data = np.zeros((4, 4, 16, 16), np.float32)
+    with pytest.raises(PhaseError, match="unknown phase 'Unobtainium'"):
+        run(data, {"orientations": {"phases": ["Unobtainium"]}}, outdir=tmp_path / "out")
+    assert not (tmp_path / "out" / "results.h5").exists()

@@ -202,6 +202,10 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
     """The body of :func:`run`; ``cleanup`` removes scratch files and cluster data at the end, whatever happens."""
     config = _as_config(config)
     seed = int(config.run.seed)
+    if config.orientations.phases:  # a missing extra or a bad CIF fails now, not after the factorisation
+        from stemnmf.crystal import load_phases
+
+        load_phases(config.orientations.phases)
     timer = _Timer()
     if outdir is not None:
         outdir = prepare_outdir(outdir, overwrite)
