@@ -185,6 +185,7 @@ def test_matching_recovers_known_orientations(known_orientations, template_cache
     assert np.all(result.score > 0) and np.all((result.confidence >= 0) & (result.confidence <= 1))
 
 
+@pytest.mark.slow
 def test_detector_mapping_is_applied(known_orientations, template_cache):
     """A detector turned by 90° and flipped gives the same orientations once the mapping is stated."""
     patterns = _patterns(known_orientations[:2], seed=1)
