@@ -23,6 +23,7 @@ _LAZY = {
     "simulate": "stemnmf.simulate:",  # the module is callable as simulate()
     "featurize": "stemnmf.features:featurize",
     "run": "stemnmf.pipeline:run",
+    "index": "stemnmf.crystal:index",
     "io": "stemnmf.io:",
     "engine": "stemnmf.engine:",
     "calibrate": "stemnmf.calibrate:",
@@ -31,6 +32,7 @@ _LAZY = {
     "decompose": "stemnmf.decompose:",
     "kselect": "stemnmf.kselect:",
     "analysis": "stemnmf.analysis:",
+    "crystal": "stemnmf.crystal:",
     "report": "stemnmf.report:",
     "pipeline": "stemnmf.pipeline:",
     "errors": "stemnmf.errors:",

@@ -30,6 +30,7 @@ __all__ = [
     "NMFConfig",
     "AnalysisConfig",
     "RunConfig",
+    "OrientationsConfig",
     "load_config",
     "add_config_arguments",
     "config_from_args",
@@ -233,6 +234,25 @@ class RunConfig:
     report: bool = option(True, "write report.html")
 
 
+@dataclasses.dataclass
+class OrientationsConfig:
+    """[orientations]: orientation and phase of every component and region (needs the crystal extra)."""
+
+    phases: list = option([], "phases to index: built-in names (Ag, Au, Pd, Cu, Al, Si, LNMO) or CIF files; empty: none", flag="--phase", metavar="NAME,...")
+    resolution: float = option(1.0, "spacing of the template orientations, degrees", flag="--index-resolution", metavar="DEG")
+    per_position: bool = option(False, "also index every position's pattern (slow)", flag="--index-positions")
+    detector_rotation: float = option(0.0, "angle of the detector x axis from the scan x axis, degrees", metavar="DEG")
+    detector_flip: bool = option(False, "the detector y axis runs against the scan y axis")
+
+    def index_options(self) -> dict[str, Any]:
+        """Keyword options of :func:`stemnmf.crystal.orientation_datasets`."""
+        return {
+            "resolution": float(self.resolution),
+            "detector_rotation": float(self.detector_rotation),
+            "detector_flip": bool(self.detector_flip),
+        }
+
+
 _SECTIONS = {
     "input": InputConfig,
     "calibrate": CalibrateConfig,
@@ -241,6 +261,7 @@ _SECTIONS = {
     "nmf": NMFConfig,
     "analysis": AnalysisConfig,
     "run": RunConfig,
+    "orientations": OrientationsConfig,
 }
 
 
@@ -255,6 +276,7 @@ class Config:
     nmf: NMFConfig = dataclasses.field(default_factory=NMFConfig)
     analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    orientations: OrientationsConfig = dataclasses.field(default_factory=OrientationsConfig)
 
     def __post_init__(self):
         self.validate()

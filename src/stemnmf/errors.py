@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "FormatError",
     "ScanShapeError",
+    "PhaseError",
     "DataValueError",
     "CalibrationError",
     "ConfigError",
@@ -56,6 +57,10 @@ class FormatError(InputError):
 
 class ScanShapeError(InputError):
     """The scan shape is missing or does not fit the number of frames."""
+
+
+class PhaseError(InputError):
+    """A crystal phase cannot be used (unknown name, unreadable or empty CIF file)."""
 
 
 class DataValueError(StemNMFError, ValueError):

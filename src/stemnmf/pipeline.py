@@ -167,6 +167,10 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
     """The body of :func:`run`; ``cleanup`` removes scratch files and cluster data at the end, whatever happens."""
     config = _as_config(config)
     seed = int(config.run.seed)
+    if config.orientations.phases:  # a missing extra or a bad CIF fails now, not after the factorisation
+        from stemnmf.crystal import load_phases
+
+        load_phases(config.orientations.phases)
     timer = _Timer()
     if outdir is not None:
         outdir = prepare_outdir(outdir, overwrite)
@@ -264,6 +268,10 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
         if truth is not None:
             datasets["/truth/labels"] = truth.labels
 
+    if config.orientations.phases:
+        with timer.stage("orientations"):
+            datasets.update(_orientations(datasets, dataset, config))
+
     results = Results(
         datasets,
         {
@@ -291,6 +299,15 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
     summary = _summary(results, report_path, results_path)
     results.attrs["summary"] = summary.lines()
     return results
+
+
+def _orientations(datasets: dict, dataset: Dataset4D, config: Config) -> dict:
+    """The /orientations datasets of the run's components and regions (crystal extra)."""
+    from stemnmf.crystal import orientation_datasets
+
+    o = config.orientations
+    analysis = Results(datasets, {"calibration": dataset.calibration.to_dict()})
+    return orientation_datasets(analysis, o.phases, dataset=dataset, per_position=o.per_position, **o.index_options())
 
 
 def _load(source, config: Config):

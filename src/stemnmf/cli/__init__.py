@@ -20,7 +20,7 @@ from stemnmf.errors import StemNMFError
 __all__ = ["main", "build_parser", "setup_logging", "COMMANDS"]
 
 #: Subcommand modules, in the order ``stemnmf --help`` lists them.
-COMMANDS = ["info", "simulate", "run", "kscan", "score", "report", "reproduce"]
+COMMANDS = ["info", "simulate", "run", "kscan", "score", "report", "reproduce", "index"]
 
 
 class _Parser(argparse.ArgumentParser):

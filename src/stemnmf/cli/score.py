@@ -34,10 +34,12 @@ def add_parser(subparsers):
 
 def main(args) -> int:
     from stemnmf.analysis import score_results
+    from stemnmf.crystal.scores import score_orientations
     from stemnmf.io import load_results, load_truth
 
     results = load_results(args.outdir)
     truth = load_truth(args.truth)
-    scores = score_results(results, truth, clusters=args.clusters)
-    print(json.dumps(scores.to_dict(), indent=args.indent or None, allow_nan=False))
+    scores = score_results(results, truth, clusters=args.clusters).to_dict()
+    scores.update(score_orientations(results, truth))  # misorientation errors when the run was indexed
+    print(json.dumps(scores, indent=args.indent or None, allow_nan=False))
     return 0

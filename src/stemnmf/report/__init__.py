@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from stemnmf.io import Results, atomic_output, load_results
-from stemnmf.report import figures
+from stemnmf.report import figures, orientations
 from stemnmf.report.explorer import CSP, explorer_html
 
 __all__ = ["write_report", "render_html"]
@@ -63,6 +63,14 @@ SECTIONS = [
         "Spatially refined regions (threshold, connected regions, size filter) with their area, maximum Feret "
         "diameter and dissimilarity.",
         [figures.fig_region_boxplots],
+    ),
+    (
+        "Orientations",
+        "Phase and orientation of every region from template matching of its mean pattern (stemnmf index / "
+        "--phase): the crystal direction along the beam (IPF-Z) with its colour key, the phase map, and the "
+        "boundaries between touching regions with their symmetry-reduced misorientation (Σ3 and Σ9 marked for "
+        "cubic phases).",
+        [orientations.fig_orientation_map, orientations.fig_phase_map, orientations.fig_boundary_map],
     ),
     (
         "Ground truth",
@@ -173,7 +181,8 @@ def _kselect_table(results: Results) -> str:
     return "<h3>k chosen by each metric</h3>" + _table(rows, ["metric", "k"])
 
 
-_EXTRA = {"Choosing the number of components": _kselect_table, "Grains": _region_table, "Ground truth": _scores_table}
+_EXTRA = {"Choosing the number of components": _kselect_table, "Grains": _region_table, "Ground truth": _scores_table,
+          "Orientations": orientations.boundary_table_html}
 
 
 def render_html(results: Results, title: str = "stemnmf report", *, explorer: bool = True) -> str:

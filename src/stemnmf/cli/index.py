@@ -1,0 +1,53 @@
+"""``stemnmf index OUTDIR --phase NAME``: orientation and phase of every component and region of a run."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "index",
+        help="orientation and phase of every component and region of a finished run",
+        description=(
+            "Match the component and region patterns of a finished run against kinematic templates of one or more "
+            "phases (diffsims over orix orientation samples; needs the crystal extra) and add the orientations, "
+            "phases, scores, confidences and boundary table under /orientations in OUTDIR/results.h5."
+        ),
+    )
+    parser.add_argument("outdir", metavar="OUTDIR", help="output folder of `stemnmf run` (or its results.h5)")
+    add_index_arguments(parser, required=True)
+    parser.add_argument("--per-position", action="store_true", help="also index every position (slow; reads the run's input)")
+    parser.add_argument("--ang", metavar="PATH", nargs="?", const=True, default=False,
+                        help="also write an .ang orientation map (default OUTDIR/orientations.ang)")
+    return parser
+
+
+def add_index_arguments(parser, *, required: bool) -> None:
+    """``--phase`` (repeatable) and the matching options shared by `index` and `run`."""
+    group = parser.add_argument_group("orientations (crystal extra)")
+    group.add_argument("--phase", action="append", metavar="NAME_OR_CIF", required=required, dest="phases",
+                       help="a built-in phase (Ag, Au, Pd, Cu, Al, Si, LNMO/spinel) or a CIF file; repeat for several")
+    group.add_argument("--resolution", type=float, default=1.0, metavar="DEG",
+                       help="spacing of the template orientations in degrees (default 1)")
+    group.add_argument("--detector-rotation", type=float, default=0.0, metavar="DEG",
+                       help="angle of the detector x axis from the scan x axis, counter-clockwise (default 0)")
+    group.add_argument("--detector-flip", action="store_true", help="the detector y axis runs against the scan y axis")
+    group.add_argument("--template-cache", metavar="DIR", help="template cache (default ~/.cache/stemnmf/templates)")
+
+
+def index_options(args) -> dict:
+    """Keyword options of :func:`stemnmf.crystal.index` from parsed arguments."""
+    return {
+        "resolution": args.resolution,
+        "detector_rotation": args.detector_rotation,
+        "detector_flip": args.detector_flip,
+        "cache_dir": args.template_cache,
+    }
+
+
+def main(args) -> int:
+    from stemnmf.crystal import describe, index
+
+    results = index(args.outdir, args.phases, per_position=args.per_position, ang=args.ang, **index_options(args))
+    lines = describe(results) or ["no regions indexed"]
+    print("\n".join(f"orientations: {line}" for line in lines))
+    return 0

@@ -1,0 +1,376 @@
+"""Orientation and phase of every component, region and (optionally) position of a run.
+
+:func:`index_patterns` matches calibrated patterns against the templates of
+one or more phases; :func:`index` does it for the component and region
+patterns of a results file (and every position of the scan when asked) and
+returns the ``/orientations/*`` datasets of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+
+import numpy as np
+from tqdm import tqdm
+
+from stemnmf.crystal.boundaries import boundary_table
+from stemnmf.crystal.matching import (
+    MatchResult,
+    match_patterns,
+    peak_offset,
+    polar_grid,
+    polar_images,
+    rotation_z,
+    shifted_copies,
+    template_matrix,
+)
+from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
+from stemnmf.crystal.phases import load_phases, require_crystal_extra
+from stemnmf.crystal.templates import make_templates, spots_for_rotations
+from stemnmf.errors import ConfigError, ResultsError
+from stemnmf.io.dataset import electron_wavelength
+
+__all__ = ["IndexOptions", "Indexer", "index_patterns", "orientation_datasets"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexOptions:
+    """Settings of the template matching (defaults in brackets).
+
+    Attributes
+    ----------
+    resolution : float
+        Spacing of the template beam directions, degrees [1].
+    excitation_error : float
+        First zero of the templates' rocking curve sinc^2(pi s t), 1/Å (1 / thickness) [0.02].
+    r_min : float or None
+        Smallest spot radius used, 1/Å [None: three disk radii, at least 0.1].
+    n_angles : int
+        In-plane angle steps over 360° [360].
+    pattern_power, template_power : float
+        Compression of pattern intensities (0: log1p in noise units) and of
+        template intensities (power) [0, 0.25].
+    distinct_angle : float
+        Solutions closer than this to the best are not its second-best distinct solution, degrees [5].
+    refine : bool
+        Polish each best orientation by a local search below the template spacing [True].
+    refine_excitation_error : float or None
+        Excitation error of the refinement's spots [None: ``excitation_error``].
+    refine_candidates : int
+        How many mutually distinct solutions (best first, within 10 % of the best) are refined [2].
+    detector_rotation : float
+        Angle of the detector x axis from the scan x axis, degrees, counter-clockwise [0].
+    detector_flip : bool
+        The detector y axis runs against the scan y axis [False].
+    cache_dir : str or None
+        Template cache [None: $STEMNMF_CACHE/templates or ~/.cache/stemnmf/templates].
+    """
+
+    resolution: float = 1.0
+    excitation_error: float = 0.02
+    r_min: float | None = None
+    n_angles: int = 360
+    pattern_power: float = 0.0
+    template_power: float = 0.25
+    distinct_angle: float = 5.0
+    refine: bool = True
+    refine_excitation_error: float | None = 0.01
+    refine_candidates: int = 2
+    detector_rotation: float = 0.0
+    detector_flip: bool = False
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        if not (0.1 <= float(self.resolution) <= 10):
+            raise ConfigError(f"resolution={self.resolution!r} is out of range", "give 0.1 to 10 degrees")
+        if not float(self.excitation_error) > 0:
+            raise ConfigError(f"excitation_error={self.excitation_error!r} must be positive")
+        if int(self.n_angles) < 36:
+            raise ConfigError(f"n_angles={self.n_angles!r} is too coarse", "give at least 36")
+
+
+class Indexer:
+    """Templates of the phases on one polar grid, ready to match patterns of one detector geometry.
+
+    Parameters
+    ----------
+    phases : list of str, path-like or orix Phase
+    pattern_shape : (int, int)
+    q_pixel : float
+        1/Å per pixel.
+    beam_energy : float
+        keV.
+    origin : (float, float), optional
+        Direct beam (row, col) in pixels; the detector centre by default.
+    convergence_angle : float, optional
+        mrad; sets the default ``r_min``.
+    options : IndexOptions, optional
+    """
+
+    def __init__(self, phases, pattern_shape, *, q_pixel, beam_energy, origin=None, convergence_angle=None, options=None):
+        require_crystal_extra("indexing")
+        if q_pixel is None or beam_energy is None:
+            missing = "q_pixel" if q_pixel is None else "beam_energy"
+            raise ConfigError(f"indexing needs the calibration's {missing}", f"give --{missing.replace('_', '-')} to `stemnmf run`")
+        self.options = options or IndexOptions()
+        self.phases = load_phases(phases)
+        self.q_pixel, self.origin = float(q_pixel), origin
+        r_min = self.options.r_min
+        if r_min is None:
+            disk = (convergence_angle or 1.0) * 1e-3 / electron_wavelength(beam_energy)
+            r_min = max(0.1, 3.0 * disk)
+        self.grid = polar_grid(pattern_shape, q_pixel=self.q_pixel, origin=origin, r_min=r_min, n_angles=self.options.n_angles)
+        self.templates = [
+            make_templates(
+                phase,
+                beam_energy=beam_energy,
+                q_max=self.grid.r_max + self.q_pixel,
+                resolution=self.options.resolution,
+                excitation_error=self.options.excitation_error,
+                cache_dir=self.options.cache_dir,
+            )
+            for phase in self.phases
+        ]
+        self.matrices = [
+            template_matrix(t.radius, t.angle, t.intensity, self.grid, power=self.options.template_power)
+            for t in self.templates
+        ]
+
+    @property
+    def phase_names(self) -> list[str]:
+        return [p.name for p in self.phases]
+
+    def polar(self, patterns) -> np.ndarray:
+        """Polar images of patterns (n, qy, qx) on the indexer's grid."""
+        o = self.options
+        return polar_images(
+            patterns,
+            self.grid,
+            q_pixel=self.q_pixel,
+            origin=self.origin,
+            detector_rotation=o.detector_rotation,
+            detector_flip=o.detector_flip,
+            power=o.pattern_power,
+        )
+
+    def match(self, patterns, *, refine: bool | None = None) -> MatchResult:
+        """Best orientation, phase, score and confidence of each pattern (n, qy, qx).
+
+        ``refine`` (default: ``options.refine``) polishes each best orientation
+        below the template spacing (:meth:`refine`).
+        """
+        polar = self.polar(patterns)
+        result = match_patterns(polar, self.templates, self.matrices, self.grid, distinct_angle=self.options.distinct_angle)
+        if self.options.refine if refine is None else refine:
+            for i in range(len(polar)):
+                self._refine_pair(polar[i], result, i)
+        return result
+
+    def _refine_pair(self, polar, result: MatchResult, i: int, close: float = 0.9) -> None:
+        """Refine the best solution and the next distinct ones within ``close`` of it; keep the best refined.
+
+        Near symmetric zone axes (<111>, <112> of cubic crystals) a crystal and
+        its Σ3 twin give the same zero-order pattern; the refinement's tilt
+        search sees the Laue circle and keeps whichever fits better. The
+        confidence becomes 1 - (best refined other) / (best refined).
+        """
+        scores = result.alternative_scores[i][: self.options.refine_candidates]
+        candidates = [j for j in range(len(scores)) if j == 0 or scores[j] >= close * scores[0]]
+        refined = [self.refine(polar, result.alternatives[i, j], int(result.alternative_phases[i, j])) for j in candidates]
+        order = np.argsort([score for _, score in refined])[::-1]
+        best = candidates[order[0]]
+        result.rotations[i], result.score[i] = refined[order[0]]
+        result.phase[i] = result.alternative_phases[i, best]
+        if len(candidates) > 1:
+            other = refined[order[1]][1]
+            result.confidence[i] = max(0.0, 1.0 - other / result.score[i]) if result.score[i] > 0 else 0.0
+
+    def refine(self, polar, rotation, phase: int, steps: int = 4):
+        """Local search around ``rotation``: tilts about the sample x and y axes by +-d (d = 0.75 resolution, halving each step).
+
+        Each candidate's spots are simulated afresh; the in-plane angle is
+        searched in full at every step. Returns the best rotation and its score.
+        """
+        settings = dict(self.templates[phase].settings)
+        if self.options.refine_excitation_error is not None:
+            settings["excitation_error"] = float(self.options.refine_excitation_error)
+        shifted = shifted_copies(polar[None])
+        best, best_score = np.asarray(rotation, dtype=np.float64), -np.inf
+        step = self.options.resolution * 0.75
+        for _ in range(steps):
+            tilts = [(a, b) for a in (-step, 0.0, step) for b in (-step, 0.0, step)]
+            candidates = np.stack([axis_angle_matrix((1, 0, 0), a) @ axis_angle_matrix((0, 1, 0), b) @ best for a, b in tilts])
+            radius, angle, intensity = spots_for_rotations(self.phases[phase], candidates, settings)
+            matrix = template_matrix(radius, angle, intensity, self.grid, power=self.options.template_power)
+            scores = np.asarray(matrix @ shifted)[: len(candidates)]
+            row, column = np.unravel_index(int(scores.argmax()), scores.shape)
+            if scores[row, column] > best_score:
+                phi = (column + peak_offset(scores[row], column)) * 2 * np.pi / self.grid.n_angles
+                best, best_score = rotation_z(phi) @ candidates[row], float(scores[row, column])
+            step /= 2.0
+        return best, best_score
+
+
+def index_patterns(patterns, phases, *, q_pixel, beam_energy, origin=None, convergence_angle=None, **options) -> MatchResult:
+    """Orientation and phase of each calibrated pattern (n, qy, qx); options as in :class:`IndexOptions`."""
+    patterns = np.asarray(patterns, dtype=np.float32)
+    if patterns.ndim == 2:
+        patterns = patterns[None]
+    indexer = Indexer(
+        phases,
+        patterns.shape[1:],
+        q_pixel=q_pixel,
+        beam_energy=beam_energy,
+        origin=origin,
+        convergence_angle=convergence_angle,
+        options=IndexOptions(**options),
+    )
+    return indexer.match(patterns)
+
+
+def _datasets(prefix: str, result: MatchResult) -> dict:
+    return {
+        f"/orientations/{prefix}": matrices_to_quaternions(result.rotations).reshape(-1, 4),
+        f"/orientations/{prefix}_phase": result.phase.astype(np.int32),
+        f"/orientations/{prefix}_score": result.score.astype(np.float64),
+        f"/orientations/{prefix}_confidence": result.confidence.astype(np.float64),
+        f"/orientations/{prefix}_reliability": result.reliability.astype(np.float64),
+    }
+
+
+def _take(result: MatchResult, index) -> MatchResult:
+    return MatchResult(*(np.asarray(getattr(result, f.name))[index] for f in dataclasses.fields(MatchResult)))
+
+
+def _component_result(indexer: Indexer, results) -> tuple[MatchResult | None, np.ndarray | None]:
+    """Index the mean and representative pattern of each component; keep the better-scoring of the two."""
+    sources = [p for p in ("/components/mean_patterns", "/components/representative_patterns") if p in results]
+    if not sources:
+        return None, None
+    found = [indexer.match(np.asarray(results[p], dtype=np.float32)) for p in sources]
+    scores = np.stack([f.score for f in found])
+    choice = scores.argmax(axis=0)
+    merged = _take(found[0], slice(None))
+    for i, f in enumerate(found[1:], start=1):
+        pick = choice == i
+        for field in dataclasses.fields(MatchResult):
+            getattr(merged, field.name)[pick] = getattr(f, field.name)[pick]
+    kinds = np.array([sources[c].split("/")[-1] for c in choice])
+    return merged, kinds
+
+
+def _region_result(indexer: Indexer, results, components: MatchResult | None) -> MatchResult | None:
+    if "/regions/mean_patterns" in results:
+        return indexer.match(np.asarray(results["/regions/mean_patterns"], dtype=np.float32))
+    if "/regions/table" in results and components is not None:
+        table = results["/regions/table"]
+        if len(table) and "component" in table.dtype.names:
+            return _take(components, np.asarray(table["component"], dtype=np.int64))
+    return None
+
+
+def _positions(indexer: Indexer, dataset, rows_per_batch: int = 4) -> MatchResult:
+    sy, sx = dataset.scan_shape
+    parts = []
+    for start in tqdm(range(0, sy, rows_per_batch), desc="index positions", unit="rows", leave=False):
+        stop = min(sy, start + rows_per_batch)
+        block = np.asarray(dataset.read_rows(start, stop), dtype=np.float32)
+        parts.append(indexer.match(block.reshape(-1, *block.shape[2:])))
+    fields = [f.name for f in dataclasses.fields(MatchResult)]
+    return MatchResult(*(np.concatenate([getattr(p, name) for p in parts]) for name in fields))
+
+
+def orientation_datasets(results, phases, *, dataset=None, per_position: bool = False, **options) -> dict:
+    """The ``/orientations/*`` datasets of a run.
+
+    Parameters
+    ----------
+    results : Results
+        A run's results (component, region patterns and the calibration in ``attrs``).
+    phases : list of str, path-like or orix Phase
+        Built-in names (``'Ag'``, ``'spinel'``, ...) or CIF files.
+    dataset : Dataset4D, optional
+        The calibrated scan; needed for ``per_position``.
+    per_position : bool, default False
+        Also index every position's pattern (slow; the per-pattern baseline).
+    **options
+        :class:`IndexOptions`.
+
+    Returns
+    -------
+    dict
+        HDF5 path -> array: ``phases``, ``components*``, ``regions*``,
+        ``positions*`` (scan-shaped), ``boundaries`` and ``settings``.
+
+    Raises
+    ------
+    ResultsError
+        If the results hold no pattern to index.
+    ConfigError, PhaseError
+        For missing calibration, bad options or phases.
+    """
+    calibration = dict(results.attrs.get("calibration") or {})
+    if dataset is not None:
+        calibration.update({k: v for k, v in dataset.calibration.to_dict().items() if v is not None})
+    shape = _pattern_shape(results, dataset)
+    indexer = Indexer(
+        phases,
+        shape,
+        q_pixel=calibration.get("q_pixel"),
+        beam_energy=calibration.get("beam_energy"),
+        origin=calibration.get("origin"),
+        convergence_angle=calibration.get("convergence_angle"),
+        options=IndexOptions(**options),
+    )
+    out = {
+        "/orientations/phases": np.array(indexer.phase_names),
+        "/orientations/symmetry": np.concatenate([t.symmetry for t in indexer.templates]),
+        "/orientations/symmetry_phase": np.concatenate(
+            [np.full(len(t.symmetry), p, np.int32) for p, t in enumerate(indexer.templates)]
+        ),
+    }
+    components, kinds = _component_result(indexer, results)
+    if components is not None:
+        out.update(_datasets("components", components))
+        out["/orientations/components_source"] = kinds
+    regions = _region_result(indexer, results, components)
+    if regions is not None:
+        out.update(_datasets("regions", regions))
+        if "/regions/maps" in results:
+            out["/orientations/boundaries"] = boundary_table(
+                np.asarray(results["/regions/maps"]), out["/orientations/regions"], regions.phase, indexer.templates
+            )
+    if components is None and regions is None and not per_position:
+        raise ResultsError("the results hold no component or region patterns to index", "run with raw or pattern features")
+    if per_position:
+        if dataset is None:
+            raise ConfigError("per-position indexing needs the scan", "give the dataset (or the input file) as well")
+        positions = _positions(indexer, dataset)
+        sy, sx = dataset.scan_shape
+        for path, value in _datasets("positions", positions).items():
+            out[path] = value.reshape(sy, sx, *value.shape[1:])
+    settings = dataclasses.asdict(indexer.options)
+    settings.update({"q_pixel": indexer.q_pixel, "r_min": indexer.grid.r_min, "r_max": indexer.grid.r_max})
+    out["/orientations/settings"] = _settings_json(settings)
+    return out
+
+
+def _settings_json(settings: dict) -> str:
+    return json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in settings.items()})
+
+
+def _pattern_shape(results, dataset) -> tuple[int, int]:
+    if dataset is not None:
+        return tuple(dataset.pattern_shape)
+    for path in ("/components/mean_patterns", "/components/representative_patterns", "/regions/mean_patterns"):
+        if path in results:
+            return tuple(np.asarray(results[path]).shape[1:])
+    shape = results.attrs.get("pattern_shape")
+    if shape:
+        return tuple(int(v) for v in shape)
+    raise ResultsError("the results hold no component or region patterns to index", "run with raw or pattern features")

@@ -1,0 +1,93 @@
+"""Orientation scores against ground truth: misorientation of each region to its best-matching grain."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stemnmf.crystal.matching import misorientation_angles
+from stemnmf.crystal.rotations import quaternions_to_matrices
+from stemnmf.errors import ResultsError
+
+__all__ = ["best_matching_grains", "orientation_scores", "phase_symmetries", "score_orientations"]
+
+
+def best_matching_grains(region_maps, truth_labels) -> np.ndarray:
+    """For each region (r, sy, sx) the truth grain (n, sy, sx) it overlaps most (-1 for none)."""
+    regions = np.asarray(region_maps) > 0
+    grains = np.asarray(truth_labels) > 0
+    if regions.shape[1:] != grains.shape[1:]:
+        raise ResultsError(f"regions {regions.shape[1:]} and truth {grains.shape[1:]} differ in scan shape")
+    overlap = regions.reshape(len(regions), -1).astype(np.int64) @ grains.reshape(len(grains), -1).T.astype(np.int64)
+    best = overlap.argmax(axis=1) if overlap.size else np.zeros(len(regions), np.int64)
+    return np.where(overlap.max(axis=1, initial=0) > 0, best, -1)
+
+
+def orientation_scores(orientations: dict, region_maps, truth, *, truth_phases=None) -> dict:
+    """Per-region misorientation error (degrees) against the best-matching truth grain.
+
+    Parameters
+    ----------
+    orientations : dict
+        The ``/orientations`` group (``phases``, ``regions``, ``regions_phase``).
+    region_maps : array (r, sy, sx)
+    truth : Truth
+        ``labels`` (n, sy, sx) and ``orientations`` (n, 4), crystal -> sample.
+    truth_phases : sequence of str, optional
+        Phase name of each truth grain, for the phase accuracy (default:
+        ``truth.extra['phases']`` when there; otherwise not scored).
+
+    Returns
+    -------
+    dict
+        ``orientation_errors`` (per region, None where unmatched),
+        ``orientation_median_error``, ``orientation_within_2deg``,
+        ``orientation_within_5deg``, ``phase_accuracy`` (None when unknown).
+    """
+    if "regions" not in orientations:
+        raise ResultsError("the results have no region orientations", "run `stemnmf index OUTDIR --phase NAME` first")
+    names = [str(n) for n in np.atleast_1d(orientations["phases"])]
+    symmetries = phase_symmetries(orientations)
+    rotations = quaternions_to_matrices(np.asarray(orientations["regions"]).reshape(-1, 4))
+    phase = np.asarray(orientations["regions_phase"])
+    truth_rotations = quaternions_to_matrices(np.asarray(truth.orientations).reshape(-1, 4))
+    grains = best_matching_grains(region_maps, truth.labels)
+    errors = []
+    for r, g in enumerate(grains):
+        if g < 0:
+            errors.append(None)
+            continue
+        symmetry = symmetries[phase[r]]
+        errors.append(float(misorientation_angles(rotations[r], truth_rotations[g : g + 1], symmetry)[0]))
+    valid = np.array([e for e in errors if e is not None])
+    if truth_phases is None:
+        truth_phases = (getattr(truth, "extra", None) or {}).get("phases")
+    accuracy = None
+    if truth_phases is not None and len(valid):
+        truth_phases = [str(p) for p in truth_phases]
+        hits = [names[phase[r]] == truth_phases[g] for r, g in enumerate(grains) if g >= 0]
+        accuracy = float(np.mean(hits))
+    return {
+        "orientation_errors": errors,
+        "orientation_median_error": float(np.median(valid)) if len(valid) else None,
+        "orientation_within_2deg": float(np.mean(valid <= 2.0)) if len(valid) else None,
+        "orientation_within_5deg": float(np.mean(valid <= 5.0)) if len(valid) else None,
+        "phase_accuracy": accuracy,
+    }
+
+
+def phase_symmetries(orientations: dict) -> list[np.ndarray]:
+    """The proper point-group rotations (s, 3, 3) of each phase, from ``symmetry`` and ``symmetry_phase``."""
+    n = len(np.atleast_1d(orientations["phases"]))
+    if "symmetry" not in orientations:
+        return [np.eye(3)[None]] * n
+    matrices = np.asarray(orientations["symmetry"], dtype=np.float64)
+    owner = np.asarray(orientations["symmetry_phase"])
+    return [matrices[owner == p] for p in range(n)]
+
+
+def score_orientations(results, truth) -> dict:
+    """:func:`orientation_scores` of a run's regions, or ``{}`` when the run or the truth has no orientations."""
+    orientations = results.group("/orientations")
+    if "regions" not in orientations or "/regions/maps" not in results or getattr(truth, "orientations", None) is None:
+        return {}
+    return orientation_scores(orientations, results["/regions/maps"], truth)
