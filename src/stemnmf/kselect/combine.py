@@ -1,0 +1,172 @@
+"""The combined choice of k: several kinds of evidence, each with its own vote.
+
+Votes (each a k; docs/kselect.md gives the reasons and the ablations):
+
+``knee``
+    Decision level 1 of Cao et al.: the knee of the K-component loss.
+``iqa``
+    Decision level 2 of Cao et al.: the median choice of the four IQA metrics.
+``stability``
+    The largest k whose component patterns, fitted to two disjoint halves of
+    the positions, all match one to one with a cosine of at least
+    :data:`STABILITY_THRESHOLD` (:mod:`stemnmf.kselect.heldout`).
+``heldout``
+    The knee of the bi-cross-validation (held-out) error against k: beyond
+    it, more components no longer predict unseen data better.
+``coherence``
+    The largest k whose least coherent component map still has a lag-1
+    autocorrelation of at least :data:`COHERENCE_THRESHOLD`
+    (:mod:`stemnmf.kselect.coherence`); only when the scan shape is known.
+
+The combined k is the median of the votes (the lower median for an even
+number), so no single kind of evidence decides alone and one signal that
+fails on a kind of data (the IQA metrics on patterns unlike the simulations
+they were calibrated on, the held-out error on very clean data) is outvoted.
+The plausible range spans the votes nearest the median: from the second
+smallest to the second largest vote (all of them with fewer than four).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import numpy as np
+
+from stemnmf.kselect.coherence import coherence_by_k
+from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence
+from stemnmf.kselect.knee import find_knee
+
+__all__ = ["COHERENCE_THRESHOLD", "STABILITY_THRESHOLD", "SIGNALS", "CombinedChoice", "combine_votes", "gather_evidence"]
+
+log = logging.getLogger(__name__)
+
+#: Smallest matched cosine between the patterns of the two halves of the positions for a k to count as stable.
+STABILITY_THRESHOLD = 0.9
+#: Smallest lag-1 autocorrelation of the least coherent component map for a k to count as coherent.
+COHERENCE_THRESHOLD = 0.5
+#: The kinds of evidence, in the order they are reported.
+SIGNALS = ("knee", "iqa", "stability", "heldout", "coherence")
+
+_NAMES = {
+    "knee": "loss knee",
+    "iqa": "IQA",
+    "stability": "split-half stability",
+    "heldout": "held-out error",
+    "coherence": "map coherence",
+}
+
+
+@dataclasses.dataclass
+class CombinedChoice:
+    """The combined vote.
+
+    Attributes
+    ----------
+    chosen_k : int
+    votes : dict of str to int
+        The k each kind of evidence chose (those computed).
+    plausible_range : (int, int)
+    reason : str
+    heldout : HeldOutEvidence or None
+    coherence : (numpy.ndarray, numpy.ndarray) or None
+        k and the coherence of the least coherent component map.
+    """
+
+    chosen_k: int
+    votes: dict
+    plausible_range: tuple
+    reason: str
+    heldout: HeldOutEvidence | None = None
+    coherence: tuple | None = None
+
+    def to_results(self, prefix: str = "/kselect") -> dict:
+        out = {
+            f"{prefix}/combined_k": np.int64(self.chosen_k),
+            f"{prefix}/votes": json.dumps({name: int(k) for name, k in self.votes.items()}),
+            f"{prefix}/plausible_range": np.asarray(self.plausible_range, dtype=np.int64),
+            f"{prefix}/combined_reason": str(self.reason),
+            f"{prefix}/thresholds_combined": json.dumps(
+                {"stability": STABILITY_THRESHOLD, "coherence": COHERENCE_THRESHOLD}
+            ),
+        }
+        if self.heldout is not None:
+            out.update(self.heldout.to_results(f"{prefix}/heldout"))
+        if self.coherence is not None:
+            out[f"{prefix}/coherence/k"] = np.asarray(self.coherence[0], dtype=np.int64)
+            out[f"{prefix}/coherence/least"] = np.asarray(self.coherence[1], dtype=np.float64)
+        return out
+
+
+def combine_votes(votes: dict) -> tuple[int, tuple[int, int]]:
+    """(median vote, plausible range) of a dict of votes.
+
+    The median is the lower median for an even number of votes. The range runs
+    from the second smallest to the second largest vote when there are four or
+    more, over all votes otherwise.
+    """
+    values = sorted(int(v) for v in votes.values())
+    if not values:
+        raise ValueError("no votes")
+    chosen = values[(len(values) - 1) // 2]
+    low, high = (values[1], values[-2]) if len(values) >= 4 else (values[0], values[-1])
+    return chosen, (min(low, chosen), max(high, chosen))
+
+
+def largest_passing(k, values, threshold: float) -> int:
+    """The largest k whose value reaches ``threshold`` (the smallest k when none does)."""
+    k = np.asarray(k)
+    ok = np.flatnonzero(np.asarray(values) >= threshold)
+    return int(k[ok[-1]]) if ok.size else int(k[0])
+
+
+def heldout_knee(heldout: HeldOutEvidence) -> int:
+    """The knee of the mean held-out error against k (the smallest k with fewer than three points)."""
+    if heldout.k.size < 3:
+        return int(heldout.k[int(np.argmin(heldout.mean_error))])
+    return int(round(find_knee(heldout.k, heldout.mean_error).x))
+
+
+def gather_evidence(
+    X,
+    kloss,
+    *,
+    knee_k: int,
+    iqa_k: int,
+    scan_shape=None,
+    random_state=None,
+    heldout_options: dict | None = None,
+) -> CombinedChoice:
+    """Compute the held-out and map evidence for the scanned k and combine every vote.
+
+    Parameters
+    ----------
+    X : array_like, shape (n_positions, n_features)
+    kloss : KLoss
+        The K-component loss scan (its fits give the maps).
+    knee_k, iqa_k : int
+        Cao et al.'s two levels.
+    scan_shape : (int, int), optional
+        Without it the map coherence does not vote.
+    random_state : int, Generator or None
+    heldout_options : dict, optional
+        Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`.
+    """
+    votes = {"knee": int(knee_k), "iqa": int(iqa_k)}
+    heldout = held_out_evidence(X, kloss.k, random_state=random_state, **(heldout_options or {}))
+    votes["stability"] = largest_passing(heldout.k, heldout.mean_stability, STABILITY_THRESHOLD)
+    votes["heldout"] = heldout_knee(heldout)
+    coherence = None
+    if scan_shape is not None and kloss.factors:
+        coherence = coherence_by_k(kloss.factors, scan_shape)
+        votes["coherence"] = largest_passing(coherence[0], coherence[1], COHERENCE_THRESHOLD)
+    chosen, plausible = combine_votes(votes)
+    listing = ", ".join(f"{_NAMES[name]} {votes[name]}" for name in SIGNALS if name in votes)
+    agree = [_NAMES[name] for name in SIGNALS if votes.get(name) == chosen]
+    reason = (
+        f"the evidence votes {listing}: median k = {chosen} (agreeing: {', '.join(agree)}; "
+        f"plausible {plausible[0]}..{plausible[1]})"
+    )
+    log.info("combined choice: %s", reason)
+    return CombinedChoice(chosen, votes, plausible, reason, heldout, coherence)
