@@ -15,7 +15,7 @@ everything under ``/kselect/`` in the results file.
 """
 
 from stemnmf.kselect.coherence import coherence_by_k, map_coherence
-from stemnmf.kselect.combine import COHERENCE_THRESHOLD, SIGNALS, STABILITY_THRESHOLD, CombinedChoice, combine_votes, gather_evidence
+from stemnmf.kselect.combine import COHERENCE_THRESHOLD, SIGNALS, STABILITY_THRESHOLD, CombinedChoice, combine_votes, gather_evidence, votes_line
 from stemnmf.kselect.decide import DEFAULT_EMPTY_METRICS, DEFAULT_THRESHOLDS, IQADecision, decide_k, most_similar_pair
 from stemnmf.kselect.iqa import HIGHER_IS_SIMILAR, METRICS, gmsd, iqa_matrix, mdsi, psnr, ssim
 from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence, match_components, nnls_rows
@@ -37,6 +37,7 @@ __all__ = [
     "map_coherence",
     "match_components",
     "nnls_rows",
+    "votes_line",
     "DEFAULT_EMPTY_METRICS",
     "DEFAULT_THRESHOLDS",
     "HIGHER_IS_SIMILAR",

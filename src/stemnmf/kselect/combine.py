@@ -34,11 +34,20 @@ import logging
 
 import numpy as np
 
+from stemnmf.errors import ConfigError
 from stemnmf.kselect.coherence import coherence_by_k
 from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence
 from stemnmf.kselect.knee import find_knee
 
-__all__ = ["COHERENCE_THRESHOLD", "STABILITY_THRESHOLD", "SIGNALS", "CombinedChoice", "combine_votes", "gather_evidence"]
+__all__ = [
+    "COHERENCE_THRESHOLD",
+    "STABILITY_THRESHOLD",
+    "SIGNALS",
+    "CombinedChoice",
+    "combine_votes",
+    "gather_evidence",
+    "votes_line",
+]
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +163,14 @@ def gather_evidence(
         Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`.
     """
     votes = {"knee": int(knee_k), "iqa": int(iqa_k)}
-    heldout = held_out_evidence(X, kloss.k, random_state=random_state, **(heldout_options or {}))
-    votes["stability"] = largest_passing(heldout.k, heldout.mean_stability, STABILITY_THRESHOLD)
-    votes["heldout"] = heldout_knee(heldout)
+    try:
+        heldout = held_out_evidence(X, kloss.k, random_state=random_state, **(heldout_options or {}))
+    except ConfigError as err:  # too little data for two halves of the largest k
+        log.warning("no held-out evidence for k: %s", err)
+        heldout = None
+    if heldout is not None:
+        votes["stability"] = largest_passing(heldout.k, heldout.mean_stability, STABILITY_THRESHOLD)
+        votes["heldout"] = heldout_knee(heldout)
     coherence = None
     if scan_shape is not None and kloss.factors:
         coherence = coherence_by_k(kloss.factors, scan_shape)
@@ -170,3 +184,23 @@ def gather_evidence(
     )
     log.info("combined choice: %s", reason)
     return CombinedChoice(chosen, votes, plausible, reason, heldout, coherence)
+
+
+def votes_line(results) -> str:
+    """One line on the votes for k, from results datasets (``''`` when the run did not vote).
+
+    For example ``"loss knee 5, IQA 3, split-half stability 4, held-out error 4, map coherence 5;
+    plausible k = 4..5"``.
+    """
+    if "/kselect/votes" not in results:
+        return ""
+    votes = json.loads(str(results["/kselect/votes"]))
+    if not votes:
+        return ""
+    text = ", ".join(f"{_NAMES.get(name, name)} {int(k)}" for name, k in votes.items())
+    if "/kselect/plausible_range" in results:
+        low, high = (int(v) for v in np.asarray(results["/kselect/plausible_range"]))
+        text += f"; plausible k = {low}..{high}"
+    if "/kselect/evidence" in results:
+        text += f" ({'median vote decides' if str(results['/kselect/evidence']) == 'combined' else 'Cao et al. decide'})"
+    return text
