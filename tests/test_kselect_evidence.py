@@ -123,3 +123,11 @@ def test_select_k_combined_on_three_patterns(three_blocks):
     assert cao.to_results()["/kselect/evidence"] == "cao"
     with pytest.raises(ConfigError, match="evidence"):
         select_k(three_blocks, k_values=range(2, 5), pattern_shape=(20, 20), evidence="vote")
+
+
+def test_first_run_end_by_hand():
+    from stemnmf.kselect import first_run_end
+
+    assert first_run_end([3, 4, 5, 6, 7], [0.5, 1, 1, 0.2, 1], 0.9) == 5  # run 4..5; the later 7 does not count
+    assert first_run_end([3, 4, 5], [0.1, 0.2, 0.3], 0.9) == 3  # none passes: the smallest k
+    assert first_run_end([3, 4, 5], [1, 1, 1], 0.9) == 5

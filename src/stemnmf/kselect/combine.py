@@ -7,15 +7,17 @@ Votes (each a k; docs/kselect.md gives the reasons and the ablations):
 ``iqa``
     Decision level 2 of Cao et al.: the median choice of the four IQA metrics.
 ``stability``
-    The largest k whose component patterns, fitted to two disjoint halves of
-    the positions, all match one to one with a cosine of at least
-    :data:`STABILITY_THRESHOLD` (:mod:`stemnmf.kselect.heldout`).
+    The last k of the first run of consecutive k whose component patterns,
+    fitted to two disjoint halves of the positions, all match one to one
+    with a cosine of at least :data:`STABILITY_THRESHOLD`
+    (:mod:`stemnmf.kselect.heldout`).
 ``heldout``
     The knee of the bi-cross-validation (held-out) error against k: beyond
     it, more components no longer predict unseen data better.
 ``coherence``
-    The largest k whose least coherent component map still has a lag-1
-    autocorrelation of at least :data:`COHERENCE_THRESHOLD`
+    The last k of the first run of consecutive k whose least coherent
+    component map keeps a lag-1 autocorrelation of at least
+    :data:`COHERENCE_FRACTION` of the best such value over the scan
     (:mod:`stemnmf.kselect.coherence`); only when the scan shape is known.
 
 The combined k is the median of the votes (the lower median for an even
@@ -40,7 +42,8 @@ from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence
 from stemnmf.kselect.knee import find_knee
 
 __all__ = [
-    "COHERENCE_THRESHOLD",
+    "COHERENCE_FRACTION",
+    "first_run_end",
     "STABILITY_THRESHOLD",
     "SIGNALS",
     "CombinedChoice",
@@ -53,8 +56,9 @@ log = logging.getLogger(__name__)
 
 #: Smallest matched cosine between the patterns of the two halves of the positions for a k to count as stable.
 STABILITY_THRESHOLD = 0.9
-#: Smallest lag-1 autocorrelation of the least coherent component map for a k to count as coherent.
-COHERENCE_THRESHOLD = 0.5
+#: A k counts as coherent while its least coherent component map keeps this fraction of the
+#: best least-coherence over the scanned k (relative, so noisy scans are not penalised).
+COHERENCE_FRACTION = 0.95
 #: The kinds of evidence, in the order they are reported.
 SIGNALS = ("knee", "iqa", "stability", "heldout", "coherence")
 
@@ -90,6 +94,13 @@ class CombinedChoice:
     heldout: HeldOutEvidence | None = None
     coherence: tuple | None = None
 
+    @property
+    def coherence_threshold(self) -> float | None:
+        """The least coherence a k needed (:data:`COHERENCE_FRACTION` of the best), None without maps."""
+        if self.coherence is None:
+            return None
+        return float(COHERENCE_FRACTION * np.max(self.coherence[1]))
+
     def to_results(self, prefix: str = "/kselect") -> dict:
         out = {
             f"{prefix}/combined_k": np.int64(self.chosen_k),
@@ -97,7 +108,7 @@ class CombinedChoice:
             f"{prefix}/plausible_range": np.asarray(self.plausible_range, dtype=np.int64),
             f"{prefix}/combined_reason": str(self.reason),
             f"{prefix}/thresholds_combined": json.dumps(
-                {"stability": STABILITY_THRESHOLD, "coherence": COHERENCE_THRESHOLD}
+                {"stability": STABILITY_THRESHOLD, "coherence": self.coherence_threshold}
             ),
         }
         if self.heldout is not None:
@@ -123,11 +134,19 @@ def combine_votes(votes: dict) -> tuple[int, tuple[int, int]]:
     return chosen, (min(low, chosen), max(high, chosen))
 
 
-def largest_passing(k, values, threshold: float) -> int:
-    """The largest k whose value reaches ``threshold`` (the smallest k when none does)."""
+def first_run_end(k, values, threshold: float) -> int:
+    """The last k of the first run of consecutive k whose value reaches ``threshold``.
+
+    The run starts at the first k that reaches it; the smallest k when none does.
+    """
     k = np.asarray(k)
-    ok = np.flatnonzero(np.asarray(values) >= threshold)
-    return int(k[ok[-1]]) if ok.size else int(k[0])
+    ok = np.asarray(values) >= threshold
+    if not ok.any():
+        return int(k[0])
+    i = int(np.argmax(ok))
+    while i + 1 < k.size and ok[i + 1]:
+        i += 1
+    return int(k[i])
 
 
 def heldout_knee(heldout: HeldOutEvidence) -> int:
@@ -169,12 +188,12 @@ def gather_evidence(
         log.warning("no held-out evidence for k: %s", err)
         heldout = None
     if heldout is not None:
-        votes["stability"] = largest_passing(heldout.k, heldout.mean_stability, STABILITY_THRESHOLD)
+        votes["stability"] = first_run_end(heldout.k, heldout.mean_stability, STABILITY_THRESHOLD)
         votes["heldout"] = heldout_knee(heldout)
     coherence = None
     if scan_shape is not None and kloss.factors:
         coherence = coherence_by_k(kloss.factors, scan_shape)
-        votes["coherence"] = largest_passing(coherence[0], coherence[1], COHERENCE_THRESHOLD)
+        votes["coherence"] = first_run_end(coherence[0], coherence[1], COHERENCE_FRACTION * float(np.max(coherence[1])))
     chosen, plausible = combine_votes(votes)
     listing = ", ".join(f"{_NAMES[name]} {votes[name]}" for name in SIGNALS if name in votes)
     agree = [_NAMES[name] for name in SIGNALS if votes.get(name) == chosen]
