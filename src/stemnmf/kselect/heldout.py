@@ -1,28 +1,28 @@
 """Evidence for k that does not look at the patterns: held-out error and split-half stability.
 
-Both come from one set of fits on a random subsample of X (positions and
-features), so they cost a few percent of the K-component loss scan.
+Both come from the same two fits per k on a random subsample of X (at most
+``max_positions`` x ``max_features``), so they cost a fixed few seconds
+whatever the size of X.
 
 **Bi-cross-validation** (Owen & Perry 2009; for NMF Kanagal & Sindhwani 2010).
-Positions are split into two random halves I1, I2 and features into J1, J2.
-For each of the four blocks ``D = X[I_a, J_b]``, NMF is fitted to D alone for
-every k (warm-started from k - 1, :func:`~stemnmf.kselect.k_component_loss`).
-The held-out block ``A = X[I_a', J_b']`` (the other positions and the other
-features) is then predicted without ever fitting it: the weights of the
-held-out positions come from their known features, ``B = X[I_a', J_b] ~=
-W_A H_D``, the patterns of the held-out features from the known positions,
-``C = X[I_a, J_b'] ~= W_D H_A`` (non-negative least squares each), and
-``A ~= W_A H_A``. Too few components miss structure that A shares with D; too
-many fit the noise of D, and their predictions of A get worse. The relative
-error ``||A - W_A H_A||^2 / ||A||^2`` is averaged over the four blocks.
+The subsample's positions are split into two random halves I1, I2 and its
+features into J1, J2. For each half of the positions, NMF is fitted to the
+block ``D = X[I_a, J1]`` alone for every k (warm-started from k - 1,
+:func:`~stemnmf.kselect.k_component_loss`). The held-out block
+``A = X[I_a', J2]`` (the other positions, the other features) is then
+predicted without ever being fitted: the weights of the held-out positions
+come from their known features, ``B = X[I_a', J1] ~= W_A H_D``, the patterns
+of the held-out features from the fitted positions, ``C = X[I_a, J2] ~= W_D
+H_A`` (non-negative least squares each), and ``A ~= W_A H_A``. Too few
+components miss structure that A shares with D; too many fit the noise of D.
+The relative error ``||A - W_A H_A||^2 / ||A||^2`` is kept for both halves.
 
-**Split-half stability.** The blocks ``X[I1, J_b]`` and ``X[I2, J_b]`` share
-their features but no position. Their component patterns (rows of H, unit
-length) are matched one to one (Hungarian assignment on the cosine
-similarity); the stability of k is the smallest matched cosine, averaged over
-the two feature halves. A component that stands for a real domain appears in
-both halves of the positions; one that splits a domain arbitrarily, or fits
-noise, does not.
+**Split-half stability.** The two fitted blocks ``X[I1, J1]`` and
+``X[I2, J1]`` share their features but no position. Their component
+patterns (rows of H) are matched one to one (Hungarian assignment on the
+cosine similarity); the stability of k is the smallest matched cosine. A
+component that stands for a real domain appears in both halves of the
+positions; one that splits a domain arbitrarily, or fits noise, need not.
 """
 
 from __future__ import annotations
@@ -82,17 +82,6 @@ class HeldOutEvidence:
     @property
     def mean_stability(self) -> np.ndarray:
         return self.stability.mean(axis=0)
-
-    def error_choice(self, tolerance: float = 0.0) -> int:
-        """The smallest k whose held-out error is within ``tolerance`` (relative) of the minimum."""
-        e = self.mean_error
-        best = float(e.min())
-        return int(self.k[np.flatnonzero(e <= best * (1.0 + tolerance))[0]])
-
-    def stability_choice(self, threshold: float) -> int:
-        """The largest k whose split-half stability reaches ``threshold`` (the smallest k if none)."""
-        ok = np.flatnonzero(self.mean_stability >= threshold)
-        return int(self.k[ok[-1]]) if ok.size else int(self.k[0])
 
     def to_results(self, prefix: str = "/kselect/heldout") -> dict:
         return {

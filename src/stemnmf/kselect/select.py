@@ -248,6 +248,31 @@ def _component_patterns(X, kloss, ks, *, raw, shape, patterns, dataset, engine):
     return source, by_k
 
 
+def _knee(kloss: KLoss, sensitivity: float) -> Knee:
+    """Decision level 1 (the largest k, unconfirmed, when fewer than three k were scanned)."""
+    if kloss.k.size >= 3:
+        return find_knee(kloss.k, kloss.loss, sensitivity=sensitivity)
+    index = int(kloss.k.size - 1)
+    log.warning("only %d k values scanned; no knee can be found, using the largest k", kloss.k.size)
+    return Knee(float(kloss.k[index]), index, np.zeros(kloss.k.size), False)
+
+
+def _reason(chosen: int, knee: Knee, decision: IQADecision, combined: CombinedChoice | None, pca_result) -> str:
+    """One sentence on why ``chosen``."""
+    knee_k = int(round(knee.x))
+    knee_text = f"the knee of the K-component loss is at k = {knee_k}" + ("" if knee.confirmed else " (unconfirmed)")
+    reason = f"k = {chosen}: {knee_text}, and {decision.reason}"
+    if combined is not None:
+        reason = (
+            f"k = {chosen}: {combined.reason}; Cao et al.'s levels alone: k = {decision.chosen_k}, {knee_text}, "
+            f"and {decision.reason}"
+        )
+    elbow = getattr(pca_result, "elbow", None)
+    if elbow is not None:
+        reason += f" (PCA scree elbow for comparison: k = {int(elbow)})"
+    return reason
+
+
 def select_k(
     X,
     *,
@@ -361,12 +386,7 @@ def select_k(
         nmf_options=nmf_options,
     )
     seconds["k_component_loss"] = time.perf_counter() - t0
-    if kloss.k.size >= 3:
-        knee = find_knee(kloss.k, kloss.loss, sensitivity=sensitivity)
-    else:
-        index = int(kloss.k.size - 1)
-        log.warning("only %d k values scanned; no knee can be found, using the largest k", kloss.k.size)
-        knee = Knee(float(kloss.k[index]), index, np.zeros(kloss.k.size), False)
+    knee = _knee(kloss, sensitivity)
     knee_k = int(round(knee.x))
     ks = range_of_interest(knee_k, kloss.k, half_width)
 
@@ -397,13 +417,7 @@ def select_k(
 
     cao_k = int(decision.chosen_k)
     chosen = cao_k if combined is None else int(combined.chosen_k)
-    knee_text = f"the knee of the K-component loss is at k = {knee_k}" + ("" if knee.confirmed else " (unconfirmed)")
-    reason = f"k = {chosen}: {knee_text}, and {decision.reason}"
-    if combined is not None:
-        reason = f"k = {chosen}: {combined.reason}; Cao et al.'s levels: k = {cao_k}, {knee_text}, and {decision.reason}"
-    elbow = getattr(pca_result, "elbow", None)
-    if elbow is not None:
-        reason += f" (PCA scree elbow for comparison: k = {int(elbow)})"
+    reason = _reason(chosen, knee, decision, combined, pca_result)
     log.info("chose %s", reason)
     return KSelection(
         chosen, knee_k, ks, reason, kloss, knee, decision, by_k, source, pca_result, seconds, cao_k, combined
