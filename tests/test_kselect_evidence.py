@@ -17,6 +17,7 @@ from stemnmf.kselect import (
     match_components,
     nnls_rows,
     select_k,
+    votes_line,
 )
 
 
@@ -104,9 +105,14 @@ def test_held_out_evidence_needs_enough_data():
         held_out_evidence(np.ones((20, 50), dtype=np.float32), range(3, 15))
 
 
-def test_select_k_combined_on_three_patterns(three_blocks):
-    selection = select_k(three_blocks, k_values=range(2, 9), pattern_shape=(20, 20), scan_shape=(48, 48),
-                         random_state=0, pca=False)
+@pytest.fixture(scope="module")
+def combined(three_blocks):
+    return select_k(three_blocks, k_values=range(2, 9), pattern_shape=(20, 20), scan_shape=(48, 48), random_state=0,
+                    pca=False)
+
+
+def test_select_k_combined_on_three_patterns(three_blocks, combined):
+    selection = combined
     assert selection.chosen_k == 3
     assert set(selection.votes) == {"knee", "iqa", "stability", "heldout", "coherence"}
     low, high = selection.plausible_range
@@ -131,3 +137,26 @@ def test_first_run_end_by_hand():
     assert first_run_end([3, 4, 5, 6, 7], [0.5, 1, 1, 0.2, 1], 0.9) == 5  # run 4..5; the later 7 does not count
     assert first_run_end([3, 4, 5], [0.1, 0.2, 0.3], 0.9) == 3  # none passes: the smallest k
     assert first_run_end([3, 4, 5], [1, 1, 1], 0.9) == 5
+
+
+def test_votes_reach_the_summary_line_and_the_report_figure(combined):
+    from stemnmf.kselect.plots import fig_kselect_evidence
+
+    out = combined.to_results()
+    line = votes_line(out)
+    low, high = combined.plausible_range
+    assert line.startswith("loss knee ") and f"plausible k = {low}..{high}" in line and "median vote" in line
+    assert votes_line({}) == ""
+    fig = fig_kselect_evidence(out)
+    assert fig is not None and len(fig.axes) == 3  # votes, held-out error and its twin axis
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(labels) == len(combined.votes)
+    assert fig_kselect_evidence({"/kselect/chosen_k": 3}) is None
+
+
+def test_run_summary_prints_the_votes():
+    from stemnmf.pipeline import RunSummary
+
+    lines = RunSummary(4, "why", 2, None, {"nmf": 1.0}, None, None, "loss knee 4, IQA 3; plausible k = 3..4").lines()
+    assert lines[0].startswith("components: k = 4") and lines[1] == "k votes:    loss knee 4, IQA 3; plausible k = 3..4"
+    assert not any(line.startswith("k votes") for line in RunSummary(4, "why", 2, None, {}, None, None).lines())
