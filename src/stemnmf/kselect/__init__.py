@@ -15,7 +15,16 @@ everything under ``/kselect/`` in the results file.
 """
 
 from stemnmf.kselect.coherence import coherence_by_k, map_coherence
-from stemnmf.kselect.combine import COHERENCE_FRACTION, SIGNALS, STABILITY_THRESHOLD, CombinedChoice, combine_votes, first_run_end, gather_evidence, votes_line
+from stemnmf.kselect.combine import (
+    COHERENCE_FRACTION,
+    SIGNALS,
+    STABILITY_THRESHOLD,
+    CombinedChoice,
+    combine_votes,
+    first_run_end,
+    gather_evidence,
+    votes_line,
+)
 from stemnmf.kselect.decide import DEFAULT_EMPTY_METRICS, DEFAULT_THRESHOLDS, IQADecision, decide_k, most_similar_pair
 from stemnmf.kselect.iqa import HIGHER_IS_SIMILAR, METRICS, gmsd, iqa_matrix, mdsi, psnr, ssim
 from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence, match_components, nnls_rows

@@ -221,5 +221,6 @@ def votes_line(results) -> str:
         low, high = (int(v) for v in np.asarray(results["/kselect/plausible_range"]))
         text += f"; plausible k = {low}..{high}"
     if "/kselect/evidence" in results:
-        text += f" ({'median vote decides' if str(results['/kselect/evidence']) == 'combined' else 'Cao et al. decide'})"
+        combined = str(results["/kselect/evidence"]) == "combined"
+        text += " (median vote decides)" if combined else " (Cao et al. decide)"
     return text

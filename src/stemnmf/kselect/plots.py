@@ -210,11 +210,14 @@ def fig_kselect_evidence(results):
     plot_votes(axes[0], votes, chosen_k=chosen, plausible_range=plausible)
     axes[0].set_title("votes for k")
     if has_curves:
-        limits = json.loads(str(results["/kselect/thresholds_combined"])) if "/kselect/thresholds_combined" in results else {}
+        limits = {}
+        if "/kselect/thresholds_combined" in results:
+            limits = json.loads(str(results["/kselect/thresholds_combined"]))
         stability = np.asarray(results["/kselect/heldout/stability"]).mean(axis=0)
         coherence_k = results["/kselect/coherence/k"] if "/kselect/coherence/k" in results else None
         coherence = results["/kselect/coherence/least"] if "/kselect/coherence/least" in results else None
-        plot_evidence_curves(axes[1], results["/kselect/heldout/k"], heldout_error=results["/kselect/heldout/mean_error"],
+        plot_evidence_curves(axes[1], results["/kselect/heldout/k"],
+                             heldout_error=results["/kselect/heldout/mean_error"],
                              stability=stability, coherence_k=coherence_k, coherence=coherence,
                              stability_threshold=limits.get("stability"), coherence_threshold=limits.get("coherence"))
         axes[1].set_title("held-out error, stability, coherence")
