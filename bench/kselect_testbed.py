@@ -9,12 +9,13 @@ chosen k is within +-1 of the number of distinct orientations in view.
 
 Which scans were used to set the rule (``--split``): the thresholds and the combination
 (docs/kselect.md) were chosen on seed 1 of the families ``spinel-zone``, ``ag-zone``,
-``ag-small``, ``ag-random`` (``tune``); ``held-out`` runs seed 2 of every family, and all
-seeds of the families never looked at while tuning, so its table measures data the rule was
-not tuned on. Simulation seed: ``1000 * seed + n``.
+``ag-small``, ``ag-random`` with 2, 5, 8, 12 orientations at 48 x 48 positions (``--split
+tune --scan 48 --orientations 2 5 8 12``); ``held-out`` runs seed 2 (or ``--seeds``) of every
+family and skips seed 1 of the tune families, so its table measures data the rule was not
+tuned on. Simulation seed: ``1000 * seed + n``.
 
-Run: ``nice -n 10 .venv/bin/python bench/kselect_testbed.py --split held-out`` (about a
-minute per scan on 2 shared cores). ``--families``, ``--orientations`` and ``--seeds``
+Run: ``nice -n 10 .venv/bin/python bench/kselect_testbed.py --split held-out --scan 40``
+(the recorded run: 2, 7 and 16 orientations; about a minute per scan on 2 shared cores). ``--families``, ``--orientations`` and ``--seeds``
 restrict it; ``--json`` keeps the rows.
 """
 
