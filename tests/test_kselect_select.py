@@ -35,7 +35,7 @@ def four_patterns():
 def test_select_k_on_four_known_patterns(four_patterns):
     dataset, _ = four_patterns
     X = dataset.data.reshape(dataset.n_positions, -1)
-    selection = select_k(X, k_values=range(2, 9), pattern_shape=(24, 24), random_state=0, pca=False)
+    selection = select_k(X, k_values=range(2, 9), pattern_shape=(24, 24), random_state=0, pca=False, evidence="cao")
     assert isinstance(selection, KSelection)
     assert selection.knee == 4
     np.testing.assert_array_equal(selection.range, np.arange(2, 9))

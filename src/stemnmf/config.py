@@ -194,6 +194,12 @@ class NMFConfig:
         metavar="auto|iterative|N",
     )
     k_range: str = option("3:20", "k values scanned by --k auto and kscan", metavar="LOW:HIGH")
+    k_evidence: str = option(
+        "combined",
+        "--k auto: combined (the loss knee and IQA of Cao et al. vote beside split-half stability, held-out error "
+        "and map coherence; the median vote decides) or cao (the two published levels alone) (docs/kselect.md)",
+        choices=("combined", "cao"),
+    )
     solver: str = option("hals", "NMF solver", choices=("hals", "mu", "kl", "compressed"))
     max_iter: int = option(400, "iterations per fit")
     tol: float = option(1e-4, "stop when the objective changes by less than this fraction")

@@ -31,15 +31,16 @@ from stemnmf.io import (
     Dataset4D,
     InputFile,
     Results,
+    attach_summary,
     inspect_input,
     load,
-    attach_summary,
     load_truth,
     save_results,
     split_input_path,
     summary_images,
 )
 from stemnmf.io.navigator import NAVIGATOR_BUDGET, attach_navigator
+from stemnmf.kselect import votes_line
 
 __all__ = ["run", "RunSummary", "prepare_outdir"]
 
@@ -100,9 +101,12 @@ class RunSummary:
     timings: dict[str, float]
     report: Path | None
     results_path: Path | None
+    k_evidence: str = ""
 
     def lines(self) -> list[str]:
         out = [f"components: k = {self.chosen_k} ({self.reason})", f"regions:    {self.n_regions} refined regions"]
+        if self.k_evidence:
+            out.insert(1, f"k votes:    {self.k_evidence}")
         if self.median_feret_nm is not None:
             out.append(f"grain size: median max Feret diameter {self.median_feret_nm:.2f} nm")
         total = sum(self.timings.values())
@@ -434,6 +438,7 @@ def _factorise(X, config: Config, dataset, raw_shape, engine, seed):
             solver=n.solver,
             max_iter=n.max_iter,
             tol=n.tol,
+            evidence=n.k_evidence,
         )
         W, H = selection.components(selection.chosen_k)
         return W, H, selection.to_results()
@@ -466,4 +471,5 @@ def _summary(results: Results, report_path, results_path) -> RunSummary:
     reason = str(results["/kselect/reason"]) if "/kselect/reason" in results else ""
     table = results["/regions/table"] if "/regions/table" in results else np.zeros(0, [("max_feret_nm", "f4")])
     median = float(np.median(table["max_feret_nm"])) if len(table) and "max_feret_nm" in table.dtype.names else None
-    return RunSummary(chosen, reason, len(table), median, dict(results.timings), report_path, results_path)
+    votes = votes_line(results)
+    return RunSummary(chosen, reason, len(table), median, dict(results.timings), report_path, results_path, votes)

@@ -5,20 +5,49 @@ knee (Kneedle). Decision level 2: image-quality metrics (SSIM, PSNR, GMSD,
 MDSI, as piq 0.8.0 computes them) between the components' patterns in raw
 pattern space, for k around the knee; each metric picks the largest k before
 a component becomes redundant (two alike, or one nearly empty) and the median
-choice decides.
+choice decides. Beside these two levels (``evidence='combined'``, the default),
+the split-half stability and held-out (bi-cross-validation) error of NMF on a
+subsample, and the coherence of the component maps vote too; the median vote
+decides (docs/kselect.md).
 
 The pipeline calls :func:`select_k`; its :meth:`KSelection.to_results` holds
 everything under ``/kselect/`` in the results file.
 """
 
+from stemnmf.kselect.coherence import coherence_by_k, map_coherence
+from stemnmf.kselect.combine import (
+    COHERENCE_FRACTION,
+    SIGNALS,
+    STABILITY_THRESHOLD,
+    CombinedChoice,
+    combine_votes,
+    first_run_end,
+    gather_evidence,
+    votes_line,
+)
 from stemnmf.kselect.decide import DEFAULT_EMPTY_METRICS, DEFAULT_THRESHOLDS, IQADecision, decide_k, most_similar_pair
 from stemnmf.kselect.iqa import HIGHER_IS_SIMILAR, METRICS, gmsd, iqa_matrix, mdsi, psnr, ssim
+from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence, match_components, nnls_rows
 from stemnmf.kselect.knee import Knee, find_knee, range_of_interest
 from stemnmf.kselect.loss import KLoss, append_component, k_component_loss
 from stemnmf.kselect.patterns import representative_patterns, weighted_mean_patterns
 from stemnmf.kselect.select import KSelection, select_k
 
 __all__ = [
+    "COHERENCE_FRACTION",
+    "CombinedChoice",
+    "HeldOutEvidence",
+    "SIGNALS",
+    "STABILITY_THRESHOLD",
+    "coherence_by_k",
+    "combine_votes",
+    "first_run_end",
+    "gather_evidence",
+    "held_out_evidence",
+    "map_coherence",
+    "match_components",
+    "nnls_rows",
+    "votes_line",
     "DEFAULT_EMPTY_METRICS",
     "DEFAULT_THRESHOLDS",
     "HIGHER_IS_SIMILAR",

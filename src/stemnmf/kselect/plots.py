@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-import numpy as np
+import json
 
-__all__ = ["plot_loss", "plot_iqa", "plot_patterns", "plot_most_similar"]
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_loss",
+    "plot_iqa",
+    "plot_patterns",
+    "plot_most_similar",
+    "plot_votes",
+    "plot_evidence_curves",
+    "fig_kselect_evidence",
+]
+
+_SIGNAL_NAMES = {
+    "knee": "loss knee",
+    "iqa": "IQA (Cao)",
+    "stability": "split-half stability",
+    "heldout": "held-out error",
+    "coherence": "map coherence",
+}
 
 _TITLES = {"ssim": "SSIM", "psnr": "PSNR (dB)", "gmsd": "GMSD", "mdsi": "MDSI"}
 
@@ -120,3 +139,87 @@ def plot_most_similar(ax, k_range, most_similar, *, metric="ssim", threshold=Non
     ax.set_xlabel("k")
     ax.set_ylabel(f"most similar pair, {_TITLES.get(metric, metric)}")
     return ax
+
+
+def plot_votes(ax, votes, *, chosen_k=None, plausible_range=None):
+    """The k each kind of evidence voted for, the plausible range and the chosen k.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    votes : dict of str to int
+        ``/kselect/votes`` (JSON decoded).
+    chosen_k : int, optional
+    plausible_range : (int, int), optional
+    """
+    names = list(votes)
+    ks = [int(votes[name]) for name in names]
+    y = np.arange(len(names))
+    if plausible_range is not None:
+        ax.axvspan(float(plausible_range[0]) - 0.5, float(plausible_range[1]) + 0.5, color="C2", alpha=0.15,
+                   label="plausible range")
+    ax.plot(ks, y, "o", color="C0", ms=7)
+    if chosen_k is not None:
+        ax.axvline(int(chosen_k), color="C1", lw=2, alpha=0.7, label=f"chosen k = {int(chosen_k)}")
+    ax.set_yticks(y)
+    ax.set_yticklabels([_SIGNAL_NAMES.get(name, name) for name in names])
+    ax.set_xlabel("k voted for")
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
+
+
+def plot_evidence_curves(ax, k, *, heldout_error=None, stability=None, coherence_k=None, coherence=None,
+                         stability_threshold=None, coherence_threshold=None):
+    """Held-out error (relative to its minimum, left axis), split-half stability and map coherence (right axis)."""
+    k = np.asarray(k)
+    if heldout_error is not None:
+        err = np.asarray(heldout_error, dtype=float)
+        ax.semilogy(k, err / max(float(err.min()), 1e-300), "o-", color="C0", ms=4, label="held-out error / min")
+        ax.set_ylabel("held-out error / minimum")
+    twin = ax.twinx()
+    if stability is not None:
+        twin.plot(k, np.asarray(stability, dtype=float), "s-", color="C3", ms=4, label="split-half stability")
+        if stability_threshold is not None:
+            twin.axhline(float(stability_threshold), color="C3", ls="--", lw=1)
+    if coherence is not None and coherence_k is not None:
+        twin.plot(np.asarray(coherence_k), np.asarray(coherence, dtype=float), "^-", color="C4", ms=4,
+                  label="least map coherence")
+        if coherence_threshold is not None:
+            twin.axhline(float(coherence_threshold), color="C4", ls=":", lw=1)
+    twin.set_ylim(-0.05, 1.05)
+    twin.set_ylabel("stability, coherence")
+    ax.set_xlabel("number of components k")
+    lines = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="center right")
+    return ax
+
+
+def fig_kselect_evidence(results):
+    """The votes for k and the curves behind the new evidence, from a results file's datasets (None without votes)."""
+    if "/kselect/votes" not in results:
+        return None
+    votes = json.loads(str(results["/kselect/votes"]))
+    if not votes:
+        return None
+    chosen = int(results["/kselect/chosen_k"]) if "/kselect/chosen_k" in results else None
+    plausible = np.asarray(results["/kselect/plausible_range"]) if "/kselect/plausible_range" in results else None
+    has_curves = "/kselect/heldout/k" in results
+    fig = Figure(figsize=(11 if has_curves else 6, 3.6))
+    axes = np.atleast_1d(fig.subplots(1, 2 if has_curves else 1))
+    plot_votes(axes[0], votes, chosen_k=chosen, plausible_range=plausible)
+    axes[0].set_title("votes for k")
+    if has_curves:
+        limits = {}
+        if "/kselect/thresholds_combined" in results:
+            limits = json.loads(str(results["/kselect/thresholds_combined"]))
+        stability = np.asarray(results["/kselect/heldout/stability"]).mean(axis=0)
+        coherence_k = results["/kselect/coherence/k"] if "/kselect/coherence/k" in results else None
+        coherence = results["/kselect/coherence/least"] if "/kselect/coherence/least" in results else None
+        plot_evidence_curves(axes[1], results["/kselect/heldout/k"],
+                             heldout_error=results["/kselect/heldout/mean_error"],
+                             stability=stability, coherence_k=coherence_k, coherence=coherence,
+                             stability_threshold=limits.get("stability"), coherence_threshold=limits.get("coherence"))
+        axes[1].set_title("held-out error, stability, coherence")
+    fig.tight_layout()
+    return fig

@@ -12,6 +12,7 @@ import numpy as np
 
 from stemnmf.errors import ConfigError, DataValueError
 from stemnmf.io.dataset import Dataset4D
+from stemnmf.kselect.combine import CombinedChoice, gather_evidence
 from stemnmf.kselect.decide import IQADecision, decide_k
 from stemnmf.kselect.knee import Knee, find_knee, range_of_interest
 from stemnmf.kselect.loss import KLoss, k_component_loss
@@ -51,6 +52,11 @@ class KSelection:
         ``elbow``), None when not computed.
     seconds : dict of str to float
         Time of each step.
+    cao_k : int or None
+        The k of Cao et al.'s two levels alone (decision level 2's median).
+    combined : CombinedChoice or None
+        Every kind of evidence's vote, the combined k and the plausible range
+        (None with ``evidence='cao'``).
     """
 
     chosen_k: int
@@ -64,6 +70,23 @@ class KSelection:
     pattern_source: str
     pca: object | None = None
     seconds: dict = dataclasses.field(default_factory=dict)
+    cao_k: int | None = None
+    combined: CombinedChoice | None = None
+
+    @property
+    def votes(self) -> dict[str, int]:
+        """The k each kind of evidence chose ({'knee', 'iqa'} only with ``evidence='cao'``)."""
+        if self.combined is not None:
+            return dict(self.combined.votes)
+        return {"knee": int(self.knee), "iqa": int(self.decision.chosen_k)}
+
+    @property
+    def plausible_range(self) -> tuple[int, int]:
+        """The k the evidence finds plausible (the range of the votes nearest the median)."""
+        if self.combined is not None:
+            return tuple(int(v) for v in self.combined.plausible_range)
+        low, high = sorted((int(self.knee), int(self.decision.chosen_k)))
+        return low, high
 
     @property
     def metric_choices(self) -> dict[str, int]:
@@ -88,6 +111,12 @@ class KSelection:
         out["/kselect/range"] = np.array([self.range[0], self.range[-1]], dtype=np.int64)
         out["/kselect/range_k"] = np.asarray(self.range, dtype=np.int64)
         out["/kselect/chosen_k"] = np.int64(self.chosen_k)
+        out["/kselect/cao_k"] = np.int64(self.decision.chosen_k if self.cao_k is None else self.cao_k)
+        out["/kselect/evidence"] = "cao" if self.combined is None else "combined"
+        out["/kselect/votes"] = json.dumps({name: int(k) for name, k in self.votes.items()})
+        out["/kselect/plausible_range"] = np.asarray(self.plausible_range, dtype=np.int64)
+        if self.combined is not None:
+            out.update(self.combined.to_results("/kselect"))
         out["/kselect/reason"] = str(self.reason)
         out["/kselect/metric_choices"] = json.dumps({m: int(k) for m, k in self.decision.choices.items()})
         out["/kselect/thresholds"] = json.dumps({m: float(v) for m, v in self.decision.thresholds.items()})
@@ -158,6 +187,92 @@ def _pca(X, random_state):
         return None
 
 
+def _check_inputs(X, feature, pattern_shape, patterns, dataset):
+    """(raw, pattern shape or None) after checking the options of :func:`select_k`."""
+    raw = str(feature).lower() == "raw"
+    if not raw and dataset is None:
+        raise ConfigError(
+            f"choosing k for feature {feature!r} needs the dataset to average raw patterns",
+            "pass dataset=... (the scan the features came from) or use feature='raw'",
+        )
+    n_features = X.shape[1] if hasattr(X, "shape") else np.asarray(X).shape[1]
+    shape = _pattern_shape(feature, pattern_shape, n_features, dataset) if raw else None
+    if patterns not in ("auto", "representative", "weighted_mean"):
+        raise ConfigError(f"patterns={patterns!r} is unknown", "use 'auto', 'representative' or 'weighted_mean'")
+    if patterns == "weighted_mean" and dataset is None:
+        raise ConfigError("weighted mean patterns need the dataset", "pass dataset=... or patterns='auto'")
+    if patterns == "representative" and not raw:
+        raise ConfigError(
+            f"representative patterns need raw features, not {feature!r}", "use patterns='auto' or 'weighted_mean'"
+        )
+    if raw and (shape is None or shape[0] * shape[1] != n_features):
+        problem = (
+            f"cannot tell the pattern shape of {n_features} raw features"
+            if shape is None
+            else f"pattern_shape {shape} does not match {n_features} raw features"
+        )
+        if dataset is None:
+            error = ConfigError if shape is None else DataValueError
+            raise error(problem, "pass pattern_shape=(qy, qx) of the binned patterns")
+        log.warning("%s; comparing weighted mean patterns of the dataset instead", problem)
+        shape = None
+    if dataset is not None and dataset.n_positions != (X.shape[0] if hasattr(X, "shape") else len(X)):
+        raise DataValueError(
+            f"X has {X.shape[0]} rows but the dataset has {dataset.n_positions} positions",
+            "pass the dataset the features were computed from",
+        )
+    return raw, shape
+
+
+def _component_patterns(X, kloss, ks, *, raw, shape, patterns, dataset, engine):
+    """(source, {k: patterns in raw pattern space}) for decision level 2."""
+    use_representative = raw and shape is not None and patterns != "weighted_mean"
+    if use_representative and patterns == "auto" and dataset is not None and _columns_scaled_separately(X):
+        log.warning(
+            "every pixel column of the raw features was min-max scaled on its own, so the basis patterns are "
+            "not patterns; comparing weighted mean patterns of the dataset instead (scale raw features globally, "
+            "as Cao et al., to compare representative patterns)"
+        )
+        use_representative = False
+    if use_representative:
+        source = "representative"
+        by_k = {int(k): representative_patterns(*kloss.components(k), shape) for k in ks}
+    else:
+        source = "weighted_mean"
+        stacked = np.hstack([kloss.components(k)[0] for k in ks])
+        means = weighted_mean_patterns(dataset, stacked, engine=engine)
+        by_k, start = {}, 0
+        for k in ks:
+            by_k[int(k)] = means[start : start + int(k)]
+            start += int(k)
+    return source, by_k
+
+
+def _knee(kloss: KLoss, sensitivity: float) -> Knee:
+    """Decision level 1 (the largest k, unconfirmed, when fewer than three k were scanned)."""
+    if kloss.k.size >= 3:
+        return find_knee(kloss.k, kloss.loss, sensitivity=sensitivity)
+    index = int(kloss.k.size - 1)
+    log.warning("only %d k values scanned; no knee can be found, using the largest k", kloss.k.size)
+    return Knee(float(kloss.k[index]), index, np.zeros(kloss.k.size), False)
+
+
+def _reason(chosen: int, knee: Knee, decision: IQADecision, combined: CombinedChoice | None, pca_result) -> str:
+    """One sentence on why ``chosen``."""
+    knee_k = int(round(knee.x))
+    knee_text = f"the knee of the K-component loss is at k = {knee_k}" + ("" if knee.confirmed else " (unconfirmed)")
+    reason = f"k = {chosen}: {knee_text}, and {decision.reason}"
+    if combined is not None:
+        reason = (
+            f"k = {chosen}: {combined.reason}; Cao et al.'s levels alone: k = {decision.chosen_k}, {knee_text}, "
+            f"and {decision.reason}"
+        )
+    elbow = getattr(pca_result, "elbow", None)
+    if elbow is not None:
+        reason += f" (PCA scree elbow for comparison: k = {int(elbow)})"
+    return reason
+
+
 def select_k(
     X,
     *,
@@ -179,6 +294,9 @@ def select_k(
     patterns: str = "auto",
     pca: bool = True,
     nmf_options: dict | None = None,
+    evidence: str = "combined",
+    scan_shape=None,
+    heldout_options: dict | None = None,
 ) -> KSelection:
     """Choose the number of components in two levels (after Cao et al. 2025).
 
@@ -229,6 +347,16 @@ def select_k(
         given; weighted mean patterns of the dataset otherwise.
     pca : bool, default True
         Also compute the PCA scree elbow for comparison.
+    evidence : {'combined', 'cao'}, default 'combined'
+        'cao': Cao et al.'s two levels decide, exactly as published. 'combined':
+        they vote beside the split-half stability, the held-out
+        (bi-cross-validation) error and the map coherence, and the median
+        vote decides (:func:`~stemnmf.kselect.gather_evidence`).
+    scan_shape : (int, int), optional
+        (sy, sx) of the scan, for the map coherence; default the dataset's.
+    heldout_options : dict, optional
+        Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`
+        (subsample size, iterations).
 
     Returns
     -------
@@ -242,38 +370,9 @@ def select_k(
         For bad X (negative, NaN, wrong shape).
     """
     seconds = {}
-    raw = str(feature).lower() == "raw"
-    if not raw and dataset is None:
-        raise ConfigError(
-            f"choosing k for feature {feature!r} needs the dataset to average raw patterns",
-            "pass dataset=... (the scan the features came from) or use feature='raw'",
-        )
-    n_features = X.shape[1] if hasattr(X, "shape") else np.asarray(X).shape[1]
-    shape = _pattern_shape(feature, pattern_shape, n_features, dataset) if raw else None
-    if patterns not in ("auto", "representative", "weighted_mean"):
-        raise ConfigError(f"patterns={patterns!r} is unknown", "use 'auto', 'representative' or 'weighted_mean'")
-    if patterns == "weighted_mean" and dataset is None:
-        raise ConfigError("weighted mean patterns need the dataset", "pass dataset=... or patterns='auto'")
-    if patterns == "representative" and not raw:
-        raise ConfigError(
-            f"representative patterns need raw features, not {feature!r}", "use patterns='auto' or 'weighted_mean'"
-        )
-    if raw and (shape is None or shape[0] * shape[1] != n_features):
-        problem = (
-            f"cannot tell the pattern shape of {n_features} raw features"
-            if shape is None
-            else f"pattern_shape {shape} does not match {n_features} raw features"
-        )
-        if dataset is None:
-            error = ConfigError if shape is None else DataValueError
-            raise error(problem, "pass pattern_shape=(qy, qx) of the binned patterns")
-        log.warning("%s; comparing weighted mean patterns of the dataset instead", problem)
-        shape = None
-    if dataset is not None and dataset.n_positions != (X.shape[0] if hasattr(X, "shape") else len(X)):
-        raise DataValueError(
-            f"X has {X.shape[0]} rows but the dataset has {dataset.n_positions} positions",
-            "pass the dataset the features were computed from",
-        )
+    if evidence not in ("combined", "cao"):
+        raise ConfigError(f"evidence={evidence!r} is unknown", "use 'combined' or 'cao'")
+    raw, shape = _check_inputs(X, feature, pattern_shape, patterns, dataset)
 
     t0 = time.perf_counter()
     kloss = k_component_loss(
@@ -287,35 +386,12 @@ def select_k(
         nmf_options=nmf_options,
     )
     seconds["k_component_loss"] = time.perf_counter() - t0
-    if kloss.k.size >= 3:
-        knee = find_knee(kloss.k, kloss.loss, sensitivity=sensitivity)
-    else:
-        index = int(kloss.k.size - 1)
-        log.warning("only %d k values scanned; no knee can be found, using the largest k", kloss.k.size)
-        knee = Knee(float(kloss.k[index]), index, np.zeros(kloss.k.size), False)
+    knee = _knee(kloss, sensitivity)
     knee_k = int(round(knee.x))
     ks = range_of_interest(knee_k, kloss.k, half_width)
 
     t0 = time.perf_counter()
-    use_representative = raw and shape is not None and patterns != "weighted_mean"
-    if use_representative and patterns == "auto" and dataset is not None and _columns_scaled_separately(X):
-        log.warning(
-            "every pixel column of the raw features was min-max scaled on its own, so the basis patterns are "
-            "not patterns; comparing weighted mean patterns of the dataset instead (scale raw features globally, "
-            "as Cao et al., to compare representative patterns)"
-        )
-        use_representative = False
-    if use_representative:
-        source = "representative"
-        by_k = {int(k): representative_patterns(*kloss.components(k), shape) for k in ks}
-    else:
-        source = "weighted_mean"
-        stacked = np.hstack([kloss.components(k)[0] for k in ks])
-        means = weighted_mean_patterns(dataset, stacked, engine=engine)
-        by_k, start = {}, 0
-        for k in ks:
-            by_k[int(k)] = means[start : start + int(k)]
-            start += int(k)
+    source, by_k = _component_patterns(X, kloss, ks, raw=raw, shape=shape, patterns=patterns, dataset=dataset, engine=engine)
     seconds["patterns"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -328,11 +404,21 @@ def select_k(
         pca_result = _pca(X, random_state)
         seconds["pca"] = time.perf_counter() - t0
 
-    chosen = int(decision.chosen_k)
-    knee_text = f"the knee of the K-component loss is at k = {knee_k}" + ("" if knee.confirmed else " (unconfirmed)")
-    reason = f"k = {chosen}: {knee_text}, and {decision.reason}"
-    elbow = getattr(pca_result, "elbow", None)
-    if elbow is not None:
-        reason += f" (PCA scree elbow for comparison: k = {int(elbow)})"
+    combined = None
+    if evidence == "combined":
+        t0 = time.perf_counter()
+        if scan_shape is None and dataset is not None:
+            scan_shape = dataset.scan_shape
+        combined = gather_evidence(
+            X, kloss, knee_k=knee_k, iqa_k=decision.chosen_k, scan_shape=scan_shape, random_state=random_state,
+            heldout_options=heldout_options,
+        )  # fmt: skip
+        seconds["evidence"] = time.perf_counter() - t0
+
+    cao_k = int(decision.chosen_k)
+    chosen = cao_k if combined is None else int(combined.chosen_k)
+    reason = _reason(chosen, knee, decision, combined, pca_result)
     log.info("chose %s", reason)
-    return KSelection(chosen, knee_k, ks, reason, kloss, knee, decision, by_k, source, pca_result, seconds)
+    return KSelection(
+        chosen, knee_k, ks, reason, kloss, knee, decision, by_k, source, pca_result, seconds, cao_k, combined
+    )

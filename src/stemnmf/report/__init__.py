@@ -21,6 +21,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from stemnmf.io import Results, atomic_output, load_results
+from stemnmf.kselect import votes_line
+from stemnmf.kselect.plots import fig_kselect_evidence
 from stemnmf.report import figures, orientations
 from stemnmf.report.explorer import CSP, explorer_html
 
@@ -39,12 +41,15 @@ SECTIONS = [
     ),
     (
         "Choosing the number of components",
-        "With --k auto (Cao et al.): level 1, the K-component loss against k, its knee and the range of interest; "
+        "With --k auto: the k each kind of evidence votes for (the loss knee and IQA of Cao et al., split-half "
+        "stability and held-out error of NMF on a subsample, coherence of the component maps), the median vote that "
+        "decides and the plausible range, beside the curves behind the new votes; "
+        "Cao et al.'s level 1, the K-component loss against k, its knee and the range of interest; "
         "level 2, the similarity of the chosen k's components by four image-quality metrics (high SSIM/PSNR, low "
         "GMSD/MDSI mean similar), each metric's most similar pair against its redundancy threshold, and the "
         "component patterns of every k in the range. With --k iterative (Bruefach et al.): the PCA scree that sets the initial k, "
         "how the merging of correlated components brought k down in every restart, and the error of each restart.",
-        [figures.fig_kloss, figures.fig_iqa, figures.fig_kselect_patterns, figures.fig_merging],
+        [figures.fig_kloss, fig_kselect_evidence, figures.fig_iqa, figures.fig_kselect_patterns, figures.fig_merging],
     ),
     (
         "Components and clusters",
@@ -178,7 +183,12 @@ def _kselect_table(results: Results) -> str:
         return ""
     choices = json.loads(str(results["/kselect/metric_choices"]))
     rows = [[metric, value] for metric, value in choices.items()]
-    return "<h3>k chosen by each metric</h3>" + _table(rows, ["metric", "k"])
+    text = "<h3>k chosen by each metric</h3>" + _table(rows, ["metric", "k"])
+    if "/kselect/votes" in results:
+        votes = json.loads(str(results["/kselect/votes"]))
+        text += "<h3>votes for k</h3>" + _table([[name, k] for name, k in votes.items()], ["evidence", "k"])
+        text += f"<p>{html.escape(votes_line(results))}</p>"
+    return text
 
 
 _EXTRA = {"Choosing the number of components": _kselect_table, "Grains": _region_table, "Ground truth": _scores_table,

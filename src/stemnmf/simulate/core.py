@@ -90,7 +90,10 @@ def _prepare(params: SimulationParameters, seed: int):
     if params.n_orientations is not None:
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(ORIENTATION_STREAM,)))
         thickness = params.film_thickness if params.grain_shape == "cell" else float(np.mean(params.grain_diameter))
-        rotations, zone_axes = distinct_orientations(crystal, params.n_orientations, thickness, optics, rng)
+        low, high = params.orientation_tilt
+        rotations, zone_axes = distinct_orientations(
+            crystal, params.n_orientations, thickness, optics, rng, tilt_deg=high, min_tilt_deg=low
+        )
     pad = int(4.0 * params.scan_blur + 0.5) if params.scan_blur > 0 else 0
     sample = make_sample(
         scan_shape=params.scan,

@@ -17,7 +17,7 @@ from stemnmf.errors import ConfigError, InputError
 from stemnmf.simulate.rotations import rotation_about_z, rotation_to_z
 from stemnmf.simulate.scattering import scattering_factor
 
-__all__ = ["Crystal", "fcc", "from_cif", "zone_axis_rotation"]
+__all__ = ["Crystal", "fcc", "from_cif", "spinel", "zone_axis_rotation"]
 
 #: Room-temperature Debye-Waller B factor of Ag in Å^2 (literature values are 0.6-0.7 Å^2).
 AG_B_FACTOR = 0.64
@@ -151,6 +151,45 @@ def fcc(a: float = 4.086, element: str = "Ag", b_factor: float = AG_B_FACTOR) ->
         positions=positions,
         occupancy=1.0,
         b_factors=b_factor,
+        cubic=True,
+    )
+
+
+def spinel(a: float = 8.17, oxygen_x: float = 0.263, b_factor: float = 0.5) -> Crystal:
+    """Disordered LiNi0.5Mn1.5O4 spinel (Fd-3m, origin choice 2; default a = 8.17 Å).
+
+    Li on 8a (1/8, 1/8, 1/8), Mn 0.75 + Ni 0.25 on 16d (1/2, 1/2, 1/2), O on
+    32e (x, x, x) with ``oxygen_x`` (0.263 for LNMO): 56 sites, expanded here
+    by the F-centring and the Fd-3m orbits. Needs scattering factors for Li,
+    Ni, Mn and O (the ``crystal`` extra).
+    """
+    if not (a > 0):
+        raise ConfigError(f"lattice parameter {a!r} is not positive")
+    x = float(oxygen_x) + 0.125  # the 32e parameter in origin choice 1, where the orbits are written
+    shift = np.full(3, -0.125)  # origin choice 1 -> 2
+    lithium = [[0, 0, 0], [0.75, 0.25, 0.75]]
+    metal = [[0.625, 0.625, 0.625], [0.375, 0.875, 0.125], [0.875, 0.125, 0.375], [0.125, 0.375, 0.875]]
+    oxygen = [
+        [x, x, x], [1 - x, 0.5 - x, 0.5 + x], [0.5 - x, 0.5 + x, 1 - x], [0.5 + x, 1 - x, 0.5 - x],
+        [x - 0.25, x + 0.25, 0.75 - x], [1.25 - x, 1.25 - x, 1.25 - x], [x + 0.25, 0.75 - x, x - 0.25],
+        [0.75 - x, x - 0.25, x + 0.25],
+    ]  # fmt: skip
+    centring = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+
+    def expand(sites):
+        return [np.mod(np.asarray(s) + t + shift, 1.0) for s in sites for t in centring]
+
+    li, tm, ox = expand(lithium), expand(metal), expand(oxygen)
+    positions = li + tm + tm + ox
+    elements = ("Li",) * len(li) + ("Mn",) * len(tm) + ("Ni",) * len(tm) + ("O",) * len(ox)
+    occupancy = [1.0] * len(li) + [0.75] * len(tm) + [0.25] * len(tm) + [1.0] * len(ox)
+    return Crystal(
+        name=f"LiNi0.5Mn1.5O4 (spinel Fd-3m, a={a:g} Å)",
+        basis=np.eye(3) * a,
+        elements=elements,
+        positions=np.array(positions),
+        occupancy=np.array(occupancy),
+        b_factors=float(b_factor),
         cubic=True,
     )
 

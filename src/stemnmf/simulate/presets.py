@@ -56,6 +56,9 @@ class SimulationParameters:
     n_orientations : int or None
         Number of distinct orientations (near low-index zone axes, checked to
         give distinct patterns); None draws every grain's orientation at random.
+    orientation_tilt : (float, float)
+        With ``n_orientations``: each orientation is tilted off its zone axis
+        by an angle drawn uniformly from this range, degrees.
     z_spread : float
         'cell' grains: depth of the centres spreads over this fraction of the
         film, which inclines their boundaries so that borders overlap.
@@ -95,6 +98,7 @@ class SimulationParameters:
     grain_shape: str = "wulff"
     wulff_ratio: float = 1.1
     n_orientations: int | None = None
+    orientation_tilt: tuple[float, float] = (0.0, 1.0)
     z_spread: float = 0.25
     centres_in_view: bool = False
     carbon_thickness: float = 50.0
@@ -289,6 +293,14 @@ def resolve_parameters(
         except (TypeError, ValueError):
             raise ConfigError(f"grain_diameter={overrides['grain_diameter']!r} must be two numbers (low, high)") from None
         values["grain_diameter"] = (lo, hi)
+    if "orientation_tilt" in overrides:
+        try:
+            lo, hi = (float(v) for v in overrides["orientation_tilt"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"orientation_tilt={overrides['orientation_tilt']!r} must be two angles (low, high) in degrees") from None
+        if not (0 <= lo <= hi <= 45):
+            raise ConfigError(f"orientation_tilt=({lo:g}, {hi:g}) must satisfy 0 <= low <= high <= 45 degrees")
+        values["orientation_tilt"] = (lo, hi)
     values["scan"] = _pair("scan", scan) if scan is not None else base.scan
     if scan is not None and preset in KEEP_FIELD_OF_VIEW and "scan_step" not in overrides:
         values["scan_step"] = base.scan_step * max(base.scan) / max(values["scan"])

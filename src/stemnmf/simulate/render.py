@@ -352,11 +352,12 @@ def distinct_orientations(
     *,
     max_similarity: float = 0.5,
     tilt_deg: float = 1.0,
+    min_tilt_deg: float = 0.0,
 ):
     """``n`` orientations near low-index zone axes whose spot patterns differ clearly.
 
     Each candidate is a zone axis (cycled through :data:`ZONE_AXES` from a
-    random start) tilted by up to ``tilt_deg`` and turned by a random angle
+    random start) tilted by ``min_tilt_deg`` to ``tilt_deg`` and turned by a random angle
     about the beam; it is kept when the cosine similarity of its blurred spot
     image (kinematic, ``thickness``) to every kept one is below
     ``max_similarity``.
@@ -388,7 +389,7 @@ def distinct_orientations(
         rotation = zone_axis_rotation(crystal, uvw, in_plane=float(rng.uniform(0, 360)))
         axis = rng.standard_normal(3)
         axis /= np.linalg.norm(axis)
-        angle = math.radians(tilt_deg) * float(rng.uniform(0, 1))
+        angle = math.radians(min_tilt_deg) + math.radians(tilt_deg - min_tilt_deg) * float(rng.uniform(0, 1))
         tilt = quaternion_to_matrix(np.concatenate([[math.cos(angle / 2)], math.sin(angle / 2) * axis]))
         rotation = tilt @ rotation
         fingerprint = orientation_fingerprint(crystal, rotation, thickness, optics=coarse)

@@ -1,0 +1,226 @@
+"""The combined choice of k: several kinds of evidence, each with its own vote.
+
+Votes (each a k; docs/kselect.md gives the reasons and the ablations):
+
+``knee``
+    Decision level 1 of Cao et al.: the knee of the K-component loss.
+``iqa``
+    Decision level 2 of Cao et al.: the median choice of the four IQA metrics.
+``stability``
+    The last k of the first run of consecutive k whose component patterns,
+    fitted to two disjoint halves of the positions, all match one to one
+    with a cosine of at least :data:`STABILITY_THRESHOLD`
+    (:mod:`stemnmf.kselect.heldout`).
+``heldout``
+    The knee of the bi-cross-validation (held-out) error against k: beyond
+    it, more components no longer predict unseen data better.
+``coherence``
+    The last k of the first run of consecutive k whose least coherent
+    component map keeps a lag-1 autocorrelation of at least
+    :data:`COHERENCE_FRACTION` of the best such value over the scan
+    (:mod:`stemnmf.kselect.coherence`); only when the scan shape is known.
+
+The combined k is the median of the votes (the lower median for an even
+number), so no single kind of evidence decides alone and one signal that
+fails on a kind of data (the IQA metrics on patterns unlike the simulations
+they were calibrated on, the held-out error on very clean data) is outvoted.
+The plausible range spans the votes nearest the median: from the second
+smallest to the second largest vote (all of them with fewer than four).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import numpy as np
+
+from stemnmf.errors import ConfigError
+from stemnmf.kselect.coherence import coherence_by_k
+from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence
+from stemnmf.kselect.knee import find_knee
+
+__all__ = [
+    "COHERENCE_FRACTION",
+    "first_run_end",
+    "STABILITY_THRESHOLD",
+    "SIGNALS",
+    "CombinedChoice",
+    "combine_votes",
+    "gather_evidence",
+    "votes_line",
+]
+
+log = logging.getLogger(__name__)
+
+#: Smallest matched cosine between the patterns of the two halves of the positions for a k to count as stable.
+STABILITY_THRESHOLD = 0.9
+#: A k counts as coherent while its least coherent component map keeps this fraction of the
+#: best least-coherence over the scanned k (relative, so noisy scans are not penalised).
+COHERENCE_FRACTION = 0.95
+#: The kinds of evidence, in the order they are reported.
+SIGNALS = ("knee", "iqa", "stability", "heldout", "coherence")
+
+_NAMES = {
+    "knee": "loss knee",
+    "iqa": "IQA",
+    "stability": "split-half stability",
+    "heldout": "held-out error",
+    "coherence": "map coherence",
+}
+
+
+@dataclasses.dataclass
+class CombinedChoice:
+    """The combined vote.
+
+    Attributes
+    ----------
+    chosen_k : int
+    votes : dict of str to int
+        The k each kind of evidence chose (those computed).
+    plausible_range : (int, int)
+    reason : str
+    heldout : HeldOutEvidence or None
+    coherence : (numpy.ndarray, numpy.ndarray) or None
+        k and the coherence of the least coherent component map.
+    """
+
+    chosen_k: int
+    votes: dict
+    plausible_range: tuple
+    reason: str
+    heldout: HeldOutEvidence | None = None
+    coherence: tuple | None = None
+
+    @property
+    def coherence_threshold(self) -> float | None:
+        """The least coherence a k needed (:data:`COHERENCE_FRACTION` of the best), None without maps."""
+        if self.coherence is None:
+            return None
+        return float(COHERENCE_FRACTION * np.max(self.coherence[1]))
+
+    def to_results(self, prefix: str = "/kselect") -> dict:
+        out = {
+            f"{prefix}/combined_k": np.int64(self.chosen_k),
+            f"{prefix}/votes": json.dumps({name: int(k) for name, k in self.votes.items()}),
+            f"{prefix}/plausible_range": np.asarray(self.plausible_range, dtype=np.int64),
+            f"{prefix}/combined_reason": str(self.reason),
+            f"{prefix}/thresholds_combined": json.dumps(
+                {"stability": STABILITY_THRESHOLD, "coherence": self.coherence_threshold}
+            ),
+        }
+        if self.heldout is not None:
+            out.update(self.heldout.to_results(f"{prefix}/heldout"))
+        if self.coherence is not None:
+            out[f"{prefix}/coherence/k"] = np.asarray(self.coherence[0], dtype=np.int64)
+            out[f"{prefix}/coherence/least"] = np.asarray(self.coherence[1], dtype=np.float64)
+        return out
+
+
+def combine_votes(votes: dict) -> tuple[int, tuple[int, int]]:
+    """(median vote, plausible range) of a dict of votes.
+
+    The median is the lower median for an even number of votes. The range runs
+    from the second smallest to the second largest vote when there are four or
+    more, over all votes otherwise.
+    """
+    values = sorted(int(v) for v in votes.values())
+    if not values:
+        raise ValueError("no votes")
+    chosen = values[(len(values) - 1) // 2]
+    low, high = (values[1], values[-2]) if len(values) >= 4 else (values[0], values[-1])
+    return chosen, (min(low, chosen), max(high, chosen))
+
+
+def first_run_end(k, values, threshold: float) -> int:
+    """The last k of the first run of consecutive k whose value reaches ``threshold``.
+
+    The run starts at the first k that reaches it; the smallest k when none does.
+    """
+    k = np.asarray(k)
+    ok = np.asarray(values) >= threshold
+    if not ok.any():
+        return int(k[0])
+    i = int(np.argmax(ok))
+    while i + 1 < k.size and ok[i + 1]:
+        i += 1
+    return int(k[i])
+
+
+def heldout_knee(heldout: HeldOutEvidence) -> int:
+    """The knee of the mean held-out error against k (the smallest k with fewer than three points)."""
+    if heldout.k.size < 3:
+        return int(heldout.k[int(np.argmin(heldout.mean_error))])
+    return int(round(find_knee(heldout.k, heldout.mean_error).x))
+
+
+def gather_evidence(
+    X,
+    kloss,
+    *,
+    knee_k: int,
+    iqa_k: int,
+    scan_shape=None,
+    random_state=None,
+    heldout_options: dict | None = None,
+) -> CombinedChoice:
+    """Compute the held-out and map evidence for the scanned k and combine every vote.
+
+    Parameters
+    ----------
+    X : array_like, shape (n_positions, n_features)
+    kloss : KLoss
+        The K-component loss scan (its fits give the maps).
+    knee_k, iqa_k : int
+        Cao et al.'s two levels.
+    scan_shape : (int, int), optional
+        Without it the map coherence does not vote.
+    random_state : int, Generator or None
+    heldout_options : dict, optional
+        Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`.
+    """
+    votes = {"knee": int(knee_k), "iqa": int(iqa_k)}
+    try:
+        heldout = held_out_evidence(X, kloss.k, random_state=random_state, **(heldout_options or {}))
+    except ConfigError as err:  # too little data for two halves of the largest k
+        log.warning("no held-out evidence for k: %s", err)
+        heldout = None
+    if heldout is not None:
+        votes["stability"] = first_run_end(heldout.k, heldout.mean_stability, STABILITY_THRESHOLD)
+        votes["heldout"] = heldout_knee(heldout)
+    coherence = None
+    if scan_shape is not None and kloss.factors:
+        coherence = coherence_by_k(kloss.factors, scan_shape)
+        votes["coherence"] = first_run_end(coherence[0], coherence[1], COHERENCE_FRACTION * float(np.max(coherence[1])))
+    chosen, plausible = combine_votes(votes)
+    listing = ", ".join(f"{_NAMES[name]} {votes[name]}" for name in SIGNALS if name in votes)
+    agree = [_NAMES[name] for name in SIGNALS if votes.get(name) == chosen]
+    reason = (
+        f"the evidence votes {listing}: median k = {chosen} (agreeing: {', '.join(agree)}; "
+        f"plausible {plausible[0]}..{plausible[1]})"
+    )
+    log.info("combined choice: %s", reason)
+    return CombinedChoice(chosen, votes, plausible, reason, heldout, coherence)
+
+
+def votes_line(results) -> str:
+    """One line on the votes for k, from results datasets (``''`` when the run did not vote).
+
+    For example ``"loss knee 5, IQA 3, split-half stability 4, held-out error 4, map coherence 5;
+    plausible k = 4..5"``.
+    """
+    if "/kselect/votes" not in results:
+        return ""
+    votes = json.loads(str(results["/kselect/votes"]))
+    if not votes:
+        return ""
+    text = ", ".join(f"{_NAMES.get(name, name)} {int(k)}" for name, k in votes.items())
+    if "/kselect/plausible_range" in results:
+        low, high = (int(v) for v in np.asarray(results["/kselect/plausible_range"]))
+        text += f"; plausible k = {low}..{high}"
+    if "/kselect/evidence" in results:
+        combined = str(results["/kselect/evidence"]) == "combined"
+        text += " (median vote decides)" if combined else " (Cao et al. decide)"
+    return text
