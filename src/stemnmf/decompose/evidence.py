@@ -134,7 +134,9 @@ def noise_gate(row_sq: np.ndarray, col_sq: np.ndarray, k: int, tolerance: float 
     sigma^2 in every entry this is ``sigma^2 (sqrt(n) + sqrt(m))^2``, the
     expected largest squared singular value of the noise; the row and column
     maxima extend it to noise whose variance varies (Poisson counts), after
-    Bandeira & van Handel (2016).
+    Bandeira & van Handel (2016). Taken from one draw of the noise, the maxima
+    lie a little above their expectations, so the gate errs towards merging
+    (by about 20 % for iid noise on 800 x 200).
     """
     row_sq = np.asarray(row_sq, np.float64)
     col_sq = np.asarray(col_sq, np.float64)
