@@ -30,12 +30,16 @@ import numpy as np
 
 __all__ = [
     "MERGE_TOLERANCE",
+    "GATE_FRACTION",
     "FOOTPRINT_FRACTION",
     "FOOTPRINT_THRESHOLD",
     "MergeEvidence",
     "merge_costs",
     "merge_evidence",
     "noise_gate",
+    "noise_footprints",
+    "local_noise_gates",
+    "merge_geometry",
     "links",
     "support_overlap",
     "complete_linkage_groups",
@@ -44,6 +48,8 @@ __all__ = [
 
 #: Multiple of one spare component's noise fit that a merge may cost.
 MERGE_TOLERANCE = 1.0
+#: The noise gate of a pair looks at the positions where either map exceeds this fraction of its maximum.
+GATE_FRACTION = 0.05
 #: A position is in a map's footprint when its weight is at least this fraction of the map's maximum.
 FOOTPRINT_FRACTION = 0.2
 #: Linked components merge when their footprints overlap at least this much (shared / larger footprint).
@@ -105,10 +111,16 @@ def merge_costs(Wt: np.ndarray, H: np.ndarray, WtX: np.ndarray) -> np.ndarray:
     >>> round(float(merge_costs(Wt, H, Wt @ (Wt.T @ H))[0, 1]), 9)
     1.0
     """
+    return merge_geometry(Wt, H, WtX)[0]
+
+
+def merge_geometry(Wt: np.ndarray, H: np.ndarray, WtX: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`merge_costs`, lost_i): ``lost_i[i, j]`` is True when the direction a merge of i and j
+    loses lies mostly on map i (the merged map keeps the other)."""
     k = Wt.shape[0]
     cost = np.zeros((k, k))
     if k < 2:
-        return cost
+        return cost, np.zeros((k, k), bool)
     GW, GH = _grams(Wt, H)
     ai, aj = _pair_coefficients(GW, GH)
     ridge = 1e-12 * max(float(np.trace(GW)), 1e-300) / k
@@ -122,7 +134,58 @@ def merge_costs(Wt: np.ndarray, H: np.ndarray, WtX: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         cost = np.where(den > 1e-12 * (aj**2 * dK[:, None] + ai**2 * dK[None, :]), np.maximum(num, 0) / den, 0.0)
     np.fill_diagonal(cost, 0.0)
-    return cost
+    # the lost direction W G^-1 e: mostly map i when |z_i| ||w_i|| >= |z_j| ||w_j||
+    norms = np.sqrt(np.maximum(np.diag(GW), 0.0))
+    zi = np.abs(aj * dK[:, None] - ai * K) * norms[:, None]
+    zj = np.abs(aj * K - ai * dK[None, :]) * norms[None, :]
+    return cost, zi >= zj
+
+
+def noise_footprints(Wt: np.ndarray, fraction: float = GATE_FRACTION, top: np.ndarray | None = None) -> np.ndarray:
+    """(k, n) bool: positions where each map exceeds ``fraction`` of its maximum (all-zero map: none).
+
+    ``top`` (k,) gives the maxima when ``Wt`` holds only some of the positions.
+    """
+    Wt = np.asarray(Wt)
+    if top is None:
+        top = Wt.max(axis=1) if Wt.shape[1] else np.zeros(Wt.shape[0])
+    top = np.asarray(top)[:, None]
+    return (Wt > fraction * top) & (top > 0)
+
+
+def local_noise_gates(
+    row_sq: np.ndarray, footprint_col_sq: np.ndarray, footprints: np.ndarray, k: int | None = None,
+    tolerance: float = MERGE_TOLERANCE,
+) -> np.ndarray:
+    """:func:`noise_gate` of each component on its own footprint, (k,).
+
+    A merge loses one direction, which lies mostly on one of the two maps
+    (:func:`merge_geometry`): a spare component there could only have fitted
+    the noise of that map's positions. The gate uses the largest row residual
+    on the footprint and the column residuals summed over it. A grain on a few
+    hundred positions is thus weighed against the noise of those positions,
+    not of the whole scan, and a weak but real grain is not taken for noise; a
+    component that fits noise spreads over the scan and meets about the
+    global gate.
+
+    Parameters
+    ----------
+    row_sq : (n,)
+        Squared residual norm of each row of X.
+    footprint_col_sq : (k, m)
+        Squared residual of each column summed over each component's footprint.
+    footprints : (k, n) bool
+        The positions of each component's footprint (:func:`noise_footprints`).
+    k : int, optional
+        Components of the fit, for the degrees of freedom (default: rows of ``footprints``).
+    """
+    k = footprints.shape[0] if k is None else int(k)
+    n = row_sq.size
+    m = footprint_col_sq.shape[1]
+    rows = np.where(footprints, np.asarray(row_sq, np.float64)[None, :], 0.0).max(axis=1, initial=0.0)
+    cols = np.asarray(footprint_col_sq, np.float64).max(axis=1, initial=0.0)
+    f = n * m / max(n * m - k * (n + m), 0.5 * n * m) if n and m else 1.0
+    return float(tolerance) * f * (np.sqrt(rows) + np.sqrt(cols)) ** 2
 
 
 def noise_gate(row_sq: np.ndarray, col_sq: np.ndarray, k: int, tolerance: float = MERGE_TOLERANCE) -> float:
@@ -206,8 +269,10 @@ class MergeEvidence:
     ----------
     cost : float64
         :func:`merge_costs`.
-    gate : float
-        :func:`noise_gate` of the fit: a merge costing no more is within the noise.
+    gate : float64
+        The noise gate of each pair: :func:`local_noise_gates` of the map on
+        which the merge's lost direction lies (or the global
+        :func:`noise_gate` everywhere): a merge costing no more is within the noise.
     linked : bool
         :func:`links` (reported; the transitive rule merges on them).
     footprint : float64
@@ -217,7 +282,7 @@ class MergeEvidence:
     """
 
     cost: np.ndarray
-    gate: float
+    gate: np.ndarray
     linked: np.ndarray
     footprint: np.ndarray
     accepted: np.ndarray
@@ -230,6 +295,7 @@ def merge_evidence(
     row_sq: np.ndarray,
     col_sq: np.ndarray,
     *,
+    footprint_col_sq: np.ndarray | None = None,
     threshold: float,
     pattern_threshold: float | None,
     tolerance: float = MERGE_TOLERANCE,
@@ -238,12 +304,18 @@ def merge_evidence(
     """Which pairs of the fit ``(Wt, H)`` may merge (see the module docstring).
 
     ``WtX`` is ``W^T X``; ``row_sq`` and ``col_sq`` the squared residual norms of
-    the rows and columns of X. ``footprint_threshold=None`` merges only pairs
-    within the noise.
+    the rows and columns of X; ``footprint_col_sq`` (k, m) the column residuals
+    summed over each map's noise footprint (:func:`noise_footprints`), for
+    gates local to each pair (the global gate without it).
+    ``footprint_threshold=None`` merges only pairs within the noise.
     """
     k = Wt.shape[0]
-    cost = merge_costs(Wt, H, WtX)
-    gate = noise_gate(row_sq, col_sq, k, tolerance)
+    cost, lost_i = merge_geometry(Wt, H, WtX)
+    if footprint_col_sq is None:
+        gate = np.full((k, k), noise_gate(row_sq, col_sq, k, tolerance))
+    else:
+        own = local_noise_gates(row_sq, footprint_col_sq, noise_footprints(Wt), tolerance=tolerance)
+        gate = np.where(lost_i, own[:, None], own[None, :])
     linked = links(Wt, H, threshold, pattern_threshold)
     footprint = support_overlap(Wt, FOOTPRINT_FRACTION)
     accepted = cost <= gate

@@ -41,11 +41,13 @@ from stemnmf.decompose.nmf import (
     solve_w,
 )
 from stemnmf.decompose.evidence import (
+    GATE_FRACTION,
     MERGE_TOLERANCE,
     FOOTPRINT_THRESHOLD,
     complete_linkage_groups,
     merge_evidence,
     merge_rank_one,
+    noise_footprints,
 )
 from stemnmf.decompose.scree import pca_scree
 from stemnmf.errors import ConfigError, DataValueError
@@ -199,9 +201,10 @@ def _merge_loop(
         elif rule is None:
             groups = [[int(live[i]) for i in g] for g in merge_groups(Wt[live], threshold, H[live], pattern_threshold)]
         else:
-            WtX, row_sq, col_sq = _residual_pass(blocks, Wt[live], H[live], setup.threads)
+            WtX, row_sq, col_sq, local = _residual_pass(blocks, Wt[live], H[live], setup.threads)
             evidence = merge_evidence(
-                Wt[live], H[live], WtX, row_sq, col_sq, threshold=threshold, pattern_threshold=pattern_threshold,
+                Wt[live], H[live], WtX, row_sq, col_sq, footprint_col_sq=local, threshold=threshold,
+                pattern_threshold=pattern_threshold,
                 tolerance=rule.tolerance, footprint_threshold=rule.footprint_threshold,
             )
             groups = [[int(live[i]) for i in g] for g in complete_linkage_groups(evidence.accepted, evidence.cost)]
@@ -215,24 +218,35 @@ def _merge_loop(
 
 
 def _residual_pass(blocks: RowBlocks, Wt: np.ndarray, H: np.ndarray, n_threads: int):
-    """``W^T X`` (k, m) and the squared residual norms of the rows (n,) and columns (m,), in one pass."""
+    """One pass over X: ``W^T X`` (k, m), the squared residual norms of the rows (n,) and columns (m,),
+    and the squared column residuals summed over each map's noise footprint (k, m)."""
     k, n = Wt.shape
     m = H.shape[1]
+    top = Wt.max(axis=1) if n else np.zeros(k, Wt.dtype)
 
     def work(start, X_b):
         Wt_b = Wt[:, start : start + len(X_b)]
         R = X_b - Wt_b.T @ H
         R *= R
-        return start, (Wt_b @ X_b).astype(np.float64), R.sum(axis=1, dtype=np.float64), R.sum(axis=0, dtype=np.float64)
+        inside = noise_footprints(Wt_b, GATE_FRACTION, top=top).astype(np.float32)
+        return (
+            start,
+            (Wt_b @ X_b).astype(np.float64),
+            R.sum(axis=1, dtype=np.float64),
+            R.sum(axis=0, dtype=np.float64),
+            (inside @ R).astype(np.float64),
+        )
 
     WtX = np.zeros((k, m))
     row_sq = np.zeros(n)
     col_sq = np.zeros(m)
-    for start, part, rows, cols in blocks.map(work, n_threads):
+    local = np.zeros((k, m))
+    for start, part, rows, cols, local_part in blocks.map(work, n_threads):
         WtX += part
         row_sq[start : start + len(rows)] = rows
         col_sq += cols
-    return WtX, row_sq, col_sq
+        local += local_part
+    return WtX, row_sq, col_sq, local
 
 
 def _restart(
