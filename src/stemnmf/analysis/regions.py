@@ -142,7 +142,7 @@ def shape_descriptors(mask) -> dict[str, float]:
 
 
 def region_overlap(region_maps) -> np.ndarray:
-    """Share of each region's positions that lie in at least one other region, (r,) float32.
+    """Share of each region's positions that lie in at least one other region, (r,) float64.
 
     Regions of different components overlap where grains overlap along the
     beam (a position sees both); 0 for a region alone at all its positions.
@@ -160,7 +160,7 @@ def region_overlap(region_maps) -> np.ndarray:
     area = masks.reshape(masks.shape[0], -1).sum(axis=1)
     shared = (masks & (count > 1)[None]).reshape(masks.shape[0], -1).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(area > 0, shared / np.maximum(area, 1), 0.0).astype(np.float32)
+        return np.where(area > 0, shared / np.maximum(area, 1), 0.0)
 
 
 def region_confidence(region_maps, component, maps, scale=None) -> np.ndarray:
@@ -228,8 +228,9 @@ def region_table(
     table["dissimilarity"] = np.nan if dissimilarity is None else np.asarray(dissimilarity)
     table["confidence"] = np.nan if confidence is None else np.asarray(confidence)
     if r:
-        table["overlap_fraction"] = region_overlap(region_maps)
-        table["overlapped"] = table["overlap_fraction"] >= OVERLAPPED_FRACTION
+        shared = region_overlap(region_maps)
+        table["overlap_fraction"] = shared
+        table["overlapped"] = shared >= OVERLAPPED_FRACTION
     for i in range(r):
         weights = region_maps[i]
         mask = weights > 0
