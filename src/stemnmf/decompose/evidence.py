@@ -7,6 +7,9 @@ Two components merge only when
   component's worth of noise (:func:`noise_gate`: the expected largest squared
   singular value of the noise, i.e. what one spare component fits of pure
   noise), or
+* they are linked as in the paper's rule (maps correlated at or above the
+  threshold, or patterns at cosine >= ``pattern_threshold`` with maps not
+  anti-correlated), or
 * their maps are not anti-correlated and have the same footprint: the parts of one grain that thickness fringes
   split apart (each reflection brightens and fades with the projected
   thickness at its own rate, so NMF gives the grain's reflections to several
@@ -16,7 +19,8 @@ Two components merge only when
 
 Accepted pairs are grouped by complete linkage (a component joins a group only
 if its merge with every member is accepted), so two grains are never chained
-together through an intermediate component. A group becomes the best rank-one
+together through an intermediate component: transitive chaining (union-find)
+is what joined four separate blobs into one or two components (docs/nmf.md). A group becomes the best rank-one
 non-negative approximation of its components' contribution ``sum_g w_g h_g``
 (the Perron vector of a small matrix), which leaves ``W H`` unchanged when the
 maps or the patterns of the group are proportional.
@@ -47,7 +51,7 @@ __all__ = [
 ]
 
 #: Multiple of one spare component's noise fit that a merge may cost.
-MERGE_TOLERANCE = 1.0
+MERGE_TOLERANCE = 0.5
 #: The noise gate of a pair looks at the positions where either map exceeds this fraction of its maximum.
 GATE_FRACTION = 0.05
 #: A position is in a map's footprint when its weight is at least this fraction of the map's maximum.
@@ -274,11 +278,12 @@ class MergeEvidence:
         which the merge's lost direction lies (or the global
         :func:`noise_gate` everywhere): a merge costing no more is within the noise.
     linked : bool
-        :func:`links` (reported; the transitive rule merges on them).
+        :func:`links`.
     footprint : float64
         :func:`support_overlap` of the maps.
     accepted : bool
-        ``cost <= gate``, or maps not anti-correlated with ``footprint >= footprint_threshold``.
+        ``cost <= gate``, or maps not anti-correlated with ``footprint >= footprint_threshold``,
+        or linked (with ``use_links``).
     """
 
     cost: np.ndarray
@@ -300,6 +305,7 @@ def merge_evidence(
     pattern_threshold: float | None,
     tolerance: float = MERGE_TOLERANCE,
     footprint_threshold: float | None = FOOTPRINT_THRESHOLD,
+    use_links: bool = True,
 ) -> MergeEvidence:
     """Which pairs of the fit ``(Wt, H)`` may merge (see the module docstring).
 
@@ -307,7 +313,8 @@ def merge_evidence(
     the rows and columns of X; ``footprint_col_sq`` (k, m) the column residuals
     summed over each map's noise footprint (:func:`noise_footprints`), for
     gates local to each pair (the global gate without it).
-    ``footprint_threshold=None`` merges only pairs within the noise.
+    ``footprint_threshold=None`` merges only pairs within the noise (and,
+    with ``use_links``, linked pairs); ``use_links=False`` leaves the links out.
     """
     k = Wt.shape[0]
     cost, lost_i = merge_geometry(Wt, H, WtX)
@@ -321,6 +328,8 @@ def merge_evidence(
     accepted = cost <= gate
     if footprint_threshold is not None:
         accepted |= (footprint >= footprint_threshold) & (_correlation(Wt) >= 0)
+    if use_links:
+        accepted |= linked
     np.fill_diagonal(accepted, False)
     return MergeEvidence(cost, gate, linked, footprint, accepted)
 

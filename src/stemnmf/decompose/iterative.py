@@ -306,14 +306,13 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         above this, and whose maps are not anti-correlated, are merged too.
         None merges on map correlation alone (the paper's rule).
     merge_rule : {'evidence', 'transitive'}, default 'evidence'
-        'evidence': a pair merges only when the merge costs no more than the
-        noise (``merge_tolerance``) or its maps cover the same positions
-        (``footprint_threshold``); groups by complete linkage
-        (:mod:`stemnmf.decompose.evidence`); ``merge_threshold`` and
-        ``pattern_threshold`` are not used. 'transitive': every
+        'evidence': a pair merges when it is linked (as in 'transitive'), when
+        the merge costs no more than the noise (``merge_tolerance``), or when
+        its maps cover the same positions (``footprint_threshold``); groups
+        by complete linkage, never chained (:mod:`stemnmf.decompose.evidence`). 'transitive': every
         linked pair merges, chained by union-find (the paper's rule, with
         ``pattern_threshold=None``).
-    merge_tolerance : float, default 1.0
+    merge_tolerance : float, default 0.5
         Evidence rule: a merge may raise ``||X - WH||^2`` by this many times
         what one spare component fits of pure noise.
     footprint_threshold : float or None, default 0.5
