@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import NMF as SkNMF
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bruefach_quality import prepare  # noqa: E402
@@ -86,8 +87,6 @@ def film_path(directory: Path, name: str, seed: int, scan, det, paper: bool) -> 
 def run_method(name, options, X, feature, n_grains, restarts, seed):
     t0 = time.perf_counter()
     if options is None:
-        from sklearn.decomposition import NMF as SkNMF
-
         model = SkNMF(n_components=n_grains, init="nndsvda", max_iter=400, random_state=seed)
         W = model.fit_transform(X)
         return W, model.components_, n_grains, time.perf_counter() - t0, dict(min_coherence=None, edge_fraction=0.0)

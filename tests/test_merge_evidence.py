@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stemnmf.analysis import analyze
 from stemnmf.decompose import IterativeNMF
 from stemnmf.decompose.evidence import (
     complete_linkage_groups,
@@ -194,8 +195,6 @@ def test_touching_grains_of_one_phase_do_not_merge(scene):
 
 
 def test_far_apart_grains_of_one_orientation_are_one_component_two_regions(scene):
-    from stemnmf.analysis import analyze
-
     _, grains, model, W = scene
     in_c, in_d = _share(W, grains["C"]), _share(W, grains["D"])
     assert int(np.argmax(in_c)) == int(np.argmax(in_d))
