@@ -10,6 +10,7 @@ import pytest
 from stemnmf.analysis import analyze, score_clusters
 from stemnmf.analysis.regions import OVERLAPPED_FRACTION, region_confidence, region_overlap, region_table
 from stemnmf.analysis.scores import detection_scores, dominant_grain
+from stemnmf.io import Results, load_results, save_results
 
 
 def squares(shape, boxes):
@@ -101,3 +102,14 @@ def test_score_clusters_reports_detection_everywhere():
     stored = scores.to_results()
     assert float(stored["/scores/detection/grain_recall_iou"]) == 1.0
     assert stored["/scores/per_grain/best_IoU"].tolist() == [1.0, 1.0]
+
+
+def test_new_columns_round_trip_through_a_results_file(tmp_path):
+    maps = squares((8, 8), [(0, 4, 0, 8), (2, 6, 0, 8)])
+    results = Results()
+    results["/regions/maps"] = maps
+    results["/regions/table"] = region_table(maps, [0, 1], confidence=[0.5, 0.9])
+    table = load_results(save_results(results, tmp_path / "results.h5"))["/regions/table"]
+    assert table["overlapped"].dtype == bool and table["overlapped"].tolist() == [True, True]
+    assert table["confidence"].tolist() == pytest.approx([0.5, 0.9])
+    assert table["overlap_fraction"].tolist() == [0.5, 0.5]
