@@ -87,6 +87,13 @@ def test_detection_scores_by_hand():
     assert d["grain_feret_median"] == pytest.approx(np.sqrt(200))
 
 
+def test_no_cluster_finds_no_grain():
+    truth = squares((20, 20), [(0, 10, 0, 10), (10, 20, 10, 20)])
+    d = detection_scores(np.zeros((0, 20, 20)), truth, dominant_grain(truth), np.zeros(2, bool))
+    assert d["grain_recall_iou"] == 0.0 and d["grain_recall_visible"] == 0.0 and d["clusters_per_grain"] == 0.0
+    assert np.isnan(d["area_median_error"]) and d["per_grain"]["best_IoU"].tolist() == [0.0, 0.0]
+
+
 def test_score_clusters_reports_detection_everywhere():
     truth = squares((20, 20), [(0, 10, 0, 10), (10, 20, 10, 20)])
     scores = score_clusters(truth.copy(), truth)

@@ -258,8 +258,9 @@ def detection_scores(
     """
     C, G = _check(cluster_maps, truth_labels)
     n_c, n_g = C.shape[0], G.shape[0]
-    member = (C > 0).reshape(n_c, -1).astype(np.float64)
-    Gf = G.reshape(n_g, -1).astype(np.float64)
+    n_pos = C.shape[1] * C.shape[2]
+    member = (C > 0).reshape(n_c, n_pos).astype(np.float64)
+    Gf = G.reshape(n_g, n_pos).astype(np.float64)
     overlap = member @ Gf.T
     union = member.sum(axis=1)[:, None] + Gf.sum(axis=1)[None, :] - overlap
     iou = _ratio(overlap, union)
