@@ -12,7 +12,8 @@ feature, the features are computed once, then factorised and refined with
   regions of every component (restarts to tol 1e-3 on 5000 positions and the
   winner refitted, as in every row: that changes the time, not the scores);
 * then one change at a time, cumulatively: ``+robust`` (median-to-max
-  scaling), ``+merge`` (pattern link; BD threshold 0.3), ``+coherence`` (no
+  scaling), ``+merge`` (pattern link; BD threshold 0.3), ``+evidence`` (merging
+  by evidence, complete linkage: docs/nmf.md), ``+coherence`` (no
   regions from noise maps; same factors), ``+edge`` (region edges at a
   fraction of each region's peak; same factors): stemnmf's defaults;
 
@@ -45,9 +46,12 @@ PAPER_THRESHOLDS = {"bd": 0.2, "aa": 0.45, "rv": 0.4}
 
 #: name -> (scaling, IterativeNMF options or None to keep the previous factors, analyze options)
 STEPS = {
-    "paper": ("minmax", dict(pattern_threshold=None, paper_threshold=True), dict(min_coherence=None, edge_fraction=0.0)),
-    "+robust": ("robust", dict(pattern_threshold=None, paper_threshold=True), dict(min_coherence=None, edge_fraction=0.0)),
-    "+merge": ("robust", {}, dict(min_coherence=None, edge_fraction=0.0)),
+    "paper": ("minmax", dict(merge_rule="transitive", pattern_threshold=None, paper_threshold=True),
+              dict(min_coherence=None, edge_fraction=0.0)),
+    "+robust": ("robust", dict(merge_rule="transitive", pattern_threshold=None, paper_threshold=True),
+                dict(min_coherence=None, edge_fraction=0.0)),
+    "+merge": ("robust", dict(merge_rule="transitive"), dict(min_coherence=None, edge_fraction=0.0)),
+    "+evidence": ("robust", {}, dict(min_coherence=None, edge_fraction=0.0)),
     "+coherence": ("robust", None, dict(edge_fraction=0.0)),
     "+edge (default)": ("robust", None, {}),
 }

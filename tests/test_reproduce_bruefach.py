@@ -16,7 +16,10 @@ from stemnmf.reproduce import bruefach
 #: AA and BD on every film, and grain recall of AA.
 FLOORS = {
     "precision_A": {"aa": 0.80, "bd": 0.80},  # measured 0.916-0.992 (AA), 0.902-0.997 (BD)
-    "TPR_G": {"aa": 0.70, "bd": 0.55},  # measured 0.796-0.892 (AA), 0.661-0.912 (BD)
+    # measured 0.796-0.892 (AA), 0.661-0.912 (BD) with transitive merging; with the evidence rule (issue 16)
+    # ag3 AA gives 0.63: 9 regions for its 15 grains instead of 5 (grain recall 0.27 -> 0.40), each
+    # smaller, so the mean share of a matched grain that a region covers falls (docs/nmf.md)
+    "TPR_G": {"aa": 0.60, "bd": 0.55},
     "grain_recall": {"aa": 0.25},  # measured 0.333-0.667
 }
 

@@ -25,7 +25,7 @@ from stemnmf.analysis.overlap import (
 )
 from stemnmf.analysis.patterns import dissimilarity, mean_patterns, one_hot, raw_vs_nmf, vacuum_mask
 from stemnmf.analysis.refine import Regions, refine_regions, region_labels, spatial_coherence
-from stemnmf.analysis.regions import region_table
+from stemnmf.analysis.regions import region_confidence, region_table
 from stemnmf.analysis.scores import Scores, score_clusters
 from stemnmf.errors import ConfigError, DataValueError
 
@@ -416,7 +416,9 @@ def analyze(
         )
         result.regions = regions
         result.region_labels = region_labels(regions.maps)
-        result.region_table = region_table(regions.maps, regions.component, scan_step=scan_step)
+        scale = None if H is None or np.shape(H)[0] != k else np.linalg.norm(np.asarray(H, np.float64), axis=1)
+        confidence = region_confidence(regions.maps, regions.component, maps, scale)
+        result.region_table = region_table(regions.maps, regions.component, scan_step=scan_step, confidence=confidence)
 
     if dataset is not None:
         _patterns(result, dataset, W, H, member, feature, pattern_shape, engine)

@@ -14,7 +14,18 @@ import numpy as np
 
 from stemnmf.errors import DataValueError
 
-__all__ = ["REGION_DTYPE", "region_table", "max_feret_diameter", "shape_descriptors"]
+__all__ = [
+    "REGION_DTYPE",
+    "OVERLAPPED_FRACTION",
+    "region_table",
+    "region_overlap",
+    "region_confidence",
+    "max_feret_diameter",
+    "shape_descriptors",
+]
+
+#: A region is ``overlapped`` when at least this share of its positions lies in another region too.
+OVERLAPPED_FRACTION = 0.1
 
 #: Fields of the region table (``/regions/table``).
 REGION_DTYPE = np.dtype(
@@ -33,6 +44,9 @@ REGION_DTYPE = np.dtype(
         ("mean_weight", np.float32),
         ("max_weight", np.float32),
         ("dissimilarity", np.float32),
+        ("confidence", np.float32),
+        ("overlap_fraction", np.float32),
+        ("overlapped", np.bool_),
     ]
 )
 
@@ -127,7 +141,56 @@ def shape_descriptors(mask) -> dict[str, float]:
     return dict(centroid_y=cy, centroid_x=cx, eccentricity=eccentricity, orientation_deg=angle)
 
 
-def region_table(region_maps, component=None, *, scan_step: float | None = None, dissimilarity=None) -> np.ndarray:
+def region_overlap(region_maps) -> np.ndarray:
+    """Share of each region's positions that lie in at least one other region, (r,) float64.
+
+    Regions of different components overlap where grains overlap along the
+    beam (a position sees both); 0 for a region alone at all its positions.
+
+    Examples
+    --------
+    >>> maps = np.zeros((2, 4, 4), np.float32); maps[0, :2] = 1; maps[1, 1:3] = 1
+    >>> region_overlap(maps).tolist()
+    [0.5, 0.5]
+    """
+    masks = np.asarray(region_maps) > 0
+    if masks.ndim != 3:
+        raise DataValueError(f"region maps must be shaped (r, sy, sx), got {masks.shape}")
+    count = masks.sum(axis=0)
+    area = masks.reshape(masks.shape[0], -1).sum(axis=1)
+    shared = (masks & (count > 1)[None]).reshape(masks.shape[0], -1).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area > 0, shared / np.maximum(area, 1), 0.0)
+
+
+def region_confidence(region_maps, component, maps, scale=None) -> np.ndarray:
+    """How much of the fitted signal at a region's positions its component explains, (r,) float32 in [0, 1].
+
+    ``confidence_r = mean over the region of a_c(i) / sum_j a_j(i)`` with
+    ``a_j(i) = W_ij * scale_j`` the size of component j's contribution at
+    position i (``scale_j = ||H_j||``, which removes the scale NMF can move
+    between W and H; 1 when not given) and c the region's component. 1 for a
+    grain that its component alone explains; about 0.5 where two grains
+    overlap along the beam with equal weight; low for a region cut from a map
+    that other components explain better.
+    """
+    region_maps = np.asarray(region_maps) > 0
+    maps = np.asarray(maps, np.float64)
+    k = maps.shape[0]
+    scale = np.ones(k) if scale is None else np.asarray(scale, np.float64).reshape(k)
+    contribution = maps * scale[:, None, None]
+    total = contribution.sum(axis=0)
+    out = np.full(region_maps.shape[0], np.nan, np.float32)
+    for r, (mask, c) in enumerate(zip(region_maps, np.asarray(component))):
+        inside = mask & (total > 0)
+        if c >= 0 and inside.any():
+            out[r] = float(np.mean(contribution[c][inside] / total[inside]))
+    return out
+
+
+def region_table(
+    region_maps, component=None, *, scan_step: float | None = None, dissimilarity=None, confidence=None
+) -> np.ndarray:
     """Size and shape of every region, as a structured array (r,) of :data:`REGION_DTYPE`.
 
     Parameters
@@ -140,6 +203,8 @@ def region_table(region_maps, component=None, *, scan_step: float | None = None,
         Distance between probe positions in nm; the nm fields are NaN without it.
     dissimilarity : array (r,), optional
         Dissimilarity score of each region (NaN if not given).
+    confidence : array (r,), optional
+        :func:`region_confidence` of each region (NaN if not given).
 
     Returns
     -------
@@ -148,7 +213,9 @@ def region_table(region_maps, component=None, *, scan_step: float | None = None,
         ``equivalent_diameter_nm`` (diameter of the disk of the same area),
         ``max_feret_px``, ``max_feret_nm``, ``eccentricity``, ``orientation_deg``,
         ``centroid_y``, ``centroid_x`` (positions), ``mean_weight``,
-        ``max_weight``, ``dissimilarity``.
+        ``max_weight``, ``dissimilarity``, ``confidence``, ``overlap_fraction``
+        (:func:`region_overlap`) and ``overlapped`` (overlap_fraction >=
+        :data:`OVERLAPPED_FRACTION`).
     """
     region_maps = np.asarray(region_maps, dtype=np.float32)
     if region_maps.ndim != 3:
@@ -159,6 +226,11 @@ def region_table(region_maps, component=None, *, scan_step: float | None = None,
     table["region"] = np.arange(r)
     table["component"] = -1 if component is None else np.asarray(component)
     table["dissimilarity"] = np.nan if dissimilarity is None else np.asarray(dissimilarity)
+    table["confidence"] = np.nan if confidence is None else np.asarray(confidence)
+    if r:
+        shared = region_overlap(region_maps)
+        table["overlap_fraction"] = shared
+        table["overlapped"] = shared >= OVERLAPPED_FRACTION
     for i in range(r):
         weights = region_maps[i]
         mask = weights > 0

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from stemnmf.analysis.regions import max_feret_diameter
 from stemnmf.errors import DataValueError, InputError
 
 __all__ = [
@@ -42,11 +43,19 @@ __all__ = [
     "grain_scores",
     "dominant_grain",
     "score_clusters",
+    "detection_scores",
     "RECALL_TPR",
+    "RECALL_IOU",
+    "MIN_VISIBLE",
 ]
 
 #: A grain is recalled when some cluster matched to it covers at least this fraction of it.
 RECALL_TPR = 0.5
+#: A grain is found at IoU when some cluster covers it with at least this intersection over union.
+RECALL_IOU = 0.5
+#: A grain is visible when it is the dominant grain (the thickest in the beam) at this many positions
+#: or more: the default smallest refined region.
+MIN_VISIBLE = 25
 #: Weight sums within this relative tolerance of the largest count as tied.
 _TIE_RTOL = 1e-6
 
@@ -202,6 +211,90 @@ def grain_scores(cluster_maps, truth_labels, *, recall_tpr: float = RECALL_TPR) 
     return out
 
 
+def _median_sizes(masks: np.ndarray) -> tuple[float, float]:
+    """Median area (positions) and median maximum Feret diameter (positions) of non-empty masks."""
+    masks = [m for m in masks if m.any()]
+    if not masks:
+        return float("nan"), float("nan")
+    return float(np.median([m.sum() for m in masks])), float(np.median([max_feret_diameter(m) for m in masks]))
+
+
+def detection_scores(
+    cluster_maps,
+    truth_labels,
+    dominant: np.ndarray,
+    recalled: np.ndarray,
+    *,
+    min_visible: int = MIN_VISIBLE,
+    recall_iou: float = RECALL_IOU,
+) -> dict[str, Any]:
+    """Were the grains found, one cluster each, at the right size?
+
+    Parameters
+    ----------
+    cluster_maps : array (c, sy, sx)
+    truth_labels : array (g, sy, sx)
+    dominant : array (sy, sx)
+        :func:`dominant_grain`.
+    recalled : array (g,) of bool
+        Grains recalled at TPR_G (:func:`grain_scores`).
+    min_visible : int
+        A grain is visible when it dominates at least this many positions.
+    recall_iou : float
+        IoU at which a grain counts as found by a cluster (any cluster, matched or not).
+
+    Returns
+    -------
+    dict
+        ``n_visible_grains``; ``grain_recall_visible`` (recall at TPR_G over the
+        visible grains); ``grain_recall_iou`` and ``grain_recall_iou_visible``
+        (fractions of the grains, and of the visible ones, that some cluster
+        covers at IoU >= ``recall_iou``); ``clusters_per_grain`` and
+        ``clusters_per_visible_grain``; the median area and maximum Feret
+        diameter (in positions) of the clusters and of the grains'
+        footprints, and the relative errors ``area_median_error`` and
+        ``feret_median_error`` (cluster median / grain median - 1); per grain
+        ``visible`` and ``best_IoU`` (largest IoU with any cluster).
+    """
+    C, G = _check(cluster_maps, truth_labels)
+    n_c, n_g = C.shape[0], G.shape[0]
+    n_pos = C.shape[1] * C.shape[2]
+    member = (C > 0).reshape(n_c, n_pos).astype(np.float64)
+    Gf = G.reshape(n_g, n_pos).astype(np.float64)
+    overlap = member @ Gf.T
+    union = member.sum(axis=1)[:, None] + Gf.sum(axis=1)[None, :] - overlap
+    iou = _ratio(overlap, union)
+    best_iou = np.nanmax(np.where(np.isfinite(iou), iou, -np.inf), axis=0, initial=-np.inf) if n_g else np.zeros(0)
+    best_iou = np.where(np.isfinite(best_iou), best_iou, 0.0)
+    dominated = np.bincount(np.asarray(dominant).ravel()[np.asarray(dominant).ravel() >= 0], minlength=n_g)[:n_g]
+    visible = dominated >= int(min_visible)
+    found = best_iou >= recall_iou
+    recalled = np.asarray(recalled, bool)
+
+    def share(flags, among):
+        return float(flags[among].mean()) if among.any() else float("nan")
+
+    everyone = np.ones(n_g, bool)
+    c_area, c_feret = _median_sizes(C > 0)
+    g_area, g_feret = _median_sizes(G)
+    n_visible = int(visible.sum())
+    return dict(
+        n_visible_grains=n_visible,
+        grain_recall_visible=share(recalled, visible),
+        grain_recall_iou=share(found, everyone),
+        grain_recall_iou_visible=share(found, visible),
+        clusters_per_grain=float(_ratio(n_c, n_g)),
+        clusters_per_visible_grain=float(_ratio(n_c, n_visible)),
+        cluster_area_median=c_area,
+        grain_area_median=g_area,
+        area_median_error=float(_ratio(c_area, g_area)) - 1.0,
+        cluster_feret_median=c_feret,
+        grain_feret_median=g_feret,
+        feret_median_error=float(_ratio(c_feret, g_feret)) - 1.0,
+        per_grain=dict(visible=visible, best_IoU=best_iou),
+    )
+
+
 def dominant_grain(truth_labels, thickness=None) -> np.ndarray:
     """The grain that dominates each position, (sy, sx) int32, -1 where none.
 
@@ -241,6 +334,8 @@ class Scores:
     ari_regions : float
         The same for the region labels (NaN without regions).
     n_clusters, n_grains : int
+    detection : dict
+        :func:`detection_scores` (visible grains, recall at IoU, counts, sizes).
     """
 
     clusters: str
@@ -250,6 +345,10 @@ class Scores:
     ari_regions: float
     n_clusters: int
     n_grains: int
+    detection: dict = dataclasses.field(default_factory=dict)
+
+    def _detection_scalars(self) -> dict[str, Any]:
+        return {k: v for k, v in self.detection.items() if k != "per_grain"}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (arrays as lists, NaN as None)."""
@@ -265,8 +364,9 @@ class Scores:
             grain_recall=g["grain_recall"],
             ARI=self.ari,
             ARI_regions=self.ari_regions,
+            detection=self._detection_scalars(),
             per_cluster=g["per_cluster"],
-            per_grain=g["per_grain"],
+            per_grain={**g["per_grain"], **self.detection.get("per_grain", {})},
         )
         return _jsonable(data)
 
@@ -288,8 +388,10 @@ class Scores:
         out[f"{prefix}/ari_regions"] = np.float32(self.ari_regions)
         for name, value in self.grain["per_cluster"].items():
             out[f"{prefix}/per_cluster/{name}"] = _store(value)
-        for name, value in self.grain["per_grain"].items():
+        for name, value in {**self.grain["per_grain"], **self.detection.get("per_grain", {})}.items():
             out[f"{prefix}/per_grain/{name}"] = _store(value)
+        for name, value in self._detection_scalars().items():
+            out[f"{prefix}/detection/{name}"] = np.int64(value) if isinstance(value, int) else np.float32(value)
         for name in ("TPR_G", "precision_G", "IoU_G"):
             out[f"{prefix}/{name.lower()}"] = _store(self.grain["per_cluster"][name])
         return out
@@ -308,6 +410,7 @@ class Scores:
             n_grains=self.n_grains,
             n_matched_clusters=g["n_matched_clusters"],
         )
+        flat.update(self._detection_scalars())
         return _jsonable(flat)
 
 
@@ -346,6 +449,8 @@ def score_clusters(
     region_labels=None,
     clusters: str = "clusters",
     recall_tpr: float = RECALL_TPR,
+    min_visible: int = MIN_VISIBLE,
+    recall_iou: float = RECALL_IOU,
 ) -> Scores:
     """Every score of cluster maps against ground truth.
 
@@ -362,6 +467,8 @@ def score_clusters(
         Region labels for a second adjusted Rand index.
     clusters : str
         Name of the scored maps, stored with the scores.
+    recall_tpr, min_visible, recall_iou
+        See :func:`grain_scores` and :func:`detection_scores`.
 
     Returns
     -------
@@ -384,12 +491,17 @@ def score_clusters(
     ari_regions = float("nan")
     if region_labels is not None:
         ari_regions = _ari(region_labels, dominant)
+    grain = grain_scores(C, Gb, recall_tpr=recall_tpr)
+    detection = detection_scores(
+        C, Gb, dominant, grain["per_grain"]["recalled"], min_visible=min_visible, recall_iou=recall_iou
+    )
     return Scores(
         clusters=clusters,
         area=area_scores(C, Gb),
-        grain=grain_scores(C, Gb, recall_tpr=recall_tpr),
+        grain=grain,
         ari=_ari(labels, dominant),
         ari_regions=ari_regions,
         n_clusters=int(C.shape[0]),
         n_grains=int(Gb.shape[0]),
+        detection=detection,
     )

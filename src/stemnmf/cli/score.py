@@ -12,7 +12,8 @@ def add_parser(subparsers):
         description=(
             "Score the clusters of a finished run against ground-truth grains: area-based precision_A, "
             "TPR_A, TNR_A, FPR_A, FNR_A; grain-based TPR_G, TNR_G, type I/II errors, precision_G, IoU_G; "
-            "grain recall and the adjusted Rand index. Prints one JSON object."
+            "grain recall (all and visible grains, at TPR_G and at IoU), regions per grain, the error of the "
+            "median region area and Feret diameter, and the adjusted Rand index. Prints one JSON object."
         ),
     )
     parser.add_argument("outdir", metavar="OUTDIR", help="output folder of `stemnmf run` (or its results.h5)")

@@ -5,7 +5,8 @@ X (n_positions x n_features) ~= W (n_positions x k) @ H (k x n_features).
 * :class:`NMF` - HALS (default), multiplicative (Frobenius, KL) and randomised
   compressed solvers, seeded inits, warm starts, row-block (out-of-core) input.
 * :class:`IterativeNMF` - iterative merging NMF (Allen et al. 2021) with
-  parallel seeded restarts.
+  parallel seeded restarts; merges by evidence (:mod:`stemnmf.decompose.evidence`)
+  or by the paper's transitive rule.
 * :func:`pca_scree` - explained-variance ratio curve and its elbow.
 * :class:`RowBlocks` - X read in row blocks (HDF5, memory maps, dask, generators).
 * :mod:`stemnmf.decompose.kernels` - the per-block update kernels.

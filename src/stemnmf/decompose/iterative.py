@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import numbers
 
@@ -39,11 +40,20 @@ from stemnmf.decompose.nmf import (
     solve_compressed,
     solve_w,
 )
+from stemnmf.decompose.evidence import (
+    FOOTPRINT_THRESHOLD,
+    GATE_FRACTION,
+    MERGE_TOLERANCE,
+    complete_linkage_groups,
+    merge_evidence,
+    merge_rank_one,
+    noise_footprints,
+)
 from stemnmf.decompose.results import to_results
 from stemnmf.decompose.scree import pca_scree
 from stemnmf.errors import ConfigError, DataValueError
 
-__all__ = ["IterativeNMF", "MERGE_THRESHOLDS", "merge_groups", "merge_components"]
+__all__ = ["IterativeNMF", "MERGE_THRESHOLDS", "MERGE_RULES", "MergeRule", "merge_groups", "merge_components"]
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +68,18 @@ PATTERN_THRESHOLD = 0.5
 RESTART_TOL = 1e-3
 #: Restarts see at most this many positions (a seeded random subset of a larger scan).
 RESTART_POSITIONS = 5_000
+#: How linked components merge: by evidence (default) or transitively (the paper).
+MERGE_RULES = ("evidence", "transitive")
 #: Points on the PCA scree curve.
 SCREE_COMPONENTS = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeRule:
+    """Settings of the evidence-based merge (:func:`stemnmf.decompose.evidence.merge_evidence`)."""
+
+    tolerance: float = MERGE_TOLERANCE
+    footprint_threshold: float | None = FOOTPRINT_THRESHOLD
 
 
 def merge_groups(
@@ -155,11 +175,14 @@ def _merge_loop(
     setup: _Setup,
     compressed: tuple | None = None,
     label: str = "",
+    rule: MergeRule | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list, int]:
-    """Fit -> merge linked components -> refit from the merged factors, until nothing is linked.
+    """Fit -> merge -> refit from the merged factors, until nothing more merges.
 
-    Returns the final (Wt, H), the history (one ``(k, groups)`` per fit) and
-    the solver iterations.
+    ``rule`` None merges linked components transitively (:func:`merge_groups`);
+    otherwise by evidence (:mod:`stemnmf.decompose.evidence`). Returns the
+    final (Wt, H), the history (one ``(k, groups)`` per fit) and the solver
+    iterations.
     """
     history = []
     n_iter = 0
@@ -174,18 +197,57 @@ def _merge_loop(
         alive = Wt.any(axis=1) & H.any(axis=1)
         dead = [int(j) for j in np.flatnonzero(~alive)]
         live = np.flatnonzero(alive)
-        groups = (
-            [[int(live[i]) for i in g] for g in merge_groups(Wt[live], threshold, H[live], pattern_threshold)]
-            if len(live)
-            else []
-        )
+        if not len(live):
+            groups = []
+        elif rule is None:
+            groups = [[int(live[i]) for i in g] for g in merge_groups(Wt[live], threshold, H[live], pattern_threshold)]
+        else:
+            WtX, row_sq, col_sq, local = _residual_pass(blocks, Wt[live], H[live], setup.threads)
+            evidence = merge_evidence(
+                Wt[live], H[live], WtX, row_sq, col_sq, footprint_col_sq=local, threshold=threshold,
+                pattern_threshold=pattern_threshold,
+                tolerance=rule.tolerance, footprint_threshold=rule.footprint_threshold,
+            )
+            groups = [[int(live[i]) for i in g] for g in complete_linkage_groups(evidence.accepted, evidence.cost)]
         merged = [tuple(g) for g in groups if len(g) > 1]
         history.append((k, merged + [(j,) for j in dead]))
         if (not merged and not dead) or k == 1 or not groups:
             break
-        Wt, H = merge_components(Wt, H, groups)
+        Wt, H = merge_components(Wt, H, groups) if rule is None else merge_rank_one(Wt, H, groups)
         log.debug("%s: k %d -> %d", label, k, len(groups))
     return Wt, H, history, n_iter
+
+
+def _residual_pass(blocks: RowBlocks, Wt: np.ndarray, H: np.ndarray, n_threads: int):
+    """One pass over X: ``W^T X`` (k, m), the squared residual norms of the rows (n,) and columns (m,),
+    and the squared column residuals summed over each map's noise footprint (k, m)."""
+    k, n = Wt.shape
+    m = H.shape[1]
+    top = Wt.max(axis=1) if n else np.zeros(k, Wt.dtype)
+
+    def work(start, X_b):
+        Wt_b = Wt[:, start : start + len(X_b)]
+        R = X_b - Wt_b.T @ H
+        R *= R
+        inside = noise_footprints(Wt_b, GATE_FRACTION, top=top).astype(np.float32)
+        return (
+            start,
+            (Wt_b @ X_b).astype(np.float64),
+            R.sum(axis=1, dtype=np.float64),
+            R.sum(axis=0, dtype=np.float64),
+            (inside @ R).astype(np.float64),
+        )
+
+    WtX = np.zeros((k, m))
+    row_sq = np.zeros(n)
+    col_sq = np.zeros(m)
+    local = np.zeros((k, m))
+    for start, part, rows, cols, local_part in blocks.map(work, n_threads):
+        WtX += part
+        row_sq[start : start + len(rows)] = rows
+        col_sq += cols
+        local += local_part
+    return WtX, row_sq, col_sq, local
 
 
 def _restart(
@@ -197,6 +259,7 @@ def _restart(
     seed: int,
     compressed: tuple | None,
     pattern_threshold: float | None = None,
+    rule: MergeRule | None = None,
 ) -> dict:
     """One restart: random start from ``seed``, then fit -> merge -> refit until stable."""
     rng = np.random.default_rng(seed)
@@ -204,7 +267,7 @@ def _restart(
     Wt[:, summary.zero_rows] = 0
     H[:, summary.zero_cols] = 0
     Wt, H, history, n_iter = _merge_loop(
-        blocks, summary, Wt, H, threshold, pattern_threshold, setup, compressed, label=f"restart seed {seed}"
+        blocks, summary, Wt, H, threshold, pattern_threshold, setup, compressed, label=f"restart seed {seed}", rule=rule
     )
     errors = exact_errors(blocks, Wt, H, n_threads=setup.threads, manage_blas=setup.manage_blas)
     return {"Wt": Wt, "H": H, "error": errors["frobenius"], "mean_abs": errors["mean_abs"], "history": history, "n_iter": n_iter}
@@ -243,6 +306,20 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Components whose patterns (rows of H) have a cosine similarity at or
         above this, and whose maps are not anti-correlated, are merged too.
         None merges on map correlation alone (the paper's rule).
+    merge_rule : {'evidence', 'transitive'}, default 'evidence'
+        'evidence': a pair merges when it is linked (as in 'transitive'), when
+        the merge costs no more than the noise (``merge_tolerance``), or when
+        its maps cover the same positions (``footprint_threshold``); groups
+        by complete linkage, never chained (:mod:`stemnmf.decompose.evidence`). 'transitive': every
+        linked pair merges, chained by union-find (the paper's rule, with
+        ``pattern_threshold=None``).
+    merge_tolerance : float, default 0.5
+        Evidence rule: a merge may raise ``||X - WH||^2`` by this many times
+        what one spare component fits of pure noise.
+    footprint_threshold : float or None, default 0.5
+        Evidence rule: pairs of maps not anti-correlated merge when at least this share of the
+        larger map footprint (weights >= 0.2 of the map's peak) is shared;
+        None: only merges within the noise.
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -302,6 +379,9 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         merge_threshold=None,
         feature=None,
         pattern_threshold=PATTERN_THRESHOLD,
+        merge_rule="evidence",
+        merge_tolerance=MERGE_TOLERANCE,
+        footprint_threshold=FOOTPRINT_THRESHOLD,
         n_restarts=25,
         solver="hals",
         max_iter=200,
@@ -316,6 +396,9 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.merge_threshold = merge_threshold
         self.feature = feature
         self.pattern_threshold = pattern_threshold
+        self.merge_rule = merge_rule
+        self.merge_tolerance = merge_tolerance
+        self.footprint_threshold = footprint_threshold
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
@@ -372,10 +455,24 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         t = self.pattern_threshold
         if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not -1 <= t <= 1):
             raise ConfigError(f"pattern_threshold={t!r} must be a cosine similarity between -1 and 1, or None")
+        if self.merge_rule not in MERGE_RULES:
+            raise ConfigError(f"merge_rule={self.merge_rule!r} is unknown", "use 'evidence' or 'transitive'")
+        t = self.merge_tolerance
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not t >= 0:
+            raise ConfigError(f"merge_tolerance={t!r} must be a non-negative number")
+        t = self.footprint_threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t <= 1):
+            raise ConfigError(f"footprint_threshold={t!r} must be a fraction between 0 and 1, or None")
         if self.n_jobs is not None and (
             isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, numbers.Integral) or self.n_jobs == 0
         ):
             raise ConfigError(f"n_jobs={self.n_jobs!r} must be a non-zero integer or None")
+
+    def _rule(self) -> MergeRule | None:
+        if self.merge_rule == "transitive":
+            return None
+        footprint = None if self.footprint_threshold is None else float(self.footprint_threshold)
+        return MergeRule(float(self.merge_tolerance), footprint)
 
     def _restart_seeds(self, rng: np.random.Generator) -> list[int]:
         children = np.random.SeedSequence(int(rng.integers(2**63))).spawn(self.n_restarts)
@@ -425,7 +522,10 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         if workers > 1:  # restarts share the cores; BLAS single-threaded (set once, outside the threads)
             setup.n_threads = max(1, default_threads() // workers)
             setup.manage_blas = False
-        results = _run_restarts(r_blocks, r_summary, k0, threshold, setup, seeds, compressed, workers, pattern_threshold)
+        rule = self._rule()
+        results = _run_restarts(
+            r_blocks, r_summary, k0, threshold, setup, seeds, compressed, workers, pattern_threshold, rule
+        )
         errors = np.array([r["error"] for r in results])
         best = int(np.argmin(errors))
         chosen = results[best]
@@ -440,7 +540,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             Wt = solve_w(blocks, H, _Setup(loss="frobenius", solver="hals", max_iter=int(self.max_iter),
                                            tol=float(self.tol) or 1e-6), summary=summary)
         Wt, H, final_history, final_iter = _merge_loop(
-            blocks, summary, Wt, H, threshold, pattern_threshold, final, label="final refit"
+            blocks, summary, Wt, H, threshold, pattern_threshold, final, label="final refit", rule=rule
         )
         final_errors = exact_errors(blocks, Wt, H, n_threads=final.threads, manage_blas=final.manage_blas)
 
@@ -502,12 +602,13 @@ def _n_workers(n_jobs) -> int:
     return int(n_jobs)
 
 
-def _run_restarts(blocks, summary, k0, threshold, setup, seeds, compressed, workers, pattern_threshold=None) -> list[dict]:
+def _run_restarts(
+    blocks, summary, k0, threshold, setup, seeds, compressed, workers, pattern_threshold=None, rule=None
+) -> list[dict]:
     """Run the restarts on ``workers`` threads (results in seed order)."""
+    args = (blocks, summary, k0, threshold, setup)
     if workers <= 1:
-        return [_restart(blocks, summary, k0, threshold, setup, seed, compressed, pattern_threshold) for seed in seeds]
-    tasks = (
-        delayed(_restart)(blocks, summary, k0, threshold, setup, seed, compressed, pattern_threshold) for seed in seeds
-    )
+        return [_restart(*args, seed, compressed, pattern_threshold, rule) for seed in seeds]
+    tasks = (delayed(_restart)(*args, seed, compressed, pattern_threshold, rule) for seed in seeds)
     with blas_limit(1):
         return Parallel(n_jobs=workers, prefer="threads")(tasks)

@@ -90,6 +90,13 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
         link = f"maps correlated at >= {model.merge_threshold_:g}"
         if pattern is not None:
             link += f" (or patterns at cosine >= {pattern:g})"
+        if getattr(model, "merge_rule", "transitive") == "evidence":
+            link = (
+                f"pairs {link}, or costing no more than {model.merge_tolerance:g} x the noise, or of one footprint "
+                "(complete linkage)"
+            )
+        else:
+            link += " (transitively)"
         out["/kselect/reason"] = (
             f"iterative merging NMF: from k = {start}, {link} merged until none; best of "
             f"{len(model.restart_errors_)} restarts (restart {model.best_restart_}) refitted on every position has k = {k}"
