@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from stemnmf.engine.chunks import RowChunk, format_bytes, parse_bytes, row_chunks, storage_rows
 from stemnmf.engine.jobs import Accumulator, Job, transform_block
 from stemnmf.engine.local import run_in_threads
+from stemnmf.engine.memory import bound_heap
 from stemnmf.engine.transformed import TransformedRows
 from stemnmf.errors import ConfigError, MemoryBudgetError
 
@@ -123,6 +124,7 @@ class Engine:
         self.working_copies = float(working_copies)
         self._client = None
         self._attached: dict[str, Attached] = {}
+        bound_heap()  # freed arrays go back to the system, so the budget bounds the resident memory
 
     def __repr__(self) -> str:
         where = self.scheduler if self.scheduler is not None else f"{self.n_threads} threads"
