@@ -10,7 +10,11 @@ binned grid (binning commutes with the sum). The navigator stack then goes
 through :func:`stemnmf.io.navigator.navigator_results` as the pipeline's
 does, with the size rule of :func:`~stemnmf.io.navigator.navigator_geometry`.
 Static figures come from the same file (k-selection, components, clusters,
-regions, ground truth), as a run writes them.
+regions, ground truth), as a run writes them. As in a BD run, the file holds
+the disks found at every position (``/features/bd/disks``, written by
+:meth:`stemnmf.features.FeatureDescription.to_results`): those of the
+position's strongest component (its direct beam and 20-40 disks), moved by
+0.3 px (s.d.), strongest first.
 
 Each report is opened ``--rounds`` times in a fresh headless Chromium page
 (file://); reported: file size, the time to write it, first contentful
@@ -32,23 +36,43 @@ from pathlib import Path
 
 import numpy as np
 
+from stemnmf.features import FeatureDescription
 from stemnmf.io import Results, save_results
 from stemnmf.io.navigator import bin_pattern_stack, navigator_geometry, navigator_results, quantise_log
 from stemnmf.report import write_report
 
 
-def component_patterns(k: int, q: int, rng) -> np.ndarray:
-    """(k, q, q) float32: a direct beam and 20-40 Gaussian disks each, summing to 1."""
+def component_patterns(k: int, q: int, rng) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(k, q, q) float32: a direct beam and 20-40 Gaussian disks each, summing to 1; and each one's disks (m, 3) qy, qx, height."""
     yy, xx = np.mgrid[:q, :q].astype(np.float32)
     centre = (q - 1) / 2
     out = np.zeros((k, q, q), np.float32)
+    disks = []
     for i in range(k):
         image = 4 * np.exp(-((yy - centre) ** 2 + (xx - centre) ** 2) / (2 * (q / 60) ** 2))
+        found = [(centre, centre, 4.0)]
         for _ in range(rng.integers(20, 41)):
             cy, cx = centre + rng.uniform(-0.42, 0.42, 2) * q
-            image += rng.uniform(0.05, 1) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (q / 90) ** 2))
+            height = rng.uniform(0.05, 1)
+            image += height * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (q / 90) ** 2))
+            found.append((cy, cx, height))
         out[i] = image / image.sum()
-    return out
+        found = np.array(found)
+        disks.append(found[np.argsort(-found[:, 2], kind="stable")])
+    return out, disks
+
+
+def found_disks(labels: np.ndarray, component_disks: list[np.ndarray], rng) -> dict:
+    """``/features/bd/disks*`` of a BD run finding, at each position, its component's disks moved by 0.3 px."""
+    most = max(len(d) for d in component_disks)
+    disks = np.full((labels.size, most, 3), np.nan, np.float32)
+    for i, label in enumerate(labels.ravel()):
+        own = component_disks[label]
+        disks[i, : len(own), :2] = own[:, :2] + rng.normal(0, 0.3, (len(own), 2))
+        disks[i, : len(own), 2] = own[:, 2]
+    description = FeatureDescription("bd", np.zeros(0, dtype=[("representation", "U8")]), {}, np.zeros(0),
+                                     np.zeros(0), np.zeros(2), disks=disks, n_disks=np.zeros(labels.shape, np.int32))
+    return {path: v for path, v in description.to_results().items() if path.startswith("/features/bd/disks")}
 
 
 def synthetic_results(n: int, q: int, k: int, dose: float, seed: int) -> Results:
@@ -60,7 +84,7 @@ def synthetic_results(n: int, q: int, k: int, dose: float, seed: int) -> Results
     weights /= weights.sum(axis=-1, keepdims=True)
     labels = weights.argmax(axis=-1).astype(np.int32)
     top2 = np.sort(weights, axis=-1)[..., -2:]
-    patterns = component_patterns(k, q, rng)
+    patterns, component_disks = component_patterns(k, q, rng)
     factor, stride = navigator_geometry((n, n), (q, q))
     binned = bin_pattern_stack(patterns, factor)  # (k, b, b), mean per bin
     kept = weights[::stride, ::stride].reshape(-1, k)
@@ -104,6 +128,7 @@ def synthetic_results(n: int, q: int, k: int, dose: float, seed: int) -> Results
         "/kselect/range_k": np.arange(k - 2, k + 3),
         "/truth/labels": (labels[None] == np.arange(k)[:, None, None]).astype(np.uint8),
         **nav,
+        **found_disks(labels, component_disks, rng),
     }
     for kk in range(k - 2, k + 3):
         datasets[f"/kselect/patterns/{kk}"] = np.concatenate([patterns, patterns])[:kk] * dose

@@ -130,13 +130,13 @@ def canvas_rgb(driver, canvas_id) -> np.ndarray:
     return np.asarray(values, np.uint8).reshape(height, width, 4)[..., :3]
 
 
-def click_position(driver, y, x):
+def click_position(driver, y, x, scan=(SY, SX)):
     from selenium.webdriver.common.action_chains import ActionChains
 
     overlay = driver.find_element("id", "ex-map-overlay")
     rect = overlay.rect
-    dx = (x + 0.5) * rect["width"] / SX - rect["width"] / 2
-    dy = (y + 0.5) * rect["height"] / SY - rect["height"] / 2
+    dx = (x + 0.5) * rect["width"] / scan[1] - rect["width"] / 2
+    dy = (y + 0.5) * rect["height"] / scan[0] - rect["height"] / 2
     ActionChains(driver).move_to_element_with_offset(overlay, int(round(dx)), int(round(dy))).click().perform()
 
 
@@ -316,3 +316,67 @@ def test_no_request_leaves_the_page_and_every_section_has_a_screenshot(page, rep
         page.save_screenshot(str(path))
         image = matplotlib.image.imread(path)
         assert image.shape[0] > 100 and image[..., :3].std() > 0.01  # drawn, not blank
+
+
+@pytest.fixture(scope="module")
+def bd_report(tmp_path_factory):
+    """A whole BD run of the tiny simulated scan (12 x 12 x 48^2: navigator bin 1, stride 1)."""
+    import stemnmf
+    from stemnmf.simulate import simulate_to_file
+
+    folder = tmp_path_factory.mktemp("bd")
+    simulate_to_file(folder / "tiny.h5", "tiny", seed=1)
+    config = {"features": {"representation": "bd"}, "nmf": {"k": 3}, "run": {"seed": 1}}
+    stemnmf.run(folder / "tiny.h5", config, outdir=folder / "out")
+    return folder / "out" / "report.html"
+
+
+def overlay_alpha(driver) -> np.ndarray:
+    height, width, values = driver.execute_script(
+        "const c = document.getElementById('ex-pattern-overlay');"
+        "return [c.height, c.width, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];")
+    return np.asarray(values, np.uint8).reshape(height, width, 4)[..., 3]
+
+
+def test_found_disks_are_drawn_over_the_clicked_pattern(browser, bd_report, report):
+    browser.get(report.as_uri())  # no BD features: no disk toggle
+    assert browser.find_elements("id", "ex-disks") == []
+    browser.get(bd_report.as_uri())
+    assert browser.execute_script("return document.body.dataset.explorer") == "ready"
+    with h5py.File(bd_report.parent / "results.h5", "r") as h5:
+        disks = h5["features/bd/disks"][()].astype(np.float64)
+        factor, stride = int(h5["navigator/bin"][()]), int(h5["navigator/stride"][()])
+        side = h5["navigator/patterns"].shape[3]
+    assert stride == 1
+    scan = disks.shape[:2]
+    counts = np.isfinite(disks[..., 0]).sum(axis=-1)
+    for box in ("ex-rings", "ex-spots"):  # only the disks on the overlay
+        if browser.find_element("id", box).is_selected():
+            browser.find_element("id", box).click()
+    busiest = np.unravel_index(np.argmax(counts), scan)
+    fewest = np.unravel_index(np.argmin(counts), scan)
+    assert counts[busiest] >= 3 and counts[fewest] < counts[busiest]
+    click_position(browser, *fewest, scan=scan)
+    assert browser.find_element("id", "ex-pattern-overlay").get_attribute("data-disks") == str(counts[fewest])
+    assert overlay_alpha(browser).any() == (counts[fewest] > 0)
+    click_position(browser, *busiest, scan=scan)
+    assert browser.find_element("id", "ex-pattern-canvas").get_attribute("data-position") == f"{busiest[0]},{busiest[1]}"
+    n = min(int(counts[busiest]), 16)  # the explorer draws at most the 16 strongest
+    assert browser.find_element("id", "ex-pattern-overlay").get_attribute("data-disks") == str(n)
+    alpha = overlay_alpha(browser)
+    scale = alpha.shape[1] / side
+    # detector pixel q is at (q + 0.5) / bin binned pixels; one binned pixel is `scale` canvas pixels
+    centres = (disks[busiest][:n, :2] + 0.5) / factor * scale
+    yy, xx = np.nonzero(alpha)
+    distance = np.hypot(yy[:, None] + 0.5 - centres[:, 0], xx[:, None] + 0.5 - centres[:, 1])
+    nearest = distance.argmin(axis=1)
+    radius = max(4, 1.2 * scale)
+    assert distance.min(axis=1).max() <= radius + 2  # nothing drawn away from a stored disk
+    for i, (cy, cx) in enumerate(centres):  # a ring about each stored disk
+        own = nearest == i
+        assert own.sum() > 10
+        assert abs(yy[own].mean() + 0.5 - cy) < 1 and abs(xx[own].mean() + 0.5 - cx) < 1
+    browser.find_element("id", "ex-disks").click()  # the toggle hides them
+    assert not overlay_alpha(browser).any()
+    assert browser.find_element("id", "ex-pattern-overlay").get_attribute("data-disks") == "0"
+

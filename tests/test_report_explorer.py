@@ -59,6 +59,37 @@ def test_explorer_data_without_a_navigator_and_with_many_regions():
                                atol=(maps.max() - maps.min()) / 510 + 1e-7)
 
 
+def test_found_disks_are_stored_compactly_and_embedded_at_the_navigators_positions():
+    from stemnmf.features import FeatureDescription
+
+    sy, sx, most = 4, 4, 20
+    disks = np.full((sy * sx, most, 3), np.nan, np.float32)
+    disks[0, :18] = [[10 + i, 20 + 0.5 * i, 100 - i] for i in range(18)]  # 18 disks, strongest first
+    for p in range(2, sy * sx):  # position 1 has none
+        disks[p, :2] = [[5.25, 6.75, 50.0], [30.0, 31.0, 25.0]]
+    columns = np.zeros(0, dtype=[("representation", "U8")])
+    description = FeatureDescription("bd", columns, {}, np.zeros(0), np.zeros(0), np.zeros(2), disks=disks,
+                                     n_disks=np.zeros((sy, sx), np.int32))
+    stored = description.to_results()
+    compact = stored["/features/bd/disks"]
+    assert compact.shape == (sy, sx, 18, 3) and compact.dtype == np.float16  # padded to the most found, not 20
+    assert stored["/features/bd/disks_intensity"] == 100.0
+    np.testing.assert_allclose(compact[0, 0, :, :2].astype(float), disks[0, :18, :2], atol=0.02)
+    np.testing.assert_allclose(compact[0, 0, :, 2].astype(float), (100 - np.arange(18)) / 100, rtol=1e-3)
+    assert np.isnan(compact[0, 1].astype(float)).all() and np.isnan(compact[1, 1, 2:].astype(float)).all()
+    results = Results({**stored, "/labels": np.zeros((sy, sx), np.int32),
+                       "/navigator/patterns": np.zeros((2, 2, 8, 8), np.uint8), "/navigator/scale": np.ones((2, 2, 2)),
+                       "/navigator/stride": np.int64(2), "/navigator/bin": np.int64(4)})
+    embedded = explorer_data(results)["disks"]
+    counts = np.frombuffer(base64.b64decode(embedded["counts"]), np.uint8).reshape(2, 2)
+    # kept positions (0, 0), (0, 2), (2, 0), (2, 2): 18 disks capped at the 16 strongest, then 2 each
+    np.testing.assert_array_equal(counts, [[16, 2], [2, 2]])
+    coords = np.frombuffer(base64.b64decode(embedded["coords"]), "<u2").reshape(-1, 2) / 8
+    expected = np.concatenate([disks[0, :16, :2], np.tile([[5.25, 6.75], [30.0, 31.0]], (3, 1))])
+    np.testing.assert_allclose(coords, expected, atol=0.07)
+    assert explorer_data(Results({k: v for k, v in results.items() if "bd" not in k}))["disks"] is None
+
+
 def test_the_page_names_no_address_and_forbids_every_request():
     results = Results({"/components/maps": np.ones((2, 4, 4), np.float32), "/labels": np.zeros((4, 4), np.int32)})
     text = render_html(results)

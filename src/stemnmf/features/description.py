@@ -84,7 +84,7 @@ class FeatureDescription:
         (sy, sx) number of disks kept per position (BD).
     disks : numpy.ndarray or None
         (n_positions, max_disks, 3) detected disks (qy, qx, intensity) in detector
-        pixels, NaN-padded. Kept in memory only (not written to the results file).
+        pixels, NaN-padded. Written to the results file compactly (see :meth:`to_results`).
     """
 
     representation: str
@@ -134,7 +134,11 @@ class FeatureDescription:
         (JSON str), ``scale_min`` / ``scale_max`` (n_features,), ``origin``
         (2,), and when computed ``ellipse`` (3,), ``max_pattern`` / ``mean_pattern``
         (qy, qx), ``radii`` / ``radial_profile`` (n_r,), ``rings`` (n_rings, 2),
-        ``bd/bragg_vector_map``, ``bd/template``, ``bd/n_disks`` (sy, sx).
+        ``bd/bragg_vector_map``, ``bd/template``, ``bd/n_disks`` (sy, sx), and
+        ``bd/disks`` (sy, sx, m, 3) float16: every disk found (qy, qx in detector
+        pixels, intensity as a fraction of ``bd/disks_intensity`` (), the strongest
+        found in the scan, float32), strongest first, NaN-padded to ``m``, the
+        most found at any position.
         """
         out: dict[str, Any] = {
             "/features/representation": self.representation,
@@ -159,6 +163,8 @@ class FeatureDescription:
                 out[path] = np.asarray(value, dtype=np.float32)
         if self.n_disks is not None:
             out["/features/bd/n_disks"] = np.asarray(self.n_disks, dtype=np.int32)
+        if self.disks is not None and self.n_disks is not None:
+            out.update(_compact_disks(self.disks, np.shape(self.n_disks)))
         return out
 
     @classmethod
@@ -190,3 +196,17 @@ class FeatureDescription:
             template=get("/features/bd/template"),
             n_disks=get("/features/bd/n_disks"),
         )
+
+
+def _compact_disks(disks: np.ndarray, scan_shape) -> dict[str, np.ndarray]:
+    """``bd/disks`` (sy, sx, m, 3) float16 and ``bd/disks_intensity`` () of the found disks (see ``to_results``)."""
+    disks = np.asarray(disks, dtype=np.float32)
+    found = np.isfinite(disks[..., 0])
+    m = int(found.sum(axis=1).max(initial=0))
+    kept = disks[:, :m].copy()
+    strongest = float(np.nanmax(kept[..., 2])) if m else 1.0
+    strongest = strongest if np.isfinite(strongest) and strongest > 0 else 1.0
+    kept[..., 2] /= strongest
+    return {"/features/bd/disks": kept.reshape(*scan_shape, m, 3).astype(np.float16),
+            "/features/bd/disks_intensity": np.float32(strongest)}
+

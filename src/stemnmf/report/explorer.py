@@ -17,7 +17,9 @@ What is embedded (the size rule is that of :mod:`stemnmf.io.navigator`):
   its own scale, which the explorer puts back on one scale for the scan), the
   clusters' mean and representative patterns binned to the same size (uint8
   log codes, each on its own scale), rings and sectors of the features in binned
-  detector coordinates, and the matched templates' spots when present;
+  detector coordinates, the matched templates' spots when present, and the
+  Bragg disks found at every position the navigator keeps (BD runs; at most
+  :data:`MAX_DISKS_SHOWN` strongest per position, detector pixels x 8 as uint16);
 * the region table (every row).
 """
 
@@ -44,6 +46,9 @@ CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'
 
 #: Label maps with more labels than this get hues by label id instead of the neighbour-aware colouring.
 MAX_GREEDY_LABELS = 64
+
+#: Most disks (the strongest) drawn per position: bounds the report at about 64 bytes per navigator position.
+MAX_DISKS_SHOWN = 16
 
 #: Colour maps offered (all perceptually uniform; viridis and cividis are colour-blind safe).
 COLORMAPS = ("viridis", "cividis", "magma", "gray")
@@ -245,6 +250,18 @@ def _spots(results, factor: int) -> dict:
     return out
 
 
+def _disks(results, stride: int) -> dict | None:
+    """Disks found at the navigator's positions (y s, x s): counts (ny, nx) uint8 and (qy, qx) x 8 as uint16, strongest first."""
+    disks = _get(results, "/features/bd/disks")
+    if disks is None:
+        return None
+    kept = np.asarray(disks[::stride, ::stride, :MAX_DISKS_SHOWN, :2], np.float64)
+    found = np.isfinite(kept).all(axis=-1)  # disks are packed strongest first, NaN after
+    counts = found.sum(axis=-1).astype(np.uint8)
+    coords = np.clip(np.rint(kept[found] * 8), 0, 65535).astype(np.uint16)
+    return {"shape": list(counts.shape), "counts": _b64(counts, "u1"), "coords": _b64(coords, "u2")}
+
+
 def _region_table(results) -> dict | None:
     table = _get(results, "/regions/table")
     if table is None or table.dtype.names is None:
@@ -303,6 +320,7 @@ def explorer_data(results: Results) -> dict | None:
     data["clusters"] = clusters
     data["overlay"] = _overlay(results, factor) if patterns is not None else {}
     data["spots"] = _spots(results, factor) if patterns is not None else {}
+    data["disks"] = _disks(results, int(results["/navigator/stride"])) if patterns is not None else None
     data["regions"] = _region_table(results)
     thresholds = _get(results, "/overlap/thresholds")
     if "/overlap/ratio" in results:

@@ -18,6 +18,7 @@
     var u8 = bytes(text);
     if (dtype === "i32") { return new Int32Array(u8.buffer); }
     if (dtype === "f32") { return new Float32Array(u8.buffer); }
+    if (dtype === "u16") { return new Uint16Array(u8.buffer); }
     return u8;
   }
   var cache = {};
@@ -36,6 +37,18 @@
     for (var j = 0; j < nav.scales.length; j += 2) { if (nav.scales[j] !== nav.scales[j + 1]) { top = Math.max(top, nav.scales[j + 1]); } }
     nav.scale = top > 0 ? [top / 1e4, top] : [1, 1];
   }
+  // found Bragg disks at the navigator's positions: counts (ny, nx), then (qy, qx) x 8 in detector pixels
+  var disks = D.disks ? {counts: typed(D.disks.counts, "u8"), coords: null, start: null} : null;
+  function disksAt(k) {
+    if (!disks.start) {
+      disks.coords = typed(D.disks.coords, "u16"); disks.start = new Uint32Array(disks.counts.length + 1);
+      for (var i = 0; i < disks.counts.length; i++) { disks.start[i + 1] = disks.start[i] + disks.counts[i]; }
+    }
+    var out = [];
+    for (var j = disks.start[k]; j < disks.start[k + 1]; j++) { out.push([disks.coords[2 * j] / 8, disks.coords[2 * j + 1] / 8]); }
+    return out;
+  }
+  if (!disks) { el("ex-disks-label").remove(); }
   function navCodes() { if (!nav.codes) { nav.codes = bytes(D.navigator.data); } return nav.codes; }
   var clusters = {};
   Object.keys(D.clusters || {}).forEach(function (key) { clusters[key] = D.clusters[key]; });
@@ -223,6 +236,12 @@
       });
       ctx.stroke();
     }
+    var found = disks && el("ex-disks").checked ? disksAt(navIndex(p.y, p.x)[0] * nav.shape[1] + navIndex(p.y, p.x)[1]) : [];
+    ctx.strokeStyle = "#00ffff"; ctx.lineWidth = 1.5;
+    found.forEach(function (q) {  // detector pixel q sits at (q + 0.5) / bin binned pixels
+      ctx.beginPath(); ctx.arc((q[1] + 0.5) / nav.bin * s, (q[0] + 0.5) / nav.bin * s, Math.max(4, 1.2 * s), 0, 2 * Math.PI); ctx.stroke();
+    });
+    patternOverlay.dataset.disks = String(found.length);
     var spots = templateSpots(p);
     if (el("ex-spots").checked && spots) {
       ctx.strokeStyle = "#00ff66"; ctx.lineWidth = 1.5;
@@ -395,7 +414,7 @@
   select_.addEventListener("change", function () { state.map = Number(select_.value); drawMap(); el("ex-position").textContent = describe(state.shown || state); });
   el("ex-map-cmap").addEventListener("change", drawMap);
   function redrawPanels() { show(state.shown || {y: state.y, x: state.x}); }
-  ["ex-scale", "ex-gamma", "ex-stretch", "ex-pattern-cmap", "ex-rings", "ex-spots"].forEach(function (id) {
+  ["ex-scale", "ex-gamma", "ex-stretch", "ex-pattern-cmap", "ex-rings", "ex-spots", "ex-disks"].filter(el).forEach(function (id) {
     el(id).addEventListener(el(id).type === "range" ? "input" : "change", redrawPanels);
   });
   var overlapIndex = D.maps.map(function (m) { return m.kind; }).indexOf("overlap");
