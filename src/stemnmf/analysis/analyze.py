@@ -27,7 +27,9 @@ from stemnmf.analysis.patterns import dissimilarity, mean_patterns, one_hot, raw
 from stemnmf.analysis.refine import Regions, refine_regions, region_labels, spatial_coherence
 from stemnmf.analysis.regions import region_confidence, region_table
 from stemnmf.analysis.scores import Scores, score_clusters
-from stemnmf.errors import ConfigError, DataValueError
+from stemnmf.engine import Engine
+from stemnmf.errors import ConfigError, DataValueError, ResultsError
+from stemnmf.kselect import representative_patterns
 
 __all__ = ["Analysis", "analyze", "score_results", "DISSIMILARITY_DTYPE", "EDGE_FRACTIONS", "MIN_COHERENCE"]
 
@@ -236,8 +238,6 @@ def _binning_factor(feature_shape, pattern_shape):
 
 def _representative(W, H, pattern_shape, detector_shape):
     """Basis pattern x largest weight, on the detector grid; None if H is not a pattern."""
-    from stemnmf.kselect import representative_patterns
-
     H = np.asarray(H, np.float32)
     if pattern_shape is None:
         if detector_shape is None or H.shape[1] != detector_shape[0] * detector_shape[1]:
@@ -354,6 +354,37 @@ def analyze(
     -------
     Analysis
     """
+    scan_shape, scan_step = _scan_geometry(dataset, scan_shape, scan_step)
+    W = as_weights(W, scan_shape)
+    k = W.shape[1]
+    presence_threshold = significance if presence_threshold is None else presence_threshold
+    thresholds = check_thresholds(overlap_thresholds)
+    if dataset is not None and engine is None:
+        engine = Engine()
+    vacuum_map = _vacuum_map(vacuum, dataset, engine, scan_shape)
+    typical = typical_weights(W)
+    member = presence(W, threshold=presence_threshold, vacuum=vacuum_map, typical=typical)
+    result = _clusters(W, scan_shape, typical, member, significance=significance, presence_threshold=presence_threshold,
+                       thresholds=thresholds, vacuum_map=vacuum_map, refine=refine)
+    result.edge_fraction = _edge_fraction(edge_fraction, feature)
+    if refine is not None:
+        _refine(result, H, scan_step=scan_step, min_region_size=min_region_size, clean=clean, closing=closing,
+                min_coherence=min_coherence)
+    if dataset is not None:
+        _patterns(result, dataset, W, H, member, feature, pattern_shape, engine)
+    if truth is not None:
+        if result.regions is not None:
+            cluster_maps, name = result.regions.maps, "regions"
+        else:
+            cluster_maps, name = member.T.reshape(k, *scan_shape), "components"
+        result.scores = score_clusters(
+            cluster_maps, truth, labels=result.labels, region_labels=result.region_labels, clusters=name
+        )
+    return result
+
+
+def _scan_geometry(dataset, scan_shape, scan_step):
+    """(scan shape, scan step): as given, else the dataset's; checked against each other."""
     if scan_shape is None:
         if dataset is None:
             raise ConfigError("analyze needs scan_shape or a dataset", "pass scan_shape=(sy, sx)")
@@ -363,33 +394,40 @@ def analyze(
         raise DataValueError(f"the dataset scan {dataset.scan_shape} does not match scan_shape {scan_shape}")
     if scan_step is None and dataset is not None:
         scan_step = dataset.calibration.scan_step
-    W = as_weights(W, scan_shape)
-    k = W.shape[1]
-    presence_threshold = significance if presence_threshold is None else presence_threshold
-    thresholds = check_thresholds(overlap_thresholds)
-    if dataset is not None and engine is None:
-        from stemnmf.engine import Engine
+    return scan_shape, scan_step
 
-        engine = Engine()
+
+def _vacuum_map(vacuum, dataset, engine, scan_shape):
+    """The (sy, sx) bool vacuum mask of ``analyze``'s ``vacuum`` option, or None."""
     if isinstance(vacuum, str):
         if vacuum != "auto":
             raise ConfigError(f"vacuum={vacuum!r} is not a mask", "give a (sy, sx) bool mask, 'auto' or None")
         vacuum = None if dataset is None else vacuum_mask(dataset, engine=engine)
-    vacuum_map = None if vacuum is None else np.asarray(vacuum, bool).reshape(scan_shape)
+    return None if vacuum is None else np.asarray(vacuum, bool).reshape(scan_shape)
 
-    typical = typical_weights(W)
+
+def _edge_fraction(edge_fraction, feature: str) -> float:
+    """``analyze``'s ``edge_fraction``, 'auto' resolved for the feature representation."""
+    if isinstance(edge_fraction, str):
+        if edge_fraction != "auto":
+            raise ConfigError(f"edge_fraction={edge_fraction!r} is not a number", "give a fraction such as 0.2, 0 or 'auto'")
+        edge_fraction = EDGE_FRACTIONS.get(str(feature).lower().split("+")[0], 0.0)
+    return float(edge_fraction)
+
+
+def _clusters(W, scan_shape, typical, member, *, significance, presence_threshold, thresholds, vacuum_map,
+              refine) -> Analysis:
+    """The Analysis of the factors alone: component maps, labels, presence and overlaps."""
+    k = W.shape[1]
     maps = component_maps(W, scan_shape)
-    coherence = spatial_coherence(maps)
     labels = cluster_labels(W, scan_shape, significance=significance, vacuum=vacuum_map, typical=typical)
-    member = presence(W, threshold=presence_threshold, vacuum=vacuum_map, typical=typical)
-    n_positions = np.bincount(labels[labels >= 0].ravel(), minlength=k).astype(np.int32)
     ratio = overlap_ratio(W, scan_shape)
     pairs, pair_map = overlap_pairs(W, scan_shape, thresholds)
     result = Analysis(
         maps=maps,
         typical_weight=typical,
         labels=labels,
-        n_positions=n_positions,
+        n_positions=np.bincount(labels[labels >= 0].ravel(), minlength=k).astype(np.int32),
         n_per_position=np.count_nonzero(member, axis=1).astype(np.int32).reshape(scan_shape),
         significance=float(significance),
         presence=float(presence_threshold),
@@ -402,36 +440,23 @@ def analyze(
         vacuum=vacuum_map,
         refine=refine,
     )
-    if isinstance(edge_fraction, str):
-        if edge_fraction != "auto":
-            raise ConfigError(f"edge_fraction={edge_fraction!r} is not a number", "give a fraction such as 0.2, 0 or 'auto'")
-        edge_fraction = EDGE_FRACTIONS.get(str(feature).lower().split("+")[0], 0.0)
-    result.edge_fraction = float(edge_fraction)
-    result.coherence = coherence
-    if refine is not None:
-        source = maps if vacuum_map is None else np.where(vacuum_map[None], np.float32(0), maps)
-        regions = refine_regions(
-            source, method=refine, min_size=min_region_size, clean=clean, closing=closing,
-            edge_fraction=result.edge_fraction, min_coherence=min_coherence,
-        )
-        result.regions = regions
-        result.region_labels = region_labels(regions.maps)
-        scale = None if H is None or np.shape(H)[0] != k else np.linalg.norm(np.asarray(H, np.float64), axis=1)
-        confidence = region_confidence(regions.maps, regions.component, maps, scale)
-        result.region_table = region_table(regions.maps, regions.component, scan_step=scan_step, confidence=confidence)
-
-    if dataset is not None:
-        _patterns(result, dataset, W, H, member, feature, pattern_shape, engine)
-
-    if truth is not None:
-        if result.regions is not None:
-            cluster_maps, name = result.regions.maps, "regions"
-        else:
-            cluster_maps, name = member.T.reshape(k, *scan_shape), "components"
-        result.scores = score_clusters(
-            cluster_maps, truth, labels=labels, region_labels=result.region_labels, clusters=name
-        )
+    result.coherence = spatial_coherence(maps)
     return result
+
+
+def _refine(result: Analysis, H, *, scan_step, min_region_size, clean, closing, min_coherence) -> None:
+    """Spatially refined regions of ``result``'s maps (vacuum left out), their labels and table."""
+    maps, k = result.maps, result.maps.shape[0]
+    source = maps if result.vacuum is None else np.where(result.vacuum[None], np.float32(0), maps)
+    regions = refine_regions(
+        source, method=result.refine, min_size=min_region_size, clean=clean, closing=closing,
+        edge_fraction=result.edge_fraction, min_coherence=min_coherence,
+    )
+    result.regions = regions
+    result.region_labels = region_labels(regions.maps)
+    scale = None if H is None or np.shape(H)[0] != k else np.linalg.norm(np.asarray(H, np.float64), axis=1)
+    confidence = region_confidence(regions.maps, regions.component, maps, scale)
+    result.region_table = region_table(regions.maps, regions.component, scan_step=scan_step, confidence=confidence)
 
 
 def _patterns(result: Analysis, dataset, W, H, member, feature, pattern_shape, engine) -> None:
@@ -494,8 +519,6 @@ def score_results(results, truth, *, clusters: str = "auto") -> Scores:
     InputError
         If the truth's scan shape differs from the results'.
     """
-    from stemnmf.errors import ResultsError
-
     if clusters not in ("auto", "regions", "components"):
         raise ConfigError(f"unknown clusters {clusters!r}", "use auto, regions or components")
     has_regions = "/regions/maps" in results
