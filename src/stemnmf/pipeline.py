@@ -135,9 +135,11 @@ class RunSummary:
     timings: dict[str, float]
     report: Path | None
     results_path: Path | None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"components: k = {self.chosen_k} ({self.reason})", f"regions:    {self.n_regions} refined regions"]
+        out = [f"WARNING:    {w}" for w in self.warnings]
+        out += [f"components: k = {self.chosen_k} ({self.reason})", f"regions:    {self.n_regions} refined regions"]
         if self.median_feret_nm is not None:
             out.append(f"grain size: median max Feret diameter {self.median_feret_nm:.2f} nm")
         total = sum(self.timings.values())
@@ -660,4 +662,8 @@ def _summary(results: Results, report_path, results_path) -> RunSummary:
     reason = str(results["/kselect/reason"]) if "/kselect/reason" in results else ""
     table = results["/regions/table"] if "/regions/table" in results else np.zeros(0, [("max_feret_nm", "f4")])
     median = float(np.median(table["max_feret_nm"])) if len(table) and "max_feret_nm" in table.dtype.names else None
-    return RunSummary(chosen, reason, len(table), median, dict(results.timings), report_path, results_path)
+    warnings = []
+    if "/calibration/quality/reliable" in results and not int(results["/calibration/quality/reliable"]):
+        problems = [str(p) for p in np.atleast_1d(results["/calibration/quality/problems"])]
+        warnings.append("CALIBRATION UNRELIABLE, the maps may be meaningless: " + "; ".join(problems))
+    return RunSummary(chosen, reason, len(table), median, dict(results.timings), report_path, results_path, warnings)
