@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from stemnmf.calibrate._common import check_mask
-from stemnmf.calibrate.origin import OriginFit, fit_origin_surface, shifted_sum
+from stemnmf.calibrate.origin import OriginFit, shifted_sum
 from stemnmf.errors import CalibrationError, ConfigError
 
 __all__ = [
@@ -118,7 +118,9 @@ def symmetry_centers(
         prepared = _prepared(image, weights, smooth)
         spectrum = np.fft.rfft2(prepared, shape)
         conv = np.fft.irfft2(spectrum * spectrum, shape)
-        norm = np.where(window, conv / np.maximum(pairs, 1e-9), -np.inf)
+        # correlation coefficient between the image and its inversion through s / 2, over the pixels both see
+        energy = np.fft.irfft2(np.fft.rfft2(prepared**2, shape) * fw, shape)
+        norm = np.where(window, conv / np.maximum(energy, 1e-12 * max(float(energy.max()), 1e-300)), -np.inf)
         iy, ix = np.unravel_index(int(np.argmax(norm)), shape)
         values = norm[window]
         spread = float(np.sqrt(np.mean(values**2))) or 1e-30
@@ -145,8 +147,8 @@ def shadow_mask(image, center, *, mask=None, dark_fraction: float = 0.25, min_si
 
     A beam-stop arm (or any shadow that covers a small part of each ring)
     leaves pixels below ``dark_fraction`` x the median of the pixels at the
-    same distance from the centre. Rings whose median is not above the noise
-    are not judged. Connected regions of at least ``min_size`` pixels are
+    same distance from the centre. Rings whose median is below 1e-3 of the
+    brightest ring's are not judged. Connected regions of at least ``min_size`` pixels are
     kept; when one comes within 1/6 of the detector of the centre (an arm
     that holds a stop over the beam), the disk out to its nearest point is
     added. Everything is grown by ``margin`` px (the penumbra).
@@ -171,7 +173,7 @@ def shadow_mask(image, center, *, mask=None, dark_fraction: float = 0.25, min_si
     median = np.zeros(ring.max() + 1)
     has = counts > 0
     median[has] = values[(starts[:-1] + counts // 2)[has]]
-    floor = 3.0 * np.sqrt(np.clip(np.median(median[median > 0]) if (median > 0).any() else 0.0, 0.0, None)) / 3.0
+    floor = 1e-3 * max(float(median.max()), 0.0)  # rings with next to no signal are not judged
     dark = valid & (median[ring] > floor) & (smooth < dark_fraction * median[ring])
     labels, n = ndimage.label(dark, structure=np.ones((3, 3), bool))
     if n == 0:
@@ -255,10 +257,7 @@ def symmetry_origins(block_sums, row_edges, col_edges, *, mask=None, guess=None,
 
 def surface_at(fit, ys, xs) -> np.ndarray:
     """Values (n, 2) of a fitted origin surface (:class:`~stemnmf.calibrate.OriginFit`) at scan coordinates."""
-    y, x = np.asarray(ys, np.float64).ravel(), np.asarray(xs, np.float64).ravel()
-    columns = {"1": np.ones_like(y), "y": y, "x": x, "y^2": y * y, "x*y": x * y, "x^2": x * x}
-    design = np.stack([columns[t] for t in fit.terms], axis=1)
-    return design @ np.asarray(fit.coefficients, np.float64).T
+    return _design(fit.terms, ys, xs) @ np.asarray(fit.coefficients, np.float64).T
 
 
 def block_centres(row_edges, col_edges) -> tuple[np.ndarray, np.ndarray]:
@@ -312,8 +311,77 @@ def fit_symmetry_origins(block_sums, row_edges, col_edges, *, mask=None, guess=N
     fit : OriginFit or None
     """
     symmetry = symmetry_origins(block_sums, row_edges, col_edges, mask=mask, guess=guess, search_radius=search_radius)
-    fit = None if model is None else fit_origin_surface(symmetry.per_position, model=model)
+    fit = None if model is None else fit_block_surface(symmetry, model=model)
     return symmetry, fit
+
+
+_TERMS = {"plane": ("1", "y", "x"), "quadratic": ("1", "y", "x", "y^2", "x*y", "x^2")}
+
+
+def _design(terms, ys, xs) -> np.ndarray:
+    y, x = np.asarray(ys, np.float64).ravel(), np.asarray(xs, np.float64).ravel()
+    columns = {"1": np.ones_like(y), "y": y, "x": x, "y^2": y * y, "x*y": x * y, "x^2": x * x}
+    return np.stack([columns[t] for t in terms], axis=1)
+
+
+def fit_block_surface(symmetry: SymmetryOrigins, *, model: str = "plane", n_sigma: float = 3.0, min_sigma: float = 0.05,
+                      max_iter: int = 30) -> OriginFit:
+    """A surface through the block centres, robust to a minority of wrong blocks.
+
+    Starts from the median centre (so up to half the blocks may be wrong,
+    e.g. a thick grain whose reflections are far from Friedel-symmetric),
+    then repeatedly fits the blocks (weighted by their number of positions)
+    whose distance from the surface is within ``n_sigma`` robust standard
+    deviations (1.4826 x median distance / sqrt(2), at least ``min_sigma``).
+
+    Returns
+    -------
+    OriginFit
+        Over the positions: each carries its block's residual and outlier flag;
+        ``residual_rms`` is over the inlier blocks, weighted by their size.
+    """
+    if model not in _TERMS:
+        raise ConfigError(f"origin fit {model!r} is unknown", "use 'plane', 'quadratic' or None")
+    terms = _TERMS[model]
+    cy, cx = block_centres(symmetry.row_edges, symmetry.col_edges)
+    centres = symmetry.centers.reshape(-1, 2)
+    sizes = np.outer(np.diff(symmetry.row_edges), np.diff(symmetry.col_edges)).ravel().astype(np.float64)
+    design = _design(terms, cy, cx)
+    finite = np.isfinite(centres).all(axis=1)
+    if finite.sum() < len(terms) + 1:
+        raise CalibrationError(f"only {int(finite.sum())} blocks have a symmetry centre; a {model} fit needs {len(terms) + 1}")
+    coef = np.zeros((len(terms), 2))
+    coef[0] = np.median(centres[finite], axis=0)
+    inliers = finite
+    for _ in range(max_iter):
+        distance = np.hypot(*(centres - design @ coef).T)
+        sigma = max(1.4826 * float(np.median(distance[finite])) / np.sqrt(2.0), min_sigma)
+        keep = finite & (distance <= n_sigma * sigma)
+        if keep.sum() < len(terms) + 1:
+            break
+        root = np.sqrt(sizes[keep])[:, None]
+        coef, *_ = np.linalg.lstsq(design[keep] * root, centres[keep] * root, rcond=None)
+        if np.array_equal(keep, inliers):
+            break
+        inliers = keep
+    residual = centres - design @ coef
+    rms = float(np.sqrt(np.sum(sizes[inliers] * np.sum(residual[inliers] ** 2, axis=1)) / sizes[inliers].sum()))
+    sy, sx = symmetry.per_position.shape[:2]
+    yy, xx = np.indices((sy, sx))
+    fitted = (_design(terms, yy, xx) @ coef).reshape(sy, sx, 2)
+    per_row = np.repeat(np.arange(len(symmetry.row_edges) - 1), np.diff(symmetry.row_edges))
+    per_col = np.repeat(np.arange(len(symmetry.col_edges) - 1), np.diff(symmetry.col_edges))
+    nby, nbx = cy.shape
+    pick = (per_row[:, None], per_col[None, :])
+    return OriginFit(
+        model=model,
+        terms=terms,
+        coefficients=coef.T.copy(),
+        fitted=fitted.astype(np.float32),
+        residuals=residual.reshape(nby, nbx, 2)[pick],
+        outliers=(~inliers).reshape(nby, nbx)[pick],
+        residual_rms=rms,
+    )
 
 
 def block_origins(symmetry: SymmetryOrigins, fit: OriginFit | None) -> np.ndarray:

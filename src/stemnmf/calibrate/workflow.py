@@ -779,7 +779,7 @@ def calibrate(
     if not report.quality.reliable:
         problem = "the calibration is unreliable: " + "; ".join(report.quality.problems)
         if on_unreliable == "stop":
-            raise CalibrationError(problem, "check the data and the calibration options, or go on with on_unreliable='warn'")
+            raise CalibrationError(problem, "check the data and the calibration options, or go on with on_unreliable='warn' (--calibration-unreliable warn)")
         report.warn("CALIBRATION UNRELIABLE (going on as asked): " + "; ".join(report.quality.problems))
     log.info("calibration: %s", report.summary().replace("\n", "; "))
     return ds, report
