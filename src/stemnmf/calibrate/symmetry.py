@@ -20,6 +20,7 @@ import dataclasses
 import logging
 
 import numpy as np
+from scipy import fft as scipy_fft
 from scipy import ndimage
 
 from stemnmf.calibrate._common import check_mask
@@ -42,12 +43,11 @@ log = logging.getLogger(__name__)
 _MIN_OVERLAP = 0.3
 
 
-def _prepared(image: np.ndarray, weights: np.ndarray, smooth: float) -> np.ndarray:
-    """sqrt-compressed image minus its masked local mean (Gaussian ``smooth``), zero where masked."""
+def _prepared(image: np.ndarray, weights: np.ndarray, local: np.ndarray, smooth: float) -> np.ndarray:
+    """sqrt-compressed image minus its masked local mean (Gaussian ``smooth``; ``local`` = filtered weights)."""
     compressed = np.sqrt(np.clip(image, 0.0, None))
     num = ndimage.gaussian_filter(compressed * weights, smooth, mode="nearest")
-    den = ndimage.gaussian_filter(weights, smooth, mode="nearest")
-    return (compressed - num / np.maximum(den, 1e-6)) * weights
+    return (compressed - num / local) * weights
 
 
 def _parabola(minus: float, centre: float, plus: float) -> float:
@@ -105,9 +105,10 @@ def symmetry_centers(
     if search <= 0 or smooth <= 0:
         raise ConfigError("search_radius and smooth must be positive")
     guess = np.array(((qy - 1) / 2.0, (qx - 1) / 2.0) if guess is None else guess, dtype=np.float64)
-    shape = (2 * qy, 2 * qx)
-    fw = np.fft.rfft2(weights, shape)
-    pairs = np.fft.irfft2(fw * fw, shape)
+    shape = (scipy_fft.next_fast_len(2 * qy, real=True), scipy_fft.next_fast_len(2 * qx, real=True))
+    fw = scipy_fft.rfft2(weights, shape)
+    pairs = scipy_fft.irfft2(fw * fw, shape)
+    local = np.maximum(ndimage.gaussian_filter(weights, smooth, mode="nearest"), 1e-6)
     yy, xx = np.indices(shape)
     window = (np.hypot(yy - 2 * guess[0], xx - 2 * guess[1]) <= 2 * search) & (pairs > _MIN_OVERLAP * pairs.max())
     if not window.any():
@@ -115,11 +116,12 @@ def symmetry_centers(
     centers = np.full((len(stack), 2), np.nan)
     scores = np.zeros(len(stack))
     for k, image in enumerate(stack):
-        prepared = _prepared(image, weights, smooth)
-        spectrum = np.fft.rfft2(prepared, shape)
-        conv = np.fft.irfft2(spectrum * spectrum, shape)
-        # correlation coefficient between the image and its inversion through s / 2, over the pixels both see
-        energy = np.fft.irfft2(np.fft.rfft2(prepared**2, shape) * fw, shape)
+        prepared = _prepared(image, weights, local, smooth)
+        spectrum = scipy_fft.rfft2(prepared, shape)
+        # correlation coefficient between the image and its inversion through s / 2, over the pixels both see:
+        # the autoconvolution over the energy of the overlapping part (both in one inverse transform)
+        both = scipy_fft.irfft2(np.stack([spectrum * spectrum, scipy_fft.rfft2(prepared**2, shape) * fw]), shape)
+        conv, energy = both[0], both[1]
         norm = np.where(window, conv / np.maximum(energy, 1e-12 * max(float(energy.max()), 1e-300)), -np.inf)
         iy, ix = np.unravel_index(int(np.argmax(norm)), shape)
         values = norm[window]

@@ -284,6 +284,32 @@ def _symmetry_centre_and_shadow(mean, mask, origin, beam_stop, report) -> tuple[
     return centre
 
 
+def _symmetry(report, blocks, row_edges, col_edges, mask, centre, model, *, coarse=False) -> None:
+    """Symmetry centres of the blocks and their surface into the report (None when they cannot be found).
+
+    ``coarse`` merges 2 x 2 blocks first (a quarter of the work), enough to check another method.
+    """
+    report.symmetry = report.symmetry_fit = None
+    if centre is None:
+        return
+    if coarse and min(blocks.shape[:2]) >= 4:
+        ny, nx = blocks.shape[0] // 2 * 2, blocks.shape[1] // 2 * 2
+        merged = blocks[:ny, :nx].reshape(ny // 2, 2, nx // 2, 2, *blocks.shape[2:]).sum(axis=(1, 3))
+        merged[-1] += blocks[ny:, :nx].reshape(-1, nx // 2, 2, *blocks.shape[2:]).sum(axis=(0, 2)) if ny < blocks.shape[0] else 0
+        merged[:, -1] += blocks[:ny, nx:].reshape(ny // 2, 2, -1, *blocks.shape[2:]).sum(axis=(1, 2)) if nx < blocks.shape[1] else 0
+        if ny < blocks.shape[0] and nx < blocks.shape[1]:
+            merged[-1, -1] += blocks[ny:, nx:].sum(axis=(0, 1))
+        blocks = merged
+        row_edges = np.append(row_edges[:ny:2], row_edges[-1])
+        col_edges = np.append(col_edges[:nx:2], col_edges[-1])
+    try:
+        report.symmetry, report.symmetry_fit = fit_symmetry_origins(
+            blocks, row_edges, col_edges, mask=mask, guess=centre, model=model
+        )
+    except CalibrationError as err:
+        log.info("no symmetry origins: %s", err.problem)
+
+
 def _use_symmetry(report, blocks, mask):
     """Take the symmetry origins: (per-position origins, recentred mean for the ellipse)."""
     symmetry, fit = report.symmetry, report.symmetry_fit
@@ -620,13 +646,9 @@ def calibrate(
             mean = mean * float(bin_scan) ** 2
     mask_or_none = mask if mask.any() else None
     hidden = _beam_hidden(mask_or_none, pshape, cal.origin if cal.origin is not None else symmetry_centre)
-    if use_symmetry and symmetry_centre is not None:
-        try:
-            report.symmetry, report.symmetry_fit = fit_symmetry_origins(
-                blocks, row_edges, col_edges, mask=mask_or_none, guess=symmetry_centre, model=origin_fit
-            )
-        except CalibrationError as err:
-            log.info("no symmetry origins: %s", err.problem)
+    symmetry_args = (blocks, row_edges, col_edges, mask_or_none, symmetry_centre, origin_fit) if use_symmetry else None
+    if origin == "symmetry" or (origin == "auto" and hidden):
+        _symmetry(report, *symmetry_args)
 
     # 6. origins (and, in the same pass, the mean of the re-centred patterns for the ellipse)
     origins_final = origins_in
@@ -655,6 +677,7 @@ def calibrate(
             try:
                 if origin != "auto":
                     raise err
+                _symmetry(report, *symmetry_args)
                 origins_final, recentred = _use_symmetry(report, blocks, mask_or_none)
                 report.origin_choice = err.problem
             except CalibrationError:
@@ -697,8 +720,10 @@ def calibrate(
                         )
                     origins_final = origins_final.astype(np.float32)
     if origin == "auto" and report.origin_method == "com":
+        _symmetry(report, *symmetry_args, coarse=True)  # a check of the direct beam: 2 x 2 blocks merged
         use, report.origin_choice = _com_or_symmetry(report)
         if use == "symmetry":
+            _symmetry(report, *symmetry_args)
             origins_final, recentred = _use_symmetry(report, blocks, mask_or_none)
     if origins_final is not None and report.origin_method is not None:
         report.origin = tuple(float(v) for v in np.asarray(origins_final, np.float64).reshape(-1, 2).mean(axis=0))
