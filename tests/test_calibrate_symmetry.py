@@ -139,3 +139,32 @@ def test_cli_run_refuses_with_exit_2_or_warns_loudly(tmp_path, capsys):
     assert main(argv + ["--calibration-unreliable", "warn"]) == 0
     out = capsys.readouterr().out
     assert "WARNING:    CALIBRATION UNRELIABLE" in out
+
+
+def _sparse_spot_ring(n_spots, ratio=1.04, angle_deg=25.0, radius=34.6, seed=0):
+    """A ring of a few Bragg disks on an ellipse (a/b = ratio, long axis at angle) about (64, 64)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.indices((128, 128)).astype(float)
+    t = np.radians(angle_deg)
+    axis_a = np.array([np.sin(t), np.cos(t)])
+    axis_b = np.array([axis_a[1], -axis_a[0]])
+    stretch = np.sqrt(ratio) * np.outer(axis_a, axis_a) + np.outer(axis_b, axis_b) / np.sqrt(ratio)
+    image = np.full((128, 128), 0.01)
+    points = []
+    for theta in rng.uniform(0, 2 * np.pi, n_spots):
+        p = np.array([64.0, 64.0]) + stretch @ (radius * np.array([np.sin(theta), np.cos(theta)]))
+        points.append(p)
+        image += 10.0 * (np.hypot(yy - p[0], xx - p[1]) < 2.65)
+    return image, np.array(points)
+
+
+def test_centred_ellipse_fit_of_a_few_spots():
+    from stemnmf.calibrate.ellipse import fit_centred_ellipse_to_points, fit_ellipse
+
+    image, points = _sparse_spot_ring(12)
+    _, a, b, angle, rms, used = fit_centred_ellipse_to_points(points[:, 0], points[:, 1], (64.0, 64.0))
+    assert a / b == pytest.approx(1.04, abs=1e-6) and np.degrees(angle) == pytest.approx(25.0, abs=1e-4)
+    assert a * b == pytest.approx(34.6**2, rel=1e-6) and rms < 1e-6
+    # from the image: the known centre and only the directions that see a spot
+    fit = fit_ellipse(image, center=(64, 64), ring=(30, 40), fix_center=True, min_relative_height=0.25)
+    assert fit.axis_ratio == pytest.approx(1.04, abs=0.005) and np.degrees(fit.angle) == pytest.approx(25.0, abs=3)

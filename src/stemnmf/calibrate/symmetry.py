@@ -47,7 +47,14 @@ def _prepared(image: np.ndarray, weights: np.ndarray, local: np.ndarray, smooth:
     """sqrt-compressed image minus its masked local mean (Gaussian ``smooth``; ``local`` = filtered weights)."""
     compressed = np.sqrt(np.clip(image, 0.0, None))
     num = ndimage.gaussian_filter(compressed * weights, smooth, mode="nearest")
-    return (compressed - num / local) * weights
+    prepared = (compressed - num / local) * weights
+    # a few very strong disks of a thick grain (far from Friedel-symmetric: their excitation errors differ)
+    # must not decide alone: clip at the 99th percentile
+    valid = weights > 0
+    if valid.any():
+        limit = float(np.percentile(np.abs(prepared[valid]), 99))
+        np.clip(prepared, -limit, limit, out=prepared)
+    return prepared
 
 
 def _parabola(minus: float, centre: float, plus: float) -> float:
@@ -68,8 +75,8 @@ def symmetry_centers(
     """Centre of inversion symmetry of each of a stack of (qy, qx) images.
 
     Each image is compressed (square root of its counts, so a few bright disks
-    do not decide alone) and high-passed (minus its masked Gaussian local
-    mean of ``smooth`` px); its autoconvolution, normalised by that of the
+    do not decide alone), high-passed (minus its masked Gaussian local
+    mean of ``smooth`` px) and clipped at the 99th percentile of its absolute values; its autoconvolution, normalised by that of the
     mask, is searched for its maximum at s = 2c within ``search_radius`` of
     the guess, refined by a parabola through the neighbours.
 

@@ -338,21 +338,20 @@ def _com_or_symmetry(report) -> tuple[str, str]:
     visible = 1.0 - report.n_no_beam / n
     tolerance = max(0.5, 0.25 * float(report.probe_radius or 0.0))
     com_ok = com is not None and visible >= 0.9 and com.residual_rms <= tolerance
-    sym_ok = (
-        sym is not None and sym.residual_rms <= tolerance and np.mean(sym.outliers) <= 0.5
-        and float(np.median(report.symmetry.scores)) >= MIN_SYMMETRY_SCORE
-    )
-    if not sym_ok:
-        return "com", f"direct beam in {100 * visible:.0f} % of the patterns; the symmetry centres are not consistent enough to compare"
-    gap = float(np.sqrt(np.mean(np.sum((com.fitted - sym.fitted) ** 2, axis=-1)))) if com is not None else np.inf
-    if com_ok and gap <= max(1.0, 2.0 * tolerance):
-        return "com", f"direct beam in {100 * visible:.0f} % of the patterns, {gap:.2f} px rms from the symmetry centres"
-    if com is None:
-        return "symmetry", f"direct beam in {100 * visible:.0f} % of the patterns, too few to fit"
-    return "symmetry", (
-        f"direct beam in {100 * visible:.0f} % of the patterns, its fit (rms {com.residual_rms:.2f} px) "
-        f"{gap:.1f} px rms from the symmetry centres (rms {sym.residual_rms:.2f} px)"
-    )
+    usable = sym is not None and float(np.median(report.symmetry.scores)) >= MIN_SYMMETRY_SCORE
+    sym_ok = usable and sym.residual_rms <= 2.0 * tolerance and np.mean(sym.outliers) <= 0.5
+    seen = f"direct beam in {100 * visible:.0f} % of the patterns"
+    if com_ok and not sym_ok:
+        return "com", f"{seen}; the symmetry centres are not consistent enough to compare"
+    if com_ok:
+        gap = float(np.sqrt(np.mean(np.sum((com.fitted - sym.fitted) ** 2, axis=-1))))
+        if gap <= max(1.0, 2.0 * tolerance):
+            return "com", f"{seen}, {gap:.2f} px rms from the symmetry centres"
+        return "symmetry", f"{seen}, but its fit is {gap:.1f} px rms from the symmetry centres (rms {sym.residual_rms:.2f} px)"
+    if usable:
+        fit = "" if com is None else f", its fit rms {com.residual_rms:.2f} px"
+        return "symmetry", f"{seen}{fit}: not enough to trust; the symmetry centres are used"
+    return "com", f"{seen} and no symmetric diffraction to check it against"
 
 
 def _coords(flags: np.ndarray) -> np.ndarray:
@@ -761,7 +760,10 @@ def calibrate(
                 yy, xx = np.nonzero(~mask)
                 exclude = float(np.hypot(yy - centre[0], xx - centre[1]).min()) + 2.0
         try:
-            fit = fit_ellipse(image, center=centre, ring=ring, mask=image_mask, exclude_radius=exclude)
+            # on the re-centred mean the ring's centre is the origin: fit the axes only (well conditioned on a
+            # ring of a few Bragg spots)
+            fit = fit_ellipse(image, center=centre, ring=ring, mask=image_mask, exclude_radius=exclude,
+                              fix_center=recentred is not None)
         except CalibrationError as err:
             fallback(err, "no ellipse correction is applied")
         else:
