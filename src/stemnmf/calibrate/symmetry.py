@@ -151,16 +151,23 @@ def symmetry_center(image, **options) -> tuple[tuple[float, float], float]:
     return (float(centers[0, 0]), float(centers[0, 1])), float(scores[0])
 
 
-def shadow_mask(image, center, *, mask=None, dark_fraction: float = 0.25, min_size: int = 10, margin: int = 2):
+def shadow_mask(image, center, *, mask=None, dark_fraction: float = 0.25, min_size: int = 10, margin: int = 2,
+                n_averaged: int = 1, n_sigma: float = 5.0):
     """Pixels in a shadow: much darker than the median of their ring about ``center``.
 
     A beam-stop arm (or any shadow that covers a small part of each ring)
     leaves pixels below ``dark_fraction`` x the median of the pixels at the
-    same distance from the centre. Rings whose median is below 1e-3 of the
-    brightest ring's are not judged. Connected regions of at least ``min_size`` pixels are
-    kept; when one comes within 1/6 of the detector of the centre (an arm
-    that holds a stop over the beam), the disk out to its nearest point is
-    added. Everything is grown by ``margin`` px (the penumbra).
+    same distance from the centre, and darker by ``n_sigma`` Poisson standard
+    deviations of a 3 x 3 mean of ``n_averaged`` patterns (``image`` is their
+    mean, in counts). Rings whose median is below 1e-3 of the brightest
+    ring's are not judged. Only connected regions of at least ``min_size``
+    pixels that come within 1/6 of the detector of the centre, reach out
+    radially over at least 1/8 of it and touch the detector edge (or reach 0.4 of its size from
+    the centre) are kept: the
+    arm that holds a stop over the beam (not the background between the spots
+    of a crystal); the disk
+    out to the nearest point of such an arm is added (the stop). Everything is
+    grown by ``margin`` px (the penumbra).
 
     Returns
     -------
@@ -183,16 +190,26 @@ def shadow_mask(image, center, *, mask=None, dark_fraction: float = 0.25, min_si
     has = counts > 0
     median[has] = values[(starts[:-1] + counts // 2)[has]]
     floor = 1e-3 * max(float(median.max()), 0.0)  # rings with next to no signal are not judged
-    dark = valid & (median[ring] > floor) & (smooth < dark_fraction * median[ring])
+    expected = median[ring]
+    noise = np.sqrt(np.clip(expected, 0.0, None) / (9.0 * max(int(n_averaged), 1)))
+    dark = valid & (expected > floor) & (smooth < dark_fraction * expected) & (expected - smooth > n_sigma * noise)
     labels, n = ndimage.label(dark, structure=np.ones((3, 3), bool))
     if n == 0:
         return np.zeros(image.shape, dtype=bool)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    shadow = np.isin(labels, [lab for lab in range(1, n + 1) if sizes[lab] >= min_size])
+    index = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(np.ones_like(radius), labels, index)
+    near = ndimage.minimum(radius, labels, index)
+    far = ndimage.maximum(radius, labels, index)
+    side = min(qy, qx)
+    border = np.zeros(image.shape, dtype=bool)
+    border[:2, :] = border[-2:, :] = border[:, :2] = border[:, -2:] = True
+    # an arm is held from the edge: it touches the border or reaches the outer part of the detector (the
+    # corners, where rings are cut and not judged, may hide its end)
+    touches = (ndimage.maximum(border.astype(np.float64), labels, index) > 0) | (far >= 0.4 * side)
+    keep = index[(sizes >= min_size) & (near < side / 6.0) & (far - near >= side / 8.0) & touches]
+    shadow = np.isin(labels, keep)
     if shadow.any():
-        nearest = float(radius[shadow].min())
-        if nearest < min(qy, qx) / 6.0:
-            shadow |= radius <= nearest + 1.0
+        shadow |= radius <= float(radius[shadow].min()) + 1.0
     if margin > 0 and shadow.any():
         shadow = ndimage.binary_dilation(shadow, structure=np.ones((3, 3), bool), iterations=int(margin))
     return shadow
@@ -213,16 +230,18 @@ def block_edges(scan_shape, n_blocks: int = 10) -> tuple[np.ndarray, np.ndarray]
 def block_sums_kernel(block, chunk, *, row_edges, col_edges):
     """Engine reduce kernel: float64 sum and float32 maximum of the chunk's patterns, and their sum per block.
 
-    The block sums are (nby, nbx, qy, qx) float64; the first two outputs are
-    those of :func:`stemnmf.calibrate.pattern_statistics`, so one pass gives all three.
+    The block sums are (nby, nbx, qy, qx) float32 (they only locate centres;
+    :func:`~stemnmf.calibrate.calibrate` keeps them within 1/64 of the memory
+    budget); the first two outputs are those of
+    :func:`stemnmf.calibrate.pattern_statistics`, so one pass gives all three.
     """
     own = block[chunk.own]
-    out = np.zeros((len(row_edges) - 1, len(col_edges) - 1, *own.shape[2:]), dtype=np.float64)
+    out = np.zeros((len(row_edges) - 1, len(col_edges) - 1, *own.shape[2:]), dtype=np.float32)
     rows = np.arange(chunk.start, chunk.stop)
     index = np.searchsorted(row_edges, rows, side="right") - 1
     starts = col_edges[:-1]
     for i, by in enumerate(index):
-        out[by] += np.add.reduceat(own[i], starts, axis=0, dtype=np.float64)
+        out[by] += np.add.reduceat(own[i], starts, axis=0, dtype=np.float32)
     flat = own.reshape(-1, *own.shape[2:])
     return flat.sum(axis=0, dtype=np.float64), flat.max(axis=0), out
 

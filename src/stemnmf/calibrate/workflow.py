@@ -266,14 +266,14 @@ def _input_edges(edges: np.ndarray, factor: int, size: int) -> np.ndarray:
     return out
 
 
-def _symmetry_centre_and_shadow(mean, mask, origin, beam_stop, report) -> tuple[float, float] | None:
+def _symmetry_centre_and_shadow(mean, mask, origin, beam_stop, report, n_averaged=1) -> tuple[float, float] | None:
     """Symmetry centre of the mean pattern; with ``beam_stop='auto'`` its shadows are masked (``mask`` grows)."""
     qy, qx = mean.shape
     guess = origin if origin is not None else ((qy - 1) / 2.0, (qx - 1) / 2.0)
     try:
         centre, _ = symmetry_center(mean, mask=mask, guess=guess, search_radius=min(qy, qx) / 4.0)
         if isinstance(beam_stop, str) and beam_stop == "auto":
-            shadow = shadow_mask(mean, centre, mask=mask) & ~mask
+            shadow = shadow_mask(mean, centre, mask=mask, n_averaged=n_averaged) & ~mask
             if shadow.any() and not (mask | shadow).all():
                 log.info("shadow of a beam stop found: %d pixels", int(shadow.sum()))
                 report.beam_stop_pixels += int(shadow.sum())
@@ -534,11 +534,15 @@ def calibrate(
     if use_symmetry:
         # blocks of the (scan-binned) grid, accumulated on the input grid in the same pass as the mean
         sy, sx = ds.scan_shape
-        row_edges, col_edges = block_edges((sy // bin_scan, sx // bin_scan), symmetry_blocks)
+        # each partial sum in flight (and each copy while they are cleaned) holds every block: 1/64 of the budget
+        fit = int(np.sqrt(engine.memory_budget / 64 / (4 * ds.pattern_shape[0] * ds.pattern_shape[1])))
+        n_blocks = max(3, min(int(symmetry_blocks), fit))
+        row_edges, col_edges = block_edges((sy // bin_scan, sx // bin_scan), n_blocks)
         mean, maximum, blocks = engine.reduce(
             block_sums_kernel, ds, combine=["sum", "max", "sum"], desc="mean pattern and block sums",
             kwargs=dict(row_edges=_input_edges(row_edges, bin_scan, sy), col_edges=_input_edges(col_edges, bin_scan, sx)),
         )
+        blocks = np.asarray(blocks, dtype=np.float64)
         mean = (mean / ds.n_positions).astype(np.float32)
         maximum = np.asarray(maximum, dtype=np.float32)
     elif need_stats:
@@ -594,7 +598,9 @@ def calibrate(
                 mask |= unfixed
     symmetry_centre = None
     if use_symmetry:
-        symmetry_centre = _symmetry_centre_and_shadow(mean, mask, ds.calibration.origin, beam_stop, report)
+        symmetry_centre = _symmetry_centre_and_shadow(
+            mean, mask, ds.calibration.origin, beam_stop, report, n_averaged=ds.n_positions
+        )
     raw = ds.replace(mask=mask if mask.any() else None)
     cal, origins_in = ds.calibration, ds.origins
     pshape = qshape
