@@ -178,7 +178,9 @@ def test_beam_behind_the_beam_stop_uses_the_ring_centre():
     stop = (np.hypot(yy - 31.5, xx - 31.5) <= 6) | ((np.abs(yy - 31.5) <= 2) & (xx <= 31))
     image[stop] = 0.05
     data = np.random.default_rng(0).poisson(np.broadcast_to(image, (3, 3, *shape))).astype(np.float32)
-    out, report = calibrate(Dataset4D(data), engine=Engine(progress=False), ellipse=True, correct_shift=True)
+    out, report = calibrate(
+        Dataset4D(data), engine=Engine(progress=False), ellipse=True, correct_shift=True, origin="com"
+    )
     assert out.mask[stop].all()
     assert any("behind the beam stop" in w for w in report.warnings)
     assert out.origins is None and not report.shift_corrected
@@ -187,7 +189,11 @@ def test_beam_behind_the_beam_stop_uses_the_ring_centre():
     assert a / b == pytest.approx(1.05 / 0.95, rel=0.01)
     assert abs(np.degrees(angle) - 90.0) < 1.0 or abs(np.degrees(angle) + 90.0) < 1.0
     with pytest.raises(CalibrationError, match="behind the beam stop"):
-        calibrate(Dataset4D(data), engine=Engine(progress=False), strict=True)
+        calibrate(Dataset4D(data), engine=Engine(progress=False), strict=True, origin="com")
+    # origin='auto' (default): the centre of symmetry of the ring, at every position
+    out, report = calibrate(Dataset4D(data), engine=Engine(progress=False), ellipse=True)
+    assert report.origin_method == "symmetry" and "behind the beam stop" in report.origin_choice
+    np.testing.assert_allclose(out.origins, np.broadcast_to(centre, (3, 3, 2)), atol=0.1)
 
 
 # -- properties -----------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_parse_k():
 def test_calibrate_options_follow_the_config(tmp_path):
     c = Config()
     options = c.calibrate.calibrate_options()
-    assert options["origin"] == "com" and options["beam_stop"] == "auto" and options["hot_pixel_threshold"] == 0.55
+    assert options["origin"] == "auto" and options["beam_stop"] == "auto" and options["hot_pixel_threshold"] == 0.55
     c.calibrate.origin, c.calibrate.origin_fit, c.calibrate.beam_stop = "none", "none", "none"
     options = c.calibrate.calibrate_options()
     assert options["origin"] is None and options["origin_fit"] is None and options["beam_stop"] is None

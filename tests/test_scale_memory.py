@@ -50,9 +50,9 @@ def test_a_lazy_run_reads_the_scan_six_times_and_fused_results_equal_their_own_p
     engine = CountingEngine()
     results = run(tiny_file, _config(), engine=engine)
     names = [p[0] for p in engine.passes]
-    # calibration 2 (statistics, origins), features 2 (statistics, features), analysis 2 (means, dissimilarity);
+    # calibration 2 (statistics with the block sums for the symmetry origin, origins), features 2 (statistics, features), analysis 2 (means, dissimilarity);
     # the summary images and the vacuum test ride along with the features' first pass (8 passes before)
-    assert names == ["stats_kernel", "_origin_kernel", "_stats_kernel", "_feature_kernel", "_weighted_sums",
+    assert names == ["block_sums_kernel", "_origin_kernel", "_stats_kernel", "_feature_kernel", "_weighted_sums",
                      "_dissimilarity_kernel"]
     assert engine.passes[2][2] == ["_summary_totals", "_summary_means", "_scattered_fraction", "_navigator_kernel"]
     assert all(p[1] == (12, 12) for p in engine.passes)

@@ -111,12 +111,24 @@ class CalibrateConfig:
     hot_pixel_threshold: float = option(0.55, "fraction above the local sorted intensity that marks a hot pixel")
     bin_q: int = option(1, "bin detector pixels by this factor")
     bin_scan: int = option(1, "bin probe positions by this factor")
-    origin: str = option("com", "how to find the direct beam per position", choices=("com", "xcorr", "none"))
+    origin: str = option(
+        "auto",
+        "how to find the origin: the direct beam (com, xcorr), the symmetry of the diffraction over blocks of "
+        "positions (symmetry, for a blocked or saturated beam), or auto (com where the beam is visible and consistent)",
+        choices=("auto", "com", "xcorr", "symmetry", "none"),
+    )
     origin_fit: str = option("plane", "surface fitted to the origins over the scan", choices=("plane", "quadratic", "none"))
     correct_shift: bool = option(False, "shift every pattern so its direct beam is at the mean origin")
     ellipse: bool = option(False, "fit elliptical distortion to a ring of the mean pattern")
     beam_stop: str = option("auto", "beam-stop mask: auto, none, or a .npy image (True = masked)", metavar="auto|none|FILE")
     edge_pixels: int = option(0, "mask this many pixels at each detector edge")
+    on_unreliable: str = option(
+        "stop",
+        "when the calibration fails its accuracy checks (origins scattering by more than a disk radius, ...): "
+        "stop with exit 2, or warn loudly and go on",
+        flag="--calibration-unreliable",
+        choices=("stop", "warn"),
+    )
 
     def calibrate_options(self) -> dict:
         """Keyword arguments of :func:`stemnmf.calibrate.calibrate` ('none' becomes None; a mask file is read)."""

@@ -102,11 +102,13 @@ class RunSummary:
     report: Path | None
     results_path: Path | None
     k_evidence: str = ""
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"components: k = {self.chosen_k} ({self.reason})", f"regions:    {self.n_regions} refined regions"]
+        out = [f"WARNING:    {w}" for w in self.warnings]
+        out += [f"components: k = {self.chosen_k} ({self.reason})", f"regions:    {self.n_regions} refined regions"]
         if self.k_evidence:
-            out.insert(1, f"k votes:    {self.k_evidence}")
+            out.insert(len(self.warnings) + 1, f"k votes:    {self.k_evidence}")
         if self.median_feret_nm is not None:
             out.append(f"grain size: median max Feret diameter {self.median_feret_nm:.2f} nm")
         total = sum(self.timings.values())
@@ -472,4 +474,9 @@ def _summary(results: Results, report_path, results_path) -> RunSummary:
     table = results["/regions/table"] if "/regions/table" in results else np.zeros(0, [("max_feret_nm", "f4")])
     median = float(np.median(table["max_feret_nm"])) if len(table) and "max_feret_nm" in table.dtype.names else None
     votes = votes_line(results)
-    return RunSummary(chosen, reason, len(table), median, dict(results.timings), report_path, results_path, votes)
+    warnings = []
+    if "/calibration/quality/reliable" in results and not int(results["/calibration/quality/reliable"]):
+        problems = [str(p) for p in np.atleast_1d(results["/calibration/quality/problems"])]
+        warnings.append("CALIBRATION UNRELIABLE, the maps may be meaningless: " + "; ".join(problems))
+    return RunSummary(chosen, reason, len(table), median, dict(results.timings), report_path, results_path, votes,
+                      warnings)

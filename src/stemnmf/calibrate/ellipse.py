@@ -19,6 +19,7 @@ direction of the ``a`` axis in radians from +qx towards +qy, in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import warnings
 
@@ -193,6 +194,57 @@ def fit_ellipse_to_points(qy, qx, *, n_sigma: float = 3.0, max_iter: int = 5, mi
     return (my + scale * cy, mx + scale * cx), a * scale, b * scale, angle, rms, used
 
 
+def fit_centred_ellipse_to_points(qy, qx, center, *, n_sigma: float = 3.0, max_iter: int = 5, min_points: int = 4):
+    """Fit an ellipse of known centre to points (qy, qx), leaving out outliers.
+
+    Linear least squares of A x^2 + B x y + C y^2 = 1 about ``center`` (3
+    unknowns instead of 5): far better conditioned than a free centre when
+    the points cluster at a few directions (a ring of a few Bragg spots).
+    Outliers are points whose radial distance from the ellipse exceeds
+    ``n_sigma`` robust standard deviations (at least 0.02 px).
+
+    Returns
+    -------
+    The same as :func:`fit_ellipse_to_points` (``center`` unchanged).
+    """
+    y = np.asarray(qy, dtype=np.float64).ravel() - float(center[0])
+    x = np.asarray(qx, dtype=np.float64).ravel() - float(center[1])
+    finite = np.isfinite(x) & np.isfinite(y)
+    used = finite.copy()
+    if used.sum() < min_points:
+        raise CalibrationError(
+            f"only {int(used.sum())} ring points; an ellipse fit needs {min_points}",
+            "give a stronger ring or a wider ring window",
+        )
+    design = np.stack([x * x, x * y, y * y], axis=1)
+    radius = np.hypot(x, y)
+    for _ in range(max(1, int(max_iter))):
+        coef, *_ = np.linalg.lstsq(design[used], np.ones(int(used.sum())), rcond=None)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = design @ coef  # = (r / r_model)^2 on the ray through each point
+            residual = np.abs(radius - radius / np.sqrt(np.where(level > 0, level, np.nan)))
+        residual[~finite] = np.inf
+        sigma = max(1.4826 * float(np.nanmedian(residual[used])), 0.02)
+        keep = finite & (residual <= n_sigma * sigma)
+        if keep.sum() < min_points or np.array_equal(keep, used):
+            break
+        used = keep
+    coef, *_ = np.linalg.lstsq(design[used], np.ones(int(used.sum())), rcond=None)
+    matrix = np.array([[coef[0], coef[1] / 2], [coef[1] / 2, coef[2]]])  # in (x, y)
+    values, vectors = np.linalg.eigh(matrix)
+    if not values[0] > 0:
+        raise CalibrationError("no ellipse fits the ring points", "give a stronger ring or a wider ring window")
+    a, b = 1.0 / np.sqrt(values[0]), 1.0 / np.sqrt(values[1])  # the smaller eigenvalue is the long axis
+    angle = float(np.arctan2(vectors[1, 0], vectors[0, 0]))
+    if angle <= -np.pi / 2:
+        angle += np.pi
+    elif angle > np.pi / 2:
+        angle -= np.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rms = float(np.sqrt(np.mean((radius[used] - radius[used] / np.sqrt(design[used] @ coef)) ** 2)))
+    return (float(center[0]), float(center[1])), float(a), float(b), angle, rms, used
+
+
 # -- ring search -------------------------------------------------------------------------
 
 
@@ -293,6 +345,8 @@ def fit_ellipse(
     exclude_radius: float | None = None,
     n_bootstrap: int = 30,
     random_state=0,
+    fix_center: bool = False,
+    min_relative_height: float = 0.0,
 ) -> EllipseFit:
     """Fit the elliptical distortion of a diffraction ring.
 
@@ -394,6 +448,7 @@ def fit_ellipse(
     seg_r = radii[i0:i1]
     edge = 3
     peaks_r = np.full(n_angles, np.nan)
+    heights = np.full(n_angles, np.nan)
     for i in range(n_angles):
         row = seg[i]
         if np.isnan(row).mean() > 0.2:
@@ -420,8 +475,14 @@ def fit_ellipse(
             continue
         w = excess[lo : hi + 1] - 0.5 * height
         peaks_r[i] = float((w * seg_r[lo : hi + 1]).sum() / w.sum())
+        heights[i] = height
     found = np.isfinite(peaks_r)
     coverage = float(found.mean())
+    if found.any() and min_relative_height > 0:
+        # a ring of a few Bragg spots: directions between the spots see only background (their 'peak' is
+        # anywhere in the window and pulls the fit towards a circle): keep the directions that see the ring
+        strong = heights >= min_relative_height * np.nanpercentile(heights, 90)
+        peaks_r[~strong] = np.nan
     if coverage < min_coverage:
         raise CalibrationError(
             f"the ring was found in only {100 * coverage:.0f}% of directions ({100 * min_coverage:.0f}% needed)",
@@ -429,8 +490,12 @@ def fit_ellipse(
         )
     ys = center[0] + peaks_r * np.sin(theta)
     xs = center[1] + peaks_r * np.cos(theta)
-    ell_center, a, b, angle, rms, used = fit_ellipse_to_points(ys, xs)
-    ratio_std, angle_std = _block_bootstrap(ys, xs, used, width, n_bootstrap, random_state)
+    if fix_center:
+        fitter = functools.partial(fit_centred_ellipse_to_points, center=center)
+    else:
+        fitter = fit_ellipse_to_points
+    ell_center, a, b, angle, rms, used = fitter(ys, xs)
+    ratio_std, angle_std = _block_bootstrap(ys, xs, used, width, n_bootstrap, random_state, fitter=fitter)
     return EllipseFit(
         center=(float(ell_center[0]), float(ell_center[1])),
         a=float(a),
@@ -445,7 +510,7 @@ def fit_ellipse(
     )
 
 
-def _block_bootstrap(ys, xs, used, block: int, n_bootstrap: int, random_state) -> tuple[float, float]:
+def _block_bootstrap(ys, xs, used, block: int, n_bootstrap: int, random_state, fitter=None) -> tuple[float, float]:
     """Standard deviations of a/b and of the angle over fits to resampled blocks of neighbouring directions.
 
     Neighbouring directions share their sector average, so whole blocks of
@@ -463,7 +528,7 @@ def _block_bootstrap(ys, xs, used, block: int, n_bootstrap: int, random_state) -
         pick = rng.integers(0, len(groups), len(groups))
         sample = np.concatenate([groups[i] for i in pick])
         try:
-            _, a, b, angle, _, _ = fit_ellipse_to_points(ys[sample], xs[sample], max_iter=1)
+            _, a, b, angle, _, _ = (fitter or fit_ellipse_to_points)(ys[sample], xs[sample], max_iter=1)
         except CalibrationError:
             continue
         ratios.append(a / b)

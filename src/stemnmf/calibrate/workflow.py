@@ -29,11 +29,26 @@ from stemnmf.calibrate.origin import (
     shifted_mask,
 )
 from stemnmf.calibrate.pixels import find_dead_pixels, find_hot_pixels, replace_pixels
+from stemnmf.calibrate.quality import CalibrationQuality, assess_calibration, disk_radius_pixels
+from stemnmf.calibrate.symmetry import (
+    SymmetryOrigins,
+    block_edges,
+    block_origins,
+    block_sums_kernel,
+    fit_symmetry_origins,
+    recentred_block_mean,
+    shadow_mask,
+    symmetry_center,
+)
 from stemnmf.errors import CalibrationError, ConfigError
 
 __all__ = ["CalibrationReport", "calibrate"]
 
 log = logging.getLogger(__name__)
+
+#: Symmetry centres of blocks whose median score (peak over rms of the normalised autoconvolution) is below
+#: this are noise: pure Poisson noise scores 2.5-4, diffraction patterns of a few dozen positions 5-12.
+MIN_SYMMETRY_SCORE = 4.5
 
 
 @dataclasses.dataclass
@@ -51,6 +66,15 @@ class CalibrationReport:
     probe_radius : float or None
         Its radius in pixels.
     origin_method : str or None
+        'com', 'xcorr' or 'symmetry' (the method whose origins were used).
+    origin_choice : str
+        Why that method (with ``origin='auto'``), e.g. the beam is behind the stop.
+    symmetry : SymmetryOrigins or None
+        Symmetry centres of blocks of positions, when computed.
+    symmetry_fit : OriginFit or None
+        The surface through them.
+    quality : CalibrationQuality or None
+        Accuracy figures and the problems that make the calibration unreliable.
     origins_measured : numpy.ndarray or None
         (sy, sx, 2) measured origins (NaN where no beam), final grid.
     origin_fit : OriginFit or None
@@ -86,6 +110,10 @@ class CalibrationReport:
     probe_center: tuple[float, float] | None = None
     probe_radius: float | None = None
     origin_method: str | None = None
+    origin_choice: str = ""
+    symmetry: SymmetryOrigins | None = None
+    symmetry_fit: OriginFit | None = None
+    quality: CalibrationQuality | None = None
     origins_measured: np.ndarray | None = None
     origin_fit: OriginFit | None = None
     n_no_beam: int = 0
@@ -145,6 +173,18 @@ class CalibrationReport:
             out["/calibration/origin_fit/coefficients"] = np.asarray(fit.coefficients, dtype=np.float64)
             out["/calibration/origin_fit/residual_rms"] = np.float64(fit.residual_rms)
             out["/calibration/origin_fit/outliers"] = np.asarray(fit.outliers, dtype=np.uint8)
+        if self.origin_choice:
+            out["/calibration/origin_choice"] = self.origin_choice
+        if self.symmetry is not None:
+            out["/calibration/symmetry/centers"] = np.asarray(self.symmetry.centers, dtype=np.float32)
+            out["/calibration/symmetry/scores"] = np.asarray(self.symmetry.scores, dtype=np.float32)
+            out["/calibration/symmetry/row_edges"] = np.asarray(self.symmetry.row_edges, dtype=np.int32)
+            out["/calibration/symmetry/col_edges"] = np.asarray(self.symmetry.col_edges, dtype=np.int32)
+            if self.symmetry_fit is not None:
+                out["/calibration/symmetry/fitted"] = np.asarray(self.symmetry_fit.fitted, dtype=np.float32)
+                out["/calibration/symmetry/residual_rms"] = np.float64(self.symmetry_fit.residual_rms)
+        if self.quality is not None:
+            out.update(self.quality.to_results())
         if self.ellipse is not None:
             e = self.ellipse
             out["/calibration/ellipse"] = np.asarray(e.ellipse, dtype=np.float64)
@@ -164,6 +204,8 @@ class CalibrationReport:
         ]
         if self.origin is not None:
             lines.append(f"origin ({self.origin[0]:.2f}, {self.origin[1]:.2f}) px via {self.origin_method}")
+        if self.origin_choice:
+            lines.append(f"origin method: {self.origin_choice}")
         if self.origin_fit is not None:
             lines.append(
                 f"origin {self.origin_fit.model} fit: rms {self.origin_fit.residual_rms:.3f} px, "
@@ -176,6 +218,8 @@ class CalibrationReport:
             lines.append(
                 f"ellipse a={e.a:.2f} b={e.b:.2f} px angle={np.degrees(e.angle):.1f} deg (rms {e.rms:.2f} px)"
             )
+        if self.quality is not None and not self.quality.reliable:
+            lines.append("CALIBRATION UNRELIABLE: " + "; ".join(self.quality.problems))
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -215,6 +259,101 @@ def _beam_hidden(mask, shape, origin) -> bool:
     return bool(0 <= iy < qy and 0 <= ix < qx and mask[iy, ix])
 
 
+def _input_edges(edges: np.ndarray, factor: int, size: int) -> np.ndarray:
+    """Block edges of a scan binned by ``factor`` on the unbinned grid (the remainder joins the last block)."""
+    out = np.asarray(edges) * factor
+    out[-1] = size
+    return out
+
+
+def _symmetry_centre_and_shadow(mean, mask, origin, beam_stop, report, n_averaged=1) -> tuple[float, float] | None:
+    """Symmetry centre of the mean pattern; with ``beam_stop='auto'`` its shadows are masked (``mask`` grows)."""
+    qy, qx = mean.shape
+    guess = origin if origin is not None else ((qy - 1) / 2.0, (qx - 1) / 2.0)
+    try:
+        centre, _ = symmetry_center(mean, mask=mask, guess=guess, search_radius=min(qy, qx) / 4.0)
+        if isinstance(beam_stop, str) and beam_stop == "auto":
+            shadow = shadow_mask(mean, centre, mask=mask, n_averaged=n_averaged) & ~mask
+            if shadow.any() and not (mask | shadow).all():
+                log.info("shadow of a beam stop found: %d pixels", int(shadow.sum()))
+                report.beam_stop_pixels += int(shadow.sum())
+                mask |= shadow
+                centre, _ = symmetry_center(mean, mask=mask, guess=centre, search_radius=min(qy, qx) / 8.0)
+    except CalibrationError:
+        return None
+    return centre
+
+
+def _symmetry(report, blocks, row_edges, col_edges, mask, centre, model, *, coarse=False) -> None:
+    """Symmetry centres of the blocks and their surface into the report (None when they cannot be found).
+
+    ``coarse`` merges 2 x 2 blocks first (a quarter of the work), enough to check another method.
+    """
+    report.symmetry = report.symmetry_fit = None
+    if centre is None:
+        return
+    if coarse and min(blocks.shape[:2]) >= 4:
+        ny, nx = blocks.shape[0] // 2 * 2, blocks.shape[1] // 2 * 2
+        merged = blocks[:ny, :nx].reshape(ny // 2, 2, nx // 2, 2, *blocks.shape[2:]).sum(axis=(1, 3))
+        merged[-1] += blocks[ny:, :nx].reshape(-1, nx // 2, 2, *blocks.shape[2:]).sum(axis=(0, 2)) if ny < blocks.shape[0] else 0
+        merged[:, -1] += blocks[:ny, nx:].reshape(ny // 2, 2, -1, *blocks.shape[2:]).sum(axis=(1, 2)) if nx < blocks.shape[1] else 0
+        if ny < blocks.shape[0] and nx < blocks.shape[1]:
+            merged[-1, -1] += blocks[ny:, nx:].sum(axis=(0, 1))
+        blocks = merged
+        row_edges = np.append(row_edges[:ny:2], row_edges[-1])
+        col_edges = np.append(col_edges[:nx:2], col_edges[-1])
+    try:
+        report.symmetry, report.symmetry_fit = fit_symmetry_origins(
+            blocks, row_edges, col_edges, mask=mask, guess=centre, model=model
+        )
+    except CalibrationError as err:
+        log.info("no symmetry origins: %s", err.problem)
+
+
+def _use_symmetry(report, blocks, mask):
+    """Take the symmetry origins: (per-position origins, recentred mean for the ellipse)."""
+    symmetry, fit = report.symmetry, report.symmetry_fit
+    if symmetry is None:
+        raise CalibrationError("no direct beam and no symmetric diffraction to find the origin from")
+    score = float(np.median(symmetry.scores))
+    if score < MIN_SYMMETRY_SCORE:
+        raise CalibrationError(
+            f"no direct beam found, and the patterns are not symmetric enough to find the origin from "
+            f"(median symmetry score {score:.1f} < {MIN_SYMMETRY_SCORE})"
+        )
+    report.origin_method = "symmetry"
+    report.origin_fit = fit
+    report.origins_measured = symmetry.per_position.astype(np.float32)
+    report.n_no_beam = 0
+    origins = (fit.fitted if fit is not None else symmetry.per_position).astype(np.float32)
+    reference = tuple(float(v) for v in origins.reshape(-1, 2).mean(axis=0))
+    image, image_mask = recentred_block_mean(blocks, block_origins(symmetry, fit), reference, mask=mask)
+    return origins, (image, reference, image_mask)
+
+
+def _com_or_symmetry(report) -> tuple[str, str]:
+    """Keep the direct-beam origins or take the symmetry ones (origin='auto'), and why."""
+    com, sym = report.origin_fit, report.symmetry_fit
+    n = report.origins_measured[..., 0].size
+    visible = 1.0 - report.n_no_beam / n
+    tolerance = max(0.5, 0.25 * float(report.probe_radius or 0.0))
+    com_ok = com is not None and visible >= 0.9 and com.residual_rms <= tolerance
+    usable = sym is not None and float(np.median(report.symmetry.scores)) >= MIN_SYMMETRY_SCORE
+    sym_ok = usable and sym.residual_rms <= 2.0 * tolerance and np.mean(sym.outliers) <= 0.5
+    seen = f"direct beam in {100 * visible:.0f} % of the patterns"
+    if com_ok and not sym_ok:
+        return "com", f"{seen}; the symmetry centres are not consistent enough to compare"
+    if com_ok:
+        gap = float(np.sqrt(np.mean(np.sum((com.fitted - sym.fitted) ** 2, axis=-1))))
+        if gap <= max(1.0, 2.0 * tolerance):
+            return "com", f"{seen}, {gap:.2f} px rms from the symmetry centres"
+        return "symmetry", f"{seen}, but its fit is {gap:.1f} px rms from the symmetry centres (rms {sym.residual_rms:.2f} px)"
+    if usable:
+        fit = "" if com is None else f", its fit rms {com.residual_rms:.2f} px"
+        return "symmetry", f"{seen}{fit}: not enough to trust; the symmetry centres are used"
+    return "com", f"{seen} and no symmetric diffraction to check it against"
+
+
 def _coords(flags: np.ndarray) -> np.ndarray:
     return np.argwhere(flags).astype(np.int32).reshape(-1, 2)
 
@@ -233,7 +372,7 @@ def calibrate(
     bin_scan: int = 1,
     crop_q=None,
     crop_scan=None,
-    origin: str | None = "com",
+    origin: str | None = "auto",
     origin_fit: str | None = "plane",
     correct_shift: bool = False,
     probe=None,
@@ -242,6 +381,8 @@ def calibrate(
     beam_stop="auto",
     edge_pixels: int = 0,
     strict: bool = False,
+    on_unreliable: str = "stop",
+    symmetry_blocks: int = 10,
 ):
     """Calibrate a 4D-STEM scan: bad pixels, crop and binning, masks, origins, shift, ellipse.
 
@@ -274,8 +415,13 @@ def calibrate(
         Binning factors (sums); ``q_pixel`` and ``scan_step`` are scaled.
     crop_q, crop_scan : tuple of 4 int, optional
         ``(y0, y1, x0, x1)`` crops, applied first (on the input grid).
-    origin : {'com', 'xcorr', None}, default 'com'
-        How the direct beam is measured at each position; None skips it.
+    origin : {'auto', 'com', 'xcorr', 'symmetry', None}, default 'auto'
+        How the origin is found: 'com' / 'xcorr' measure the direct beam at
+        each position; 'symmetry' takes the centre of inversion symmetry of
+        the patterns summed over blocks of positions (works with the beam
+        blocked or saturated); 'auto' uses 'com' where the direct beam is
+        visible and consistent with the symmetry centres, else 'symmetry'
+        (``report.origin_choice`` says why). None skips it.
     origin_fit : {'plane', 'quadratic', None}, default 'plane'
         Surface fitted over the scan; its values replace the measurements
         (outliers and positions without a beam included). None keeps the
@@ -300,6 +446,14 @@ def calibrate(
     strict : bool, default False
         Raise :class:`CalibrationError` instead of falling back (no direct
         beam, no ring) with a warning.
+    on_unreliable : {'stop', 'warn'}, default 'stop'
+        When the accuracy checks fail (origins scattering by more than a disk
+        radius about their surface, a surface leaving the detector, most of
+        the detector masked, an uncertain ellipse): raise
+        :class:`CalibrationError` or go on with a loud warning
+        (``report.quality.problems``).
+    symmetry_blocks : int, default 10
+        The scan is cut into about this many blocks per side for 'symmetry'.
 
     Returns
     -------
@@ -313,7 +467,8 @@ def calibrate(
     ConfigError
         Invalid options.
     CalibrationError
-        A mask covering everything; with ``strict``, any failed step.
+        A mask covering everything; an unreliable calibration with
+        ``on_unreliable='stop'``; with ``strict``, any failed step.
     """
     from stemnmf.engine import Engine
 
@@ -326,10 +481,14 @@ def calibrate(
         origin=origin, origin_fit=origin_fit, correct_shift=correct_shift, ellipse=ellipse,
         ring=None if ring is None else list(ring),
         beam_stop=beam_stop if beam_stop is None or isinstance(beam_stop, str) else "array",
-        edge_pixels=edge_pixels, strict=strict,
+        edge_pixels=edge_pixels, strict=strict, on_unreliable=on_unreliable, symmetry_blocks=symmetry_blocks,
     )
-    if origin not in ("com", "xcorr", None):
-        raise ConfigError(f"origin={origin!r} is unknown", "use 'com', 'xcorr' or None")
+    if origin not in ("auto", "com", "xcorr", "symmetry", None):
+        raise ConfigError(f"origin={origin!r} is unknown", "use 'auto', 'com', 'xcorr', 'symmetry' or None")
+    if on_unreliable not in ("stop", "warn"):
+        raise ConfigError(f"on_unreliable={on_unreliable!r} is unknown", "use 'stop' or 'warn'")
+    if isinstance(symmetry_blocks, bool) or not isinstance(symmetry_blocks, int | np.integer) or symmetry_blocks < 1:
+        raise ConfigError(f"symmetry_blocks={symmetry_blocks!r} must be a positive integer")
     if origin_fit not in ("plane", "quadratic", None):
         raise ConfigError(f"origin_fit={origin_fit!r} is unknown", "use 'plane', 'quadratic' or None")
     if hot_pixel_reference not in ("mean", "max"):
@@ -370,8 +529,23 @@ def calibrate(
 
     # 3. one pass for the mean and max patterns --------------------------------------------
     need_stats = hot_pixels or dead_pixels or beam_stop == "auto" or origin is not None or ellipse
-    mean = maximum = None
-    if need_stats:
+    mean = maximum = blocks = None
+    use_symmetry = origin in ("auto", "symmetry")
+    if use_symmetry:
+        # blocks of the (scan-binned) grid, accumulated on the input grid in the same pass as the mean
+        sy, sx = ds.scan_shape
+        # each partial sum in flight (and each copy while they are cleaned) holds every block: 1/64 of the budget
+        fit = int(np.sqrt(engine.memory_budget / 64 / (4 * ds.pattern_shape[0] * ds.pattern_shape[1])))
+        n_blocks = max(3, min(int(symmetry_blocks), fit))
+        row_edges, col_edges = block_edges((sy // bin_scan, sx // bin_scan), n_blocks)
+        mean, maximum, blocks = engine.reduce(
+            block_sums_kernel, ds, combine=["sum", "max", "sum"], desc="mean pattern and block sums",
+            kwargs=dict(row_edges=_input_edges(row_edges, bin_scan, sy), col_edges=_input_edges(col_edges, bin_scan, sx)),
+        )
+        blocks = np.asarray(blocks, dtype=np.float64)
+        mean = (mean / ds.n_positions).astype(np.float32)
+        maximum = np.asarray(maximum, dtype=np.float32)
+    elif need_stats:
         mean, maximum = pattern_statistics(ds, engine)
     if dead_pixels:
         dead = find_dead_pixels(mean, threshold=dead_pixel_threshold, mask=mask)
@@ -404,19 +578,29 @@ def calibrate(
         report.hot_pixels = _coords(hot)
         if hot.any():
             log.info("%d hot pixels replaced by their 3 x 3 median", int(hot.sum()))
-            try:
-                beam_radius = estimate_probe(mean, mask=mask).radius
-            except CalibrationError:
-                beam_radius = None
+            if ds.calibration.convergence_angle and ds.calibration.q_pixel and ds.calibration.beam_energy:
+                beam_radius = disk_radius_pixels(ds.calibration, qshape)
+            else:
+                try:
+                    beam_radius = estimate_probe(mean, mask=mask).radius
+                except CalibrationError:
+                    beam_radius = None
             if beam_radius is not None and beam_radius < 2.0:
                 report.warn(
                     f"the direct beam is only {beam_radius:.1f} px in radius and disks this small can pass for "
                     f"hot pixels ({int(hot.sum())} found); check report.hot_pixels or raise hot_pixel_threshold"
                 )
             mean, unfixed = replace_pixels(mean, hot, mask=mask)
+            if blocks is not None:
+                blocks = replace_pixels(blocks.reshape(-1, *qshape), hot, mask=mask)[0].reshape(blocks.shape)
             if unfixed.any():
                 report.warn(f"{int(unfixed.sum())} hot pixels have no usable neighbour; they are masked")
                 mask |= unfixed
+    symmetry_centre = None
+    if use_symmetry:
+        symmetry_centre = _symmetry_centre_and_shadow(
+            mean, mask, ds.calibration.origin, beam_stop, report, n_averaged=ds.n_positions
+        )
     raw = ds.replace(mask=mask if mask.any() else None)
     cal, origins_in = ds.calibration, ds.origins
     pshape = qshape
@@ -444,6 +628,9 @@ def calibrate(
             mask = bin_mask(mask, bin_q)
             if mean is not None:
                 mean = bin_patterns(mean, bin_q)
+            if blocks is not None:
+                blocks = bin_patterns(blocks, bin_q)
+                symmetry_centre = tuple(bin_coordinates(symmetry_centre, bin_q))
         if mask.all():
             raise CalibrationError("the masks cover every detector pixel", "mask fewer pixels (edge_pixels, beam_stop)")
 
@@ -463,12 +650,24 @@ def calibrate(
         if mean is not None:
             mean = mean * float(bin_scan) ** 2
     mask_or_none = mask if mask.any() else None
-    hidden = _beam_hidden(mask_or_none, pshape, cal.origin)
+    hidden = _beam_hidden(mask_or_none, pshape, cal.origin if cal.origin is not None else symmetry_centre)
+    symmetry_args = (blocks, row_edges, col_edges, mask_or_none, symmetry_centre, origin_fit) if use_symmetry else None
+    if origin == "symmetry" or (origin == "auto" and hidden):
+        _symmetry(report, *symmetry_args)
 
     # 6. origins (and, in the same pass, the mean of the re-centred patterns for the ellipse)
     origins_final = origins_in
     recentred = None
-    if origin is not None and hidden:
+    if origin == "symmetry" or (origin == "auto" and hidden):
+        try:
+            origins_final, recentred = _use_symmetry(report, blocks, mask_or_none)
+        except CalibrationError as err:
+            fallback(err, "per-position origins were not set")
+        else:
+            report.origin_choice = (
+                "asked for" if origin == "symmetry" else "the direct beam is behind the beam stop (masked)"
+            )
+    elif origin is not None and hidden:
         fallback(
             CalibrationError("the direct beam is behind the beam stop (the mask covers the detector centre)"),
             "per-position origins were not measured; the ellipse centre is the origin when ellipse=True",
@@ -476,16 +675,24 @@ def calibrate(
     elif origin is not None:
         try:
             measurement = measure_origins(
-                raw, method=origin, engine=engine, mean_pattern=mean, probe=probe, recentred_mean=ellipse,
+                raw, method="com" if origin == "auto" else origin, engine=engine, mean_pattern=mean, probe=probe, recentred_mean=ellipse,
                 prepare=prepare, mask=mask_or_none,
             )
         except CalibrationError as err:
-            fallback(err, "per-position origins were not measured")
+            try:
+                if origin != "auto":
+                    raise err
+                _symmetry(report, *symmetry_args)
+                origins_final, recentred = _use_symmetry(report, blocks, mask_or_none)
+                report.origin_choice = err.problem
+            except CalibrationError:
+                report.symmetry = report.symmetry_fit = None
+                fallback(err, "per-position origins were not measured")
         else:
             measured, probe_est = measurement.origins, measurement.probe
             if measurement.recentred_mean is not None:
                 recentred = (measurement.recentred_mean, probe_est.center, measurement.recentred_mask)
-            report.origin_method = origin
+            report.origin_method = "com" if origin == "auto" else origin
             report.probe_center = probe_est.center
             report.probe_radius = probe_est.radius
             report.origins_measured = measured.astype(np.float32)
@@ -517,6 +724,12 @@ def calibrate(
                             f"their origin is the median origin ({fill[0]:.2f}, {fill[1]:.2f})"
                         )
                     origins_final = origins_final.astype(np.float32)
+    if origin == "auto" and report.origin_method == "com":
+        _symmetry(report, *symmetry_args, coarse=True)  # a check of the direct beam: 2 x 2 blocks merged
+        use, report.origin_choice = _com_or_symmetry(report)
+        if use == "symmetry":
+            _symmetry(report, *symmetry_args)
+            origins_final, recentred = _use_symmetry(report, blocks, mask_or_none)
     if origins_final is not None and report.origin_method is not None:
         report.origin = tuple(float(v) for v in np.asarray(origins_final, np.float64).reshape(-1, 2).mean(axis=0))
         cal = cal.replace(origin=report.origin)
@@ -553,7 +766,10 @@ def calibrate(
                 yy, xx = np.nonzero(~mask)
                 exclude = float(np.hypot(yy - centre[0], xx - centre[1]).min()) + 2.0
         try:
-            fit = fit_ellipse(image, center=centre, ring=ring, mask=image_mask, exclude_radius=exclude)
+            # on the re-centred mean the ring's centre is the origin: fit the axes only (well conditioned on a
+            # ring of a few Bragg spots)
+            fit = fit_ellipse(image, center=centre, ring=ring, mask=image_mask, exclude_radius=exclude,
+                              fix_center=recentred is not None)
         except CalibrationError as err:
             fallback(err, "no ellipse correction is applied")
         else:
@@ -592,5 +808,11 @@ def calibrate(
     report.origins = None if ds.origins is None else np.asarray(ds.origins, dtype=np.float32).copy()
     report.mask = None if ds.mask is None else ds.mask.copy()
     report.n_masked = 0 if ds.mask is None else int(ds.mask.sum())
+    report.quality = assess_calibration(report, disk_radius=disk_radius_pixels(cal, pshape), pattern_shape=pshape)
+    if not report.quality.reliable:
+        problem = "the calibration is unreliable: " + "; ".join(report.quality.problems)
+        if on_unreliable == "stop":
+            raise CalibrationError(problem, "check the data and the calibration options, or go on with on_unreliable='warn' (--calibration-unreliable warn)")
+        report.warn("CALIBRATION UNRELIABLE (going on as asked): " + "; ".join(report.quality.problems))
     log.info("calibration: %s", report.summary().replace("\n", "; "))
     return ds, report

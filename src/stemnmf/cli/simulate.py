@@ -64,6 +64,12 @@ def add_parser(subparsers):
         metavar="KEY=VALUE",
         help="any other simulation parameter, e.g. --set film_thickness=200 (see docs/simulate.md)",
     )
+    parser.add_argument(
+        "--instrument",
+        choices=("none", "realistic"),
+        help="instrument model: 'realistic' adds descan, ellipse, a beam-stop arm, gain and hot pixels "
+        "(change any part with --set, e.g. --set descan=8; see docs/simulate.md); default none",
+    )
     parser.add_argument("--threads", type=int, metavar="N", help="threads drawing patterns (default: CPU count)")
     return parser
 
@@ -82,6 +88,8 @@ def main(args) -> int:
         overrides["dose"] = args.dose
     if args.no_noise:
         overrides["noise"] = False
+    if args.instrument is not None:
+        overrides["instrument"] = args.instrument
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads} must be at least 1")
     check_output_path(args.output, args.overwrite)

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from stemnmf.io import Results, atomic_output, load_results
 from stemnmf.kselect import votes_line
 from stemnmf.kselect.plots import fig_kselect_evidence
-from stemnmf.report import figures, orientations
+from stemnmf.report import calibration, figures, orientations
 from stemnmf.report.explorer import CSP, explorer_html
 
 __all__ = ["write_report", "render_html"]
@@ -38,6 +38,14 @@ SECTIONS = [
         "detector pixel over the scan with the rings and angular sectors used for features, and, for Bragg-disk "
         "features, where disks were found.",
         [figures.fig_mean_image, figures.fig_max_pattern, figures.fig_bragg_vector_map],
+    ),
+    (
+        "Calibration",
+        "How the origin was found (the direct beam, or the symmetry of the diffraction when the beam is blocked) and "
+        "how accurate it is; the origin over the scan, measured and fitted; the masked pixels, the origin and the "
+        "ellipse on the mean pattern; the azimuthal mean before and after calibration (sharp rings mean a good one).",
+        [calibration.fig_calibration_quality, calibration.fig_origin_maps, calibration.fig_calibration_mask,
+         calibration.fig_radial_profiles],
     ),
     (
         "Choosing the number of components",

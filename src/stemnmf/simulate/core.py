@@ -15,6 +15,7 @@ from stemnmf.errors import ConfigError, ResultsError
 from stemnmf.io.dataset import Calibration, Dataset4D
 from stemnmf.io.scanfile import Truth, save_scan
 from stemnmf.simulate.crystal import Crystal, fcc, from_cif
+from stemnmf.simulate.instrument import build_instrument
 from stemnmf.simulate.physics import Optics
 from stemnmf.simulate.presets import SimulationParameters, resolve_parameters
 from stemnmf.simulate.render import (
@@ -129,6 +130,10 @@ def _build(params: SimulationParameters, seed: int):
         max_scattered=params.max_scattered,
         token=token(json.dumps(params.to_dict(), sort_keys=True, default=str), seed),
     )
+    if params.instrument.active:
+        # the instrument sees the expected counts and draws the noise itself
+        model.noise = False
+        model = build_instrument(model, params.instrument, noise=params.noise, seed=seed, centre=optics.origin)
     return crystal, optics, sample, model, info, zone_axes
 
 
@@ -230,8 +235,11 @@ def simulate(
     root = _root_seed(seed)
     crystal, optics, sample, model, info, zone_axes = _build(params, root)
     truth = _truth(sample, info, zone_axes)
+    instrument = params.instrument
+    if instrument.active:
+        truth.extra.update(model.truth())
     sy, sx = params.scan
-    qy, qx = params.det
+    qy, qx = model.det_shape
     nbytes = sy * sx * qy * qx * 4
     threads = int(n_threads or os.cpu_count() or 1)
     if lazy is None:
@@ -259,19 +267,20 @@ def simulate(
             "parameters": params.to_dict(),
             "crystal": crystal.describe(),
             "wavelength_angstrom": optics.wavelength,
-            "disk_radius_pixels": optics.disk_radius,
+            "disk_radius_pixels": optics.disk_radius / instrument.bin,
             "n_grains_in_view": truth.n_grains,
             "n_grains_placed": len(sample.grains),
             "grains_per_position_fractions": fractions,
             "capped_fraction": info["capped_fraction"],
         }
     }
+    # behind an instrument the beam position is for the calibration to find (it is in the truth)
     calibration = Calibration(
         scan_step=params.scan_step / 10.0,
-        q_pixel=params.q_pixel,
+        q_pixel=params.q_pixel * instrument.bin,
         beam_energy=params.beam_energy,
         convergence_angle=params.convergence_angle,
-        origin=tuple(float(v) for v in optics.origin),
+        origin=None if instrument.active else tuple(float(v) for v in optics.origin),
     )
     dataset = Dataset4D(data, calibration, metadata)
     log.info(

@@ -14,6 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from stemnmf.errors import ConfigError
+from stemnmf.simulate.instrument import (
+    FIELDS as INSTRUMENT_FIELDS,
+    InstrumentParameters,
+    check_instrument,
+    instrument_preset,
+    make_instrument,
+)
 
 __all__ = ["SimulationParameters", "PRESETS", "preset_parameters", "resolve_parameters"]
 
@@ -81,6 +88,11 @@ class SimulationParameters:
     max_scattered : float
         Cap on the total scattered fraction at a position (kinematic intensities
         of thick stacks are scaled down to it).
+    instrument : InstrumentParameters
+        Descan, distortions, beam stop, gain, bad pixels, detector noise and
+        binning (:mod:`stemnmf.simulate.instrument`; all off by default). Its
+        fields can be given directly as overrides, and ``instrument='realistic'``
+        starts from a named instrument.
     """
 
     scan: tuple[int, int] = (100, 100)
@@ -109,6 +121,7 @@ class SimulationParameters:
     noise: bool = True
     min_intensity: float = 1e-5
     max_scattered: float = 0.9
+    instrument: InstrumentParameters = InstrumentParameters()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable values."""
@@ -121,6 +134,8 @@ class SimulationParameters:
                 value = value.describe() if hasattr(value, "describe") else str(value)
             elif isinstance(value, os.PathLike):
                 value = os.fspath(value)
+            elif isinstance(value, InstrumentParameters):
+                value = value.to_dict()
             out[field.name] = value
         return out
 
@@ -246,6 +261,24 @@ def _check(p: SimulationParameters) -> None:
         raise ConfigError(f"dose={p.dose:g} electrons per pattern is too large", "use at most 1e12")
 
 
+def _instrument(instrument, values, det) -> InstrumentParameters:
+    """The instrument: a named one (lengths scaled to the detector), a dict or an InstrumentParameters, then overrides."""
+    if isinstance(instrument, InstrumentParameters):
+        start = instrument.to_dict()
+    elif instrument is None:
+        start = {}
+    elif isinstance(instrument, str):
+        start = instrument_preset(instrument, det)
+    elif isinstance(instrument, Mapping):
+        start = dict(instrument)
+    else:
+        raise ConfigError(f"instrument={instrument!r} is not understood", "give 'none', 'realistic' or a dict of parameters")
+    start.update(values)
+    params = make_instrument(start)
+    check_instrument(params, det)
+    return params
+
+
 def resolve_parameters(
     preset: str = "tiny",
     scan=None,
@@ -270,11 +303,13 @@ def resolve_parameters(
     """
     base = preset_parameters(preset)
     overrides = dict(overrides or {})
+    instrument = overrides.pop("instrument", None)
+    instrument_values = {k: overrides.pop(k) for k in list(overrides) if k in INSTRUMENT_FIELDS}
     unknown = sorted(set(overrides) - _FIELDS - {"scan", "det"})
     if unknown:
         raise ConfigError(
             f"unknown simulation parameter(s) {', '.join(unknown)}",
-            f"known: {', '.join(sorted(_FIELDS))}",
+            f"known: {', '.join(sorted(_FIELDS | INSTRUMENT_FIELDS))}",
         )
     if scan is None:
         scan = overrides.pop("scan", None)
@@ -317,6 +352,7 @@ def resolve_parameters(
             values["n_grains"] = max(1, int(round(expected)))
         elif values.get("n_orientations"):
             values["n_grains"] = max(base.n_grains, int(values["n_orientations"]))
+    values["instrument"] = _instrument(instrument, instrument_values, values["det"])
     for name in ("n_grains", "n_orientations"):
         value = values.get(name)
         if isinstance(value, float) and value.is_integer():

@@ -110,8 +110,23 @@ def _ndim(signal) -> int:
     return len(getattr(signal.get("data"), "shape", ()))
 
 
+def _deepest_slice(signal: dict) -> dict:
+    """A 5D Prismatic stack of 4D scans over depth (a navigation axis named ``*depth*``): its last depth."""
+    axes = sorted(signal.get("axes") or [], key=lambda a: a.get("index_in_array", 0))
+    depth = [a for a in axes if "depth" in str(a.get("name", "")).lower() and a.get("navigate", True)]
+    if _ndim(signal) != 5 or len(axes) != 5 or len(depth) != 1:
+        return signal
+    index = depth[0]["index_in_array"]
+    log.warning("%s holds the scan at %d depths; using the last (the full thickness)", signal.get("path", "file"),
+                signal["data"].shape[index])
+    data = np.take(signal["data"], signal["data"].shape[index] - 1, axis=index)
+    kept = [dict(a, index_in_array=i) for i, a in enumerate(a for a in axes if a is not depth[0])]
+    return {**signal, "data": data, "axes": kept}
+
+
 def choose_signal(path: Path, signals: list[dict], name: str) -> dict:
-    """The largest 4D signal, else the largest 3D stack; FormatError when neither."""
+    """The largest 4D signal (a 5D scan over depth gives its last depth), else the largest 3D stack."""
+    signals = [_deepest_slice(s) for s in signals]
     for ndim in (4, 3):
         found = [s for s in signals if _ndim(s) == ndim and np.dtype(s["data"].dtype).kind in "biuf"]
         if found:

@@ -1,0 +1,180 @@
+"""Calibration through a simulated instrument: scores against the clean twin, origin and ellipse errors, time.
+
+    nice -n 10 .venv/bin/python bench/calibrate_instrument.py [--scan 60] [--det 128] [--seeds 101]
+                                                             [--features aa,bd] [--cases clean,descan,...]
+
+For every seed and case the ag2 film is simulated once in memory (the same sample and
+noise in every case: only the instrument differs) and ``stemnmf.run`` analyses it with
+the default configuration plus ``ellipse=True`` and ``r_min`` past the beam stop's shadow
+(14 px of a 256-pixel detector, in every case) for each feature. Printed per case and
+feature: mean TPR_G, ARI (labels) and ARI of the refined regions, their differences to
+the clean twin (targets: TPR_G within 0.03, ARI within 0.05), the calibration's origin
+method, origin error against the truth (rms over the scan, px), the fitted ellipse
+(axis ratio, angle) against the truth, and the calibration time. Then the calibration
+alone is timed on the clean and the all-together scans, default (``origin='auto'``)
+against ``origin='com'`` (the method before issue 17), in the same process.
+
+The code was tuned on seeds 5, 7, 11, 21, 22 and 101 (a first run of this script); the
+figures in bench/RESULTS-calibrate.md are from seed 202, never looked at before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+import stemnmf.simulate as sm
+from stemnmf.calibrate import calibrate
+from stemnmf.config import Config
+from stemnmf.engine import Engine
+from stemnmf.errors import StemNMFError
+from stemnmf.pipeline import run
+
+#: name -> instrument overrides (lengths for a 256-pixel detector; scaled below to --det)
+CASES = {
+    "clean": {},
+    "descan": dict(descan=5.0, descan_jitter=0.2),
+    "ellipse": dict(ellipse_ratio=1.04, ellipse_angle=25.0),
+    "beam_stop": dict(beam_stop="arm", beam_stop_radius=10.0, beam_stop_width=10.0),
+    "gain": dict(gain_rms=0.1),
+    "hot_pixels": dict(hot_pixels=25),
+    "all": {"instrument": "realistic"},
+}
+LENGTHS = ("descan", "descan_jitter", "beam_stop_radius", "beam_stop_width")
+
+
+def _case(name: str, det: int) -> dict:
+    values = dict(CASES[name])
+    for key in LENGTHS:
+        if key in values:
+            values[key] = values[key] * det / 256
+    return values
+
+
+def _origin_error(results, truth) -> float | None:
+    true = truth.extra.get("instrument/origin")
+    if true is None or "/calibration/origins" not in results:
+        return None
+    return float(np.sqrt(np.mean(np.sum((np.asarray(results["/calibration/origins"]) - true) ** 2, axis=-1))))
+
+
+def _ellipse(results):
+    if "/calibration/ellipse" not in results:
+        return None, None
+    a, b, angle = (float(v) for v in results["/calibration/ellipse"])
+    return a / b, math.degrees(angle)
+
+
+def _time_calibration(dataset, repeats: int = 2) -> tuple[float, float]:
+    best = {}
+    for origin in ("com", "auto"):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            calibrate(dataset, engine=Engine(progress=False), origin=origin, ellipse=True, on_unreliable="warn")
+            times.append(time.perf_counter() - started)
+        best[origin] = min(times)
+    return best["com"], best["auto"]
+
+
+def calibration_only(scan: int, det: int, seeds, cases) -> None:
+    """The calibration alone (lazy scans, drawn on demand): origin and ellipse errors, time against origin='com'."""
+    print("seed case method origin_err_px origin_rms_px a/b(true) angle(true) auto_s com_s ratio reliable")
+    for seed in seeds:
+        for case in cases:
+            dataset, truth = sm.simulate("ag2", scan=scan, det=det, seed=seed, lazy=True, **_case(case, det))
+            true = truth.extra.get("instrument/origin")
+            true_ellipse = truth.extra.get("instrument/ellipse")
+            times = {}
+            for origin in ("auto", "com"):
+                started = time.perf_counter()
+                out, report = calibrate(dataset, engine=Engine(progress=False), origin=origin, ellipse=True,
+                                        on_unreliable="warn")  # fmt: skip
+                times[origin] = time.perf_counter() - started
+                if origin == "auto":
+                    error = None if true is None or out.origins is None else float(
+                        np.sqrt(np.mean(np.sum((np.asarray(out.origins) - true) ** 2, axis=-1))))
+                    e = report.ellipse
+                    quality = report.quality
+            ellipse_text = "-" if e is None else f"{e.axis_ratio:.4f}+-{e.axis_ratio_std:.4f}"
+            angle_text = "-" if e is None else f"{math.degrees(e.angle):.1f}+-{math.degrees(e.angle_std):.1f}"
+            if true_ellipse is not None:
+                ellipse_text += f"({true_ellipse[0]:.3f})"
+                angle_text += f"({math.degrees(true_ellipse[1]):.1f})"
+            print(
+                f"{seed} {case} {report.origin_method} {'-' if error is None else f'{error:.3f}'} "
+                f"{'-' if quality.origin_rms is None else f'{quality.origin_rms:.3f}'} {ellipse_text} {angle_text} "
+                f"{times['auto']:.1f} {times['com']:.1f} {times['auto'] / times['com']:.2f}x {quality.reliable}",
+                flush=True,
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scan", type=int, default=60)
+    parser.add_argument("--det", type=int, default=128)
+    parser.add_argument("--seeds", default="101")
+    parser.add_argument("--features", default="aa,bd")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--calibration-only", action="store_true", help="time and check the calibration alone")
+    args = parser.parse_args()
+    if args.calibration_only:
+        print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}, "
+              f"ag2 {args.scan} x {args.scan} x {args.det}^2, calibration only")  # fmt: skip
+        calibration_only(args.scan, args.det, [int(s) for s in args.seeds.split(",")], args.cases.split(","))
+        return
+    features = args.features.split(",")
+    print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}, "
+          f"ag2 {args.scan} x {args.scan} x {args.det}^2")  # fmt: skip
+    header = "seed case feature TPR_G dTPR_G ARI dARI ARI_reg dARI_reg method origin_err_px a/b(true) angle(true) cal_s"
+    print(header)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        clean = {}
+        for case in args.cases.split(","):
+            dataset, truth = sm.simulate("ag2", scan=args.scan, det=args.det, seed=seed, lazy=False, **_case(case, args.det))
+            true_ellipse = truth.extra.get("instrument/ellipse")
+            for feature in features:
+                config = Config()
+                config.features.representation = feature
+                config.calibrate.ellipse = True
+                config.calibrate.on_unreliable = "warn"
+                # the direct beam is behind the stop in some cases: the features cannot find where it ends,
+                # so every case (the clean twin too) starts its rings past the stop's shadow
+                config.features.r_min = 14.0 * args.det / 256
+                config.run.report = False
+                try:
+                    results = run(dataset, config, truth=truth)
+                except StemNMFError as err:  # a clear refusal is a result too
+                    print(f"{seed} {case} {feature} failed: {err}", flush=True)
+                    continue
+                scores = json.loads(str(results["/scores/summary"]))
+                values = [scores.get("TPR_G"), scores.get("ARI"), scores.get("ARI_regions")]
+                if case == "clean":
+                    clean[feature] = values
+                deltas = [v - c if v is not None and c is not None else None for v, c in zip(values, clean.get(feature, values))]
+                ratio, angle = _ellipse(results)
+                truth_text = "" if true_ellipse is None else f"({true_ellipse[0]:.3f})"
+                angle_text = "" if true_ellipse is None else f"({math.degrees(true_ellipse[1]):.1f})"
+                method = results["/calibration/origin_method"] if "/calibration/origin_method" in results else "-"
+                error = _origin_error(results, truth)
+                print(
+                    f"{seed} {case} {feature} "
+                    + " ".join(f"{v:.3f} {d:+.3f}" for v, d in zip(values, deltas))
+                    + f" {method} {'-' if error is None else f'{error:.3f}'}"
+                    + f" {'-' if ratio is None else f'{ratio:.4f}'}{truth_text} {'-' if angle is None else f'{angle:.1f}'}{angle_text}"
+                    + f" {results.timings.get('calibrate', float('nan')):.1f}",
+                    flush=True,
+                )
+            if case in ("clean", "all"):
+                com, auto = _time_calibration(dataset)
+                print(f"# calibration time {case}: com {com:.2f} s, auto {auto:.2f} s, ratio {auto / com:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
