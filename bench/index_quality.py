@@ -9,7 +9,9 @@ separates the matching from the NMF.
 Speed (``--speed-seed``): in one process, on one scan, the same Indexer (templates cached before
 timing) matches (a) the component and region patterns, (b) every position's pattern; the ratio
 (b) / (a) is printed with refinement off for both (the same matching), and with refinement on for
-(a). Per-position region-level accuracy: the median over a region's positions of their error.
+(a), and the end-to-end time of `orientation_datasets` with the positions' vote (``--vote-positions``).
+Per-position region-level accuracy: the median over a region's positions of their error. Each
+quality line compares the vote with the mean pattern alone (``vote_positions=0``) on the same run.
 
     nice -n 10 python bench/index_quality.py --phase LNMO --seeds 10 11 12 13 14 --speed-seed 10
 
@@ -59,22 +61,18 @@ def summary(errors) -> str:
     return f"median {np.median(errors):6.2f} deg, within 2 deg {np.mean(errors <= 2):5.0%}, within 5 deg {np.mean(errors <= 5):5.0%}"
 
 
-def region_errors_of(results, phase_name, cache, dataset, vote_positions) -> list:
+def region_errors_of(results, truth, phase_name, cache, dataset, vote_positions) -> list:
     found = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache, vote_positions=vote_positions)
     orientations = {k.split("/")[-1]: v for k, v in found.items()}
-    scores = orientation_scores(orientations, results["/regions/maps"], truth_of[0])
+    scores = orientation_scores(orientations, results["/regions/maps"], truth)
     return [e for e in scores["orientation_errors"] if e is not None]
-
-
-truth_of = [None]
 
 
 def quality(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_positions: int) -> tuple[list, list, list]:
     dataset, truth = simulate(phase_name, seed, scan, workdir)
-    truth_of[0] = truth
     results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
-    region_errors = region_errors_of(results, phase_name, cache, dataset, vote_positions)
-    mean_only = region_errors_of(results, phase_name, cache, None, 0)
+    region_errors = region_errors_of(results, truth, phase_name, cache, dataset, vote_positions)
+    mean_only = region_errors_of(results, truth, phase_name, cache, None, 0)
     cal = dataset.calibration
     oracle = stemnmf.crystal.index_patterns(
         oracle_patterns(dataset, truth), [phase_name], q_pixel=cal.q_pixel, beam_energy=cal.beam_energy,
