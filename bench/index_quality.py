@@ -9,7 +9,9 @@ separates the matching from the NMF.
 Speed (``--speed-seed``): in one process, on one scan, the same Indexer (templates cached before
 timing) matches (a) the component and region patterns, (b) every position's pattern; the ratio
 (b) / (a) is printed with refinement off for both (the same matching), and with refinement on for
-(a). Per-position region-level accuracy: the median over a region's positions of their error.
+(a), and the end-to-end time of `orientation_datasets` with the positions' vote (``--vote-positions``).
+Per-position region-level accuracy: the median over a region's positions of their error. Each
+quality line compares the vote with the mean pattern alone (``vote_positions=0``) on the same run.
 
     nice -n 10 python bench/index_quality.py --phase LNMO --seeds 10 11 12 13 14 --speed-seed 10
 
@@ -59,25 +61,31 @@ def summary(errors) -> str:
     return f"median {np.median(errors):6.2f} deg, within 2 deg {np.mean(errors <= 2):5.0%}, within 5 deg {np.mean(errors <= 5):5.0%}"
 
 
-def quality(phase_name: str, seed: int, scan: int, workdir: str, cache: str) -> tuple[list, list]:
-    dataset, truth = simulate(phase_name, seed, scan, workdir)
-    results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
-    found = orientation_datasets(results, [phase_name], cache_dir=cache)
+def region_errors_of(results, truth, phase_name, cache, dataset, vote_positions) -> list:
+    found = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache, vote_positions=vote_positions)
     orientations = {k.split("/")[-1]: v for k, v in found.items()}
     scores = orientation_scores(orientations, results["/regions/maps"], truth)
-    region_errors = [e for e in scores["orientation_errors"] if e is not None]
+    return [e for e in scores["orientation_errors"] if e is not None]
+
+
+def quality(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_positions: int) -> tuple[list, list, list]:
+    dataset, truth = simulate(phase_name, seed, scan, workdir)
+    results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
+    region_errors = region_errors_of(results, truth, phase_name, cache, dataset, vote_positions)
+    mean_only = region_errors_of(results, truth, phase_name, cache, None, 0)
     cal = dataset.calibration
     oracle = stemnmf.crystal.index_patterns(
         oracle_patterns(dataset, truth), [phase_name], q_pixel=cal.q_pixel, beam_energy=cal.beam_energy,
         origin=cal.origin, convergence_angle=cal.convergence_angle, cache_dir=cache,
     )
     oracle_errors = errors_to_truth(oracle.rotations, truth, symmetry_matrices(load_phase(phase_name)))
-    print(f"seed {seed}: k={results.n_components} regions={len(region_errors)}  regions: {summary(region_errors)}"
+    print(f"seed {seed}: k={results.n_components} regions={len(region_errors)}  regions (vote of {vote_positions}): "
+          f"{summary(region_errors)}  | mean pattern alone: {summary(mean_only)}"
           f"  | oracle ({len(oracle_errors)} grains): {summary(oracle_errors)}", flush=True)
-    return region_errors, list(oracle_errors)
+    return region_errors, mean_only, list(oracle_errors)
 
 
-def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str) -> None:
+def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_positions: int) -> None:
     dataset, truth = simulate(phase_name, seed, scan, workdir)
     results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
     cal = dataset.calibration
@@ -91,6 +99,10 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str) -> No
     t0 = time.perf_counter()
     indexer.match(patterns, refine=True)
     t_components_refined = time.perf_counter() - t0
+    orientation_datasets(results, [phase_name], cache_dir=cache, vote_positions=0)  # templates cached
+    t0 = time.perf_counter()
+    voted = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache, vote_positions=vote_positions)
+    t_voted = time.perf_counter() - t0
     sy, sx = dataset.scan_shape
     data = np.asarray(dataset.data).reshape(sy * sx, *dataset.pattern_shape)
     t0 = time.perf_counter()
@@ -100,6 +112,8 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str) -> No
           f"components {t_components:.2f} s (refined {t_components_refined:.2f} s), positions {t_positions:.1f} s; "
           f"ratio {t_positions / t_components:.0f}x (no refinement on either), "
           f"{t_positions / t_components_refined:.0f}x (components refined)", flush=True)
+    print(f"  components and regions with the vote of {vote_positions} positions each (refined, end to end): "
+          f"{t_voted:.2f} s; per-position / this = {t_positions / t_voted:.1f}x", flush=True)
     # region-level accuracy of the per-position baseline: the median error over each region's positions
     symmetry = indexer.templates[0].symmetry
     truth_rotations = quaternion_to_matrix(truth.orientations)
@@ -111,10 +125,9 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str) -> No
         if grain < 0 or inside.size == 0:
             continue
         baseline.append(np.median(misorientation_angles(truth_rotations[grain], per_position.rotations[inside], symmetry)))
-    found = orientation_datasets(results, [phase_name], cache_dir=cache)
-    orientations = {k.split("/")[-1]: v for k, v in found.items()}
+    orientations = {k.split("/")[-1]: v for k, v in voted.items()}
     ours = [e for e in orientation_scores(orientations, maps, truth)["orientation_errors"] if e is not None]
-    print(f"  region-level: indexed regions {summary(ours)}; per-position baseline {summary(baseline)}")
+    print(f"  region-level: voted regions {summary(ours)}; per-position baseline {summary(baseline)}")
     quats = matrices_to_quaternions(per_position.rotations)
     print(f"  per-position: {len(quats)} patterns, median confidence {np.median(per_position.confidence):.3f}")
 
@@ -126,21 +139,24 @@ def main() -> None:
     parser.add_argument("--scan", type=int, default=32)
     parser.add_argument("--speed-seed", type=int, default=None)
     parser.add_argument("--speed-scan", type=int, default=64)
+    parser.add_argument("--vote-positions", type=int, default=IndexOptions.vote_positions)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="stemnmf-index-") as workdir:
         cache = os.environ.get("STEMNMF_CACHE", os.path.join(workdir, "cache"))
         print(f"phase {args.phase}, crystals preset, {args.scan}x{args.scan} scan, 128x128 detector; "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
-        regions, oracle = [], []
+        regions, means, oracle = [], [], []
         for seed in args.seeds:
-            r, o = quality(args.phase, seed, args.scan, workdir, cache)
+            r, m, o = quality(args.phase, seed, args.scan, workdir, cache, args.vote_positions)
             regions += r
+            means += m
             oracle += o
         if regions:
-            print(f"all seeds: regions {summary(regions)} (n={len(regions)}) | oracle {summary(oracle)} (n={len(oracle)})")
+            print(f"all seeds: regions (vote) {summary(regions)} (n={len(regions)}) | mean pattern alone {summary(means)}"
+                  f" | oracle {summary(oracle)} (n={len(oracle)})")
         if args.speed_seed is not None:
-            speed(args.phase, args.speed_seed, args.speed_scan, workdir, cache)
+            speed(args.phase, args.speed_seed, args.speed_scan, workdir, cache, args.vote_positions)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stemnmf.crystal.boundaries import boundary_table
+from stemnmf.crystal.consensus import sample_positions, vote_orientations
 from stemnmf.crystal.matching import (
     MatchResult,
     match_patterns,
@@ -69,6 +70,14 @@ class IndexOptions:
         The detector y axis runs against the scan y axis [False].
     cache_dir : str or None
         Template cache [None: $STEMNMF_CACHE/templates or ~/.cache/stemnmf/templates].
+    vote_positions : int
+        Positions per region and per component (drawn from the stronger half of its
+        weight map) whose own solutions vote with the mean pattern's; 0: the mean
+        pattern alone. Needs the scan [16].
+    vote_radius : float or None
+        Cluster radius of the vote, degrees [None: max(distinct_angle, 2 resolution)].
+    random_state : int
+        Seed of the positions' draw [0].
     """
 
     resolution: float = 1.0
@@ -84,6 +93,9 @@ class IndexOptions:
     detector_rotation: float = 0.0
     detector_flip: bool = False
     cache_dir: str | None = None
+    vote_positions: int = 16
+    vote_radius: float | None = None
+    random_state: int = 0
 
     def __post_init__(self):
         if not (0.1 <= float(self.resolution) <= 10):
@@ -92,6 +104,15 @@ class IndexOptions:
             raise ConfigError(f"excitation_error={self.excitation_error!r} must be positive")
         if int(self.n_angles) < 36:
             raise ConfigError(f"n_angles={self.n_angles!r} is too coarse", "give at least 36")
+        if int(self.vote_positions) < 0:
+            raise ConfigError(f"vote_positions={self.vote_positions!r} is negative", "give 0 (mean pattern only) or more")
+
+    @property
+    def radius(self) -> float:
+        """Cluster radius of the vote, degrees."""
+        if self.vote_radius is not None:
+            return float(self.vote_radius)
+        return max(float(self.distinct_angle), 2.0 * float(self.resolution))
 
 
 class Indexer:
@@ -247,11 +268,15 @@ def _take(result: MatchResult, index) -> MatchResult:
     return MatchResult(*(np.asarray(getattr(result, f.name))[index] for f in dataclasses.fields(MatchResult)))
 
 
-def _component_result(indexer: Indexer, results) -> tuple[MatchResult | None, np.ndarray | None]:
-    """Index the mean and representative pattern of each component; keep the better-scoring of the two."""
+def _component_result(indexer: Indexer, results, dataset=None):
+    """Index the mean and representative pattern of each component; keep the better-scoring of the two.
+
+    With the scan, the components' sampled positions then vote (:func:`_vote`).
+    Returns the solutions, their source names and the vote's counts (or None).
+    """
     sources = [p for p in ("/components/mean_patterns", "/components/representative_patterns") if p in results]
     if not sources:
-        return None, None
+        return None, None, None
     found = [indexer.match(np.asarray(results[p], dtype=np.float32)) for p in sources]
     scores = np.stack([f.score for f in found])
     choice = scores.argmax(axis=0)
@@ -261,17 +286,46 @@ def _component_result(indexer: Indexer, results) -> tuple[MatchResult | None, np
         for field in dataclasses.fields(MatchResult):
             getattr(merged, field.name)[pick] = getattr(f, field.name)[pick]
     kinds = np.array([sources[c].split("/")[-1] for c in choice])
-    return merged, kinds
+    if not _voting(indexer, dataset, results, "/components/maps"):
+        return merged, kinds, None
+    return merged, kinds, _vote(indexer, merged, np.asarray(results["/components/maps"]), dataset)
 
 
-def _region_result(indexer: Indexer, results, components: MatchResult | None) -> MatchResult | None:
+def _read_positions(dataset, chosen: list[np.ndarray]) -> list[np.ndarray]:
+    """Patterns (n_i, qy, qx) at the flat position indices of each list, read row by row."""
+    sx = dataset.scan_shape[1]
+    rows = {}
+    for y in sorted({int(i) // sx for flat in chosen for i in flat}):
+        rows[y] = np.asarray(dataset.read_rows(y, y + 1), dtype=np.float32)[0]
+    empty = np.zeros((0, *dataset.pattern_shape), np.float32)
+    return [np.stack([rows[int(i) // sx][int(i) % sx] for i in flat]) if len(flat) else empty for flat in chosen]
+
+
+def _vote(indexer: Indexer, result: MatchResult, weight_maps, dataset) -> dict:
+    """Replace each solution by the consensus of it and its sampled positions' solutions (:mod:`.consensus`)."""
+    o = indexer.options
+    chosen = sample_positions(weight_maps, int(o.vote_positions), random_state=o.random_state)
+    patterns = _read_positions(dataset, chosen)
+    return vote_orientations(indexer, result, patterns, radius=o.radius)
+
+
+def _voting(indexer: Indexer, dataset, results, maps_path: str) -> bool:
+    return dataset is not None and indexer.options.vote_positions > 0 and maps_path in results
+
+
+def _region_result(indexer: Indexer, results, components: MatchResult | None, dataset=None):
+    """The regions' solutions, and the vote's counts when the positions voted (else None)."""
     if "/regions/mean_patterns" in results:
-        return indexer.match(np.asarray(results["/regions/mean_patterns"], dtype=np.float32))
+        means = np.asarray(results["/regions/mean_patterns"], dtype=np.float32)
+        found = indexer.match(means)
+        if not _voting(indexer, dataset, results, "/regions/maps"):
+            return found, None
+        return found, _vote(indexer, found, np.asarray(results["/regions/maps"]), dataset)
     if "/regions/table" in results and components is not None:
         table = results["/regions/table"]
         if len(table) and "component" in table.dtype.names:
-            return _take(components, np.asarray(table["component"], dtype=np.int64))
-    return None
+            return _take(components, np.asarray(table["component"], dtype=np.int64)), None
+    return None, None
 
 
 def _positions(indexer: Indexer, dataset, rows_per_batch: int = 4) -> MatchResult:
@@ -295,7 +349,9 @@ def orientation_datasets(results, phases, *, dataset=None, per_position: bool = 
     phases : list of str, path-like or orix Phase
         Built-in names (``'Ag'``, ``'spinel'``, ...) or CIF files.
     dataset : Dataset4D, optional
-        The calibrated scan; needed for ``per_position``.
+        The calibrated scan; needed for ``per_position`` and for the positions'
+        vote (``vote_positions``; without it each region and component is the
+        solution of its mean pattern alone).
     per_position : bool, default False
         Also index every position's pattern (slow; the per-pattern baseline).
     **options
@@ -334,13 +390,15 @@ def orientation_datasets(results, phases, *, dataset=None, per_position: bool = 
             [np.full(len(t.symmetry), p, np.int32) for p, t in enumerate(indexer.templates)]
         ),
     }
-    components, kinds = _component_result(indexer, results)
+    components, kinds, votes = _component_result(indexer, results, dataset)
     if components is not None:
         out.update(_datasets("components", components))
         out["/orientations/components_source"] = kinds
-    regions = _region_result(indexer, results, components)
+        out.update(_vote_datasets("components", votes))
+    regions, votes = _region_result(indexer, results, components, dataset)
     if regions is not None:
         out.update(_datasets("regions", regions))
+        out.update(_vote_datasets("regions", votes))
         if "/regions/maps" in results:
             out["/orientations/boundaries"] = boundary_table(
                 np.asarray(results["/regions/maps"]), out["/orientations/regions"], regions.phase, indexer.templates
@@ -358,6 +416,16 @@ def orientation_datasets(results, phases, *, dataset=None, per_position: bool = 
     settings.update({"q_pixel": indexer.q_pixel, "r_min": indexer.grid.r_min, "r_max": indexer.grid.r_max})
     out["/orientations/settings"] = _settings_json(settings)
     return out
+
+
+def _vote_datasets(prefix: str, votes: dict | None) -> dict:
+    if votes is None:
+        return {}
+    return {
+        f"/orientations/{prefix}_votes": votes["votes"].astype(np.int32),
+        f"/orientations/{prefix}_candidates": votes["candidates"].astype(np.int32),
+        f"/orientations/{prefix}_spread": votes["spread"].astype(np.float64),
+    }
 
 
 def _settings_json(settings: dict) -> str:

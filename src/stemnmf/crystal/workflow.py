@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from stemnmf.crystal.export import save_ang
-from stemnmf.crystal.indexing import orientation_datasets
+from stemnmf.crystal.indexing import IndexOptions, orientation_datasets
 from stemnmf.crystal.phases import require_crystal_extra
 from stemnmf.errors import ResultsError
 from stemnmf.io import load
@@ -38,8 +38,9 @@ def index(
     phases : str, path-like, or a list of them
         Built-in phase names (Ag, Au, Pd, Cu, Al, Si, LNMO/spinel) or CIF files.
     dataset : Dataset4D, optional
-        The calibrated scan, for ``per_position``; read from the run's input file
-        when a path is given and ``per_position`` is set.
+        The calibrated scan, for ``per_position`` and the positions' vote
+        (``vote_positions``, default 16); read from the run's input file when
+        it is there (else the vote is skipped with a warning).
     per_position : bool, default False
         Also index every position's pattern (the slow per-pattern baseline).
     save : bool, default True
@@ -73,6 +74,11 @@ def index(
         results = load_results(path)
     if per_position and dataset is None:
         dataset = _input_dataset(results)
+    elif dataset is None and int(options.get("vote_positions", IndexOptions.vote_positions)) > 0:
+        try:
+            dataset = _input_dataset(results)
+        except ResultsError as error:
+            log.warning("no positions' vote, mean patterns alone: %s", error)
     for key in [k for k in results if k.startswith("/orientations/")]:
         del results[key]
     found = orientation_datasets(results, phases, dataset=dataset, per_position=per_position, **options)
