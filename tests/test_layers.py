@@ -164,3 +164,15 @@ def test_no_stemnmf_import_inside_a_function(part):
         assert found, f"{part} has no import inside a function any more: take it out of INNER_IMPORTS_LEFT"
     else:
         assert not found, "imports inside functions (move them to the top of the module):\n" + "\n".join(found)
+
+
+def test_every_stemnmf_module_imported_exists():
+    """A module renamed under an import inside a function fails only when that function runs: caught here."""
+    missing = []
+    for name, path, tree in MODULES:
+        for target, _, line, _ in _imports(name, tree):
+            parts = target.split(".")
+            base = SRC.joinpath(*parts)
+            if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
+                missing.append(f"{path.relative_to(SRC)}:{line} imports {target}")
+    assert not missing, "imports of modules that do not exist:\n" + "\n".join(missing)

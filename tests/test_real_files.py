@@ -8,6 +8,7 @@ stops with one clear line where the data cannot give the features asked for.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -18,10 +19,12 @@ import pytest
 from stemnmf.cli import main
 from stemnmf.io import load
 
-REAL = Path(__file__).resolve().parents[1] / "shared" / "fixtures" / "real"
-if not REAL.is_dir():  # the worktree layout: /work/wt/iNN/tests -> /work/shared
-    REAL = Path("/work/shared/fixtures/real")
-pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason="the real-format fixtures are not on this machine")
+#: shared/ lies beside the repository (in a checkout and in CI's clone alike); $STEMNMF_SHARED overrides it
+REAL = Path(os.environ.get("STEMNMF_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "fixtures" / "real"
+
+
+def test_the_real_fixtures_are_there():
+    assert REAL.is_dir(), f"{REAL} is missing: put the project's shared/ beside the repository or set STEMNMF_SHARED"
 
 MIB_HEADER = 384  # bytes before each frame ("MQ1,000001,00384,...")
 

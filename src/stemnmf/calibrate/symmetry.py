@@ -23,7 +23,7 @@ import numpy as np
 from scipy import fft as scipy_fft
 from scipy import ndimage
 
-from stemnmf.calibrate._common import check_mask
+from stemnmf.calibrate.common import check_mask
 from stemnmf.calibrate.origin import OriginFit, shifted_sum
 from stemnmf.errors import CalibrationError, ConfigError
 
