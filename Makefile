@@ -7,13 +7,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 
-.PHONY: demo test bench browser clean
+.PHONY: demo test bench browser clean numba-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(MAKE) --no-print-directory numba-cache
 	touch $(STAMP)
+
+# orix and diffsims compile numba functions on first import and cache them beside their sources:
+# written here once, by one process (the test workers keep caches of their own, tests/conftest.py)
+numba-cache:
+	$(BIN)/python -c "import stemnmf.crystal, orix.quaternion, orix.vector, diffsims.generators.simulation_generator"
 
 # The report is checked in a real headless browser: Chromium and its driver from Debian.
 browser:
@@ -22,9 +28,9 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart=0 -q
 
-demo: $(STAMP)
+demo: $(STAMP) numba-cache
 	$(BIN)/python -m stemnmf.demo $(DEMO)
 
 bench: $(STAMP)

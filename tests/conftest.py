@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import os
+import tempfile
+from pathlib import Path
 
-from stemnmf.io import Calibration, Dataset4D
+# orix and diffsims compile numba functions on first use and cache them on disk; two test workers
+# writing the same cache at once can leave a half-written file that crashes every later import
+# (seen on a fresh clone: every worker segfaulted while collecting). Each worker gets its own cache.
+if os.environ.get("PYTEST_XDIST_WORKER") and "NUMBA_CACHE_DIR" not in os.environ:
+    os.environ["NUMBA_CACHE_DIR"] = str(
+        Path(tempfile.gettempdir()) / f"stemnmf-numba-{os.getuid()}-{os.environ['PYTEST_XDIST_WORKER']}"
+    )
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from stemnmf.io import Calibration, Dataset4D  # noqa: E402
 
 
 @pytest.fixture

@@ -410,46 +410,6 @@ def _spaced(k, iy, ix, n: int, min_spacing: float, max_disks: int) -> np.ndarray
                     keep &= ~close_i
         kept.append(a + np.flatnonzero(keep)[:max_disks])
     return np.concatenate(kept)
-    val = corr[k, iy, ix]
-    order = np.lexsort((-val, k))  # by pattern, strongest first
-    k, iy, ix, val = k[order], iy[order], ix[order], val[order]
-    starts = np.searchsorted(k, np.arange(n + 1))
-    spacing2 = float(min_spacing) ** 2
-    kept = []
-    for p in range(n):
-        a, b = starts[p], starts[p + 1]
-        if a == b:
-            continue
-        b = min(b, a + 8 * max_disks)
-        py, px = iy[a:b].astype(np.float64), ix[a:b].astype(np.float64)
-        keep = np.ones(b - a, dtype=bool)
-        if spacing2 > 0 and b - a > 1:
-            close = (py[:, None] - py[None, :]) ** 2 + (px[:, None] - px[None, :]) ** 2 < spacing2
-            for i in range(b - a):
-                if keep[i]:
-                    close_i = close[i]
-                    close_i[: i + 1] = False
-                    keep &= ~close_i
-        kept.append(a + np.flatnonzero(keep)[:max_disks])
-    sel = np.concatenate(kept)
-    k, iy, ix, val = k[sel], iy[sel], ix[sel], val[sel]
-    # refine on the plain correlation (no background ring), which a bright neighbour does not bias
-    surface = corr
-    iy0, ix0 = iy, ix
-    if refine_ft is not None:
-        surface = _correlate(arr, refine_ft, float(corr_power), float(corr_sigma)).astype(np.float32)
-        for _ in range(3):  # climb to the local maximum of the refining surface
-            iy, ix, moved = _climb(surface, k, iy, ix)
-        # a disk is a maximum of both correlations; a slope of the background is not
-        peak = ~moved & (np.abs(iy - iy0) <= 2) & (np.abs(ix - ix0) <= 2)
-        k, iy, ix, val = k[peak], iy[peak], ix[peak], val[peak]
-    fy, fx = _parabolic(surface, k, iy, ix)
-    starts = np.searchsorted(k, np.arange(n + 1))
-    rank = np.arange(k.size) - starts[k]
-    out[k, rank, 0] = fy
-    out[k, rank, 1] = fx
-    out[k, rank, 2] = val
-    return out[0] if single else out
 
 
 def calibrated_vectors(disks, origins, ellipse=None):

@@ -15,21 +15,11 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from stemnmf.crystal.rotations import quaternions_to_matrices
+
 __all__ = ["ipf_z_colors", "fig_orientation_map", "fig_phase_map", "fig_boundary_map", "boundary_table_html"]
 
 _BOUNDARY_COLORS = {"Σ3": "red", "Σ9": "blue", "low-angle": "0.6", "high-angle": "black", "phase": "orange"}
-
-
-def _quaternion_matrices(q) -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    rows = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    return np.stack([np.stack(row, -1) for row in rows], -2)
 
 
 def _direction_colors(directions) -> np.ndarray:
@@ -44,7 +34,7 @@ def _direction_colors(directions) -> np.ndarray:
 
 def ipf_z_colors(quaternions) -> np.ndarray:
     """IPF-Z colours (..., 3) of orientations (..., 4) that rotate crystal into sample coordinates."""
-    matrices = _quaternion_matrices(quaternions)
+    matrices = quaternions_to_matrices(quaternions)
     beam_in_crystal = matrices[..., 2, :]  # R^T z: the third row of R
     return _direction_colors(beam_in_crystal)
 
