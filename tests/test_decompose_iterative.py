@@ -195,11 +195,11 @@ def test_default_thresholds_are_the_papers_for_aa_and_rv_and_documented_for_bd()
     [
         ({"feature": "raw"}, "merge_threshold"),
         ({}, "merge_threshold"),
-        ({"merge_threshold": 1.5}, "between -1 and 1"),
+        ({"merge_threshold": 1.5}, "'merge_threshold' parameter of IterativeNMF must be a float in the range \\[-1.0, 1.0\\]"),
         ({"merge_threshold": 0.5, "n_restarts": 0}, "n_restarts"),
         ({"merge_threshold": 0.5, "scree_factor": 0}, "scree_factor"),
         ({"merge_threshold": 0.5, "initial_components": 2.5}, "initial_components"),
-        ({"merge_threshold": 0.5, "solver": "kl"}, "not available"),
+        ({"merge_threshold": 0.5, "solver": "kl"}, "'solver' parameter of IterativeNMF must be a str among"),
         ({"merge_threshold": 0.5, "n_jobs": 0}, "n_jobs"),
         ({"merge_threshold": 0.5, "max_iter": 0}, "max_iter"),
     ],

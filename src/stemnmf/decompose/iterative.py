@@ -27,10 +27,12 @@ import numbers
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from stemnmf.decompose._random import check_random_state, qb, random_init
 from stemnmf.decompose.blocks import RowBlocks, Summary, as_blocks, blas_limit, default_threads
+from stemnmf.decompose.params import check_params
 from stemnmf.decompose.nmf import (
     COMPRESS_OVERSAMPLE,
     COMPRESS_POWER_ITER,
@@ -371,6 +373,26 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Solver iterations of the best restart and of its final refit.
     """
 
+    _parameter_constraints: dict = {
+        "initial_components": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "scree_factor": [Interval(numbers.Integral, 1, None, closed="left")],
+        "merge_threshold": [Interval(numbers.Real, -1, 1, closed="both"), None],
+        "feature": [str, None],
+        "pattern_threshold": [Interval(numbers.Real, -1, 1, closed="both"), None],
+        "merge_rule": [StrOptions(set(MERGE_RULES))],
+        "merge_tolerance": [Interval(numbers.Real, 0, None, closed="left")],
+        "footprint_threshold": [Interval(numbers.Real, 0, 1, closed="both"), None],
+        "n_restarts": [Interval(numbers.Integral, 1, None, closed="left")],
+        "solver": [StrOptions({"hals", "mu", "compressed"})],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "restart_tol": [Interval(numbers.Real, 0, None, closed="left"), None],
+        "restart_positions": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "random_state": [Interval(numbers.Integral, 0, None, closed="left"), np.random.RandomState, np.random.Generator,
+                         None],
+        "n_jobs": [numbers.Integral, None],
+    }
+
     def __init__(
         self,
         *,
@@ -432,40 +454,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return MERGE_THRESHOLDS[feature]
 
     def _check(self) -> None:
-        def positive_int(name):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ConfigError(f"{name}={value!r} must be a positive integer")
-
-        if self.initial_components is not None:
-            positive_int("initial_components")
-        positive_int("scree_factor")
-        positive_int("n_restarts")
-        if self.solver not in ("hals", "mu", "compressed"):
-            raise ConfigError(f"solver={self.solver!r} is not available here", "use 'hals', 'mu' or 'compressed'")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
-            raise ConfigError(f"max_iter={self.max_iter!r} must be a positive integer")
-        if isinstance(self.tol, bool) or not isinstance(self.tol, numbers.Real) or not self.tol >= 0:
-            raise ConfigError(f"tol={self.tol!r} must be a non-negative number")
-        t = self.restart_tol
-        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not t >= 0):
-            raise ConfigError(f"restart_tol={t!r} must be a non-negative number or None")
-        if self.restart_positions is not None:
-            positive_int("restart_positions")
-        t = self.pattern_threshold
-        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not -1 <= t <= 1):
-            raise ConfigError(f"pattern_threshold={t!r} must be a cosine similarity between -1 and 1, or None")
-        if self.merge_rule not in MERGE_RULES:
-            raise ConfigError(f"merge_rule={self.merge_rule!r} is unknown", "use 'evidence' or 'transitive'")
-        t = self.merge_tolerance
-        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not t >= 0:
-            raise ConfigError(f"merge_tolerance={t!r} must be a non-negative number")
-        t = self.footprint_threshold
-        if t is not None and (isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t <= 1):
-            raise ConfigError(f"footprint_threshold={t!r} must be a fraction between 0 and 1, or None")
-        if self.n_jobs is not None and (
-            isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, numbers.Integral) or self.n_jobs == 0
-        ):
+        check_params(self)
+        if self.n_jobs == 0:
             raise ConfigError(f"n_jobs={self.n_jobs!r} must be a non-zero integer or None")
 
     def _rule(self) -> MergeRule | None:

@@ -35,11 +35,13 @@ from collections.abc import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from stemnmf.decompose import kernels
 from stemnmf.decompose._random import check_random_state, nndsvd_init, qb, random_init, svd_from_qb
 from stemnmf.decompose.blocks import RowBlocks, Summary, as_blocks, blas_limit, default_threads
+from stemnmf.decompose.params import check_params
 from stemnmf.decompose.results import to_results
 from stemnmf.errors import ConfigError, DataValueError
 
@@ -390,14 +392,6 @@ def exact_errors(
 
 
 # -- the estimator ------------------------------------------------------------------------------
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-
-
 class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Non-negative matrix factorisation X ~= W H (positions x features), float32.
 
@@ -467,6 +461,21 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     >>> W2 = NMF(11).fit_transform(X, W=np.hstack([W, w]), H=np.vstack([nmf.components_, h]))  # doctest: +SKIP
     """
 
+    _parameter_constraints: dict = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "solver": [StrOptions(set(SOLVERS))],
+        "beta_loss": [StrOptions({"frobenius", "kullback-leibler"}), Options(numbers.Real, {1, 2})],
+        "init": [StrOptions(set(INITS)), None],
+        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "alpha_W": [Interval(numbers.Real, 0, None, closed="left")],
+        "alpha_H": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"same"})],
+        "l1_ratio": [Interval(numbers.Real, 0, 1, closed="both")],
+        "random_state": [Interval(numbers.Integral, 0, None, closed="left"), np.random.RandomState, np.random.Generator,
+                         None],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
         n_components=None,
@@ -504,26 +513,7 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     # -- options -------------------------------------------------------------------------
     def _check_options(self) -> tuple[str, str]:
         """(loss, solver) after validating every option."""
-        if self.n_components is not None and not (_is_int(self.n_components) and self.n_components >= 1):
-            raise ConfigError(f"n_components={self.n_components!r} must be a positive integer or None")
-        if self.solver not in SOLVERS:
-            raise ConfigError(f"solver={self.solver!r} is unknown", f"use one of {', '.join(SOLVERS)}")
-        if self.beta_loss not in _LOSSES:
-            raise ConfigError(
-                f"beta_loss={self.beta_loss!r} is not supported", "use 'frobenius' or 'kullback-leibler'"
-            )
-        if self.init is not None and self.init not in INITS:
-            raise ConfigError(f"init={self.init!r} is unknown", f"use one of {', '.join(INITS)} or None")
-        if not (_is_int(self.max_iter) and self.max_iter >= 0):
-            raise ConfigError(f"max_iter={self.max_iter!r} must be a non-negative integer")
-        if not (_is_number(self.tol) and self.tol >= 0):
-            raise ConfigError(f"tol={self.tol!r} must be a non-negative number")
-        if not (_is_number(self.alpha_W) and self.alpha_W >= 0):
-            raise ConfigError(f"alpha_W={self.alpha_W!r} must be a non-negative number")
-        if not (self.alpha_H == "same" or (_is_number(self.alpha_H) and self.alpha_H >= 0)):
-            raise ConfigError(f"alpha_H={self.alpha_H!r} must be 'same' or a non-negative number")
-        if not (_is_number(self.l1_ratio) and 0 <= self.l1_ratio <= 1):
-            raise ConfigError(f"l1_ratio={self.l1_ratio!r} must be between 0 and 1")
+        check_params(self)
         loss = "kl" if self.solver == "kl" else _LOSSES[self.beta_loss]
         solver = "mu" if self.solver == "kl" else self.solver
         if loss == "kl" and solver in ("hals", "compressed"):
