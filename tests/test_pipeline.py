@@ -168,12 +168,12 @@ def test_bad_input_file_is_one_line(tmp_path, capsys):
 
 
 def test_failure_midway_leaves_no_results(tiny_file, tmp_path, monkeypatch):
-    import stemnmf.analysis
+    import stemnmf.pipeline
 
     def broken(*args, **kwargs):
         raise RuntimeError("killed in analysis")
 
-    monkeypatch.setattr(stemnmf.analysis, "analyze", broken)
+    monkeypatch.setattr(stemnmf.pipeline, "analyze", broken)
     with pytest.raises(RuntimeError):
         stemnmf.run(tiny_file, {"nmf": {"k": 3}}, outdir=tmp_path / "out")
     assert not (tmp_path / "out" / "results.h5").exists()

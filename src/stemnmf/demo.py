@@ -11,6 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from stemnmf.cli import setup_logging
+from stemnmf.pipeline import run
+from stemnmf.simulate import simulate_to_file
+
 __all__ = ["main", "DEMO_SCAN", "DEMO_CONFIG"]
 
 #: The simulated scan: a few large crystals of distinct orientations with overlapping borders.
@@ -21,10 +25,6 @@ DEMO_CONFIG = {"features": {"representation": "aa"}, "nmf": {"k": "auto", "k_ran
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stemnmf.cli import setup_logging
-    from stemnmf.pipeline import run
-    from stemnmf.simulate import simulate_to_file
-
     argv = sys.argv[1:] if argv is None else argv
     outdir = Path(argv[0] if argv else "demo-out")
     outdir.mkdir(parents=True, exist_ok=True)

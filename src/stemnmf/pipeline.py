@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,13 +21,17 @@ from typing import Any
 import numpy as np
 
 from stemnmf import __version__
-from stemnmf.analysis import attach_vacuum_test
+from stemnmf.analysis import analyze, attach_vacuum_test
+from stemnmf.calibrate import calibrate
 from stemnmf.config import Config, load_config, parse_k_range
-from stemnmf.decompose import RowBlocks
+from stemnmf.crystal import load_phases, orientation_datasets
+from stemnmf.decompose import NMF, IterativeNMF, RowBlocks
 from stemnmf.decompose.blocks import BLOCK_BYTES, default_threads
 from stemnmf.engine import Engine, format_bytes, parse_bytes
 from stemnmf.errors import ConfigError, DataValueError, ResultsError
+from stemnmf.features import featurize
 from stemnmf.features.raw_file import raw_features_on_grid, raw_features_to_file, raw_width
+from stemnmf.filters import nsd, preprocess
 from stemnmf.io import (
     Dataset4D,
     InputFile,
@@ -40,7 +45,8 @@ from stemnmf.io import (
     summary_images,
 )
 from stemnmf.io.navigator import NAVIGATOR_BUDGET, attach_navigator
-from stemnmf.kselect import votes_line
+from stemnmf.kselect import select_k, votes_line
+from stemnmf.report import write_report
 
 __all__ = ["run", "RunSummary", "prepare_outdir"]
 
@@ -174,73 +180,32 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
     config = _as_config(config)
     seed = int(config.run.seed)
     if config.orientations.phases:  # a missing extra or a bad CIF fails now, not after the factorisation
-        from stemnmf.crystal import load_phases
-
         load_phases(config.orientations.phases)
     timer = _Timer()
     if outdir is not None:
         outdir = prepare_outdir(outdir, overwrite)
-    if engine is None:
-        engine = make_engine(config)
-        cleanup.callback(engine.close)
-    if engine.scheduler is not None:
-        _ = engine.client  # connect now: an unreachable scheduler fails before any work
-
+    engine = _start_engine(engine, config, cleanup)
     with timer.stage("load"):
-        dataset, found = _load(source, config)
-        input_name = None if found is None else found.name
-        checksum = None if found is None else found.checksum()
-        if truth is None and found is not None and found.has_truth:
-            truth = load_truth(found.path)
-        elif truth is not None and not hasattr(truth, "labels"):
-            truth = load_truth(truth)
-        if isinstance(config.nmf.k, int) and config.nmf.k > dataset.n_positions:
-            raise ConfigError(
-                f"k={config.nmf.k} is larger than the scan's {dataset.n_positions} positions", "give a smaller --k"
-            )
-
+        dataset, found, truth = _load_input(source, config, truth)
     datasets: dict[str, Any] = {}
     with timer.stage("calibrate"):
-        from stemnmf.calibrate import calibrate
-
         dataset, calibration_report = calibrate(dataset, engine=engine, **config.calibrate.calibrate_options())
         datasets.update(calibration_report.to_results())
-
     if config.preprocess.method != "none":
         with timer.stage("preprocess"):
-            from stemnmf.filters import preprocess
-
             options = {"rank": config.preprocess.rank} if config.preprocess.method == "lowrank" else {}
             dataset = preprocess(dataset, config.preprocess.method, engine=engine, **options)
-
     # the summary images and the analysis' vacuum test ride along with the first pass of the features
     attach_summary(dataset, engine)
     attach_vacuum(dataset, engine)
     navigator = attach_navigator(dataset, engine, origin=datasets.get("/calibration/origin"),  # the report's explorer
                                  probe_radius=datasets.get("/calibration/probe_radius"),
                                  budget=min(NAVIGATOR_BUDGET, _budget(config) // 16))
-    raw_shape = None
     with timer.stage("features"):
-        from stemnmf.features import featurize
-
-        options = config.features.featurize_options()
-        spill = _raw_spill(config, dataset, engine, outdir, cleanup)
-        if spill is not None:  # raw patterns that do not fit: written to a scratch file, never held whole
-            block_rows = _block_rows(raw_width(dataset.pattern_shape, config.features.raw_bin), _budget(config))
-            rows, description, raw_shape = raw_features_to_file(dataset, spill, engine=engine, **options,
-                                                                block_rows=block_rows)
-            X = RowBlocks(rows, block_rows=block_rows)
-        else:
-            X, description = featurize(dataset, config.features.representation, engine=engine, **options)
-            _check_resident(X, config)
-        datasets.update(description.to_results())
-
+        X, raw_shape = _features(dataset, config, engine, outdir, cleanup, datasets)
     with timer.stage("summary"):
         datasets.update(summary_images(dataset, engine))
         datasets.update(navigator())
-
-    if config.features.representation == "raw" and raw_shape is None:
-        X, raw_shape = raw_features_on_grid(X, description)
     with timer.stage("nmf"):
         if engine.scheduler is not None:  # row blocks persisted on the workers, where the iterations run
             from stemnmf.decompose.distributed import nmf_input  # dask.distributed: only for a cluster run
@@ -249,48 +214,98 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
         W, H, kinfo = _factorise(X, config, dataset, raw_shape, engine, seed)
         datasets.update(kinfo)
         datasets["/components/patterns"] = np.asarray(H, dtype=np.float32)
-
     with timer.stage("analysis"):
-        from stemnmf.analysis import analyze
-
-        a = config.analysis
-        analysis = analyze(
-            W,
-            H,
-            dataset.scan_shape,
-            dataset=dataset,
-            feature=config.features.representation,
-            pattern_shape=raw_shape,
-            scan_step=dataset.calibration.scan_step,
-            engine=engine,
-            overlap_thresholds=tuple(a.overlap_thresholds),
-            refine=None if a.refine == "none" else a.refine,
-            min_region_size=a.min_region_size,
-            clean=a.clean,
-            truth=truth,
-        )
-        datasets.update(analysis.to_results())
-        datasets.update(_cluster_nsd(datasets, dataset.mask))
-        if truth is not None:
-            datasets["/truth/labels"] = truth.labels
-
+        datasets.update(_analyze(W, H, dataset, raw_shape, config, engine, truth))
     if config.orientations.phases:
         with timer.stage("orientations"):
             datasets.update(_orientations(datasets, dataset, config))
+    results = Results(datasets, _run_attrs(config, dataset, found))
+    return _save(results, config, outdir, overwrite, timer)
 
-    results = Results(
-        datasets,
-        {
-            "config": config.to_dict(),
-            "seed": seed,
-            "input": input_name or "(array)",
-            "input_checksum": checksum or "",
-            "calibration": dataset.calibration.to_dict(),
-            "scan_shape": list(dataset.scan_shape),
-            "pattern_shape": list(dataset.pattern_shape),
-            "stemnmf_version": __version__,
-        },
+
+def _start_engine(engine: Engine | None, config: Config, cleanup: contextlib.ExitStack) -> Engine:
+    """The run's engine (made from the config when not given, and closed at the end); a cluster is reached now."""
+    if engine is None:
+        engine = make_engine(config)
+        cleanup.callback(engine.close)
+    if engine.scheduler is not None:
+        _ = engine.client  # connect now: an unreachable scheduler fails before any work
+    return engine
+
+
+def _load_input(source, config: Config, truth):
+    """(dataset, InputFile or None, truth or None) of the run's input; a k larger than the scan fails here."""
+    dataset, found = _load(source, config)
+    if truth is None and found is not None and found.has_truth:
+        truth = load_truth(found.path)
+    elif truth is not None and not hasattr(truth, "labels"):
+        truth = load_truth(truth)
+    if isinstance(config.nmf.k, int) and config.nmf.k > dataset.n_positions:
+        raise ConfigError(
+            f"k={config.nmf.k} is larger than the scan's {dataset.n_positions} positions", "give a smaller --k"
+        )
+    return dataset, found, truth
+
+
+def _features(dataset: Dataset4D, config: Config, engine: Engine, outdir, cleanup, datasets: dict):
+    """(X, raw pattern shape or None): the feature matrix, in memory or in row blocks of a scratch file."""
+    options = config.features.featurize_options()
+    spill = _raw_spill(config, dataset, engine, outdir, cleanup)
+    if spill is not None:  # raw patterns that do not fit: written to a scratch file, never held whole
+        block_rows = _block_rows(raw_width(dataset.pattern_shape, config.features.raw_bin), _budget(config))
+        rows, description, raw_shape = raw_features_to_file(dataset, spill, engine=engine, **options,
+                                                            block_rows=block_rows)
+        datasets.update(description.to_results())
+        return RowBlocks(rows, block_rows=block_rows), raw_shape
+    X, description = featurize(dataset, config.features.representation, engine=engine, **options)
+    _check_resident(X, config)
+    datasets.update(description.to_results())
+    if config.features.representation == "raw":
+        return raw_features_on_grid(X, description)
+    return X, None
+
+
+def _analyze(W, H, dataset: Dataset4D, raw_shape, config: Config, engine: Engine, truth) -> dict:
+    """The /analysis, /regions and /components datasets of the factorisation."""
+    a = config.analysis
+    analysis = analyze(
+        W,
+        H,
+        dataset.scan_shape,
+        dataset=dataset,
+        feature=config.features.representation,
+        pattern_shape=raw_shape,
+        scan_step=dataset.calibration.scan_step,
+        engine=engine,
+        overlap_thresholds=tuple(a.overlap_thresholds),
+        refine=None if a.refine == "none" else a.refine,
+        min_region_size=a.min_region_size,
+        clean=a.clean,
+        truth=truth,
     )
+    datasets = analysis.to_results()
+    datasets.update(_cluster_nsd(datasets, dataset.mask))
+    if truth is not None:
+        datasets["/truth/labels"] = truth.labels
+    return datasets
+
+
+def _run_attrs(config: Config, dataset: Dataset4D, found: InputFile | None) -> dict:
+    """What a run records: configuration, seed, version, input and its checksum, calibration, shapes."""
+    return {
+        "config": config.to_dict(),
+        "seed": int(config.run.seed),
+        "input": "(array)" if found is None else found.name,
+        "input_checksum": "" if found is None else found.checksum(),
+        "calibration": dataset.calibration.to_dict(),
+        "scan_shape": list(dataset.scan_shape),
+        "pattern_shape": list(dataset.pattern_shape),
+        "stemnmf_version": __version__,
+    }
+
+
+def _save(results: Results, config: Config, outdir: Path | None, overwrite: bool, timer: _Timer) -> Results:
+    """Write results.h5 (and the report) when there is an outdir; attach the timings and the summary."""
     results_path = report_path = None
     if outdir is not None:
         with timer.stage("save"):
@@ -298,8 +313,6 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
             results_path = save_results(results, outdir / "results.h5", overwrite=overwrite)
         if config.run.report:
             with timer.stage("report"):
-                from stemnmf.report import write_report
-
                 report_path = write_report(results, outdir / "report.html", overwrite=True)
     results.attrs["timings"] = dict(timer.seconds)
     summary = _summary(results, report_path, results_path)
@@ -309,8 +322,6 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
 
 def _orientations(datasets: dict, dataset: Dataset4D, config: Config) -> dict:
     """The /orientations datasets of the run's components and regions (crystal extra)."""
-    from stemnmf.crystal import orientation_datasets
-
     o = config.orientations
     analysis = Results(datasets, {"calibration": dataset.calibration.to_dict()})
     return orientation_datasets(analysis, o.phases, dataset=dataset, per_position=o.per_position, **o.index_options())
@@ -346,8 +357,6 @@ def _lazy_for_budget(found: InputFile, config: Config) -> bool | None:
 
 def _cluster_nsd(datasets: dict, mask) -> dict:
     """NSD (Cao et al.: standard deviation of pixel values about the mean) of each cluster's patterns."""
-    from stemnmf.filters import nsd
-
     rows, names = [], []
     for path, name in (("/components/mean_patterns", "mean pattern"), ("/components/representative_patterns", "representative pattern")):
         patterns = datasets.get(path)
@@ -374,8 +383,6 @@ def _raw_spill(config: Config, dataset: Dataset4D, engine: Engine, outdir, clean
     nbytes = dataset.n_positions * raw_width(dataset.pattern_shape, config.features.raw_bin) * 4
     if 3 * nbytes <= _budget(config) * (1 - CHUNK_SHARE):
         return None
-    import tempfile
-
     folder = Path(outdir) if outdir is not None else None
     fd, name = tempfile.mkstemp(prefix=".stemnmf-raw-", suffix=".h5", dir=folder)
     os.close(fd)
@@ -409,14 +416,10 @@ def _block_rows(n_features: int, budget: int) -> int:
 
 def _factorise(X, config: Config, dataset, raw_shape, engine, seed):
     """(W, H, results datasets) for the configured choice of k."""
-    from stemnmf.decompose import NMF, IterativeNMF
-
     n = config.nmf
     feature = config.features.representation
     method = n.method(feature)
     if method == "auto":
-        from stemnmf.kselect import select_k
-
         low, high = parse_k_range(n.k_range)
         if high > min(X.shape) - 1:
             log.warning(

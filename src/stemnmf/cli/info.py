@@ -5,6 +5,7 @@ from __future__ import annotations
 from stemnmf.config import add_config_arguments, config_from_args
 from stemnmf.engine import format_bytes
 from stemnmf.io import load
+from stemnmf.io.summary import intensity_summary
 
 #: Lazy datasets are summarised from at most this many scan rows.
 SUMMARY_ROWS = 16
@@ -23,8 +24,6 @@ def add_parser(subparsers):
 
 def describe(dataset) -> list[str]:
     """The lines `stemnmf info` prints for a dataset."""
-    from stemnmf.io.summary import intensity_summary
-
     sy, sx, qy, qx = dataset.shape
     meta = dataset.metadata
     shape_source = meta.get("scan_shape_source")

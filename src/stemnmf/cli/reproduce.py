@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stemnmf.errors import ConfigError
+
 STUDIES = ("bruefach2022", "cao2025")
 
 
@@ -30,7 +32,6 @@ def add_parser(subparsers):
 
 def main(args) -> int:
     import stemnmf.reproduce as reproduce
-    from stemnmf.errors import ConfigError
 
     try:
         study = getattr(reproduce, args.study)

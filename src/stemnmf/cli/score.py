@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from stemnmf.io import load_results, load_truth
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -36,7 +38,6 @@ def add_parser(subparsers):
 def main(args) -> int:
     from stemnmf.analysis import score_results
     from stemnmf.crystal.scores import score_orientations
-    from stemnmf.io import load_results, load_truth
 
     results = load_results(args.outdir)
     truth = load_truth(args.truth)

@@ -7,6 +7,7 @@ import json
 import time
 
 from stemnmf.errors import ConfigError
+from stemnmf.io import load, load_truth, save_scan
 
 PRESET_NAMES = ("ag1", "ag2", "ag3", "precipitates", "crystals", "tiny")
 
@@ -75,7 +76,6 @@ def add_parser(subparsers):
 
 
 def main(args) -> int:
-    from stemnmf.io import load, load_truth, save_scan
     from stemnmf.simulate import grains_per_position_fractions, simulate
     from stemnmf.simulate.core import check_output_path
 

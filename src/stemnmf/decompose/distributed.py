@@ -21,7 +21,10 @@ read the blocks in this process from ``source``.
 Worker failures: the blocks of X are reloaded (from a file every worker can
 read, or scattered again from this process) and the fit restarts from the
 factors it started from, so it ends with the same result; after
-:data:`MAX_RETRIES` failures a :class:`~stemnmf.errors.SchedulerError` says so.
+:data:`MAX_RETRIES` failures a lost worker or memory error becomes one
+:class:`~stemnmf.errors.SchedulerError` line and any other error (a bug, not the
+cluster's fault) is raised as it is, the same rule as every other pass of the
+engine (:func:`stemnmf.engine.cluster.cluster_error`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from distributed import wait
 from stemnmf.decompose import kernels
 from stemnmf.decompose.blocks import RowBlocks
 from stemnmf.decompose.nmf import FitResult, Iterations, frobenius_start, kl_eps
-from stemnmf.engine.cluster import aligned
+from stemnmf.engine.cluster import aligned, cluster_error
 from stemnmf.errors import SchedulerError, StemNMFError
 
 __all__ = ["DistributedRowBlocks", "MAX_RETRIES", "nmf_input"]
@@ -153,7 +156,7 @@ class DistributedRowBlocks(RowBlocks):
             with self.client.as_current():
                 wait(self._futures)  # so that W's blocks can be placed beside them
         except Exception as err:  # the cluster went away
-            raise _cluster_error(err, "persisting X") from err
+            raise cluster_error(err, "persisting X") from err
         log.info("X persisted on the cluster in %d row blocks", len(self._futures))
         return self._futures
 
@@ -192,7 +195,7 @@ class DistributedRowBlocks(RowBlocks):
                 raise
             except Exception as err:
                 if attempt == MAX_RETRIES:
-                    raise _cluster_error(err, f"NMF (after {MAX_RETRIES} restarts of the fit)") from err
+                    raise cluster_error(err, f"NMF (after {MAX_RETRIES} restarts of the fit)") from err
                 log.warning("a dask worker failed during NMF (%s: %s); restarting the fit from its start",
                             type(err).__name__, str(err).splitlines()[0][:120] if str(err) else "")
                 self._recover()
@@ -282,14 +285,6 @@ class DistributedRowBlocks(RowBlocks):
         weights = [self.client.submit(_weights, f, pure=False) for f in futures]
         for (a, b), block in zip(self._bounds, self.client.gather(weights)):
             Wt[:, a:b] = block  # an elementwise copy: the alignment of the frame does not matter
-
-
-def _cluster_error(err: Exception, where: str) -> SchedulerError:
-    text = str(err).splitlines()[0][:200] if str(err) else "no message"
-    return SchedulerError(
-        f"the dask cluster failed during {where} ({type(err).__name__}: {text})",
-        "check the workers' memory and logs, then run again",
-    )
 
 
 def nmf_input(X, engine, cleanup: contextlib.ExitStack | None = None):

@@ -26,6 +26,7 @@ import scipy.fft as sfft
 import scipy.sparse as sp
 from scipy import ndimage
 
+from stemnmf.calibrate.common import as_stack
 from stemnmf.errors import CalibrationError, ConfigError, DataValueError
 from stemnmf.features.geometry import correct_offsets
 
@@ -322,12 +323,10 @@ def find_disks(
         (n, max_disks, 3) float32 rows ``(qy, qx, intensity)`` in detector pixels,
         strongest first, NaN-padded; (max_disks, 3) for a single pattern.
     """
-    arr = np.asarray(patterns, dtype=np.float32)
-    single = arr.ndim == 2
-    if single:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise DataValueError(f"patterns must be (qy, qx) or (n, qy, qx), got {arr.shape}")
+    arr, lead = as_stack(patterns)
+    if len(lead) > 1:
+        raise DataValueError(f"patterns must be (qy, qx) or (n, qy, qx), got {np.shape(patterns)}")
+    single = lead == ()
     n = arr.shape[0]
     if mask is not None and np.any(mask):
         arr = arr.copy()

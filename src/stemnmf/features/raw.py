@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stemnmf.calibrate.common import as_stack
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = ["auto_bin", "bin_patterns", "raw_columns"]
@@ -64,12 +65,10 @@ def bin_patterns(patterns, factor: int = 1, mask=None, *, transform: str | None 
     numpy.ndarray
         (n, n_features) float32 ((n_features,) for one pattern).
     """
-    arr = np.asarray(patterns, dtype=np.float32)
-    single = arr.ndim == 2
-    if single:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise DataValueError(f"patterns must be (qy, qx) or (n, qy, qx), got {arr.shape}")
+    arr, lead = as_stack(patterns)
+    if len(lead) > 1:
+        raise DataValueError(f"patterns must be (qy, qx) or (n, qy, qx), got {np.shape(patterns)}")
+    single = lead == ()
     factor = int(factor)
     if factor < 1 or factor > min(arr.shape[1:]):
         raise ConfigError(f"raw_bin={factor} must be between 1 and the pattern size {min(arr.shape[1:])}")

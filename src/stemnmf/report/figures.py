@@ -20,6 +20,9 @@ from matplotlib.patches import Patch
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
+from stemnmf.features import detector_coordinates
+from stemnmf.kselect.plots import plot_iqa, plot_loss, plot_most_similar
+
 __all__ = [
     "distinct_label_colors",
     "fig_mean_image",
@@ -151,8 +154,6 @@ def fig_max_pattern(results) -> Figure | None:
     rings = _get(results, "/features/rings")
     origin = _get(results, "/features/origin")
     if rings is not None and origin is not None and len(rings):
-        from stemnmf.features import detector_coordinates
-
         ellipse = settings.get("ellipse")
         theta = np.linspace(0, 360, 361)
         for k, (r0, r1) in enumerate(np.asarray(rings, dtype=float)):
@@ -193,8 +194,6 @@ def fig_bragg_vector_map(results) -> Figure | None:
 
 def fig_kloss(results) -> Figure | None:
     """Decision level 1: the K-component loss against k, its knee, the range of interest and the chosen k."""
-    from stemnmf.kselect.plots import plot_loss
-
     k = _get(results, "/kselect/k")
     loss = _get(results, "/kselect/loss")
     if k is None or loss is None or len(k) < 2:
@@ -212,8 +211,6 @@ def fig_kloss(results) -> Figure | None:
 
 def fig_iqa(results) -> Figure | None:
     """Decision level 2: the four IQA matrices between the chosen k's components, and each metric's most similar pair against k."""
-    from stemnmf.kselect.plots import plot_iqa, plot_most_similar
-
     chosen = _get(results, "/kselect/chosen_k")
     if chosen is None:
         return None

@@ -11,6 +11,8 @@ import importlib
 import json
 from pathlib import Path
 
+from stemnmf.io.files import atomic_output
+
 __all__ = ["bruefach2022", "cao2025", "write_tables", "LMNO_FIXTURE", "STUDIES"]
 
 #: Published outputs of Cao et al. 2025 on their LMNO scan (see data/README.md).
@@ -25,8 +27,6 @@ STUDIES = {
 
 def write_tables(outdir: Path, study: str, table: dict, text: str) -> None:
     """Write OUTDIR/STUDY.json (``table``) and OUTDIR/STUDY.md (``text``), each under a temporary name first."""
-    from stemnmf.io.files import atomic_output
-
     for suffix, content in ((".json", json.dumps(table, indent=2, allow_nan=False)), (".md", text)):
         with atomic_output(Path(outdir) / f"{study}{suffix}", overwrite=True) as tmp:
             Path(tmp).write_text(content)

@@ -21,6 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from stemnmf.analysis.regions import region_table
+from stemnmf.io import load_truth
+from stemnmf.pipeline import run
+from stemnmf.reproduce import write_tables
+from stemnmf.simulate import preset_parameters, simulate_to_file
+
 __all__ = ["bruefach2022", "markdown", "PUBLISHED", "PRESETS", "FEATURES", "TARGETS", "QUICK"]
 
 log = logging.getLogger(__name__)
@@ -75,9 +81,6 @@ def bruefach2022(outdir: str | os.PathLike, *, quick: bool = False, seed: int = 
         feature: scores, k, regions, sizes, seconds), ``published``,
         ``targets``, ``truth`` (grain sizes per film) and ``summary_lines``.
     """
-    from stemnmf.io import load_truth
-    from stemnmf.pipeline import run
-    from stemnmf.reproduce import write_tables
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -124,8 +127,6 @@ def bruefach2022(outdir: str | os.PathLike, *, quick: bool = False, seed: int = 
 # -- the scans ------------------------------------------------------------------------------------
 def _scan_file(outdir: Path, preset: str, geometry: dict, seed: int) -> tuple[Path, bool]:
     """The simulated film (reused when OUTDIR already holds one of this preset, seed and geometry)."""
-    from stemnmf.simulate import preset_parameters, simulate_to_file
-
     suffix = "_quick" if geometry["scan"] is not None else ""
     path = outdir / f"{preset}{suffix}.h5"
     defaults = preset_parameters(preset)
@@ -189,8 +190,6 @@ def _stats(values) -> dict:
 
 def _truth_sizes(truth, scan_step: float | None) -> dict:
     """Projected area and max Feret diameter of every truth grain, measured like the regions."""
-    from stemnmf.analysis.regions import region_table
-
     labels = np.asarray(truth.labels, np.float32)
     table = region_table(labels, np.arange(len(labels)), scan_step=scan_step)
     return {

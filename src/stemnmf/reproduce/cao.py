@@ -25,6 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from stemnmf.filters import compare_preprocessing
+from stemnmf.io import load, load_truth
+from stemnmf.kselect import find_knee, gmsd, mdsi, psnr, ssim
+from stemnmf.pipeline import run
+from stemnmf.reproduce import LMNO_FIXTURE, write_tables
+from stemnmf.simulate import simulate_to_file
+
 __all__ = ["cao2025", "published_comparison", "VARIANTS"]
 
 log = logging.getLogger(__name__)
@@ -40,8 +47,6 @@ _METRIC_ROWS = ("psnr", "mdsi", "gmsd", "ssim")  # the order of the rows of publ
 
 def published_comparison() -> dict:
     """Our IQA metrics and knee on the published LMNO outputs, beside the published values."""
-    from stemnmf.kselect import find_knee, gmsd, mdsi, psnr, ssim
-    from stemnmf.reproduce import LMNO_FIXTURE
 
     fixture = np.load(LMNO_FIXTURE)
     reference = fixture["raw_cluster_mean"].astype(np.float64) / 255.0
@@ -86,11 +91,6 @@ def cao2025(
     dict
         The tables written to the JSON file.
     """
-    from stemnmf.filters import compare_preprocessing
-    from stemnmf.io import load, load_truth
-    from stemnmf.pipeline import run
-    from stemnmf.reproduce import write_tables
-    from stemnmf.simulate import simulate_to_file
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)

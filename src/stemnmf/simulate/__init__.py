@@ -32,6 +32,7 @@ from stemnmf.simulate.core import (
 from stemnmf.simulate.crystal import Crystal, fcc, from_cif, spinel, zone_axis_rotation
 from stemnmf.simulate.physics import Optics, diffraction_pattern
 from stemnmf.simulate.presets import PRESETS, SimulationParameters, preset_parameters, resolve_parameters
+from stemnmf.simulate.preview import preview as _preview
 from stemnmf.simulate.rotations import matrix_to_quaternion, quaternion_to_matrix
 
 __all__ = [
@@ -63,8 +64,6 @@ def preview(dataset, truth=None, path="preview.png", **kwargs):
 
     See :func:`stemnmf.simulate.preview.preview`.
     """
-    from stemnmf.simulate.preview import preview as _preview
-
     return _preview(dataset, truth, path, **kwargs)
 
 

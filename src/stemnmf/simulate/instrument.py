@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage, special
 
 from stemnmf.errors import ConfigError, InputError
+from stemnmf.simulate.render import poisson_counts
 
 __all__ = [
     "InstrumentParameters",
@@ -415,8 +416,6 @@ class InstrumentModel:
 
     def render(self, start: int, stop: int) -> np.ndarray:
         """Scan rows ``start:stop`` as float32 (rows, sx, qy, qx) counts, binned."""
-        from stemnmf.simulate.render import poisson_counts
-
         expected = self.ideal.render(start, stop)
         p = self.params
         out = np.empty((stop - start, self.scan_shape[1], *self.det_shape), np.float32)

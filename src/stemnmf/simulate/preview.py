@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stemnmf.engine import Engine
 from stemnmf.errors import ConfigError
 
 __all__ = ["preview", "scan_summary"]
@@ -42,8 +43,6 @@ def scan_summary(dataset, engine=None, *, inner: float | None = None, outer: flo
     dark_field : numpy.ndarray
         (sy, sx) float64.
     """
-    from stemnmf.engine import Engine
-
     engine = engine or Engine()
     sy, sx, qy, qx = dataset.shape
     cal = dataset.calibration

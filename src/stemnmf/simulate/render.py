@@ -22,15 +22,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from stemnmf.simulate.crystal import Crystal
+from stemnmf.simulate.crystal import Crystal, zone_axis_rotation
 from stemnmf.simulate.physics import (
     Optics,
     Reflections,
     amorphous_image,
     clip_slices,
+    diffraction_pattern,
     disk_stencils,
     kinematic_intensity,
 )
+from stemnmf.simulate.rotations import quaternion_to_matrix
 from stemnmf.simulate.sample import Sample
 from stemnmf.simulate.scattering import amorphous_scattered_fraction
 
@@ -331,8 +333,6 @@ def build_model(
 
 def orientation_fingerprint(crystal: Crystal, rotation, thickness: float, optics: Optics) -> np.ndarray:
     """Unit-norm spot image of one orientation (no central beam), to tell orientations apart."""
-    from stemnmf.simulate.physics import diffraction_pattern
-
     pattern = diffraction_pattern(crystal, rotation, thickness, optics, central_beam=False).astype(np.float64)
     pattern = ndimage.gaussian_filter(pattern, max(1.0, optics.disk_radius))
     norm = np.linalg.norm(pattern)
@@ -369,8 +369,6 @@ def distinct_orientations(
     zone_axes : numpy.ndarray
         (n, 3) int, the zone axis each is near.
     """
-    from stemnmf.simulate.crystal import zone_axis_rotation
-    from stemnmf.simulate.rotations import quaternion_to_matrix
 
     # a coarse detector with the same reciprocal extent keeps this cheap
     coarse = dataclasses.replace(

@@ -26,6 +26,8 @@ import math
 
 import numpy as np
 
+from stemnmf.simulate.rotations import quaternion_to_matrix, random_quaternions
+
 __all__ = ["Grain", "Sample", "wulff_shape", "path_lengths", "grain_halfspaces", "make_sample"]
 
 
@@ -338,8 +340,6 @@ def make_sample(
         'wulff' mode: draw the grain centres inside the field of view only
         (small test scans), instead of at uniform density around it.
     """
-    from stemnmf.simulate.rotations import quaternion_to_matrix, random_quaternions
-
     sy, sx = scan_shape
     T = float(film_thickness)
     Lx, Ly = sx * scan_step, sy * scan_step
