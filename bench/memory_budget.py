@@ -1,16 +1,21 @@
 """Peak resident memory of `stemnmf run` on scans larger than its memory budget (and than RAM), per format.
 
 A simulated 32 x 32 Ag film is tiled into a larger scan and written, one scan row at a time (the
-writer never holds the scan), as .npy and HDF5 (float32, 256 x 256 patterns) and as a Merlin .mib
-(U16, 512 x 512, a quad detector) and a NanoMegas .blo (uint8, 512 x 512); then
-`stemnmf run SCAN --feature aa --k 4 --memory-budget BUDGET --no-report` runs on each in a fresh
-process, and its peak RSS (the child's ``ru_maxrss``, file-backed pages included) is printed against
-the budget (target: budget + 0.5 GiB). Each file is deleted before the next is written, so the disk
-needs room for one scan at a time.
+writer never holds the scan), as .npy and HDF5 (float32), a Merlin .mib (U16) and a NanoMegas .blo
+(uint8), with 256 x 256 patterns (``--det 512`` repeats each pixel 2 x 2); then `stemnmf run SCAN
+--feature aa --k 4 --memory-budget BUDGET --no-report` runs on each in a fresh process, and its peak
+RSS (the child's ``ru_maxrss``, file-backed pages included) is printed against the budget (target:
+budget + 0.5 GiB). Each file is deleted before the next is written, so the disk needs room for one
+scan at a time.
+
+``--ram SIZE`` runs each `stemnmf run` in a cgroup (v1 memory controller, root needed) that holds at
+most SIZE of memory, page cache included: a scan larger than SIZE is then larger than the RAM the
+run has, without writing scans larger than the machine's RAM.
 
     .venv/bin/python bench/memory_budget.py --tiles 4 --budget 1GiB --formats npy,h5        # 4 GiB scans
-    .venv/bin/python bench/memory_budget.py --tiles 10 --budget 2GiB --formats npy,h5,mib,blo \\
-        --mib-tiles 7                                                  # 25-27 GiB scans, above 24 GiB of RAM
+    .venv/bin/python bench/memory_budget.py --tiles 4 --format-tiles mib=6,blo=8 --budget 1GiB --ram 2GiB \\
+        --formats blo,mib,npy,h5                          # 4-4.5 GiB scans, each run given 2 GiB of RAM
+    .venv/bin/python bench/memory_budget.py --tiles 8 --budget 2GiB --ram 4GiB --formats npy   # 16 GiB
 """
 
 from __future__ import annotations
@@ -132,52 +137,90 @@ def write_blo(path: Path, block: np.ndarray, tiles: int) -> Path:
     return path
 
 
-WRITERS = {"npy": (write_npy, 256, ".npy"), "h5": (write_h5, 256, ".h5"), "mib": (write_mib, 512, ".mib"),
-           "blo": (write_blo, 512, ".blo")}
+WRITERS = {"npy": (write_npy, ".npy"), "h5": (write_h5, ".h5"), "mib": (write_mib, ".mib"), "blo": (write_blo, ".blo")}
 
 #: Runs `stemnmf run` as its child and prints the child's peak RSS (KiB), so each run is measured alone.
 _MEASURE = (
-    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
 )
 
 
-def peak_of_run(path: Path, outdir: Path, budget: str, scan_shape: tuple[int, int]) -> tuple[int, float]:
-    """(peak RSS in bytes, seconds) of `stemnmf run` on ``path`` in a fresh process."""
+CGROUPS = Path("/sys/fs/cgroup/memory")
+
+
+def memory_cgroup(limit: int) -> Path:
+    """A new cgroup (v1) whose processes hold at most ``limit`` bytes, page cache included."""
+    group = CGROUPS / f"stemnmf-bench-{os.getpid()}"
+    group.mkdir()
+    (group / "memory.limit_in_bytes").write_text(str(limit))
+    return group
+
+
+def peak_of_run(path: Path, outdir: Path, budget: str, scan_shape: tuple[int, int],
+                group: Path | None = None) -> tuple[int, float]:
+    """(peak RSS in bytes, seconds) of `stemnmf run` on ``path`` in a fresh process (in ``group`` if given)."""
     start = time.perf_counter()
     command = [sys.executable, "-m", "stemnmf", "run", str(path), "-o", str(outdir), "--overwrite", "--feature", "aa",
                "--k", "4", "--memory-budget", budget, "--no-report"]
     if path.suffix == ".mib":
         command += ["--scan-shape", f"{scan_shape[0]}x{scan_shape[1]}"]
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *command], check=True, capture_output=True, text=True)
+    measure = [sys.executable, "-c", _MEASURE, *command]
+    if group is not None:  # the measuring process joins the cgroup, then becomes python: its child inherits it
+        measure = ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh", *measure]
+    out = subprocess.run(measure, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"stemnmf run failed on {path.name}: {out.stderr.strip().splitlines()[-3:]}")
     return int(out.stdout.strip().splitlines()[-1]) * 1024, time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiles", type=int, default=4, help="tiles a side for .npy and .h5 (32 x tiles positions a side)")
-    parser.add_argument("--mib-tiles", type=int, default=None, help="tiles a side for .mib and .blo (default --tiles)")
+    parser.add_argument("--tiles", type=int, default=4, help="tiles a side (32 x tiles positions a side)")
+    parser.add_argument("--format-tiles", default="", help="tiles a side per format, e.g. mib=6,blo=8")
+    parser.add_argument("--det", type=int, default=256, choices=(256, 512), help="pattern side")
     parser.add_argument("--budget", default="1GiB")
     parser.add_argument("--formats", default="npy,h5")
     parser.add_argument("--folder", default=None, help="where the scans are written (default: a temporary folder)")
+    parser.add_argument("--ram", default=None, help="memory each run may hold, page cache included (a cgroup)")
     args = parser.parse_args()
     budget = parse_bytes(args.budget)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    group = None
+    if args.ram:
+        ram = parse_bytes(args.ram)
+        group = memory_cgroup(ram)
+    print(f"RAM of each run {format_bytes(ram)}{' (cgroup)' if group else ''}; budget {format_bytes(budget)}")
+    try:
+        measure_formats(args, budget, ram, group)
+    finally:
+        if group is not None:
+            group.rmdir()
+
+
+def measure_formats(args, budget: int, ram: int, group: Path | None) -> None:
+    """Write each format's scan, measure a run on it, delete it; one table row a format."""
     films = {}
-    print(f"RAM {format_bytes(ram)}; budget {format_bytes(budget)}")
+    per_format = {k: int(v) for k, v in (item.split("=") for item in args.format_tiles.split(",") if item)}
     print("| format | scan | file | larger than RAM | budget | peak RSS | peak - budget | s |")
     print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="stemnmf-memory-", dir=args.folder) as tmp:
         folder = Path(tmp)
         for name in args.formats.split(","):
-            writer, det, suffix = WRITERS[name]
-            tiles = args.tiles if name in ("npy", "h5") else (args.mib_tiles or args.tiles)
+            writer, suffix = WRITERS[name]
+            tiles = per_format.get(name, args.tiles)
+            det = args.det
             if det not in films:
                 films[det] = film(det)
             path = writer(folder / f"scan{suffix}", films[det], tiles)
             side = FILM * tiles
-            peak, seconds = peak_of_run(path, folder / f"out-{name}", args.budget, (side, side))
             size = path.stat().st_size
+            try:
+                peak, seconds = peak_of_run(path, folder / f"out-{name}", args.budget, (side, side), group)
+            except RuntimeError as err:
+                print(f"| {name} | {side} x {side} x {det}² | {format_bytes(size)} | {err} |", flush=True)
+                path.unlink()
+                continue
             over = format_bytes(peak - budget) if peak > budget else "-" + format_bytes(budget - peak)
             print(f"| {name} | {side} x {side} x {det}² | {format_bytes(size)} | {'yes' if size > ram else 'no'} | "
                   f"{format_bytes(budget)} | {format_bytes(peak)} | {over} | {seconds:.0f} |", flush=True)

@@ -299,6 +299,7 @@ def fit_lowrank(
     return _fit(source.reduce, stack.shape[0], shape, mask, **options)
 
 
+# fit_lowrank's options spelled out again (not **options) so that help() and the docs list them
 def lowrank_denoise(
     patterns,
     *,
