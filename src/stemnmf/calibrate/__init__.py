@@ -44,9 +44,10 @@ from stemnmf.calibrate.pixels import (
     remove_hot_pixels,
     replace_pixels,
 )
-from stemnmf.calibrate.workflow import CalibrationReport, calibrate
+from stemnmf.calibrate.workflow import CalibrateOptions, CalibrationReport, calibrate, calibrate_with
 
 __all__ = [
+    "CalibrateOptions",
     "CalibrationReport",
     "EllipseFit",
     "OriginFit",
@@ -59,6 +60,7 @@ __all__ = [
     "bin_patterns",
     "bin_scan",
     "calibrate",
+    "calibrate_with",
     "com_origins",
     "combine_masks",
     "correct_shift",

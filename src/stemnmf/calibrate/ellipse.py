@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from stemnmf.calibrate.common import check_mask
+from stemnmf.calibrate.measure import estimate_probe
 from stemnmf.errors import CalibrationError, ConfigError, DataValueError
 
 __all__ = ["EllipseFit", "fit_ellipse", "fit_ellipse_to_points", "find_ring", "ellipse_points"]
@@ -393,8 +394,6 @@ def fit_ellipse(
     CalibrationError
         The ring is too weak or too incomplete for a fit.
     """
-    from stemnmf.calibrate.origin import estimate_probe
-
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2:
         raise DataValueError(f"expected one pattern (qy, qx), got shape {image.shape}")
