@@ -147,6 +147,71 @@ def probe_template(image, center, radius: float, *, mask=None) -> np.ndarray:
 # -- centre of mass ----------------------------------------------------------------------
 
 
+def _brightest_blob(work, *, radius, guess, search_radius):
+    """(cy, cx) of the brightest probe-sized blob of every pattern, searched near ``guess``."""
+    n, qy, qx = work.shape
+    size = max(3, int(round(radius)) | 1)
+    if guess is not None:
+        search_radius = float(search_radius if search_radius is not None else max(4.0 * radius, 8.0))
+        reach = int(np.ceil(search_radius)) + size
+        y0, y1 = max(0, int(np.floor(guess[0])) - reach), min(qy, int(np.ceil(guess[0])) + reach + 1)
+        x0, x1 = max(0, int(np.floor(guess[1])) - reach), min(qx, int(np.ceil(guess[1])) + reach + 1)
+    else:
+        y0, y1, x0, x1 = 0, qy, 0, qx
+    smooth = ndimage.uniform_filter(work[:, y0:y1, x0:x1], size=(1, size, size), mode="constant")
+    if guess is not None:
+        yy, xx = np.indices((y1 - y0, x1 - x0))
+        outside = np.hypot(yy + y0 - guess[0], xx + x0 - guess[1]) > search_radius
+        smooth[:, outside] = -np.inf
+    width = x1 - x0
+    flat_peak = np.argmax(smooth.reshape(n, -1), axis=1)
+    cy = (flat_peak // width + y0).astype(np.float64)
+    cx = (flat_peak % width + x0).astype(np.float64)
+    return cy, cx
+
+
+def _beam_centre_of_mass(work, mask, cy, cx, *, radius, n_iter):
+    """Centre of mass of the beam's own pixels (above half its height, grown by one pixel), ``n_iter`` times."""
+    n, qy, qx = work.shape
+    window = 1.5 * radius + 2.0
+    half = int(np.ceil(window)) + 2
+    offsets = np.arange(-half, half + 1)
+    index = np.arange(n)[:, None, None]
+    grow = np.ones((1, 3, 3), dtype=bool)
+    ring2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
+    corner_sel = ring2 > window**2
+    core_sel = ring2 <= max(0.5 * radius, 1.0) ** 2
+    beam = np.zeros(n)
+    background = None
+    for _ in range(max(1, int(n_iter))):
+        iy = np.rint(cy).astype(np.int64)
+        ix = np.rint(cx).astype(np.int64)
+        ry = iy[:, None] + offsets[None, :]
+        rx = ix[:, None] + offsets[None, :]
+        valid = ((ry >= 0) & (ry < qy))[:, :, None] & ((rx >= 0) & (rx < qx))[:, None, :]
+        rows = np.clip(ry, 0, qy - 1)
+        cols = np.clip(rx, 0, qx - 1)
+        valid &= ~mask[rows[:, :, None], cols[:, None, :]]
+        patch = work[index, rows[:, :, None], cols[:, None, :]].astype(np.float64)
+        d2 = (ry[:, :, None] - cy[:, None, None]) ** 2 + (rx[:, None, :] - cx[:, None, None]) ** 2
+        inside = (d2 <= window**2) & valid
+        if background is None:
+            # local background: median of the patch's corners (outside the window)
+            background = _row_median(patch[:, corner_sel], valid[:, corner_sel])
+        height = _row_median(patch[:, core_sel], valid[:, core_sel]) - background
+        excess = patch - background[:, None, None]
+        own = ndimage.binary_dilation(excess > 0.5 * height[:, None, None], structure=grow) & inside
+        weights = np.where(own & (height > 0)[:, None, None], np.clip(excess, 0, None), 0.0)
+        beam = weights.sum(axis=(1, 2))
+        ok = beam > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            new_y = (weights.sum(axis=2) * ry).sum(axis=1) / beam
+            new_x = (weights.sum(axis=1) * rx).sum(axis=1) / beam
+        cy = np.where(ok, new_y, cy)
+        cx = np.where(ok, new_x, cx)
+    return cy, cx, beam
+
+
 def com_origins(
     patterns,
     *,
@@ -203,61 +268,8 @@ def com_origins(
         beam = np.concatenate([p[1] for p in parts])
         return origins.reshape(*lead, 2), beam.reshape(lead)
     work = np.where(mask[None], np.float32(0), stack) if mask.any() else stack
-    # coarse: the brightest probe-sized blob, searched near the guess
-    size = max(3, int(round(radius)) | 1)
-    if guess is not None:
-        search_radius = float(search_radius if search_radius is not None else max(4.0 * radius, 8.0))
-        reach = int(np.ceil(search_radius)) + size
-        y0, y1 = max(0, int(np.floor(guess[0])) - reach), min(qy, int(np.ceil(guess[0])) + reach + 1)
-        x0, x1 = max(0, int(np.floor(guess[1])) - reach), min(qx, int(np.ceil(guess[1])) + reach + 1)
-    else:
-        y0, y1, x0, x1 = 0, qy, 0, qx
-    smooth = ndimage.uniform_filter(work[:, y0:y1, x0:x1], size=(1, size, size), mode="constant")
-    if guess is not None:
-        yy, xx = np.indices((y1 - y0, x1 - x0))
-        outside = np.hypot(yy + y0 - guess[0], xx + x0 - guess[1]) > search_radius
-        smooth[:, outside] = -np.inf
-    width = x1 - x0
-    flat_peak = np.argmax(smooth.reshape(n, -1), axis=1)
-    cy = (flat_peak // width + y0).astype(np.float64)
-    cx = (flat_peak % width + x0).astype(np.float64)
-    # fine: centre of mass of the beam's own pixels (above half its height, grown by one pixel)
-    window = 1.5 * radius + 2.0
-    half = int(np.ceil(window)) + 2
-    offsets = np.arange(-half, half + 1)
-    index = np.arange(n)[:, None, None]
-    grow = np.ones((1, 3, 3), dtype=bool)
-    ring2 = offsets[:, None] ** 2 + offsets[None, :] ** 2
-    corner_sel = ring2 > window**2
-    core_sel = ring2 <= max(0.5 * radius, 1.0) ** 2
-    beam = np.zeros(n)
-    background = None
-    for _ in range(max(1, int(n_iter))):
-        iy = np.rint(cy).astype(np.int64)
-        ix = np.rint(cx).astype(np.int64)
-        ry = iy[:, None] + offsets[None, :]
-        rx = ix[:, None] + offsets[None, :]
-        valid = ((ry >= 0) & (ry < qy))[:, :, None] & ((rx >= 0) & (rx < qx))[:, None, :]
-        rows = np.clip(ry, 0, qy - 1)
-        cols = np.clip(rx, 0, qx - 1)
-        valid &= ~mask[rows[:, :, None], cols[:, None, :]]
-        patch = work[index, rows[:, :, None], cols[:, None, :]].astype(np.float64)
-        d2 = (ry[:, :, None] - cy[:, None, None]) ** 2 + (rx[:, None, :] - cx[:, None, None]) ** 2
-        inside = (d2 <= window**2) & valid
-        if background is None:
-            # local background: median of the patch's corners (outside the window)
-            background = _row_median(patch[:, corner_sel], valid[:, corner_sel])
-        height = _row_median(patch[:, core_sel], valid[:, core_sel]) - background
-        excess = patch - background[:, None, None]
-        own = ndimage.binary_dilation(excess > 0.5 * height[:, None, None], structure=grow) & inside
-        weights = np.where(own & (height > 0)[:, None, None], np.clip(excess, 0, None), 0.0)
-        beam = weights.sum(axis=(1, 2))
-        ok = beam > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            new_y = (weights.sum(axis=2) * ry).sum(axis=1) / beam
-            new_x = (weights.sum(axis=1) * rx).sum(axis=1) / beam
-        cy = np.where(ok, new_y, cy)
-        cx = np.where(ok, new_x, cx)
+    cy, cx = _brightest_blob(work, radius=radius, guess=guess, search_radius=search_radius)
+    cy, cx, beam = _beam_centre_of_mass(work, mask, cy, cx, radius=radius, n_iter=n_iter)
     origins = np.stack([cy, cx], axis=1)
     origins[~(beam > 0)] = np.nan
     return origins.reshape(*lead, 2), beam.reshape(lead)
@@ -481,6 +493,33 @@ class OriginMeasurement:
     recentred_mask: np.ndarray | None = None
 
 
+def _method_options(method, estimate, source, mask, upsample) -> dict:
+    """Keyword arguments of :func:`com_origins` or :func:`xcorr_origins` for a probe ``estimate``."""
+    search = max(4.0 * estimate.radius, 8.0)
+    if method == "com":
+        return dict(radius=estimate.radius, guess=estimate.center, search_radius=search, mask=mask)
+    return dict(
+        template=probe_template(source, estimate.center, estimate.radius, mask=mask),
+        template_center=estimate.center,
+        upsample=upsample,
+        mask=mask,
+        guess=estimate.center,
+        search_radius=search,
+    )
+
+
+def _recentred(total, coverage, count):
+    """(mean, mask) of the re-centred patterns; pixels covered by fewer than 90 % of them masked."""
+    if count[0] <= 0:
+        return None, None
+    coverage = np.asarray(coverage)
+    mean_mask = coverage < 0.9 * count[0]
+    mean = np.where(mean_mask, 0.0, np.asarray(total) / np.maximum(coverage, 1e-12)).astype(np.float32)
+    if mean_mask.all():
+        return None, None
+    return mean, mean_mask
+
+
 def measure_origins(
     dataset,
     *,
@@ -538,19 +577,7 @@ def measure_origins(
             raise ConfigError("measure_origins with prepare needs the mean pattern of the prepared patterns")
         mean_pattern, _ = pattern_statistics(dataset, engine)
     estimate = estimate_probe(probe if probe is not None else mean_pattern, mask=mask)
-    search = max(4.0 * estimate.radius, 8.0)
-    if method == "com":
-        options = dict(radius=estimate.radius, guess=estimate.center, search_radius=search, mask=mask)
-    else:
-        source = probe if probe is not None else mean_pattern
-        options = dict(
-            template=probe_template(source, estimate.center, estimate.radius, mask=mask),
-            template_center=estimate.center,
-            upsample=upsample,
-            mask=mask,
-            guess=estimate.center,
-            search_radius=search,
-        )
+    options = _method_options(method, estimate, probe if probe is not None else mean_pattern, mask, upsample)
     packed, total, coverage, count = engine.reduce(
         _origin_kernel,
         dataset,
@@ -572,14 +599,7 @@ def measure_origins(
     origins[weak] = np.nan
     if weak.any():
         log.info("no direct beam in %d of %d patterns", int(weak.sum()), weak.size)
-    mean = mean_mask = None
-    if recentred_mean and count[0] > 0:
-        coverage = np.asarray(coverage)
-        # pixels that fewer than 90 % of the patterns covered (detector edge, masked pixels) are masked
-        mean_mask = coverage < 0.9 * count[0]
-        mean = np.where(mean_mask, 0.0, np.asarray(total) / np.maximum(coverage, 1e-12)).astype(np.float32)
-        if mean_mask.all():
-            mean = mean_mask = None
+    mean, mean_mask = _recentred(total, coverage, count) if recentred_mean else (None, None)
     return OriginMeasurement(
         origins=origins.reshape(*dataset.scan_shape, 2),
         beam=beam.reshape(dataset.scan_shape),

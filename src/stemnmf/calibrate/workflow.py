@@ -586,15 +586,8 @@ def calibrate(
         A mask covering everything; an unreliable calibration with
         ``on_unreliable='stop'``; with ``strict``, any failed step.
     """
-    options = CalibrateOptions(
-        hot_pixels=hot_pixels, hot_pixel_threshold=hot_pixel_threshold, hot_pixel_mode=hot_pixel_mode,
-        hot_pixel_reference=hot_pixel_reference, dead_pixels=dead_pixels,
-        dead_pixel_threshold=dead_pixel_threshold, bin_q=bin_q, bin_scan=bin_scan, crop_q=crop_q,
-        crop_scan=crop_scan, origin=origin, origin_fit=origin_fit, correct_shift=correct_shift, probe=probe,
-        ellipse=ellipse, ring=ring, beam_stop=beam_stop, edge_pixels=edge_pixels, strict=strict,
-        on_unreliable=on_unreliable, symmetry_blocks=symmetry_blocks,
-    )
-    return calibrate_with(dataset, options, engine=engine)
+    options = {name: value for name, value in locals().items() if name not in ("dataset", "engine")}
+    return calibrate_with(dataset, CalibrateOptions(**options), engine=engine)
 
 
 def calibrate_with(dataset, options: CalibrateOptions, *, engine=None):
