@@ -10,6 +10,7 @@ import numpy as np
 
 from stemnmf.calibrate.common import pattern_statistics
 from stemnmf.calibrate.ellipse import EllipseFit, fit_ellipse
+from stemnmf.calibrate.ellipse_profiles import fit_ellipse_profiles
 from stemnmf.calibrate.geometry import (
     _check_factor,
     bin_coordinates,
@@ -895,6 +896,27 @@ def _shift_correction(state: _State) -> None:
         report.shift_corrected = True
 
 
+def _fit_ellipse_of(state: _State, image, centre, image_mask, exclude) -> EllipseFit:
+    """The ellipse of ``image``: from the sectors' radial profiles about a known centre, else one ring's crest."""
+    ring = state.options.ring
+    if state.recentred is not None and ring is None:
+        # on the re-centred mean the rings' centre is the origin: every ring, sector by sector
+        try:
+            radius = state.report.probe_radius
+            if radius is None:
+                radius = estimate_probe(image, mask=image_mask).radius
+        except CalibrationError:
+            radius = 1.0
+        try:
+            return fit_ellipse_profiles(image, center=centre, mask=image_mask, r_min=max(4.0, 1.5 * radius + 2.0))
+        except CalibrationError as err:
+            log.info("no ellipse from the sectors' profiles (%s); the ring's crest is fitted", err.problem)
+    # on the re-centred mean the ring's centre is the origin: fit the axes only (well conditioned on a ring of a
+    # few Bragg spots)
+    return fit_ellipse(image, center=centre, ring=ring, mask=image_mask, exclude_radius=exclude,
+                       fix_center=state.recentred is not None)
+
+
 def _ellipse(state: _State) -> None:
     """8. ellipse: on the mean of the re-centred patterns (sharp rings) when origins were measured."""
     report, recentred, pshape = state.report, state.recentred, state.pshape
@@ -909,10 +931,7 @@ def _ellipse(state: _State) -> None:
             yy, xx = np.nonzero(~state.mask)
             exclude = float(np.hypot(yy - centre[0], xx - centre[1]).min()) + 2.0
     try:
-        # on the re-centred mean the ring's centre is the origin: fit the axes only (well conditioned on a
-        # ring of a few Bragg spots)
-        fit = fit_ellipse(image, center=centre, ring=state.options.ring, mask=image_mask, exclude_radius=exclude,
-                          fix_center=recentred is not None)
+        fit = _fit_ellipse_of(state, image, centre, image_mask, exclude)
     except CalibrationError as err:
         state.fallback(err, "no ellipse correction is applied")
         return
