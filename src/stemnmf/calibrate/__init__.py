@@ -13,7 +13,9 @@ bool, True = masked out), ``Dataset4D.origins`` ((sy, sx, 2) direct-beam
 """
 
 from stemnmf.calibrate.common import pattern_statistics
+from stemnmf.calibrate.disks import beam_hidden, disk_template, unmasked_radius
 from stemnmf.calibrate.ellipse import EllipseFit, ellipse_points, find_ring, fit_ellipse, fit_ellipse_to_points
+from stemnmf.calibrate.ellipse_profiles import fit_ellipse_profiles
 from stemnmf.calibrate.geometry import (
     bin_coordinates,
     bin_dataset,
@@ -53,6 +55,7 @@ __all__ = [
     "OriginFit",
     "OriginMeasurement",
     "ProbeEstimate",
+    "beam_hidden",
     "beam_stop_mask",
     "bin_coordinates",
     "bin_dataset",
@@ -65,6 +68,7 @@ __all__ = [
     "combine_masks",
     "correct_shift",
     "crop_dataset",
+    "disk_template",
     "edge_mask",
     "ellipse_points",
     "estimate_probe",
@@ -72,6 +76,7 @@ __all__ = [
     "find_hot_pixels",
     "find_ring",
     "fit_ellipse",
+    "fit_ellipse_profiles",
     "fit_ellipse_to_points",
     "fit_origin_surface",
     "local_sorted_intensity",
@@ -82,5 +87,6 @@ __all__ = [
     "replace_pixels",
     "shift_patterns",
     "shifted_sum",
+    "unmasked_radius",
     "xcorr_origins",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from stemnmf.calibrate.common import pattern_statistics
+from stemnmf.calibrate.disks import beam_hidden
 from stemnmf.calibrate.ellipse import EllipseFit, fit_ellipse
 from stemnmf.calibrate.ellipse_profiles import fit_ellipse_profiles
 from stemnmf.calibrate.geometry import (
@@ -244,16 +245,6 @@ def _final_kernel(block, chunk, *, prepare, shifts):
     if shifts is not None:
         patterns = shift_patterns(patterns, shifts[chunk.positions])
     return patterns
-
-
-def _beam_hidden(mask, shape, origin) -> bool:
-    """True when the mask covers the detector centre or the known origin (a beam stop over the beam)."""
-    if mask is None:
-        return False
-    qy, qx = shape
-    y, x = origin if origin is not None else ((qy - 1) / 2.0, (qx - 1) / 2.0)
-    iy, ix = int(round(y)), int(round(x))
-    return bool(0 <= iy < qy and 0 <= ix < qx and mask[iy, ix])
 
 
 def _input_edges(edges: np.ndarray, factor: int, size: int) -> np.ndarray:
@@ -783,7 +774,9 @@ def _scan_binning(state: _State) -> None:
         if state.mean is not None:
             state.mean = state.mean * float(bin_scan) ** 2
     origin = state.cal.origin if state.cal.origin is not None else state.symmetry_centre
-    state.hidden = _beam_hidden(state.mask_or_none, state.pshape, origin)
+    if origin is None:
+        origin = ((state.pshape[0] - 1) / 2.0, (state.pshape[1] - 1) / 2.0)
+    state.hidden = beam_hidden(state.mask_or_none, origin)
 
 
 def _origins(state: _State) -> None:
