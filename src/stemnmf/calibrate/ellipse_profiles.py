@@ -38,6 +38,10 @@ MAX_SCALE = 1.06
 #: matches the mean profile poorly and its shift is mostly noise.
 WEIGHT_POWER = 2
 
+#: After the first pass, each sector is searched only this far (in scale) from the smooth curve through all
+#: the sectors' shifts, so that no sector locks onto a neighbouring ring (311 and 222 are 4 % apart).
+REACH = 0.012
+
 #: Median correlation coefficient of the sectors' profiles with the mean below which the fit refuses: noise
 #: alone matches at 0.1-0.2, the mean patterns of simulated films at 0.3-0.7.
 MIN_MATCH = 0.22
@@ -76,8 +80,11 @@ def _high_pass(profiles, sigma):
     return out / np.maximum(rms, 1e-300)
 
 
-def _register(profiles, reference, max_lag):
-    """Sub-sample shift of each profile against the reference (parabola through the correlation peak)."""
+def _register(profiles, reference, max_lag, expected=None, reach=None):
+    """Sub-sample shift of each profile against the reference (parabola through the correlation peak).
+
+    With ``expected`` (one shift per profile), only lags within ``reach`` of it are searched.
+    """
     n = reference.size
     lags = np.arange(-max_lag, max_lag + 1)
     corr = np.empty((profiles.shape[0], lags.size))
@@ -86,7 +93,10 @@ def _register(profiles, reference, max_lag):
             corr[:, j] = profiles[:, lag:] @ reference[: n - lag]
         else:
             corr[:, j] = profiles[:, : n + lag] @ reference[-lag:]
-    best = np.clip(np.argmax(corr, axis=1), 1, lags.size - 2)
+    searched = corr
+    if expected is not None:
+        searched = np.where(np.abs(lags[None, :] - expected[:, None]) <= reach, corr, -np.inf)
+    best = np.clip(np.argmax(searched, axis=1), 1, lags.size - 2)
     rows = np.arange(profiles.shape[0])
     minus, centre, plus = corr[rows, best - 1], corr[rows, best], corr[rows, best + 1]
     denominator = minus - 2 * centre + plus
@@ -153,7 +163,7 @@ def _bootstrap(theta, u, used, attenuation, weight, n_bootstrap, random_state) -
     return float(np.std(ratios)), float(np.std(spread) / 2)
 
 
-def _sector_shifts(polar, n_sectors, step, min_valid, n_iter=3):
+def _sector_shifts(polar, n_sectors, step, min_valid, n_iter=3, refine=True):
     """Shift (samples of ln r) of every usable sector against the aligned mean profile.
 
     Returns (shifts, usable sectors, their profiles, their correlation peaks).
@@ -173,13 +183,21 @@ def _sector_shifts(polar, n_sectors, step, min_valid, n_iter=3):
         )
     sigma = max(2.0, BACKGROUND / step)  # background: structure wider than BACKGROUND in ln r
     high = _high_pass(profiles[usable], sigma)
+    per = n_angles // n_sectors
+    theta = ((np.arange(n_sectors) + 0.5) * per * (2 * np.pi / n_angles))[usable] if refine else None
     max_lag = int(math.ceil(math.log(MAX_SCALE) / step)) + 1
     shifts = np.zeros(high.shape[0])
     reference = high.mean(axis=0)
+    expected = None
     for _ in range(n_iter):
-        shifts, peak = _register(high, reference, max_lag)
+        shifts, peak = _register(high, reference, max_lag, expected, reach=math.log(1.0 + REACH) / step)
         shifts -= np.median(shifts)
         reference = _shift_back(high, shifts).mean(axis=0)
+        if theta is not None:  # the next search about the smooth 2-theta curve through these shifts
+            design = np.stack([np.ones_like(theta), np.cos(2 * theta), np.sin(2 * theta)], 1)
+            w = np.sqrt(np.maximum(peak, 0.0))
+            coef, *_ = np.linalg.lstsq(design * w[:, None], shifts * w, rcond=None)
+            expected = design @ coef
     return shifts, usable, profiles[usable], np.maximum(peak, 0.0) / high.shape[1]
 
 
