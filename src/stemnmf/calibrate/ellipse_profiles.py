@@ -6,7 +6,9 @@ with ``1 / s^2 = c0 + c1 cos 2 theta + c2 sin 2 theta``. In log-radius a scale
 is a shift, so the radial profile of each angular sector (in ``ln r``) is the
 profile of the whole pattern shifted by ``ln s(theta)``: the shift is found by
 cross-correlating the sector's profile (less its smooth background) with the
-mean profile, to a fraction of a sample. Every ring of the pattern takes part
+mean profile of the other sectors (leaving out the sector itself and its
+Friedel mate, which would pull the shift towards zero wherever they alone hold
+a ring), to a fraction of a sample. Every ring of the pattern takes part
 (close rings of a fine-grained film, a few Bragg spots per ring), unlike a fit
 to one ring's crest, which mixes neighbouring rings when they are a few pixels
 apart. Each sector is weighted by how well it matches (the square of its
@@ -80,29 +82,49 @@ def _high_pass(profiles, sigma):
     return out / np.maximum(rms, 1e-300)
 
 
-def _register(profiles, reference, max_lag, expected=None, reach=None):
-    """Sub-sample shift of each profile against the reference (parabola through the correlation peak).
+def _references(aligned, ids, n_sectors):
+    """For each sector, the mean of the other aligned sectors, less its opposite one, scaled to unit rms.
+
+    A sector left in its own reference pulls its shift towards zero wherever it alone holds a ring (a few
+    grains: one bright disk makes a ring of the mean), and its Friedel mate holds the same disks.
+    """
+    total = aligned.sum(axis=0)
+    where = {int(k): i for i, k in enumerate(ids)}
+    refs = total[None, :] - aligned
+    if n_sectors % 2 == 0:
+        for i, k in enumerate(ids):
+            j = where.get((int(k) + n_sectors // 2) % n_sectors)
+            if j is not None:
+                refs[i] -= aligned[j]
+    rms = np.sqrt(np.mean(refs**2, axis=1, keepdims=True))
+    return refs / np.maximum(rms, 1e-300)
+
+
+def _register(profiles, references, max_lag, expected=None, reach=None):
+    """Sub-sample shift of each profile against its reference (parabola through the correlation peak).
 
     With ``expected`` (one shift per profile), only lags within ``reach`` of it are searched.
     """
-    n = reference.size
+    n = references.shape[1]
     lags = np.arange(-max_lag, max_lag + 1)
     corr = np.empty((profiles.shape[0], lags.size))
     for j, lag in enumerate(lags):
         if lag >= 0:
-            corr[:, j] = profiles[:, lag:] @ reference[: n - lag]
+            corr[:, j] = np.einsum("ki,ki->k", profiles[:, lag:], references[:, : n - lag])
         else:
-            corr[:, j] = profiles[:, : n + lag] @ reference[-lag:]
+            corr[:, j] = np.einsum("ki,ki->k", profiles[:, : n + lag], references[:, -lag:])
     searched = corr
     if expected is not None:
         searched = np.where(np.abs(lags[None, :] - expected[:, None]) <= reach, corr, -np.inf)
     best = np.clip(np.argmax(searched, axis=1), 1, lags.size - 2)
     rows = np.arange(profiles.shape[0])
-    minus, centre, plus = corr[rows, best - 1], corr[rows, best], corr[rows, best + 1]
+    minus, centre, plus = searched[rows, best - 1], searched[rows, best], searched[rows, best + 1]
+    # a maximum on the edge of the searched lags is no match (the sector's structure lies elsewhere): peak 0
+    inner = (minus < centre) & (plus <= centre) & np.isfinite(minus) & np.isfinite(plus)
     denominator = minus - 2 * centre + plus
     with np.errstate(invalid="ignore", divide="ignore"):
-        fraction = np.where(denominator < 0, 0.5 * (minus - plus) / denominator, 0.0)
-    return lags[best] + np.clip(fraction, -0.5, 0.5), corr[rows, best]
+        fraction = np.where(inner & (denominator < 0), 0.5 * (minus - plus) / denominator, 0.0)
+    return lags[best] + np.clip(fraction, -0.5, 0.5), np.where(inner, corr[rows, best], 0.0)
 
 
 def _shift_back(profiles, shifts):
@@ -114,8 +136,8 @@ def _shift_back(profiles, shifts):
 def _harmonic_fit(theta, u, attenuation, weight=None, n_sigma=3.0):
     """``u = c0 + c1 cos 2 theta + c2 sin 2 theta`` by least squares with outliers rejected; (coef, used)."""
     design = np.stack([np.ones_like(theta), attenuation * np.cos(2 * theta), attenuation * np.sin(2 * theta)], 1)
-    used = np.ones(theta.size, bool)
     w = np.ones(theta.size) if weight is None else np.sqrt(weight)
+    used = w > 0
     for _ in range(5):
         coef, *_ = np.linalg.lstsq(design[used] * w[used, None], u[used] * w[used], rcond=None)
         residual = u - design @ coef
@@ -186,13 +208,14 @@ def _sector_shifts(polar, n_sectors, step, min_valid, n_iter=3, refine=True):
     per = n_angles // n_sectors
     theta = ((np.arange(n_sectors) + 0.5) * per * (2 * np.pi / n_angles))[usable] if refine else None
     max_lag = int(math.ceil(math.log(MAX_SCALE) / step)) + 1
+    ids = np.nonzero(usable)[0]
     shifts = np.zeros(high.shape[0])
-    reference = high.mean(axis=0)
+    references = _references(high, ids, n_sectors)
     expected = None
     for _ in range(n_iter):
-        shifts, peak = _register(high, reference, max_lag, expected, reach=math.log(1.0 + REACH) / step)
+        shifts, peak = _register(high, references, max_lag, expected, reach=math.log(1.0 + REACH) / step)
         shifts -= np.median(shifts)
-        reference = _shift_back(high, shifts).mean(axis=0)
+        references = _references(_shift_back(high, shifts), ids, n_sectors)
         if theta is not None:  # the next search about the smooth 2-theta curve through these shifts
             design = np.stack([np.ones_like(theta), np.cos(2 * theta), np.sin(2 * theta)], 1)
             w = np.sqrt(np.maximum(peak, 0.0))
