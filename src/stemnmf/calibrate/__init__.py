@@ -13,7 +13,9 @@ bool, True = masked out), ``Dataset4D.origins`` ((sy, sx, 2) direct-beam
 """
 
 from stemnmf.calibrate.common import pattern_statistics
+from stemnmf.calibrate.disks import beam_hidden, disk_template, unmasked_radius
 from stemnmf.calibrate.ellipse import EllipseFit, ellipse_points, find_ring, fit_ellipse, fit_ellipse_to_points
+from stemnmf.calibrate.ellipse_profiles import fit_ellipse_profiles
 from stemnmf.calibrate.geometry import (
     bin_coordinates,
     bin_dataset,
@@ -44,14 +46,16 @@ from stemnmf.calibrate.pixels import (
     remove_hot_pixels,
     replace_pixels,
 )
-from stemnmf.calibrate.workflow import CalibrationReport, calibrate
+from stemnmf.calibrate.workflow import CalibrateOptions, CalibrationReport, calibrate, calibrate_with
 
 __all__ = [
+    "CalibrateOptions",
     "CalibrationReport",
     "EllipseFit",
     "OriginFit",
     "OriginMeasurement",
     "ProbeEstimate",
+    "beam_hidden",
     "beam_stop_mask",
     "bin_coordinates",
     "bin_dataset",
@@ -59,10 +63,12 @@ __all__ = [
     "bin_patterns",
     "bin_scan",
     "calibrate",
+    "calibrate_with",
     "com_origins",
     "combine_masks",
     "correct_shift",
     "crop_dataset",
+    "disk_template",
     "edge_mask",
     "ellipse_points",
     "estimate_probe",
@@ -70,6 +76,7 @@ __all__ = [
     "find_hot_pixels",
     "find_ring",
     "fit_ellipse",
+    "fit_ellipse_profiles",
     "fit_ellipse_to_points",
     "fit_origin_surface",
     "local_sorted_intensity",
@@ -80,5 +87,6 @@ __all__ = [
     "replace_pixels",
     "shift_patterns",
     "shifted_sum",
+    "unmasked_radius",
     "xcorr_origins",
 ]

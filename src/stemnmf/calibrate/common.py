@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stemnmf.engine import Engine
 from stemnmf.errors import CalibrationError, DataValueError
 
 __all__ = ["as_stack", "check_mask", "pattern_statistics", "stats_kernel"]
@@ -68,8 +69,6 @@ def pattern_statistics(dataset, engine=None) -> tuple[np.ndarray, np.ndarray]:
     mean, maximum : numpy.ndarray
         (qy, qx) float32 each.
     """
-    from stemnmf.engine import Engine
-
     engine = engine or Engine()
     total, peak = engine.reduce(stats_kernel, dataset, combine=["sum", "max"], desc="mean pattern")
     mean = (total / dataset.n_positions).astype(np.float32)

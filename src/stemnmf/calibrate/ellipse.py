@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from stemnmf.calibrate.common import check_mask
+from stemnmf.calibrate.measure import estimate_probe
 from stemnmf.errors import CalibrationError, ConfigError, DataValueError
 
 __all__ = ["EllipseFit", "fit_ellipse", "fit_ellipse_to_points", "find_ring", "ellipse_points"]
@@ -330,6 +331,85 @@ def find_ring(radii: np.ndarray, profile: np.ndarray, *, noise, r_min: float = 0
     return r_peak, max(r_min, r_peak - 3 * half), r_peak + 3 * half
 
 
+def _ring_centre(image, mask, center, exclude_radius):
+    """(centre the rays start from, direct-beam radius or None)."""
+    probe_radius = None
+    if center is None or exclude_radius is None:
+        try:
+            probe = estimate_probe(image, mask=mask)
+            probe_radius = probe.radius
+            if center is None:
+                center = probe.center
+        except CalibrationError:
+            if center is None:
+                center = ((image.shape[0] - 1) / 2.0, (image.shape[1] - 1) / 2.0)
+                log.warning("no direct beam in the pattern; the ring is searched about the detector centre")
+    return (float(center[0]), float(center[1])), probe_radius
+
+
+def _ring_window(polar, radii, sigma, *, exclude_radius, min_snr):
+    """(r_lo, r_hi): the window of the most prominent ring of the azimuthal mean beyond ``exclude_radius``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        profile = np.nanmean(polar, axis=0)
+    valid_fraction = np.isfinite(polar).mean(axis=0)
+    profile_noise = sigma / np.sqrt(np.maximum(2 * np.pi * radii * valid_fraction, 1.0))
+    _, r_lo, r_hi = find_ring(radii, profile, noise=profile_noise, r_min=exclude_radius, min_snr=min_snr)
+    return r_lo, r_hi
+
+
+def _sector_average(polar, n_angles, *, r_mid, sector, min_arc):
+    """(polar image averaged over ``sector`` degrees but at least ``min_arc`` px of arc at ``r_mid``, width)."""
+    width = max(1, int(round(sector / 360.0 * n_angles)), int(np.ceil(min_arc / (r_mid * 2 * np.pi / n_angles))))
+    width = min(width, max(1, n_angles // 8))
+    finite = np.isfinite(polar)
+    sums = ndimage.uniform_filter1d(np.where(finite, polar, 0.0), size=width, axis=0, mode="wrap")
+    counts = ndimage.uniform_filter1d(finite.astype(np.float64), size=width, axis=0, mode="wrap")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        averaged = np.where(counts > 0.5, sums / counts, np.nan)
+    return averaged, width
+
+
+def _ray_peaks(seg, seg_r, *, sigma, width, ray_snr):
+    """(peak radius, peak height) of the ring along each direction (rows of ``seg``); NaN where none stands out.
+
+    The peak is the centroid of the part above half its height over a linear
+    background through the window's ends.
+    """
+    n_angles = seg.shape[0]
+    edge = 3
+    peaks_r = np.full(n_angles, np.nan)
+    heights = np.full(n_angles, np.nan)
+    for i in range(n_angles):
+        row = seg[i]
+        if np.isnan(row).mean() > 0.2:
+            continue
+        ok = np.isfinite(row)
+        row = np.interp(seg_r, seg_r[ok], row[ok])
+        left, right = np.median(row[:edge]), np.median(row[-edge:])
+        base = left + (right - left) * (seg_r - seg_r[0]) / (seg_r[-1] - seg_r[0])
+        excess = row - base
+        top = int(np.argmax(excess))
+        height = excess[top]
+        # independent pixels in a sector average at this radius: about its arc length
+        noise = sigma / np.sqrt(max(1.0, seg_r[top] * width * 2 * np.pi / n_angles))
+        if top < 1 or top > excess.size - 2 or height <= 0 or height < ray_snr * noise:
+            continue
+        above = excess >= 0.5 * height
+        lo = top
+        while lo > 0 and above[lo - 1]:
+            lo -= 1
+        hi = top
+        while hi < excess.size - 1 and above[hi + 1]:
+            hi += 1
+        if lo == 0 or hi == excess.size - 1:
+            continue
+        w = excess[lo : hi + 1] - 0.5 * height
+        peaks_r[i] = float((w * seg_r[lo : hi + 1]).sum() / w.sum())
+        heights[i] = height
+    return peaks_r, heights
+
+
 def fit_ellipse(
     image,
     *,
@@ -383,6 +463,11 @@ def fit_ellipse(
         Block-bootstrap refits for the uncertainties (0 skips them).
     random_state : int, Generator or None, default 0
         Seed of the bootstrap.
+    fix_center : bool, default False
+        Fit the axes and angle only, about ``center`` (the ring's centre is known).
+    min_relative_height : float, default 0
+        Keep only directions whose peak is at least this fraction of the 90th
+        percentile of the peak heights (a ring of a few Bragg spots).
 
     Returns
     -------
@@ -393,8 +478,6 @@ def fit_ellipse(
     CalibrationError
         The ring is too weak or too incomplete for a fit.
     """
-    from stemnmf.calibrate.origin import estimate_probe
-
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2:
         raise DataValueError(f"expected one pattern (qy, qx), got shape {image.shape}")
@@ -403,79 +486,24 @@ def fit_ellipse(
     mask = check_mask(mask, image.shape)
     if n_angles < 12:
         raise ConfigError(f"n_angles={n_angles} is too few; use at least 12")
-    probe_radius = None
-    if center is None or exclude_radius is None:
-        try:
-            probe = estimate_probe(image, mask=mask)
-            probe_radius = probe.radius
-            if center is None:
-                center = probe.center
-        except CalibrationError:
-            if center is None:
-                center = ((image.shape[0] - 1) / 2.0, (image.shape[1] - 1) / 2.0)
-                log.warning("no direct beam in the pattern; the ring is searched about the detector centre")
-    center = (float(center[0]), float(center[1]))
+    center, probe_radius = _ring_centre(image, mask, center, exclude_radius)
     sigma = pixel_noise(image, mask)
-    step = 0.25
-    theta, radii, polar = _polar(image, mask, center, int(n_angles), step)
+    theta, radii, polar = _polar(image, mask, center, int(n_angles), 0.25)
     if ring is None:
         if exclude_radius is None:
             exclude_radius = 1.5 * probe_radius + 2.0 if probe_radius is not None else 3.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            profile = np.nanmean(polar, axis=0)
-        valid_fraction = np.isfinite(polar).mean(axis=0)
-        profile_noise = sigma / np.sqrt(np.maximum(2 * np.pi * radii * valid_fraction, 1.0))
-        _, r_lo, r_hi = find_ring(radii, profile, noise=profile_noise, r_min=exclude_radius, min_snr=min_snr)
+        r_lo, r_hi = _ring_window(polar, radii, sigma, exclude_radius=exclude_radius, min_snr=min_snr)
     else:
         if len(ring) != 2 or not 0 <= ring[0] < ring[1]:
             raise ConfigError(f"ring={ring!r} must be (r_min, r_max) with 0 <= r_min < r_max")
         r_lo, r_hi = float(ring[0]), float(ring[1])
-    # angular average: ``sector`` degrees, but at least ``min_arc`` px of arc at the ring
-    r_mid = max(0.5 * (r_lo + r_hi), 1.0)
-    width = max(1, int(round(sector / 360.0 * n_angles)), int(np.ceil(min_arc / (r_mid * 2 * np.pi / n_angles))))
-    width = min(width, max(1, n_angles // 8))
-    finite = np.isfinite(polar)
-    sums = ndimage.uniform_filter1d(np.where(finite, polar, 0.0), size=width, axis=0, mode="wrap")
-    counts = ndimage.uniform_filter1d(finite.astype(np.float64), size=width, axis=0, mode="wrap")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        averaged = np.where(counts > 0.5, sums / counts, np.nan)
+    averaged, width = _sector_average(polar, n_angles, r_mid=max(0.5 * (r_lo + r_hi), 1.0), sector=sector,
+                                      min_arc=min_arc)
     i0 = int(np.searchsorted(radii, r_lo))
     i1 = int(np.searchsorted(radii, r_hi, side="right"))
     if i1 - i0 < 5:
         raise CalibrationError(f"the ring window {r_lo:.1f}-{r_hi:.1f} px is too narrow", "widen ring=(r_min, r_max)")
-    seg = averaged[:, i0:i1]
-    seg_r = radii[i0:i1]
-    edge = 3
-    peaks_r = np.full(n_angles, np.nan)
-    heights = np.full(n_angles, np.nan)
-    for i in range(n_angles):
-        row = seg[i]
-        if np.isnan(row).mean() > 0.2:
-            continue
-        ok = np.isfinite(row)
-        row = np.interp(seg_r, seg_r[ok], row[ok])
-        left, right = np.median(row[:edge]), np.median(row[-edge:])
-        base = left + (right - left) * (seg_r - seg_r[0]) / (seg_r[-1] - seg_r[0])
-        excess = row - base
-        top = int(np.argmax(excess))
-        height = excess[top]
-        # independent pixels in a sector average at this radius: about its arc length
-        noise = sigma / np.sqrt(max(1.0, seg_r[top] * width * 2 * np.pi / n_angles))
-        if top < 1 or top > excess.size - 2 or height <= 0 or height < ray_snr * noise:
-            continue
-        above = excess >= 0.5 * height
-        lo = top
-        while lo > 0 and above[lo - 1]:
-            lo -= 1
-        hi = top
-        while hi < excess.size - 1 and above[hi + 1]:
-            hi += 1
-        if lo == 0 or hi == excess.size - 1:
-            continue
-        w = excess[lo : hi + 1] - 0.5 * height
-        peaks_r[i] = float((w * seg_r[lo : hi + 1]).sum() / w.sum())
-        heights[i] = height
+    peaks_r, heights = _ray_peaks(averaged[:, i0:i1], radii[i0:i1], sigma=sigma, width=width, ray_snr=ray_snr)
     found = np.isfinite(peaks_r)
     coverage = float(found.mean())
     if found.any() and min_relative_height > 0:
@@ -488,6 +516,13 @@ def fit_ellipse(
             f"the ring was found in only {100 * coverage:.0f}% of directions ({100 * min_coverage:.0f}% needed)",
             "give a stronger ring (mean or max pattern, longer exposure), the ring window, or skip the ellipse fit",
         )
+    fit = _fit_ray_points(center, theta, peaks_r, fix_center=fix_center, width=width, n_bootstrap=n_bootstrap,
+                          random_state=random_state)
+    return dataclasses.replace(fit, coverage=coverage, ring=(float(r_lo), float(r_hi)))
+
+
+def _fit_ray_points(center, theta, peaks_r, *, fix_center, width, n_bootstrap, random_state) -> EllipseFit:
+    """The ellipse through the ring's points along the rays from ``center``, with bootstrap uncertainties."""
     ys = center[0] + peaks_r * np.sin(theta)
     xs = center[1] + peaks_r * np.cos(theta)
     if fix_center:
@@ -503,8 +538,8 @@ def fit_ellipse(
         angle=float(angle),
         rms=float(rms),
         n_points=int(used.sum()),
-        coverage=coverage,
-        ring=(float(r_lo), float(r_hi)),
+        coverage=0.0,
+        ring=(0.0, 0.0),
         axis_ratio_std=ratio_std,
         angle_std=angle_std,
     )

@@ -14,7 +14,8 @@ import logging
 import numpy as np
 
 from stemnmf.calibrate.common import as_stack
-from stemnmf.errors import ConfigError
+from stemnmf.engine import Engine
+from stemnmf.errors import CalibrationError, ConfigError
 
 __all__ = [
     "bin_patterns",
@@ -154,8 +155,6 @@ def crop_dataset(dataset, *, q=None, scan=None):
     offset = np.array([qy_sl.start, qx_sl.start], dtype=np.float64)
     mask = None if dataset.mask is None else dataset.mask[qy_sl, qx_sl]
     if mask is not None and mask.all():
-        from stemnmf.errors import CalibrationError
-
         raise CalibrationError("the crop leaves only masked detector pixels", "crop another region")
     origins = None
     if dataset.origins is not None:
@@ -185,8 +184,6 @@ def bin_dataset(dataset, *, bin_q: int = 1, bin_scan: int = 1, engine=None):
     -------
     Dataset4D
     """
-    from stemnmf.engine import Engine
-
     bin_q = _check_factor(bin_q, "bin_q")
     bin_scan_factor = _check_factor(bin_scan, "bin_scan")
     out = dataset

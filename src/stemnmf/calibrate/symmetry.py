@@ -24,7 +24,8 @@ from scipy import fft as scipy_fft
 from scipy import ndimage
 
 from stemnmf.calibrate.common import check_mask
-from stemnmf.calibrate.origin import OriginFit, shifted_sum
+from stemnmf.calibrate.shift import shifted_sum
+from stemnmf.calibrate.surface import OriginFit
 from stemnmf.errors import CalibrationError, ConfigError
 
 __all__ = [

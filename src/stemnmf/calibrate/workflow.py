@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 
 from stemnmf.calibrate.common import pattern_statistics
+from stemnmf.calibrate.disks import beam_hidden
 from stemnmf.calibrate.ellipse import EllipseFit, fit_ellipse
+from stemnmf.calibrate.ellipse_profiles import fit_ellipse_profiles
 from stemnmf.calibrate.geometry import (
     _check_factor,
     bin_coordinates,
@@ -20,14 +22,9 @@ from stemnmf.calibrate.geometry import (
     crop_slices,
 )
 from stemnmf.calibrate.masks import beam_stop_mask, edge_mask
-from stemnmf.calibrate.origin import (
-    OriginFit,
-    estimate_probe,
-    fit_origin_surface,
-    measure_origins,
-    shift_patterns,
-    shifted_mask,
-)
+from stemnmf.calibrate.measure import estimate_probe, measure_origins
+from stemnmf.calibrate.shift import shift_patterns, shifted_mask
+from stemnmf.calibrate.surface import OriginFit, fit_origin_surface
 from stemnmf.calibrate.pixels import find_dead_pixels, find_hot_pixels, replace_pixels
 from stemnmf.calibrate.quality import CalibrationQuality, assess_calibration, disk_radius_pixels
 from stemnmf.calibrate.symmetry import (
@@ -40,9 +37,10 @@ from stemnmf.calibrate.symmetry import (
     shadow_mask,
     symmetry_center,
 )
+from stemnmf.engine import Engine
 from stemnmf.errors import CalibrationError, ConfigError
 
-__all__ = ["CalibrationReport", "calibrate"]
+__all__ = ["CalibrateOptions", "CalibrationReport", "calibrate", "calibrate_with"]
 
 log = logging.getLogger(__name__)
 
@@ -249,16 +247,6 @@ def _final_kernel(block, chunk, *, prepare, shifts):
     return patterns
 
 
-def _beam_hidden(mask, shape, origin) -> bool:
-    """True when the mask covers the detector centre or the known origin (a beam stop over the beam)."""
-    if mask is None:
-        return False
-    qy, qx = shape
-    y, x = origin if origin is not None else ((qy - 1) / 2.0, (qx - 1) / 2.0)
-    iy, ix = int(round(y)), int(round(x))
-    return bool(0 <= iy < qy and 0 <= ix < qx and mask[iy, ix])
-
-
 def _input_edges(edges: np.ndarray, factor: int, size: int) -> np.ndarray:
     """Block edges of a scan binned by ``factor`` on the unbinned grid (the remainder joins the last block)."""
     out = np.asarray(edges) * factor
@@ -356,6 +344,126 @@ def _com_or_symmetry(report) -> tuple[str, str]:
 
 def _coords(flags: np.ndarray) -> np.ndarray:
     return np.argwhere(flags).astype(np.int32).reshape(-1, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrateOptions:
+    """The options of :func:`calibrate` (see there), checked by :meth:`checked`."""
+
+    hot_pixels: bool = True
+    hot_pixel_threshold: float = 0.55
+    hot_pixel_mode: str = "relative"
+    hot_pixel_reference: str = "mean"
+    dead_pixels: bool = True
+    dead_pixel_threshold: float = 0.1
+    bin_q: int = 1
+    bin_scan: int = 1
+    crop_q: Any = None
+    crop_scan: Any = None
+    origin: str | None = "auto"
+    origin_fit: str | None = "plane"
+    correct_shift: bool = False
+    probe: Any = None
+    ellipse: bool = False
+    ring: Any = None
+    beam_stop: Any = "auto"
+    edge_pixels: int = 0
+    strict: bool = False
+    on_unreliable: str = "stop"
+    symmetry_blocks: int = 10
+
+    def checked(self) -> CalibrateOptions:
+        """The same options with the binning factors checked; :class:`ConfigError` on an invalid one."""
+        if self.origin not in ("auto", "com", "xcorr", "symmetry", None):
+            raise ConfigError(f"origin={self.origin!r} is unknown", "use 'auto', 'com', 'xcorr', 'symmetry' or None")
+        if self.on_unreliable not in ("stop", "warn"):
+            raise ConfigError(f"on_unreliable={self.on_unreliable!r} is unknown", "use 'stop' or 'warn'")
+        blocks = self.symmetry_blocks
+        if isinstance(blocks, bool) or not isinstance(blocks, int | np.integer) or blocks < 1:
+            raise ConfigError(f"symmetry_blocks={blocks!r} must be a positive integer")
+        if self.origin_fit not in ("plane", "quadratic", None):
+            raise ConfigError(f"origin_fit={self.origin_fit!r} is unknown", "use 'plane', 'quadratic' or None")
+        if self.hot_pixel_reference not in ("mean", "max"):
+            raise ConfigError(f"hot_pixel_reference={self.hot_pixel_reference!r} is unknown", "use 'mean' or 'max'")
+        if self.auto_beam_stop is False and isinstance(self.beam_stop, str):
+            raise ConfigError(f"beam_stop={self.beam_stop!r} is unknown", "use 'auto', None or a mask array")
+        return dataclasses.replace(
+            self, bin_q=_check_factor(self.bin_q, "bin_q"), bin_scan=_check_factor(self.bin_scan, "bin_scan")
+        )
+
+    @property
+    def auto_beam_stop(self) -> bool:
+        return isinstance(self.beam_stop, str) and self.beam_stop == "auto"
+
+    @property
+    def use_symmetry(self) -> bool:
+        """Whether the block sums for the symmetry origins are accumulated."""
+        return self.origin in ("auto", "symmetry")
+
+    def record(self) -> dict[str, Any]:
+        """The options as the report records them (lists for tuples, 'array' for a mask)."""
+        beam_stop = self.beam_stop
+        return dict(
+            hot_pixels=self.hot_pixels, hot_pixel_threshold=self.hot_pixel_threshold,
+            hot_pixel_mode=self.hot_pixel_mode, hot_pixel_reference=self.hot_pixel_reference,
+            dead_pixels=self.dead_pixels, dead_pixel_threshold=self.dead_pixel_threshold, bin_q=self.bin_q,
+            bin_scan=self.bin_scan, crop_q=None if self.crop_q is None else list(self.crop_q),
+            crop_scan=None if self.crop_scan is None else list(self.crop_scan), origin=self.origin,
+            origin_fit=self.origin_fit, correct_shift=self.correct_shift, ellipse=self.ellipse,
+            ring=None if self.ring is None else list(self.ring),
+            beam_stop=beam_stop if beam_stop is None or isinstance(beam_stop, str) else "array",
+            edge_pixels=self.edge_pixels, strict=self.strict, on_unreliable=self.on_unreliable,
+            symmetry_blocks=self.symmetry_blocks,
+        )
+
+
+@dataclasses.dataclass
+class _State:
+    """What the steps of :func:`calibrate` pass on to each other."""
+
+    options: CalibrateOptions
+    engine: Any
+    report: CalibrationReport
+    ds: Any = None  # the cropped input (its chunks are what the final transform reads)
+    qshape: tuple[int, int] = (0, 0)  # detector shape before binning
+    mask: np.ndarray | None = None  # (qshape, then pshape) mask, grown step by step
+    mean: np.ndarray | None = None
+    maximum: np.ndarray | None = None
+    blocks: np.ndarray | None = None  # (ny, nx, qy, qx) block sums for the symmetry origins
+    row_edges: np.ndarray | None = None
+    col_edges: np.ndarray | None = None
+    hot: np.ndarray | None = None
+    symmetry_centre: tuple[float, float] | None = None
+    raw: Any = None  # what the final transform reads (cropped, or scan-binned)
+    cal: Any = None  # the calibration of the result, updated step by step
+    origins_in: np.ndarray | None = None
+    pshape: tuple[int, int] = (0, 0)  # detector shape after binning
+    prepare: tuple | None = None  # (function, kwargs): hot pixels and detector binning, per chunk
+    hidden: bool = False  # the direct beam is behind the mask
+    origins: np.ndarray | None = None  # final per-position origins
+    recentred: tuple | None = None  # (image, centre, mask) of the re-centred mean for the ellipse
+    shifts: np.ndarray | None = None
+    out_mask: np.ndarray | None = None
+    out_origins: np.ndarray | None = None
+
+    @property
+    def mask_or_none(self) -> np.ndarray | None:
+        return self.mask if self.mask.any() else None
+
+    def fallback(self, err: CalibrationError, what: str) -> None:
+        """Raise with ``strict``, else record the fallback taken."""
+        if self.options.strict:
+            raise err
+        self.report.warn(f"{err.problem}; {what}")
+
+    def symmetry(self, *, coarse: bool = False) -> None:
+        """Symmetry centres of the blocks and their surface into the report."""
+        _symmetry(self.report, self.blocks, self.row_edges, self.col_edges, self.mask_or_none,
+                  self.symmetry_centre, self.options.origin_fit, coarse=coarse)
+
+    def use_symmetry(self) -> None:
+        """Take the symmetry origins (raises :class:`CalibrationError` when there are none to trust)."""
+        self.origins, self.recentred = _use_symmetry(self.report, self.blocks, self.mask_or_none)
 
 
 def calibrate(
@@ -470,54 +578,48 @@ def calibrate(
         A mask covering everything; an unreliable calibration with
         ``on_unreliable='stop'``; with ``strict``, any failed step.
     """
-    from stemnmf.engine import Engine
+    options = {name: value for name, value in locals().items() if name not in ("dataset", "engine")}
+    return calibrate_with(dataset, CalibrateOptions(**options), engine=engine)
 
-    engine = engine or Engine()
-    options = dict(
-        hot_pixels=hot_pixels, hot_pixel_threshold=hot_pixel_threshold, hot_pixel_mode=hot_pixel_mode,
-        hot_pixel_reference=hot_pixel_reference, dead_pixels=dead_pixels,
-        dead_pixel_threshold=dead_pixel_threshold, bin_q=bin_q, bin_scan=bin_scan,
-        crop_q=None if crop_q is None else list(crop_q), crop_scan=None if crop_scan is None else list(crop_scan),
-        origin=origin, origin_fit=origin_fit, correct_shift=correct_shift, ellipse=ellipse,
-        ring=None if ring is None else list(ring),
-        beam_stop=beam_stop if beam_stop is None or isinstance(beam_stop, str) else "array",
-        edge_pixels=edge_pixels, strict=strict, on_unreliable=on_unreliable, symmetry_blocks=symmetry_blocks,
-    )
-    if origin not in ("auto", "com", "xcorr", "symmetry", None):
-        raise ConfigError(f"origin={origin!r} is unknown", "use 'auto', 'com', 'xcorr', 'symmetry' or None")
-    if on_unreliable not in ("stop", "warn"):
-        raise ConfigError(f"on_unreliable={on_unreliable!r} is unknown", "use 'stop' or 'warn'")
-    if isinstance(symmetry_blocks, bool) or not isinstance(symmetry_blocks, int | np.integer) or symmetry_blocks < 1:
-        raise ConfigError(f"symmetry_blocks={symmetry_blocks!r} must be a positive integer")
-    if origin_fit not in ("plane", "quadratic", None):
-        raise ConfigError(f"origin_fit={origin_fit!r} is unknown", "use 'plane', 'quadratic' or None")
-    if hot_pixel_reference not in ("mean", "max"):
-        raise ConfigError(f"hot_pixel_reference={hot_pixel_reference!r} is unknown", "use 'mean' or 'max'")
-    if isinstance(beam_stop, str) and beam_stop != "auto":
-        raise ConfigError(f"beam_stop={beam_stop!r} is unknown", "use 'auto', None or a mask array")
-    bin_q = _check_factor(bin_q, "bin_q")
-    bin_scan = _check_factor(bin_scan, "bin_scan")
-    report = CalibrationReport(input_shape=dataset.shape, options=options)
 
-    def fallback(err: CalibrationError, what: str) -> None:
-        if strict:
-            raise err
-        report.warn(f"{err.problem}; {what}")
+def calibrate_with(dataset, options: CalibrateOptions, *, engine=None):
+    """:func:`calibrate` with its options in a :class:`CalibrateOptions`; same returns and errors."""
+    record = options.record()
+    options = options.checked()
+    state = _State(options=options, engine=engine or Engine(),
+                   report=CalibrationReport(input_shape=dataset.shape, options=record))
+    _crop_and_given_masks(state, dataset)
+    _statistics(state)
+    _found_masks(state)
+    _hot_pixels(state)
+    if options.use_symmetry:
+        state.symmetry_centre = _symmetry_centre_and_shadow(
+            state.mean, state.mask, state.ds.calibration.origin, options.beam_stop, state.report,
+            n_averaged=state.ds.n_positions,
+        )
+    _detector_binning(state)
+    _scan_binning(state)
+    _origins(state)
+    _shift_correction(state)
+    if options.ellipse:
+        _ellipse(state)
+    return _finish(state)
 
-    # 1. crop ------------------------------------------------------------------------------
-    ds = crop_dataset(dataset, q=crop_q, scan=crop_scan)
-    qshape = ds.pattern_shape
-    mask = np.zeros(qshape, dtype=bool) if ds.mask is None else ds.mask.copy()
 
-    # 2. masks given up front --------------------------------------------------------------
-    if edge_pixels:
-        edges = edge_mask(qshape, edge_pixels)
+def _crop_and_given_masks(state: _State, dataset) -> None:
+    """1. crop; 2. the masks given up front (edges, a beam-stop array)."""
+    opts, report = state.options, state.report
+    state.ds = crop_dataset(dataset, q=opts.crop_q, scan=opts.crop_scan)
+    qshape = state.qshape = state.ds.pattern_shape
+    mask = state.mask = np.zeros(qshape, dtype=bool) if state.ds.mask is None else state.ds.mask.copy()
+    if opts.edge_pixels:
+        edges = edge_mask(qshape, opts.edge_pixels)
         report.edge_pixels = int((edges & ~mask).sum())
         mask |= edges
-    if beam_stop is not None and not isinstance(beam_stop, str):
-        stop = np.asarray(beam_stop, dtype=bool)
+    if opts.beam_stop is not None and not isinstance(opts.beam_stop, str):
+        stop = np.asarray(opts.beam_stop, dtype=bool)
         if stop.shape == dataset.pattern_shape and stop.shape != qshape:
-            ys, xs = crop_slices(dataset.pattern_shape, crop_q, "crop_q")
+            ys, xs = crop_slices(dataset.pattern_shape, opts.crop_q, "crop_q")
             stop = stop[ys, xs]
         if stop.shape != qshape:
             raise ConfigError(
@@ -527,36 +629,45 @@ def calibrate(
         report.beam_stop_pixels = int((stop & ~mask).sum())
         mask |= stop
 
-    # 3. one pass for the mean and max patterns --------------------------------------------
-    need_stats = hot_pixels or dead_pixels or beam_stop == "auto" or origin is not None or ellipse
-    mean = maximum = blocks = None
-    use_symmetry = origin in ("auto", "symmetry")
-    if use_symmetry:
+
+def _statistics(state: _State) -> None:
+    """3. one pass for the mean and max patterns (and the block sums for the symmetry origins)."""
+    opts, ds, engine = state.options, state.ds, state.engine
+    need_stats = (opts.hot_pixels or opts.dead_pixels or opts.auto_beam_stop or opts.origin is not None
+                  or opts.ellipse)
+    if opts.use_symmetry:
         # blocks of the (scan-binned) grid, accumulated on the input grid in the same pass as the mean
         sy, sx = ds.scan_shape
         # each partial sum in flight (and each copy while they are cleaned) holds every block: 1/64 of the budget
         fit = int(np.sqrt(engine.memory_budget / 64 / (4 * ds.pattern_shape[0] * ds.pattern_shape[1])))
-        n_blocks = max(3, min(int(symmetry_blocks), fit))
-        row_edges, col_edges = block_edges((sy // bin_scan, sx // bin_scan), n_blocks)
+        n_blocks = max(3, min(int(opts.symmetry_blocks), fit))
+        bin_scan = opts.bin_scan
+        state.row_edges, state.col_edges = block_edges((sy // bin_scan, sx // bin_scan), n_blocks)
         mean, maximum, blocks = engine.reduce(
             block_sums_kernel, ds, combine=["sum", "max", "sum"], desc="mean pattern and block sums",
-            kwargs=dict(row_edges=_input_edges(row_edges, bin_scan, sy), col_edges=_input_edges(col_edges, bin_scan, sx)),
+            kwargs=dict(row_edges=_input_edges(state.row_edges, bin_scan, sy),
+                        col_edges=_input_edges(state.col_edges, bin_scan, sx)),
         )
-        blocks = np.asarray(blocks, dtype=np.float64)
-        mean = (mean / ds.n_positions).astype(np.float32)
-        maximum = np.asarray(maximum, dtype=np.float32)
+        state.blocks = np.asarray(blocks, dtype=np.float64)
+        state.mean = (mean / ds.n_positions).astype(np.float32)
+        state.maximum = np.asarray(maximum, dtype=np.float32)
     elif need_stats:
-        mean, maximum = pattern_statistics(ds, engine)
-    if dead_pixels:
-        dead = find_dead_pixels(mean, threshold=dead_pixel_threshold, mask=mask)
+        state.mean, state.maximum = pattern_statistics(ds, engine)
+
+
+def _found_masks(state: _State) -> None:
+    """Dead pixels and the beam stop found on the mean pattern."""
+    opts, report, mask, mean, qshape = state.options, state.report, state.mask, state.mean, state.qshape
+    if opts.dead_pixels:
+        dead = find_dead_pixels(mean, threshold=opts.dead_pixel_threshold, mask=mask)
         report.dead_pixels = _coords(dead)
         mask |= dead
         if dead.any():
             log.info("%d dead pixels masked", int(dead.sum()))
-    if isinstance(beam_stop, str) and beam_stop == "auto":
+    if opts.auto_beam_stop:
         centres = [((qshape[0] - 1) / 2.0, (qshape[1] - 1) / 2.0)]
-        if ds.calibration.origin is not None:
-            centres.append(ds.calibration.origin)
+        if state.ds.calibration.origin is not None:
+            centres.append(state.ds.calibration.origin)
         else:
             try:
                 centres.append(estimate_probe(mean, mask=mask).center)
@@ -570,249 +681,301 @@ def calibrate(
     if mask.all():
         raise CalibrationError("the masks cover every detector pixel", "mask fewer pixels (edge_pixels, beam_stop)")
 
-    # 4. hot pixels (replaced, with detector binning, inside the later passes) -------------
-    hot = np.zeros(qshape, dtype=bool)
-    if hot_pixels:
-        reference = mean if hot_pixel_reference == "mean" else maximum
-        hot = find_hot_pixels(reference, threshold=hot_pixel_threshold, mode=hot_pixel_mode, mask=mask)
-        report.hot_pixels = _coords(hot)
-        if hot.any():
-            log.info("%d hot pixels replaced by their 3 x 3 median", int(hot.sum()))
-            if ds.calibration.convergence_angle and ds.calibration.q_pixel and ds.calibration.beam_energy:
-                beam_radius = disk_radius_pixels(ds.calibration, qshape)
-            else:
-                try:
-                    beam_radius = estimate_probe(mean, mask=mask).radius
-                except CalibrationError:
-                    beam_radius = None
-            if beam_radius is not None and beam_radius < 2.0:
-                report.warn(
-                    f"the direct beam is only {beam_radius:.1f} px in radius and disks this small can pass for "
-                    f"hot pixels ({int(hot.sum())} found); check report.hot_pixels or raise hot_pixel_threshold"
-                )
-            mean, unfixed = replace_pixels(mean, hot, mask=mask)
-            if blocks is not None:
-                blocks = replace_pixels(blocks.reshape(-1, *qshape), hot, mask=mask)[0].reshape(blocks.shape)
-            if unfixed.any():
-                report.warn(f"{int(unfixed.sum())} hot pixels have no usable neighbour; they are masked")
-                mask |= unfixed
-    symmetry_centre = None
-    if use_symmetry:
-        symmetry_centre = _symmetry_centre_and_shadow(
-            mean, mask, ds.calibration.origin, beam_stop, report, n_averaged=ds.n_positions
-        )
-    raw = ds.replace(mask=mask if mask.any() else None)
-    cal, origins_in = ds.calibration, ds.origins
-    pshape = qshape
-    prepare = None
-    if hot.any() or bin_q > 1:
-        qy, qx = qshape
-        pshape = (qy // bin_q, qx // bin_q)
-        if 0 in pshape:
-            raise ConfigError(f"bin_q={bin_q} is larger than the pattern ({qy} x {qx})", "use a smaller bin")
-        if bin_q > 1 and (qy % bin_q or qx % bin_q):
-            report.warn(f"bin_q={bin_q} does not divide the {qy} x {qx} pattern; the remainder is dropped")
-        prepare = (_prepare, {"bad": hot if hot.any() else None, "mask": mask.copy(), "factor": bin_q})
-        if bin_q > 1:
-            changes: dict[str, Any] = {}
-            if cal.q_pixel is not None:
-                changes["q_pixel"] = cal.q_pixel * bin_q
-            if cal.origin is not None:
-                changes["origin"] = tuple(bin_coordinates(cal.origin, bin_q))
-            if cal.ellipse is not None:
-                a, b, angle = cal.ellipse
-                changes["ellipse"] = (a / bin_q, b / bin_q, angle)
-            cal = cal.replace(**changes)
-            if origins_in is not None:
-                origins_in = bin_coordinates(origins_in, bin_q).astype(np.float32)
-            mask = bin_mask(mask, bin_q)
-            if mean is not None:
-                mean = bin_patterns(mean, bin_q)
-            if blocks is not None:
-                blocks = bin_patterns(blocks, bin_q)
-                symmetry_centre = tuple(bin_coordinates(symmetry_centre, bin_q))
-        if mask.all():
-            raise CalibrationError("the masks cover every detector pixel", "mask fewer pixels (edge_pixels, beam_stop)")
 
-    # 5. scan binning: the prepared patterns are binned lazily and become the new base -----
+def _hot_pixels(state: _State) -> None:
+    """4. hot pixels found on the mean (or max) pattern, replaced there (and in the later passes)."""
+    opts, report, mask, qshape = state.options, state.report, state.mask, state.qshape
+    state.hot = np.zeros(qshape, dtype=bool)
+    if not opts.hot_pixels:
+        return
+    reference = state.mean if opts.hot_pixel_reference == "mean" else state.maximum
+    hot = state.hot = find_hot_pixels(reference, threshold=opts.hot_pixel_threshold, mode=opts.hot_pixel_mode,
+                                      mask=mask)
+    report.hot_pixels = _coords(hot)
+    if not hot.any():
+        return
+    log.info("%d hot pixels replaced by their 3 x 3 median", int(hot.sum()))
+    cal = state.ds.calibration
+    if cal.convergence_angle and cal.q_pixel and cal.beam_energy:
+        beam_radius = disk_radius_pixels(cal, qshape)
+    else:
+        try:
+            beam_radius = estimate_probe(state.mean, mask=mask).radius
+        except CalibrationError:
+            beam_radius = None
+    if beam_radius is not None and beam_radius < 2.0:
+        report.warn(
+            f"the direct beam is only {beam_radius:.1f} px in radius and disks this small can pass for "
+            f"hot pixels ({int(hot.sum())} found); check report.hot_pixels or raise hot_pixel_threshold"
+        )
+    state.mean, unfixed = replace_pixels(state.mean, hot, mask=mask)
+    if state.blocks is not None:
+        blocks = state.blocks
+        state.blocks = replace_pixels(blocks.reshape(-1, *qshape), hot, mask=mask)[0].reshape(blocks.shape)
+    if unfixed.any():
+        report.warn(f"{int(unfixed.sum())} hot pixels have no usable neighbour; they are masked")
+        mask |= unfixed
+
+
+def _detector_binning(state: _State) -> None:
+    """The per-chunk preparation (hot pixels, detector binning) and the calibration on the binned grid."""
+    bin_q, hot, report = state.options.bin_q, state.hot, state.report
+    state.raw = state.ds.replace(mask=state.mask_or_none)
+    state.cal, state.origins_in = state.ds.calibration, state.ds.origins
+    state.pshape = state.qshape
+    if not (hot.any() or bin_q > 1):
+        return
+    qy, qx = state.qshape
+    state.pshape = (qy // bin_q, qx // bin_q)
+    if 0 in state.pshape:
+        raise ConfigError(f"bin_q={bin_q} is larger than the pattern ({qy} x {qx})", "use a smaller bin")
+    if bin_q > 1 and (qy % bin_q or qx % bin_q):
+        report.warn(f"bin_q={bin_q} does not divide the {qy} x {qx} pattern; the remainder is dropped")
+    state.prepare = (_prepare, {"bad": hot if hot.any() else None, "mask": state.mask.copy(), "factor": bin_q})
+    if bin_q > 1:
+        cal = state.cal
+        changes: dict[str, Any] = {}
+        if cal.q_pixel is not None:
+            changes["q_pixel"] = cal.q_pixel * bin_q
+        if cal.origin is not None:
+            changes["origin"] = tuple(bin_coordinates(cal.origin, bin_q))
+        if cal.ellipse is not None:
+            a, b, angle = cal.ellipse
+            changes["ellipse"] = (a / bin_q, b / bin_q, angle)
+        state.cal = cal.replace(**changes)
+        if state.origins_in is not None:
+            state.origins_in = bin_coordinates(state.origins_in, bin_q).astype(np.float32)
+        state.mask = bin_mask(state.mask, bin_q)
+        if state.mean is not None:
+            state.mean = bin_patterns(state.mean, bin_q)
+        if state.blocks is not None:
+            state.blocks = bin_patterns(state.blocks, bin_q)
+            state.symmetry_centre = tuple(bin_coordinates(state.symmetry_centre, bin_q))
+    if state.mask.all():
+        raise CalibrationError("the masks cover every detector pixel", "mask fewer pixels (edge_pixels, beam_stop)")
+
+
+def _scan_binning(state: _State) -> None:
+    """5. scan binning: the prepared patterns are binned lazily and become the new base."""
+    bin_scan, raw = state.options.bin_scan, state.raw
     if bin_scan > 1:
         sy, sx = raw.scan_shape
         if sy % bin_scan or sx % bin_scan:
-            report.warn(f"bin_scan={bin_scan} does not divide the {sy} x {sx} scan; the remainder is dropped")
+            state.report.warn(f"bin_scan={bin_scan} does not divide the {sy} x {sx} scan; the remainder is dropped")
         base = raw
-        if prepare is not None:
-            base = engine.transform(
-                _prepare_kernel, raw, pattern_shape=pshape, kwargs={"prepare": prepare}, desc="hot pixels / binning"
+        if state.prepare is not None:
+            base = state.engine.transform(
+                _prepare_kernel, raw, pattern_shape=state.pshape, kwargs={"prepare": state.prepare},
+                desc="hot pixels / binning",
             )
-        base = base.replace(calibration=cal, mask=mask if mask.any() else None, origins=origins_in)
-        raw = bin_dataset(base, bin_scan=bin_scan, engine=engine)
-        cal, origins_in, prepare = raw.calibration, raw.origins, None
-        if mean is not None:
-            mean = mean * float(bin_scan) ** 2
-    mask_or_none = mask if mask.any() else None
-    hidden = _beam_hidden(mask_or_none, pshape, cal.origin if cal.origin is not None else symmetry_centre)
-    symmetry_args = (blocks, row_edges, col_edges, mask_or_none, symmetry_centre, origin_fit) if use_symmetry else None
-    if origin == "symmetry" or (origin == "auto" and hidden):
-        _symmetry(report, *symmetry_args)
+        base = base.replace(calibration=state.cal, mask=state.mask_or_none, origins=state.origins_in)
+        state.raw = bin_dataset(base, bin_scan=bin_scan, engine=state.engine)
+        state.cal, state.origins_in, state.prepare = state.raw.calibration, state.raw.origins, None
+        if state.mean is not None:
+            state.mean = state.mean * float(bin_scan) ** 2
+    origin = state.cal.origin if state.cal.origin is not None else state.symmetry_centre
+    if origin is None:
+        origin = ((state.pshape[0] - 1) / 2.0, (state.pshape[1] - 1) / 2.0)
+    state.hidden = beam_hidden(state.mask_or_none, origin)
 
-    # 6. origins (and, in the same pass, the mean of the re-centred patterns for the ellipse)
-    origins_final = origins_in
-    recentred = None
-    if origin == "symmetry" or (origin == "auto" and hidden):
+
+def _origins(state: _State) -> None:
+    """6. origins (and, in the same pass, the mean of the re-centred patterns for the ellipse)."""
+    origin, report = state.options.origin, state.report
+    state.origins = state.origins_in
+    if origin == "symmetry" or (origin == "auto" and state.hidden):
+        state.symmetry()
         try:
-            origins_final, recentred = _use_symmetry(report, blocks, mask_or_none)
+            state.use_symmetry()
         except CalibrationError as err:
-            fallback(err, "per-position origins were not set")
+            state.fallback(err, "per-position origins were not set")
         else:
             report.origin_choice = (
                 "asked for" if origin == "symmetry" else "the direct beam is behind the beam stop (masked)"
             )
-    elif origin is not None and hidden:
-        fallback(
+    elif origin is not None and state.hidden:
+        state.fallback(
             CalibrationError("the direct beam is behind the beam stop (the mask covers the detector centre)"),
             "per-position origins were not measured; the ellipse centre is the origin when ellipse=True",
         )
     elif origin is not None:
-        try:
-            measurement = measure_origins(
-                raw, method="com" if origin == "auto" else origin, engine=engine, mean_pattern=mean, probe=probe, recentred_mean=ellipse,
-                prepare=prepare, mask=mask_or_none,
-            )
-        except CalibrationError as err:
-            try:
-                if origin != "auto":
-                    raise err
-                _symmetry(report, *symmetry_args)
-                origins_final, recentred = _use_symmetry(report, blocks, mask_or_none)
-                report.origin_choice = err.problem
-            except CalibrationError:
-                report.symmetry = report.symmetry_fit = None
-                fallback(err, "per-position origins were not measured")
-        else:
-            measured, probe_est = measurement.origins, measurement.probe
-            if measurement.recentred_mean is not None:
-                recentred = (measurement.recentred_mean, probe_est.center, measurement.recentred_mask)
-            report.origin_method = "com" if origin == "auto" else origin
-            report.probe_center = probe_est.center
-            report.probe_radius = probe_est.radius
-            report.origins_measured = measured.astype(np.float32)
-            missing = ~np.isfinite(measured).all(axis=-1)
-            report.n_no_beam = int(missing.sum())
-            if origin_fit is not None:
-                try:
-                    fit = fit_origin_surface(measured, model=origin_fit)
-                except CalibrationError as err:
-                    fallback(err, "per-position origins were not set")
-                else:
-                    report.origin_fit = fit
-                    origins_final = fit.fitted.astype(np.float32)
-                    if report.n_no_beam:
-                        report.warn(
-                            f"no direct beam in {report.n_no_beam} of {missing.size} patterns; "
-                            f"their origins come from the fitted {origin_fit}"
-                        )
-            else:
-                if missing.all():
-                    fallback(CalibrationError("no direct beam in any pattern"), "origins were not set")
-                else:
-                    origins_final = measured.copy()
-                    if missing.any():
-                        fill = np.median(measured[~missing], axis=0)
-                        origins_final[missing] = fill
-                        report.warn(
-                            f"no direct beam in {report.n_no_beam} of {missing.size} patterns; "
-                            f"their origin is the median origin ({fill[0]:.2f}, {fill[1]:.2f})"
-                        )
-                    origins_final = origins_final.astype(np.float32)
+        _measured_origins(state)
     if origin == "auto" and report.origin_method == "com":
-        _symmetry(report, *symmetry_args, coarse=True)  # a check of the direct beam: 2 x 2 blocks merged
+        state.symmetry(coarse=True)  # a check of the direct beam: 2 x 2 blocks merged
         use, report.origin_choice = _com_or_symmetry(report)
         if use == "symmetry":
-            _symmetry(report, *symmetry_args)
-            origins_final, recentred = _use_symmetry(report, blocks, mask_or_none)
-    if origins_final is not None and report.origin_method is not None:
-        report.origin = tuple(float(v) for v in np.asarray(origins_final, np.float64).reshape(-1, 2).mean(axis=0))
-        cal = cal.replace(origin=report.origin)
+            state.symmetry()
+            state.use_symmetry()
+    if state.origins is not None and report.origin_method is not None:
+        report.origin = tuple(float(v) for v in np.asarray(state.origins, np.float64).reshape(-1, 2).mean(axis=0))
+        state.cal = state.cal.replace(origin=report.origin)
 
-    # 7. shift correction, fused with hot pixels and binning into one lazy per-pattern transform
-    shifts = None
-    out_mask, out_origins = mask_or_none, origins_final
-    if correct_shift:
-        if origins_final is None:
-            fallback(CalibrationError("no origins to correct the shift with"), "shift correction was skipped")
-        elif not np.isfinite(origins_final).all():
-            fallback(CalibrationError("the dataset's origins have missing values"), "shift correction was skipped")
-        else:
-            given = np.asarray(origins_final, np.float64).reshape(-1, 2)
-            if report.origin is None:  # origins that came with the dataset
-                report.origin = tuple(float(v) for v in given.mean(axis=0))
-                cal = cal.replace(origin=report.origin)
-            shifts = np.asarray(report.origin)[None, :] - given
-            report.max_shift = float(np.abs(shifts).max())
-            out_mask = shifted_mask(mask_or_none, shifts, pshape)
-            out_origins = np.broadcast_to(np.asarray(report.origin, np.float32), origins_final.shape).copy()
-            report.shift_corrected = True
 
-    # 8. ellipse: on the mean of the re-centred patterns (sharp rings) when origins were measured
-    if ellipse:
-        exclude = None
-        if recentred is not None:
-            image, centre, image_mask = recentred
-        else:
-            image, centre, image_mask = mean, cal.origin, mask_or_none
-            if hidden:
-                # rays from the detector centre (or known origin); the ring search starts past the stop
-                centre = centre if centre is not None else ((pshape[0] - 1) / 2.0, (pshape[1] - 1) / 2.0)
-                yy, xx = np.nonzero(~mask)
-                exclude = float(np.hypot(yy - centre[0], xx - centre[1]).min()) + 2.0
+def _measured_origins(state: _State) -> None:
+    """Origins of the direct beam at each position ('com' or 'xcorr'), then their surface."""
+    opts, report = state.options, state.report
+    method = "com" if opts.origin == "auto" else opts.origin
+    try:
+        measurement = measure_origins(
+            state.raw, method=method, engine=state.engine, mean_pattern=state.mean, probe=opts.probe,
+            recentred_mean=opts.ellipse, prepare=state.prepare, mask=state.mask_or_none,
+        )
+    except CalibrationError as err:
         try:
-            # on the re-centred mean the ring's centre is the origin: fit the axes only (well conditioned on a
-            # ring of a few Bragg spots)
-            fit = fit_ellipse(image, center=centre, ring=ring, mask=image_mask, exclude_radius=exclude,
-                              fix_center=recentred is not None)
+            if opts.origin != "auto":
+                raise err
+            state.symmetry()
+            state.use_symmetry()
+            report.origin_choice = err.problem
+        except CalibrationError:
+            report.symmetry = report.symmetry_fit = None
+            state.fallback(err, "per-position origins were not measured")
+        return
+    measured, probe_est = measurement.origins, measurement.probe
+    if measurement.recentred_mean is not None:
+        state.recentred = (measurement.recentred_mean, probe_est.center, measurement.recentred_mask)
+    report.origin_method = method
+    report.probe_center = probe_est.center
+    report.probe_radius = probe_est.radius
+    report.origins_measured = measured.astype(np.float32)
+    missing = ~np.isfinite(measured).all(axis=-1)
+    report.n_no_beam = int(missing.sum())
+    if opts.origin_fit is not None:
+        try:
+            fit = fit_origin_surface(measured, model=opts.origin_fit)
         except CalibrationError as err:
-            fallback(err, "no ellipse correction is applied")
+            state.fallback(err, "per-position origins were not set")
         else:
-            if recentred is not None and report.origin is not None:
-                # from the frame of the re-centred mean to the mean origin of the data
-                offset = np.asarray(report.origin) - np.asarray(centre)
-                fit = dataclasses.replace(fit, center=tuple(float(v) for v in np.asarray(fit.center) + offset))
-            if fit.axis_ratio_std > 0.005 or np.degrees(fit.angle_std) > 1.0:
+            report.origin_fit = fit
+            state.origins = fit.fitted.astype(np.float32)
+            if report.n_no_beam:
                 report.warn(
-                    f"the ellipse is poorly determined: a/b = {fit.axis_ratio:.4f} +- {fit.axis_ratio_std:.4f}, "
-                    f"angle {np.degrees(fit.angle):.1f} +- {np.degrees(fit.angle_std):.1f} deg; it is applied anyway"
+                    f"no direct beam in {report.n_no_beam} of {missing.size} patterns; "
+                    f"their origins come from the fitted {opts.origin_fit}"
                 )
-            report.ellipse = fit
-            changes = {"ellipse": fit.ellipse}
-            if cal.origin is None:
-                changes["origin"] = fit.center
-                report.origin = fit.center
-                log.info("origin taken from the ellipse centre (%.2f, %.2f)", *fit.center)
-            cal = cal.replace(**changes)
-
-    # the calibrated dataset: one per-pattern transform of the (cropped) input, lazy for lazy input
-    if prepare is None and shifts is None:
-        ds = raw.replace(calibration=cal, mask=out_mask, origins=out_origins)
+    elif missing.all():
+        state.fallback(CalibrationError("no direct beam in any pattern"), "origins were not set")
     else:
-        ds = engine.transform(
+        origins = measured.copy()
+        if missing.any():
+            fill = np.median(measured[~missing], axis=0)
+            origins[missing] = fill
+            report.warn(
+                f"no direct beam in {report.n_no_beam} of {missing.size} patterns; "
+                f"their origin is the median origin ({fill[0]:.2f}, {fill[1]:.2f})"
+            )
+        state.origins = origins.astype(np.float32)
+
+
+def _shift_correction(state: _State) -> None:
+    """7. shift correction, fused with hot pixels and binning into one lazy per-pattern transform."""
+    report, origins = state.report, state.origins
+    state.out_mask, state.out_origins = state.mask_or_none, origins
+    if not state.options.correct_shift:
+        return
+    if origins is None:
+        state.fallback(CalibrationError("no origins to correct the shift with"), "shift correction was skipped")
+    elif not np.isfinite(origins).all():
+        state.fallback(CalibrationError("the dataset's origins have missing values"), "shift correction was skipped")
+    else:
+        given = np.asarray(origins, np.float64).reshape(-1, 2)
+        if report.origin is None:  # origins that came with the dataset
+            report.origin = tuple(float(v) for v in given.mean(axis=0))
+            state.cal = state.cal.replace(origin=report.origin)
+        state.shifts = np.asarray(report.origin)[None, :] - given
+        report.max_shift = float(np.abs(state.shifts).max())
+        state.out_mask = shifted_mask(state.mask_or_none, state.shifts, state.pshape)
+        state.out_origins = np.broadcast_to(np.asarray(report.origin, np.float32), origins.shape).copy()
+        report.shift_corrected = True
+
+
+def _fit_ellipse_of(state: _State, image, centre, image_mask, exclude) -> EllipseFit:
+    """The ellipse of ``image``: from the sectors' radial profiles about a known centre, else one ring's crest."""
+    ring = state.options.ring
+    if state.recentred is not None and ring is None:
+        # on the re-centred mean the rings' centre is the origin: every ring, sector by sector
+        try:
+            radius = state.report.probe_radius
+            if radius is None:
+                radius = estimate_probe(image, mask=image_mask).radius
+        except CalibrationError:
+            radius = 1.0
+        try:
+            return fit_ellipse_profiles(image, center=centre, mask=image_mask, r_min=max(4.0, 1.5 * radius + 2.0))
+        except CalibrationError as err:
+            log.info("no ellipse from the sectors' profiles (%s); the ring's crest is fitted", err.problem)
+    # on the re-centred mean the ring's centre is the origin: fit the axes only (well conditioned on a ring of a
+    # few Bragg spots)
+    return fit_ellipse(image, center=centre, ring=ring, mask=image_mask, exclude_radius=exclude,
+                       fix_center=state.recentred is not None)
+
+
+def _ellipse(state: _State) -> None:
+    """8. ellipse: on the mean of the re-centred patterns (sharp rings) when origins were measured."""
+    report, recentred, pshape = state.report, state.recentred, state.pshape
+    exclude = None
+    if recentred is not None:
+        image, centre, image_mask = recentred
+    else:
+        image, centre, image_mask = state.mean, state.cal.origin, state.mask_or_none
+        if state.hidden:
+            # rays from the detector centre (or known origin); the ring search starts past the stop
+            centre = centre if centre is not None else ((pshape[0] - 1) / 2.0, (pshape[1] - 1) / 2.0)
+            yy, xx = np.nonzero(~state.mask)
+            exclude = float(np.hypot(yy - centre[0], xx - centre[1]).min()) + 2.0
+    try:
+        fit = _fit_ellipse_of(state, image, centre, image_mask, exclude)
+    except CalibrationError as err:
+        state.fallback(err, "no ellipse correction is applied")
+        return
+    if recentred is not None and report.origin is not None:
+        # from the frame of the re-centred mean to the mean origin of the data
+        offset = np.asarray(report.origin) - np.asarray(centre)
+        fit = dataclasses.replace(fit, center=tuple(float(v) for v in np.asarray(fit.center) + offset))
+    if fit.axis_ratio_std > 0.005 or np.degrees(fit.angle_std) > 1.0:
+        report.warn(
+            f"the ellipse is poorly determined: a/b = {fit.axis_ratio:.4f} +- {fit.axis_ratio_std:.4f}, "
+            f"angle {np.degrees(fit.angle):.1f} +- {np.degrees(fit.angle_std):.1f} deg; it is applied anyway"
+        )
+    report.ellipse = fit
+    changes = {"ellipse": fit.ellipse}
+    if state.cal.origin is None:
+        changes["origin"] = fit.center
+        report.origin = fit.center
+        log.info("origin taken from the ellipse centre (%.2f, %.2f)", *fit.center)
+    state.cal = state.cal.replace(**changes)
+
+
+def _finish(state: _State):
+    """The calibrated dataset (one per-pattern transform of the input, lazy for lazy input) and its checks."""
+    report, raw = state.report, state.raw
+    if state.prepare is None and state.shifts is None:
+        ds = raw.replace(calibration=state.cal, mask=state.out_mask, origins=state.out_origins)
+    else:
+        ds = state.engine.transform(
             _final_kernel,
             raw,
-            pattern_shape=pshape,
-            kwargs={"prepare": prepare, "shifts": shifts},
+            pattern_shape=state.pshape,
+            kwargs={"prepare": state.prepare, "shifts": state.shifts},
             desc="calibration",
-            calibration=cal,
-            mask=out_mask,
-            origins=out_origins,
+            calibration=state.cal,
+            mask=state.out_mask,
+            origins=state.out_origins,
         )
     report.output_shape = ds.shape
     report.origins = None if ds.origins is None else np.asarray(ds.origins, dtype=np.float32).copy()
     report.mask = None if ds.mask is None else ds.mask.copy()
     report.n_masked = 0 if ds.mask is None else int(ds.mask.sum())
-    report.quality = assess_calibration(report, disk_radius=disk_radius_pixels(cal, pshape), pattern_shape=pshape)
+    report.quality = assess_calibration(report, disk_radius=disk_radius_pixels(state.cal, state.pshape),
+                                        pattern_shape=state.pshape)
     if not report.quality.reliable:
-        problem = "the calibration is unreliable: " + "; ".join(report.quality.problems)
-        if on_unreliable == "stop":
-            raise CalibrationError(problem, "check the data and the calibration options, or go on with on_unreliable='warn' (--calibration-unreliable warn)")
-        report.warn("CALIBRATION UNRELIABLE (going on as asked): " + "; ".join(report.quality.problems))
+        problems = "; ".join(report.quality.problems)
+        if state.options.on_unreliable == "stop":
+            raise CalibrationError(
+                "the calibration is unreliable: " + problems,
+                "check the data and the calibration options, or go on with on_unreliable='warn' "
+                "(--calibration-unreliable warn)",
+            )
+        report.warn("CALIBRATION UNRELIABLE (going on as asked): " + problems)
     log.info("calibration: %s", report.summary().replace("\n", "; "))
     return ds, report

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from stemnmf.calibrate.disks import beam_hidden, unmasked_radius
 from stemnmf.engine import Engine
 from stemnmf.errors import ConfigError, InputError
 from stemnmf.features.description import FeatureDescription
@@ -122,7 +123,12 @@ def featurize(dataset, representation: str, *, engine: Engine | None = None, sca
     if profiles is not None:
         extra.update(profiles.by_products(stats))
     beam_half = None
-    if profiles is not None and (
+    hidden = beam_hidden(geometry.mask, geometry.origin)
+    if hidden:  # a beam stop over the direct beam: the rings start past the stop, BD's template from the disks
+        settings["beam_hidden"] = True
+        if opts.r_min is None and ("aa" in reps or "rv" in reps):
+            opts = dataclasses.replace(opts, r_min=unmasked_radius(geometry.mask, geometry.origin) + 2.0)
+    if profiles is not None and not hidden and (
         ("rv" in reps and opts.r_min is None) or ("aa" in reps and opts.rings is None and opts.r_min is None)
         or ("bd" in reps and opts.disk_radius is None)
     ):

@@ -42,9 +42,11 @@ class FeatureOptions:
         ``sector_width`` 5 degrees (72 per ring), ``sector_offset`` 0 degrees
         (from +qx towards +qy).
     BD
-        ``template`` 'beam' (mean central beam), 'vacuum' (mean of
+        ``template`` 'beam' (mean central beam; the mean of the brightest Bragg
+        disks when the mask hides the beam), 'vacuum' (mean of
         ``vacuum_region``), 'synthetic' (disk of ``disk_radius``), or an image.
-        ``disk_radius`` None: half-maximum radius of the mean central beam.
+        ``disk_radius`` None: half-maximum radius of the mean central beam (or
+        of those Bragg disks).
         ``vacuum_region``: (sy, sx) bool or (y0, y1, x0, x1). ``kernel_background``
         'annular' or 'none'. ``corr_power`` 1 (cross-correlation; 0 phase).
         ``corr_sigma`` 0. ``min_relative`` 0.001 of the strongest peak,

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from stemnmf.calibrate.disks import beam_hidden, disk_template
 from stemnmf.errors import CalibrationError, ConfigError
 from stemnmf.features.bragg import (
     bragg_vector_map,
@@ -144,6 +145,12 @@ def _bd_setup(opts: FeatureOptions, stats: PatternStatistics | None, ref, beam_h
             radius = math.sqrt(np.count_nonzero(template >= 0.5 * template.max()) / math.pi)
         else:
             radius = beam_half
+    if kind == "beam" and beam_hidden(mask, ref):  # a beam stop over the direct beam: the Bragg disks are the probe
+        hidden = mask | ~stats.valid
+        t, found = disk_template(stats.mean_pattern, ref, radius=radius or 3.0, mask=hidden)
+        if opts.disk_radius is None:  # once more with the disks' own radius
+            t, radius = disk_template(stats.mean_pattern, ref, radius=found, mask=hidden)
+        kind = "disks"
     radius = float(radius)
     if not radius > 0:
         raise ConfigError(f"disk_radius={radius} must be positive")
@@ -153,7 +160,7 @@ def _bd_setup(opts: FeatureOptions, stats: PatternStatistics | None, ref, beam_h
         t = probe_template(stats.vacuum_mean, find_origin(stats.vacuum_mean, mask) or ref, radius)
     elif kind == "synthetic":
         t = synthetic_disk(radius)
-    else:
+    elif kind != "disks":
         t = template
     kernel_ft = probe_kernel(t, shape, background=opts.kernel_background, radius=radius)
     min_spacing = opts.min_spacing if opts.min_spacing is not None else max(3.0, 1.5 * radius)

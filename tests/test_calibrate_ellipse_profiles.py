@@ -1,0 +1,112 @@
+"""Ellipse from the sectors' radial profiles: close and spotty rings stretched to known ellipses are recovered."""
+
+import math
+
+import numpy as np
+import pytest
+
+from stemnmf.calibrate import fit_ellipse
+from stemnmf.calibrate.ellipse_profiles import fit_ellipse_profiles
+from stemnmf.errors import CalibrationError
+
+SHAPE = (128, 128)
+CENTRE = (63.7, 64.2)
+
+
+def distorted_offsets(ratio, angle):
+    """Ideal (undistorted) offsets of every detector pixel for a detector ellipse (ratio, a-axis angle)."""
+    yy, xx = np.indices(SHAPE, dtype=float)
+    x, y = xx - CENTRE[1], yy - CENTRE[0]
+    u = x * np.cos(angle) + y * np.sin(angle)  # along the a axis
+    v = -x * np.sin(angle) + y * np.cos(angle)
+    root = math.sqrt(ratio)
+    return u / root, v * root  # the a axis is stretched by sqrt(ratio), the b axis shrunk by it
+
+
+def rings(ratio, angle, radii, amplitudes, width=1.0):
+    u, v = distorted_offsets(ratio, angle)
+    rho = np.hypot(u, v)
+    return sum(a * np.exp(-((rho - r) ** 2) / (2 * width**2)) for r, a in zip(radii, amplitudes))
+
+
+def spots(ratio, angle, radii, n_per_ring, rng, disk=2.0):
+    """Bragg disks at random directions on rings (Friedel pairs), stretched by the detector ellipse."""
+    u, v = distorted_offsets(ratio, angle)
+    image = np.zeros(SHAPE)
+    for r in radii:
+        for phi in rng.uniform(0, np.pi, n_per_ring):
+            height = rng.uniform(0.5, 2.0)
+            for sign in (1, -1):
+                cu, cv = sign * r * np.cos(phi), sign * r * np.sin(phi)
+                image += height * np.clip(disk + 0.5 - np.hypot(u - cu, v - cv), 0, 1)
+    return image
+
+
+def beam():
+    yy, xx = np.indices(SHAPE)
+    return 200.0 * np.clip(3.5 - np.hypot(yy - CENTRE[0], xx - CENTRE[1]), 0, 1)
+
+
+def angle_error(a, b):
+    d = (a - b + np.pi / 2) % np.pi - np.pi / 2
+    return abs(np.degrees(d))
+
+
+@pytest.mark.parametrize("angle_deg", [25.0, -50.0])
+def test_close_rings_give_the_ellipse_where_one_rings_crest_mixes_them(angle_deg):
+    """Rings 2.5 px apart (111 and 200 of an fcc film on a small detector) and two more, with Poisson noise."""
+    rng = np.random.default_rng(3)
+    angle = np.radians(angle_deg)
+    clean = 40.0 * rings(1.04, angle, [21.0, 23.5, 33.5, 40.5], [1.0, 0.7, 0.5, 0.6]) + beam() + 2.0
+    image = rng.poisson(clean).astype(float)
+    fit = fit_ellipse_profiles(image, center=CENTRE, r_min=8.0)
+    assert abs(fit.axis_ratio - 1.04) < 0.003
+    assert angle_error(fit.angle, angle) < 2.0
+    assert fit.axis_ratio_std < 0.003
+
+
+def test_spotty_rings():
+    rng = np.random.default_rng(8)
+    angle = np.radians(25.0)
+    clean = 30.0 * spots(1.04, angle, [21.0, 24.25, 34.3, 40.2], 10, rng) + beam() + 1.0
+    image = rng.poisson(clean).astype(float)
+    fit = fit_ellipse_profiles(image, center=CENTRE, r_min=8.0)
+    assert abs(fit.axis_ratio - 1.04) < 0.005
+    assert angle_error(fit.angle, angle) < 3.0
+
+
+def test_round_rings_give_a_circle_and_a_rings_radius():
+    rng = np.random.default_rng(5)
+    image = rng.poisson(40.0 * rings(1.0, 0.0, [21.0, 33.5], [1.0, 0.6]) + beam() + 2.0).astype(float)
+    fit = fit_ellipse_profiles(image, center=CENTRE, r_min=8.0)
+    assert fit.axis_ratio < 1.003
+    assert min(abs(math.sqrt(fit.a * fit.b) - r) for r in (21.0, 33.5)) < 0.5  # the most prominent ring
+
+
+def test_a_masked_arm_is_left_out():
+    angle = np.radians(-70.0)
+    image = 40.0 * rings(1.05, angle, [21.0, 23.5, 33.5], [1.0, 0.7, 0.5]) + beam()
+    yy, xx = np.indices(SHAPE)
+    mask = (np.abs(yy - CENTRE[0]) < 3) & (xx > CENTRE[1])  # a beam-stop arm to the right edge
+    image[mask] = 0.0
+    fit = fit_ellipse_profiles(image, center=CENTRE, mask=mask, r_min=8.0)
+    assert abs(fit.axis_ratio - 1.05) < 0.002
+    assert angle_error(fit.angle, angle) < 1.0
+    assert fit.n_points < 36
+
+
+def test_mostly_masked_detector_raises():
+    image = 40.0 * rings(1.0, 0.0, [21.0, 33.5], [1.0, 0.6])
+    mask = np.zeros(SHAPE, bool)
+    mask[:, :70] = True
+    with pytest.raises(CalibrationError, match="sectors"):
+        fit_ellipse_profiles(image, center=CENTRE, mask=mask, r_min=8.0)
+
+
+def test_a_ring_too_weak_for_the_sectors_is_refused():
+    """A ring that the azimuthal mean still shows but no sector sees: refused, not a noisy ellipse."""
+    rng = np.random.default_rng(0)
+    clean = 0.5 * rings(1.1, 0.3, [21.0], [1.0]) + beam() + 20.0
+    image = rng.poisson(np.broadcast_to(clean, (16, *SHAPE))).astype(float).mean(axis=0)
+    with pytest.raises(CalibrationError, match="too weak"):
+        fit_ellipse_profiles(image, center=CENTRE, r_min=8.0)
