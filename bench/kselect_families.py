@@ -19,7 +19,12 @@ Families (``FAMILIES``):
 * ``ag-lowdose`` / ``spinel-lowdose``: 1e3 electrons per pattern; ``ag-highdose``: 1e6;
   ``spinel-clean``: no noise (expected counts);
 * ``two-phase``: left half of the scan spinel, right half Ag (two simulations joined along
-  a column), orientations near zone axes in each.
+  a column), orientations near zone axes in each;
+* ``ag-instrument`` / ``spinel-instrument``: ``ag-zone`` / ``spinel-zone`` seen through the
+  'realistic' instrument of :mod:`stemnmf.simulate.instrument` (descan, elliptic distortion,
+  beam stop, gain, read noise, hot and dead pixels, saturation);
+* ``spinel-small``: small spinel grains (diameter 4-10 positions), domains of a few positions;
+* ``ag-small-instrument``: ``ag-small`` through the 'realistic' instrument.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ FAMILIES = {
     "ag-highdose": dict(dose=1e6),
     "spinel-clean": dict(crystal="spinel", orientation_tilt=(1.0, 4.0), noise=False),
     "two-phase": dict(two_phase=True),
+    "ag-instrument": dict(instrument="realistic"),
+    "spinel-instrument": dict(crystal="spinel", orientation_tilt=(1.0, 4.0), instrument="realistic"),
+    "spinel-small": dict(crystal="spinel", orientation_tilt=(1.0, 4.0), small=True),
+    "ag-small-instrument": dict(small=True, instrument="realistic"),
 }
 
 
@@ -117,5 +126,6 @@ def pipeline_select(X, shape, dataset, **options):
     from stemnmf.kselect import select_k
 
     n = Config().nmf
-    return select_k(X, k_values=range(3, 21), dataset=dataset, feature="raw", pattern_shape=shape,
+    options = {"k_values": range(3, 21), **options}
+    return select_k(X, dataset=dataset, feature="raw", pattern_shape=shape,
                     random_state=0, solver=n.solver, max_iter=n.max_iter, tol=n.tol, **options)

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from stemnmf.decompose import NMF, RowBlocks
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = ["KLoss", "k_component_loss", "residual_stats", "positive_residual", "row_residuals", "append_component"]
@@ -103,8 +104,6 @@ class _Data:
     """
 
     def __init__(self, X):
-        from stemnmf.decompose import RowBlocks
-
         if isinstance(X, _Data):
             self.__dict__.update(X.__dict__)
             return
@@ -292,8 +291,6 @@ def _check_k_values(k_values, shape) -> np.ndarray:
 
 def _check_X(X) -> _Data:
     """X wrapped for the passes; validated once (NaN, Inf, negatives), summary cached."""
-    from stemnmf.decompose import RowBlocks
-
     if not isinstance(X, (RowBlocks, _Data)):
         if not (hasattr(X, "shape") and hasattr(X, "__getitem__")):
             X = np.asarray(X)
@@ -352,8 +349,6 @@ def k_component_loss(
     -------
     KLoss
     """
-    from stemnmf.decompose import NMF
-
     data = _check_X(X)
     blocks = data.blocks
     summary = blocks.summary()

@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from stemnmf.errors import ConfigError, DataValueError
+from stemnmf.decompose import RowBlocks, pca_scree
+from stemnmf.errors import ConfigError, DataValueError, StemNMFError
 from stemnmf.io.dataset import Dataset4D
 from stemnmf.kselect.combine import CombinedChoice, gather_evidence
 from stemnmf.kselect.decide import IQADecision, decide_k
@@ -157,8 +158,6 @@ def _pattern_shape(feature: str, pattern_shape, n_features: int, dataset) -> tup
 
 def _columns_scaled_separately(X) -> bool:
     """True when every non-zero column of X spans exactly [0, 1] (per-feature min-max scaling)."""
-    from stemnmf.decompose import RowBlocks
-
     blocks = X if isinstance(X, RowBlocks) else RowBlocks(X)
     high = low = None
     for _, xb in blocks:
@@ -173,13 +172,6 @@ def _columns_scaled_separately(X) -> bool:
 
 def _pca(X, random_state):
     """The PCA scree for comparison; None (with a warning) when it cannot be computed."""
-    from stemnmf.errors import StemNMFError
-
-    try:
-        from stemnmf.decompose import pca_scree
-    except ImportError:
-        log.warning("stemnmf.decompose.pca_scree is not available; the PCA scree elbow is not reported")
-        return None
     try:
         return pca_scree(X, random_state=random_state)
     except StemNMFError as err:
@@ -271,6 +263,26 @@ def _reason(chosen: int, knee: Knee, decision: IQADecision, combined: CombinedCh
     if elbow is not None:
         reason += f" (PCA scree elbow for comparison: k = {int(elbow)})"
     return reason
+
+
+def _timed(seconds: dict, name: str, func, *args, **kwargs):
+    """``func(*args, **kwargs)``, its time recorded as ``seconds[name]``."""
+    t0 = time.perf_counter()
+    out = func(*args, **kwargs)
+    seconds[name] = time.perf_counter() - t0
+    return out
+
+
+def _cao_levels(X, kloss, seconds, *, sensitivity, half_width, raw, shape, patterns, dataset, engine, iqa_options):
+    """Cao et al.'s two levels on a loss scan: (knee, range of interest, pattern source, patterns by k, decision)."""
+    knee = _knee(kloss, sensitivity)
+    ks = range_of_interest(int(round(knee.x)), kloss.k, half_width)
+    source, by_k = _timed(
+        seconds, "patterns", _component_patterns, X, kloss, ks, raw=raw, shape=shape, patterns=patterns,
+        dataset=dataset, engine=engine,
+    )  # fmt: skip
+    decision = _timed(seconds, "iqa", decide_k, by_k, source=source, **iqa_options)
+    return knee, ks, source, by_k, decision
 
 
 def select_k(
@@ -369,56 +381,31 @@ def select_k(
     DataValueError
         For bad X (negative, NaN, wrong shape).
     """
-    seconds = {}
     if evidence not in ("combined", "cao"):
         raise ConfigError(f"evidence={evidence!r} is unknown", "use 'combined' or 'cao'")
     raw, shape = _check_inputs(X, feature, pattern_shape, patterns, dataset)
-
-    t0 = time.perf_counter()
-    kloss = k_component_loss(
-        X,
-        k_values,
-        solver=solver,
-        warm_start=warm_start,
-        max_iter=max_iter,
-        tol=tol,
-        random_state=random_state,
-        nmf_options=nmf_options,
-    )
-    seconds["k_component_loss"] = time.perf_counter() - t0
-    knee = _knee(kloss, sensitivity)
-    knee_k = int(round(knee.x))
-    ks = range_of_interest(knee_k, kloss.k, half_width)
-
-    t0 = time.perf_counter()
-    source, by_k = _component_patterns(X, kloss, ks, raw=raw, shape=shape, patterns=patterns, dataset=dataset, engine=engine)
-    seconds["patterns"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    decision = decide_k(by_k, source=source, metrics=metrics, thresholds=thresholds, empty_metrics=empty_metrics)
-    seconds["iqa"] = time.perf_counter() - t0
-
-    pca_result = None
-    if pca:
-        t0 = time.perf_counter()
-        pca_result = _pca(X, random_state)
-        seconds["pca"] = time.perf_counter() - t0
-
+    seconds = {}
+    fit_options = dict(solver=solver, warm_start=warm_start, max_iter=max_iter, tol=tol, nmf_options=nmf_options)
+    kloss = _timed(seconds, "k_component_loss", k_component_loss, X, k_values, random_state=random_state, **fit_options)
+    knee, ks, source, by_k, decision = _cao_levels(
+        X, kloss, seconds, sensitivity=sensitivity, half_width=half_width, raw=raw, shape=shape,
+        patterns=patterns, dataset=dataset, engine=engine,
+        iqa_options=dict(metrics=metrics, thresholds=thresholds, empty_metrics=empty_metrics),
+    )  # fmt: skip
+    pca_result = _timed(seconds, "pca", _pca, X, random_state) if pca else None
     combined = None
     if evidence == "combined":
-        t0 = time.perf_counter()
         if scan_shape is None and dataset is not None:
             scan_shape = dataset.scan_shape
-        combined = gather_evidence(
-            X, kloss, knee_k=knee_k, iqa_k=decision.chosen_k, scan_shape=scan_shape, random_state=random_state,
-            heldout_options=heldout_options,
+        combined = _timed(
+            seconds, "evidence", gather_evidence, X, kloss, knee_k=int(round(knee.x)), iqa_k=decision.chosen_k,
+            scan_shape=scan_shape, random_state=random_state, heldout_options=heldout_options,
         )  # fmt: skip
-        seconds["evidence"] = time.perf_counter() - t0
-
     cao_k = int(decision.chosen_k)
     chosen = cao_k if combined is None else int(combined.chosen_k)
     reason = _reason(chosen, knee, decision, combined, pca_result)
     log.info("chose %s", reason)
     return KSelection(
-        chosen, knee_k, ks, reason, kloss, knee, decision, by_k, source, pca_result, seconds, cao_k, combined
-    )
+        chosen, int(round(knee.x)), ks, reason, kloss, knee, decision, by_k, source, pca_result, seconds, cao_k,
+        combined,
+    )  # fmt: skip
