@@ -26,13 +26,26 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 
 from kselect_families import FAMILIES, make_case, pipeline_features, pipeline_select  # noqa: E402
+from kselect_spinel import scan as spinel_scan  # noqa: E402
 from kselect_testbed import TUNE_FAMILIES  # noqa: E402
 
 from stemnmf.kselect.coherence import map_coherence  # noqa: E402
 
 
+def _pattern_cosine(H):
+    """Per component, the largest cosine between its pattern (row of H) and any other."""
+    H = np.asarray(H, dtype=np.float64)
+    H = H / np.maximum(np.linalg.norm(H, axis=1, keepdims=True), 1e-300)
+    c = H @ H.T
+    np.fill_diagonal(c, -1.0)
+    return c.max(axis=1) if H.shape[0] > 1 else np.zeros(1)
+
+
 def record(family, seed, n, scan, det, k_low, k_high):
-    dataset, n_true = make_case(family, n, 1000 * seed + n, scan=(scan, scan), det=(det, det))
+    if family == "issue-spinel":  # bench/kselect_spinel.py's scans (simulation seed n + seed)
+        dataset, n_true = spinel_scan(n, n + seed, scan, det)
+    else:
+        dataset, n_true = make_case(family, n, 1000 * seed + n, scan=(scan, scan), det=(det, det))
     X, shape, calibrated = pipeline_features(dataset)
     t0 = time.perf_counter()
     selection = pipeline_select(
@@ -45,13 +58,14 @@ def record(family, seed, n, scan, det, k_low, k_high):
     coherence = {
         int(k): map_coherence(kloss.factors[int(k)][0], calibrated.scan_shape).tolist() for k in kloss.k
     }
+    cosine = {int(k): _pattern_cosine(kloss.factors[int(k)][1]).tolist() for k in kloss.k}
     return {
         "family": family, "seed": seed, "n": n, "truth": n_true, "scan": scan,
         "k": kloss.k.tolist(), "loss": np.asarray(kloss.loss).tolist(),
         "knee": int(selection.knee), "iqa": int(selection.cao_k), "votes": selection.votes,
         "chosen": int(selection.chosen_k),
         "heldout_k": held.k.tolist(), "heldout_error": held.error.tolist(), "stability": held.stability.tolist(),
-        "coherence": coherence, "seconds": round(seconds, 1),
+        "coherence": coherence, "cosine": cosine, "seconds": round(seconds, 1),
         "evidence_seconds": round(selection.seconds.get("evidence", 0.0), 1),
     }  # fmt: skip
 
@@ -76,11 +90,14 @@ def main(argv=None):
     parser.add_argument("--scan", type=int, default=40)
     parser.add_argument("--det", type=int, default=128)
     parser.add_argument("--k-range", default="2:20")
+    parser.add_argument("--spinel", action="store_true", help="the issue's four spinel scans (80 x 80, --seeds 0)")
     parser.add_argument("--out", required=True, help="JSON-lines file the rows are appended to")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     low, high = (int(v) for v in args.k_range.split(":"))
     families = args.families or list(FAMILIES)
+    if args.spinel:
+        families, args.split = ["issue-spinel"], "spinel"
     seeds = args.seeds or ([1] if args.split == "tune" else [2])
     orientations = args.orientations or ([2, 5, 8, 12] if args.split == "tune" else [2, 7, 16])
     done = set()

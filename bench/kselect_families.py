@@ -108,13 +108,18 @@ def pipeline_features(dataset):
     from stemnmf.calibrate import calibrate
     from stemnmf.config import Config
     from stemnmf.engine import Engine
+    from stemnmf.errors import CalibrationError
     from stemnmf.features import featurize
     from stemnmf.pipeline import raw_features_on_grid
 
     config = Config()
     config.features.representation = "raw"
     engine = Engine(progress=False)
-    calibrated, _ = calibrate(dataset, engine=engine, **config.calibrate.calibrate_options())
+    options = config.calibrate.calibrate_options()
+    try:
+        calibrated, _ = calibrate(dataset, engine=engine, **options)
+    except CalibrationError:  # as --calibration-unreliable warn: the choice of k is what is measured here
+        calibrated, _ = calibrate(dataset, engine=engine, **{**options, "on_unreliable": "warn"})
     X, description = featurize(calibrated, "raw", engine=engine, **config.features.featurize_options())
     X, shape = raw_features_on_grid(X, description)
     return X, shape, calibrated
@@ -122,10 +127,11 @@ def pipeline_features(dataset):
 
 def pipeline_select(X, shape, dataset, **options):
     """``select_k`` with the options ``stemnmf run --k auto`` passes (run defaults), plus ``options``."""
-    from stemnmf.config import Config
+    from stemnmf.config import Config, parse_k_range
     from stemnmf.kselect import select_k
 
     n = Config().nmf
-    options = {"k_values": range(3, 21), **options}
+    low, high = parse_k_range(n.k_range)
+    options = {"k_values": range(low, high + 1), **options}
     return select_k(X, dataset=dataset, feature="raw", pattern_shape=shape,
                     random_state=0, solver=n.solver, max_iter=n.max_iter, tol=n.tol, **options)
