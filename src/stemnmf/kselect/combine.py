@@ -22,11 +22,11 @@ Votes (each a k; docs/kselect.md gives the reasons and the ablations):
 
 The combined k is the coherence vote when the maps could be judged (the scan
 shape is known), and the median of the other votes (the lower median for an
-even number) otherwise. Why: on the tune scans of the test bed the coherence
-alone was within +-1 of the truth in 17 of 19, the median of all five in 10
-of 19; every other vote is biased in a known direction (the IQA metrics and
-the split-half stability low on dense or many-orientation scans, the loss
-knee high when k is small); docs/kselect.md gives the ablation. The other
+even number) otherwise. Why: on the 23 tune scans of the test bed the
+coherence alone was within +-1 of the truth in 20, the median of all five in
+15; every other vote is biased in a known direction (the IQA metrics and the
+split-half stability low on dense or many-orientation scans, the loss knee
+high when k is small); docs/kselect.md gives the ablation. The other
 votes bound the answer: the plausible range runs from the second smallest to
 the second largest vote (all of them with fewer than four), widened to
 include the chosen k.

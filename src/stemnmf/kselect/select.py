@@ -83,7 +83,7 @@ class KSelection:
 
     @property
     def plausible_range(self) -> tuple[int, int]:
-        """The k the evidence finds plausible (the range of the votes nearest the median)."""
+        """The k the evidence finds plausible (second smallest to second largest vote, with the chosen k)."""
         if self.combined is not None:
             return tuple(int(v) for v in self.combined.plausible_range)
         low, high = sorted((int(self.knee), int(self.decision.chosen_k)))
@@ -325,6 +325,7 @@ def select_k(
     X : array_like, shape (n_positions, n_features)
         Non-negative features, rows in C order of the scan.
     k_values : iterable of int, default range(3, 21)
+        Cao et al.'s range; ``stemnmf run`` passes its ``--k-range`` (2:20).
     dataset : Dataset4D, optional
         The calibrated scan X was computed from. Needed for features other
         than 'raw' (weighted mean patterns, one streamed pass).
@@ -362,8 +363,10 @@ def select_k(
     evidence : {'combined', 'cao'}, default 'combined'
         'cao': Cao et al.'s two levels decide, exactly as published. 'combined':
         they vote beside the split-half stability, the held-out
-        (bi-cross-validation) error and the map coherence, and the median
-        vote decides (:func:`~stemnmf.kselect.gather_evidence`).
+        (bi-cross-validation) error and the map coherence; the map
+        coherence decides (the median of the others without a scan shape)
+        and all five give the plausible range
+        (:func:`~stemnmf.kselect.gather_evidence`).
     scan_shape : (int, int), optional
         (sy, sx) of the scan, for the map coherence; default the dataset's.
     heldout_options : dict, optional
