@@ -75,7 +75,9 @@ def run_case(family, seed, n, scan, det):
 
 def votes_from_curves(row, n_folds=2):
     """The row of one recorded scan, its votes recomputed with the library's rules."""
-    from stemnmf.kselect.combine import COHERENCE_FRACTION, STABILITY_THRESHOLD, combine_votes, first_run_end, heldout_knee
+    from stemnmf.kselect.combine import (
+        COHERENCE_FRACTION, DECIDERS, STABILITY_THRESHOLD, combine_votes, first_run_end, heldout_knee,
+    )  # fmt: skip
     from stemnmf.kselect.heldout import HeldOutEvidence
     from stemnmf.kselect.knee import find_knee
 
@@ -92,7 +94,7 @@ def votes_from_curves(row, n_folds=2):
         "heldout": heldout_knee(held),
         "coherence": first_run_end(k, ratio, COHERENCE_FRACTION),
     }  # fmt: skip
-    chosen, plausible = combine_votes(votes, decides="coherence")
+    chosen, plausible = combine_votes(votes, deciders=DECIDERS)
     median_k, _ = combine_votes(votes)
     return {
         "family": row["family"], "seed": row["seed"], "n": row["n"], "truth": row["truth"], "votes": votes,
@@ -142,6 +144,11 @@ def table(rows, args, load_start, load_end):
     cao = sum(_ok(r["cao"], r["truth"]) for r in rows)
     lines.append(f"Combined: {combined} of {total} within +-1 ({100 * combined / max(total, 1):.0f} %); "
                  f"Cao et al.'s two levels alone: {cao} of {total} ({100 * cao / max(total, 1):.0f} %).")
+    other = [r for r in rows if r["family"] not in TUNE_FAMILIES]
+    if other and len(other) < total:
+        hits = sum(_ok(r["chosen"], r["truth"]) for r in other)
+        lines.append(f"Families not tuned on (all but {', '.join(TUNE_FAMILIES)}): {hits} of {len(other)} "
+                     f"({100 * hits / len(other):.0f} %).")
     for s in signals:
         have = [r for r in rows if s in r["votes"]]
         hits = sum(_ok(r["votes"][s], r["truth"]) for r in have)

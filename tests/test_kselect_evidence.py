@@ -61,11 +61,14 @@ def test_combine_votes_by_hand():
     assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 5, "e": 11}) == (5, (5, 9))
     assert combine_votes({"a": 4, "b": 8}) == (4, (4, 8))  # lower median of two, range over both
     assert combine_votes({"a": 7, "b": 3, "c": 6, "d": 9}) == (6, (6, 7))
-    # one vote decides; the range (second smallest .. second largest: 5..9) widens to include it
-    assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 5, "coherence": 11}, decides="coherence") == (11, (5, 11))
-    assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 5, "coherence": 4}, decides="coherence") == (4, (4, 5))  # 3 4 5 5 9
-    # without that vote, the median
-    assert combine_votes({"a": 7, "b": 3, "c": 6, "d": 9}, decides="coherence") == (6, (6, 7))
+    # the deciders' median (9, 11, 3 -> 9); the range 3 5 5 9 11 -> 5..9
+    deciders = ("c", "coherence", "b")
+    assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 5, "coherence": 11}, deciders=deciders) == (9, (5, 9))
+    # 3 3 4 5 9 -> range 3..5, widened to the deciders' median 4 (no change); one decider -> itself
+    assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 3, "coherence": 4}, deciders=("coherence",)) == (4, (3, 5))
+    assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 5, "coherence": 11}, deciders=("coherence",)) == (11, (5, 11))
+    # a decider missing: the median of all
+    assert combine_votes({"a": 7, "b": 3, "c": 6, "d": 9}, deciders=("a", "coherence")) == (6, (6, 7))
 
 
 def test_coherence_ratio_by_hand():
@@ -184,7 +187,7 @@ def test_votes_reach_the_summary_line_and_the_report_figure(combined):
     out = combined.to_results()
     line = votes_line(out)
     low, high = combined.plausible_range
-    assert line.startswith("loss knee ") and f"plausible k = {low}..{high}" in line and "map coherence decides" in line
+    assert line.startswith("loss knee ") and f"plausible k = {low}..{high}" in line and "held-out, coherence decides" in line
     assert votes_line({}) == ""
     fig = fig_kselect_evidence(out)
     assert fig is not None and len(fig.axes) == 3  # votes, held-out error and its twin axis

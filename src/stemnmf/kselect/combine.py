@@ -20,16 +20,19 @@ Votes (each a k; docs/kselect.md gives the reasons and the ablations):
     :data:`COHERENCE_FRACTION` of the median component's in the same fit
     (:mod:`stemnmf.kselect.coherence`); only when the scan shape is known.
 
-The combined k is the coherence vote when the maps could be judged (the scan
-shape is known), and the median of the other votes (the lower median for an
-even number) otherwise. Why: on the 23 tune scans of the test bed the
-coherence alone was within +-1 of the truth in 20, the median of all five in
-15; every other vote is biased in a known direction (the IQA metrics and the
-split-half stability low on dense or many-orientation scans, the loss knee
-high when k is small); docs/kselect.md gives the ablation. The other
-votes bound the answer: the plausible range runs from the second smallest to
-the second largest vote (all of them with fewer than four), widened to
-include the chosen k.
+The combined k is the median of three kinds of evidence (:data:`DECIDERS`):
+the loss knee (reconstruction), the held-out error's knee (prediction of
+unseen data) and the map coherence (space); without the coherence (no scan
+shape) or the held-out error (too little data), the median of every vote
+(the lower median for an even number). Why: on the 23 tune scans of the test
+bed this median and the coherence alone were within +-1 of the truth in 20,
+the median of all five in 15: the IQA metrics and the split-half stability
+choose too few on dense or many-orientation scans, so with them two of five
+votes are biased low; the coherence alone failed a small (32 x 32) spinel
+scan where the two knees were right. docs/kselect.md gives the ablation. All
+five votes bound the answer: the plausible range runs from the second
+smallest to the second largest vote (all of them with fewer than four),
+widened to include the chosen k.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from stemnmf.kselect.knee import find_knee
 
 __all__ = [
     "COHERENCE_FRACTION",
+    "DECIDERS",
     "first_run_end",
     "STABILITY_THRESHOLD",
     "SIGNALS",
@@ -66,6 +70,8 @@ STABILITY_THRESHOLD = 0.9
 COHERENCE_FRACTION = 0.95
 #: The kinds of evidence, in the order they are reported.
 SIGNALS = ("knee", "iqa", "stability", "heldout", "coherence")
+#: The votes whose median is the combined k (when all three are present; else the median of all).
+DECIDERS = ("knee", "heldout", "coherence")
 
 _NAMES = {
     "knee": "loss knee",
@@ -125,21 +131,22 @@ class CombinedChoice:
         return out
 
 
-def combine_votes(votes: dict, *, decides: str | None = None) -> tuple[int, tuple[int, int]]:
+def combine_votes(votes: dict, *, deciders=None) -> tuple[int, tuple[int, int]]:
     """(chosen k, plausible range) of a dict of votes.
 
-    The chosen k is ``votes[decides]`` when that vote is present, else the
-    median of the votes (the lower median for an even number). The range runs
-    from the second smallest to the second largest vote when there are four or
-    more, over all votes otherwise, widened to include the chosen k.
+    The chosen k is the median of the votes named in ``deciders`` when every
+    one of them is present, else the median of all the votes (the lower median
+    for an even number). The range runs from the second smallest to the second
+    largest vote when there are four or more, over all votes otherwise,
+    widened to include the chosen k.
     """
     values = sorted(int(v) for v in votes.values())
     if not values:
         raise ValueError("no votes")
-    if decides is not None and decides in votes:
-        chosen = int(votes[decides])
-    else:
-        chosen = values[(len(values) - 1) // 2]
+    deciding = values
+    if deciders and all(name in votes for name in deciders):
+        deciding = sorted(int(votes[name]) for name in deciders)
+    chosen = deciding[(len(deciding) - 1) // 2]
     low, high = (values[1], values[-2]) if len(values) >= 4 else (values[0], values[-1])
     return chosen, (min(low, chosen), max(high, chosen))
 
@@ -204,10 +211,10 @@ def gather_evidence(
     if scan_shape is not None and kloss.factors:
         coherence = coherence_ratio_by_k(kloss.factors, scan_shape)
         votes["coherence"] = first_run_end(coherence[0], coherence_ratio(coherence[1], coherence[2]), COHERENCE_FRACTION)
-    chosen, plausible = combine_votes(votes, decides="coherence")
+    chosen, plausible = combine_votes(votes, deciders=DECIDERS)
     listing = ", ".join(f"{_NAMES[name]} {votes[name]}" for name in SIGNALS if name in votes)
     agree = [_NAMES[name] for name in SIGNALS if votes.get(name) == chosen]
-    rule = "the map coherence decides" if "coherence" in votes else "median"
+    rule = "median of loss knee, held-out error and map coherence" if all(n in votes for n in DECIDERS) else "median"
     reason = (
         f"the evidence votes {listing}: {rule}, k = {chosen} (agreeing: {', '.join(agree)}; "
         f"plausible {plausible[0]}..{plausible[1]})"
@@ -233,5 +240,5 @@ def votes_line(results) -> str:
         text += f"; plausible k = {low}..{high}"
     if "/kselect/evidence" in results:
         combined = str(results["/kselect/evidence"]) == "combined"
-        text += " (the map coherence decides)" if combined else " (Cao et al. decide)"
+        text += " (median of knee, held-out, coherence decides)" if combined else " (Cao et al. decide)"
     return text

@@ -363,9 +363,9 @@ def select_k(
     evidence : {'combined', 'cao'}, default 'combined'
         'cao': Cao et al.'s two levels decide, exactly as published. 'combined':
         they vote beside the split-half stability, the held-out
-        (bi-cross-validation) error and the map coherence; the map
-        coherence decides (the median of the others without a scan shape)
-        and all five give the plausible range
+        (bi-cross-validation) error and the map coherence; the median of
+        the loss knee, the held-out error and the map coherence decides (of
+        all votes when one is missing) and all five give the plausible range
         (:func:`~stemnmf.kselect.gather_evidence`).
     scan_shape : (int, int), optional
         (sy, sx) of the scan, for the map coherence; default the dataset's.
