@@ -310,15 +310,16 @@ def select_k(
     scan_shape=None,
     heldout_options: dict | None = None,
 ) -> KSelection:
-    """Choose the number of components in two levels (after Cao et al. 2025).
+    """Choose the number of components (Cao et al. 2025's two levels, and more evidence).
 
     1. The K-component loss (mean ``|X - WH|``) over ``k_values``
-       (:func:`k_component_loss`) and its knee (:func:`find_knee`); the range
-       of interest is the knee +- ``half_width``.
-    2. For each k in that range, the components' patterns in raw pattern
-       space and the IQA matrices between them (:func:`decide_k`): each
-       metric chooses the largest k before a component becomes redundant
-       (two alike, or one nearly empty), and the median choice decides.
+       (:func:`k_component_loss`) and its knee (:func:`find_knee`).
+    2. For each k within ``half_width`` of the knee, the IQA matrices between
+       the components' patterns (:func:`decide_k`); the median of the
+       metrics' choices is Cao et al.'s k.
+    3. With ``evidence='combined'``: split-half stability, held-out error and
+       map coherence vote too (:func:`~stemnmf.kselect.gather_evidence`); the
+       median of the loss knee, the held-out knee and the coherence decides.
 
     Parameters
     ----------
@@ -327,51 +328,29 @@ def select_k(
     k_values : iterable of int, default range(3, 21)
         Cao et al.'s range; ``stemnmf run`` passes its ``--k-range`` (2:20).
     dataset : Dataset4D, optional
-        The calibrated scan X was computed from. Needed for features other
-        than 'raw' (weighted mean patterns, one streamed pass).
+        The calibrated scan X came from; needed for features other than 'raw'.
     feature : str, default 'raw'
-        The representation of X. For 'raw' the patterns are the basis
-        patterns x largest weight (reshaped to ``pattern_shape``); otherwise
-        the weighted mean patterns of ``dataset``.
-    pattern_shape : (int, int), optional
-        Shape of a raw feature pattern (binned); default the dataset's pattern
-        shape when it matches, else square.
-    engine : stemnmf.engine.Engine, optional
-        Runs the pass over ``dataset``.
-    random_state : int, Generator or None
+        For 'raw' the patterns compared are basis patterns x largest weight
+        (shape ``pattern_shape``, default the dataset's or square); otherwise
+        weighted mean patterns of ``dataset`` (one pass on ``engine``).
+    pattern_shape, engine, random_state
     solver, max_iter, tol, warm_start, nmf_options
         Passed to :func:`k_component_loss`.
-    half_width : int, default 4
-        Range of interest: knee +- this, clipped to ``k_values``.
-    sensitivity : float, default 1.0
-        Kneedle sensitivity S.
-    metrics : sequence of str, default ('ssim', 'psnr', 'gmsd', 'mdsi')
-        IQA metrics that vote.
-    thresholds : dict, optional
-        Redundancy thresholds per metric (defaults for the kind of pattern in
-        :data:`stemnmf.kselect.DEFAULT_THRESHOLDS`).
-    empty_metrics : sequence of str, optional
-        Metrics that also compare each component with an empty pattern
-        (defaults in :data:`stemnmf.kselect.DEFAULT_EMPTY_METRICS`).
+    half_width, sensitivity
+        Range of interest (knee +- this) and the Kneedle sensitivity S.
+    metrics, thresholds, empty_metrics
+        Passed to :func:`decide_k` (defaults per kind of pattern).
     patterns : {'auto', 'representative', 'weighted_mean'}, default 'auto'
-        Which component patterns to compare. 'auto': representative patterns
-        for raw features, unless every pixel column of X was min-max scaled
-        on its own (then a row of H is not a pattern) and the dataset is
-        given; weighted mean patterns of the dataset otherwise.
+        'auto': representative patterns for raw features, unless every pixel
+        column of X was min-max scaled on its own and the dataset is given.
     pca : bool, default True
         Also compute the PCA scree elbow for comparison.
     evidence : {'combined', 'cao'}, default 'combined'
-        'cao': Cao et al.'s two levels decide, exactly as published. 'combined':
-        they vote beside the split-half stability, the held-out
-        (bi-cross-validation) error and the map coherence; the median of
-        the loss knee, the held-out error and the map coherence decides (of
-        all votes when one is missing) and all five give the plausible range
-        (:func:`~stemnmf.kselect.gather_evidence`).
+        'cao': Cao et al.'s two levels decide, exactly as published.
     scan_shape : (int, int), optional
-        (sy, sx) of the scan, for the map coherence; default the dataset's.
+        (sy, sx) for the map coherence; default the dataset's.
     heldout_options : dict, optional
-        Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`
-        (subsample size, iterations).
+        Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`.
 
     Returns
     -------
