@@ -21,8 +21,8 @@ Families (``FAMILIES``):
 * ``two-phase``: left half of the scan spinel, right half Ag (two simulations joined along
   a column), orientations near zone axes in each;
 * ``ag-instrument`` / ``spinel-instrument``: ``ag-zone`` / ``spinel-zone`` seen through the
-  'realistic' instrument of :mod:`stemnmf.simulate.instrument` (descan, elliptic distortion,
-  beam stop, gain, read noise, hot and dead pixels, saturation);
+  'realistic' instrument of :mod:`stemnmf.simulate.instrument` (5 px descan with jitter,
+  elliptic distortion, a beam-stop arm over the direct beam, smooth gain, hot pixels);
 * ``spinel-small``: small spinel grains (diameter 4-10 positions), domains of a few positions;
 * ``ag-small-instrument``: ``ag-small`` through the 'realistic' instrument.
 """
