@@ -19,7 +19,12 @@ Families (``FAMILIES``):
 * ``ag-lowdose`` / ``spinel-lowdose``: 1e3 electrons per pattern; ``ag-highdose``: 1e6;
   ``spinel-clean``: no noise (expected counts);
 * ``two-phase``: left half of the scan spinel, right half Ag (two simulations joined along
-  a column), orientations near zone axes in each.
+  a column), orientations near zone axes in each;
+* ``ag-instrument`` / ``spinel-instrument``: ``ag-zone`` / ``spinel-zone`` seen through the
+  'realistic' instrument of :mod:`stemnmf.simulate.instrument` (5 px descan with jitter,
+  elliptic distortion, a beam-stop arm over the direct beam, smooth gain, hot pixels);
+* ``spinel-small``: small spinel grains (diameter 4-10 positions), domains of a few positions;
+* ``ag-small-instrument``: ``ag-small`` through the 'realistic' instrument.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ FAMILIES = {
     "ag-highdose": dict(dose=1e6),
     "spinel-clean": dict(crystal="spinel", orientation_tilt=(1.0, 4.0), noise=False),
     "two-phase": dict(two_phase=True),
+    "ag-instrument": dict(instrument="realistic"),
+    "spinel-instrument": dict(crystal="spinel", orientation_tilt=(1.0, 4.0), instrument="realistic"),
+    "spinel-small": dict(crystal="spinel", orientation_tilt=(1.0, 4.0), small=True),
+    "ag-small-instrument": dict(small=True, instrument="realistic"),
 }
 
 
@@ -99,13 +108,18 @@ def pipeline_features(dataset):
     from stemnmf.calibrate import calibrate
     from stemnmf.config import Config
     from stemnmf.engine import Engine
+    from stemnmf.errors import CalibrationError
     from stemnmf.features import featurize
     from stemnmf.pipeline import raw_features_on_grid
 
     config = Config()
     config.features.representation = "raw"
     engine = Engine(progress=False)
-    calibrated, _ = calibrate(dataset, engine=engine, **config.calibrate.calibrate_options())
+    options = config.calibrate.calibrate_options()
+    try:
+        calibrated, _ = calibrate(dataset, engine=engine, **options)
+    except CalibrationError:  # as --calibration-unreliable warn: the choice of k is what is measured here
+        calibrated, _ = calibrate(dataset, engine=engine, **{**options, "on_unreliable": "warn"})
     X, description = featurize(calibrated, "raw", engine=engine, **config.features.featurize_options())
     X, shape = raw_features_on_grid(X, description)
     return X, shape, calibrated
@@ -113,9 +127,11 @@ def pipeline_features(dataset):
 
 def pipeline_select(X, shape, dataset, **options):
     """``select_k`` with the options ``stemnmf run --k auto`` passes (run defaults), plus ``options``."""
-    from stemnmf.config import Config
+    from stemnmf.config import Config, parse_k_range
     from stemnmf.kselect import select_k
 
     n = Config().nmf
-    return select_k(X, k_values=range(3, 21), dataset=dataset, feature="raw", pattern_shape=shape,
+    low, high = parse_k_range(n.k_range)
+    options = {"k_values": range(low, high + 1), **options}
+    return select_k(X, dataset=dataset, feature="raw", pattern_shape=shape,
                     random_state=0, solver=n.solver, max_iter=n.max_iter, tol=n.tol, **options)

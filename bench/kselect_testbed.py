@@ -14,6 +14,12 @@ tune --scan 48 --orientations 2 5 8 12``); ``held-out`` runs seed 2 (or ``--seed
 family and skips seed 1 of the tune families, so its table measures data the rule was not
 tuned on. Simulation seed: ``1000 * seed + n``.
 
+``--from-curves FILE.jsonl`` recomputes every vote and the combined choice with the library's
+own rules (``stemnmf.kselect.combine``) from the curves ``bench/kselect_curves.py`` recorded
+(the loss, Cao et al.'s two votes, the held-out folds, the map coherence of every component):
+the same numbers ``select_k`` gives on those scans, without refitting (the first two of the
+four recorded held-out folds are the two the default uses).
+
 Run: ``nice -n 10 .venv/bin/python bench/kselect_testbed.py --split held-out --scan 40``
 (the recorded run: 2, 7 and 16 orientations; about a minute per scan on 2 shared cores). ``--families``, ``--orientations`` and ``--seeds``
 restrict it; ``--json`` keeps the rows.
@@ -67,13 +73,51 @@ def run_case(family, seed, n, scan, det):
     }  # fmt: skip
 
 
+def votes_from_curves(row, n_folds=2):
+    """The row of one recorded scan, its votes recomputed with the library's rules."""
+    from stemnmf.kselect.combine import (
+        COHERENCE_FRACTION, DECIDERS, STABILITY_THRESHOLD, combine_votes, first_run_end, heldout_knee,
+    )  # fmt: skip
+    from stemnmf.kselect.heldout import HeldOutEvidence
+    from stemnmf.kselect.knee import find_knee
+
+    k = np.asarray(row["k"])
+    held = HeldOutEvidence(np.asarray(row["heldout_k"]), np.asarray(row["heldout_error"])[:n_folds],
+                           np.asarray(row["stability"])[: max(1, n_folds // 2)], 0, 0, 0.0)
+    coherence = [np.asarray(row["coherence"][str(int(v))]) for v in k]
+    least = np.array([c.min() for c in coherence])
+    median = np.array([float(np.median(c)) for c in coherence])
+    ratio = np.where(median > 0, least / np.where(median > 0, median, 1.0), 0.0)
+    votes = {
+        "knee": int(round(find_knee(k, np.asarray(row["loss"])).x)), "iqa": int(row["iqa"]),
+        "stability": first_run_end(held.k, held.mean_stability, STABILITY_THRESHOLD),
+        "heldout": heldout_knee(held),
+        "coherence": first_run_end(k, ratio, COHERENCE_FRACTION),
+    }  # fmt: skip
+    chosen, plausible = combine_votes(votes, deciders=DECIDERS)
+    median_k, _ = combine_votes(votes)
+    return {
+        "family": row["family"], "seed": row["seed"], "n": row["n"], "truth": row["truth"], "votes": votes,
+        "cao": int(row["iqa"]), "chosen": chosen, "median": median_k, "range": list(plausible),
+        "seconds": row["seconds"], "scan": row.get("scan"),
+    }  # fmt: skip
+
+
 def _ok(k, truth):
     return abs(int(k) - int(truth)) <= 1
 
 
+def _k_text(rows):
+    from stemnmf.config import Config, parse_k_range
+
+    low, high = parse_k_range(Config().nmf.k_range)
+    return f"{low}..{high} (the run's default)"
+
+
 def table(rows, args, load_start, load_end):
     signals = ("knee", "iqa", "stability", "heldout", "coherence")
-    lines = [f"## Choice of k across simulated families ({args.split}) (`bench/kselect_testbed.py`)", ""]
+    title = args.title or f"Choice of k across simulated families ({args.split})"
+    lines = [f"## {title} (`bench/kselect_testbed.py`)", ""]
     lines.append(
         f"{datetime.date.today()}, {platform.node()} ({os.cpu_count()} cores shared; load average "
         f"{load_start[0]:.1f} at start, {load_end[0]:.1f} at end), `bench/kselect_testbed.py {' '.join(sys.argv[1:])}`"
@@ -81,7 +125,7 @@ def table(rows, args, load_start, load_end):
     lines.append("")
     lines.append(
         f"{args.scan} x {args.scan} positions, {args.det} x {args.det} patterns; raw features as `stemnmf run "
-        "--feature raw`; k = 3..20. Truth: distinct orientations in view. Pass: within +-1."
+        f"--feature raw`; k = {_k_text(rows)}. Truth: distinct orientations in view. Pass: within +-1."
     )
     lines.append("")
     lines.append("| family | seed | n | truth | knee | IQA | stability | held-out | coherence | **combined** | range | Cao | pass | Cao pass | s |")
@@ -100,10 +144,18 @@ def table(rows, args, load_start, load_end):
     cao = sum(_ok(r["cao"], r["truth"]) for r in rows)
     lines.append(f"Combined: {combined} of {total} within +-1 ({100 * combined / max(total, 1):.0f} %); "
                  f"Cao et al.'s two levels alone: {cao} of {total} ({100 * cao / max(total, 1):.0f} %).")
+    other = [r for r in rows if r["family"] not in TUNE_FAMILIES]
+    if other and len(other) < total:
+        hits = sum(_ok(r["chosen"], r["truth"]) for r in other)
+        lines.append(f"Families not tuned on (all but {', '.join(TUNE_FAMILIES)}): {hits} of {len(other)} "
+                     f"({100 * hits / len(other):.0f} %).")
     for s in signals:
         have = [r for r in rows if s in r["votes"]]
         hits = sum(_ok(r["votes"][s], r["truth"]) for r in have)
         lines.append(f"- {s} alone: {hits} of {len(have)}")
+    if all("median" in r for r in rows):
+        hits = sum(_ok(r["median"], r["truth"]) for r in rows)
+        lines.append(f"- median of the five votes (the previous rule): {hits} of {total}")
     inside = sum(r["range"][0] - 1 <= r["truth"] <= r["range"][1] + 1 for r in rows)
     lines.append(f"- truth within the plausible range +-1: {inside} of {total}")
     per_family = {}
@@ -124,11 +176,18 @@ def main(argv=None):
     parser.add_argument("--json", help="append each row to this JSON-lines file")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "RESULTS-kselect.md"))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--from-curves", nargs="+", help="JSON-lines files of bench/kselect_curves.py: no fitting")
+    parser.add_argument("--title", help="heading of the section written (default from --split)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     load_start = os.getloadavg()
     rows = []
-    for family, seed, n in _cases(args):
+    if args.from_curves:
+        for path in args.from_curves:
+            with open(path) as fh:
+                rows.extend(votes_from_curves(json.loads(line)) for line in fh if line.strip())
+        args.scan = rows[0].get("scan", args.scan) if rows else args.scan
+    for family, seed, n in ([] if args.from_curves else _cases(args)):
         row = run_case(family, seed, n, args.scan, args.det)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -140,7 +199,8 @@ def main(argv=None):
     if not args.no_write:
         from kselect_speed import _write_section
 
-        _write_section(args.out, f"## Choice of k across simulated families ({args.split})", text)
+        title = args.title or f"Choice of k across simulated families ({args.split})"
+        _write_section(args.out, f"## {title}", text)
     return rows
 
 

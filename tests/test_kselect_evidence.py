@@ -61,6 +61,36 @@ def test_combine_votes_by_hand():
     assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 5, "e": 11}) == (5, (5, 9))
     assert combine_votes({"a": 4, "b": 8}) == (4, (4, 8))  # lower median of two, range over both
     assert combine_votes({"a": 7, "b": 3, "c": 6, "d": 9}) == (6, (6, 7))
+    # the deciders' median (9, 11, 3 -> 9); the range 3 5 5 9 11 -> 5..9
+    deciders = ("c", "coherence", "b")
+    assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 5, "coherence": 11}, deciders=deciders) == (9, (5, 9))
+    # 3 3 4 5 9 -> range 3..5, widened to the deciders' median 4 (no change); one decider -> itself
+    assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 3, "coherence": 4}, deciders=("coherence",)) == (4, (3, 5))
+    assert combine_votes({"a": 5, "b": 3, "c": 9, "d": 5, "coherence": 11}, deciders=("coherence",)) == (11, (5, 11))
+    # a decider missing: the median of all
+    assert combine_votes({"a": 7, "b": 3, "c": 6, "d": 9}, deciders=("a", "coherence")) == (6, (6, 7))
+
+
+def test_coherence_ratio_by_hand():
+    from stemnmf.kselect import coherence_ratio, coherence_ratio_by_k
+
+    rng = np.random.default_rng(4)
+    big = ndimage.gaussian_filter(rng.random((40, 40)), 6).reshape(-1, 1)
+    # a small square domain: lag-1 autocorrelation below a large smooth map's, far above noise
+    small = np.zeros((40, 40))
+    small[10:20, 10:20] = 1.0
+    small = small.reshape(-1, 1)
+    noise = rng.random((1600, 1))
+    factors = {2: (np.hstack([big, big]), None), 3: (np.hstack([big, small, big]), None),
+               4: (np.hstack([big, small, big, noise]), None)}
+    ks, least, median = coherence_ratio_by_k(factors, (40, 40))
+    assert ks.tolist() == [2, 3, 4]
+    # the square by hand: 10 of the 39 x 40 horizontal neighbour pairs differ in each of 10 rows...
+    p, differ = 100 / 1600, 2 * 10 / (39 * 40)
+    assert least[1] == pytest.approx(1 - differ / (2 * p * (1 - p)), abs=0.02)
+    ratio = coherence_ratio(least, median)
+    assert ratio[0] == pytest.approx(1.0) and 0.8 < ratio[1] < 1.0 and ratio[2] < 0.2
+    assert coherence_ratio([0.5], [0.0]).tolist() == [0.0]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +121,18 @@ def test_held_out_evidence_on_a_known_rank(three_blocks):
     assert evidence.mean_stability[1] > 0.95
     out = evidence.to_results()
     assert out["/kselect/heldout/error"].shape == (2, 7)
+
+
+def test_held_out_evidence_four_folds_extend_the_two(three_blocks):
+    two = held_out_evidence(three_blocks, range(2, 6), random_state=3, max_positions=600, max_features=300)
+    four = held_out_evidence(three_blocks, range(2, 6), random_state=3, max_positions=600, max_features=300, n_folds=4)
+    assert four.error.shape == (4, 4) and four.stability.shape == (2, 4)
+    # same subsample and halves: the first two folds are the two-fold run's
+    np.testing.assert_array_equal(four.error[:2], two.error)
+    np.testing.assert_array_equal(four.stability[:1], two.stability)
+    assert four.error_se.shape == (4,) and np.all(four.error_se >= 0)
+    with pytest.raises(ConfigError, match="n_folds"):
+        held_out_evidence(three_blocks, range(2, 6), n_folds=3)
 
 
 def test_held_out_evidence_is_deterministic(three_blocks):
@@ -145,7 +187,7 @@ def test_votes_reach_the_summary_line_and_the_report_figure(combined):
     out = combined.to_results()
     line = votes_line(out)
     low, high = combined.plausible_range
-    assert line.startswith("loss knee ") and f"plausible k = {low}..{high}" in line and "median vote" in line
+    assert line.startswith("loss knee ") and f"plausible k = {low}..{high}" in line and "held-out, coherence decides" in line
     assert votes_line({}) == ""
     fig = fig_kselect_evidence(out)
     assert fig is not None and len(fig.axes) == 3  # votes, held-out error and its twin axis

@@ -205,11 +205,13 @@ class NMFConfig:
         "unset: iterative for aa, rv and bd features, auto for raw (docs/kselect.md)",
         metavar="auto|iterative|N",
     )
-    k_range: str = option("3:20", "k values scanned by --k auto and kscan", metavar="LOW:HIGH")
+    k_range: str = option(
+        "2:20", "k values scanned by --k auto and kscan (Cao et al. scanned 3:20)", metavar="LOW:HIGH"
+    )
     k_evidence: str = option(
         "combined",
         "--k auto: combined (the loss knee and IQA of Cao et al. vote beside split-half stability, held-out error "
-        "and map coherence; the median vote decides) or cao (the two published levels alone) (docs/kselect.md)",
+        "and map coherence; the median of loss knee, held-out error and map coherence decides) or cao (the two published levels alone) (docs/kselect.md)",
         choices=("combined", "cao"),
     )
     solver: str = option("hals", "NMF solver", choices=("hals", "mu", "kl", "compressed"))

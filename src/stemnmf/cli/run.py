@@ -37,13 +37,13 @@ def add_kscan_parser(subparsers):
         "kscan",
         help="the K-component loss and image-similarity decision over a range of k",
         description=(
-            "Factorise for every k in a range (default 3:20), find the knee of the K-component loss and compare "
+            "Factorise for every k in a range (default 2:20), find the knee of the K-component loss and compare "
             "the components of the k around it with four image-quality metrics (Cao et al. 2025). Writes the same "
             "results.h5 and report.html as `run`, with k chosen by the scan."
         ),
     )
     _common(parser)
-    parser.add_argument("--k", dest="kscan_range", metavar="LOW:HIGH", default="3:20", help="k values to scan (default 3:20)")
+    parser.add_argument("--k", dest="kscan_range", metavar="LOW:HIGH", default="2:20", help="k values to scan (default 2:20)")
     add_config_arguments(parser, exclude=("nmf.k", "nmf.k_range"))
     return parser
 

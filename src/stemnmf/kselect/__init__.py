@@ -7,14 +7,15 @@ pattern space, for k around the knee; each metric picks the largest k before
 a component becomes redundant (two alike, or one nearly empty) and the median
 choice decides. Beside these two levels (``evidence='combined'``, the default),
 the split-half stability and held-out (bi-cross-validation) error of NMF on a
-subsample, and the coherence of the component maps vote too; the median vote
-decides (docs/kselect.md).
+subsample, and the coherence of the component maps vote too; the median of the
+loss knee, the held-out error and the map coherence decides, all five give the
+plausible range (docs/kselect.md).
 
 The pipeline calls :func:`select_k`; its :meth:`KSelection.to_results` holds
 everything under ``/kselect/`` in the results file.
 """
 
-from stemnmf.kselect.coherence import coherence_by_k, map_coherence
+from stemnmf.kselect.coherence import coherence_by_k, coherence_ratio, coherence_ratio_by_k, map_coherence
 from stemnmf.kselect.combine import (
     COHERENCE_FRACTION,
     SIGNALS,
@@ -40,6 +41,8 @@ __all__ = [
     "SIGNALS",
     "STABILITY_THRESHOLD",
     "coherence_by_k",
+    "coherence_ratio",
+    "coherence_ratio_by_k",
     "combine_votes",
     "first_run_end",
     "gather_evidence",

@@ -4,9 +4,14 @@ A component that stands for a crystal or a domain has a map that varies
 smoothly from one probe position to the next; one that fits noise, or an
 arbitrary share of a domain, has a speckled map. The coherence of a map is
 its lag-1 autocorrelation over the scan (the mean of the Pearson correlations
-between horizontally and vertically neighbouring positions); the coherence of
-a k is that of its least coherent component. It uses the fits of the
-K-component loss scan, so it costs nothing extra.
+between horizontally and vertically neighbouring positions). A k is judged by
+its least coherent component against the median component of the same fit
+(:func:`coherence_ratio_by_k`): a small domain has a lower coherence than a
+large one (more of its neighbours lie across its border), so comparing within
+one fit, whose components share the scan's domain sizes, keeps many small
+domains from looking like noise, while a component that fits noise (coherence
+near 0) stands out at once. It uses the fits of the K-component loss scan, so
+it costs nothing extra.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 
 from stemnmf.errors import DataValueError
 
-__all__ = ["map_coherence", "coherence_by_k"]
+__all__ = ["map_coherence", "coherence_by_k", "coherence_ratio", "coherence_ratio_by_k"]
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -75,3 +80,32 @@ def coherence_by_k(factors, scan_shape) -> tuple[np.ndarray, np.ndarray]:
     ks = np.array(sorted(int(k) for k in factors), dtype=np.int64)
     least = np.array([map_coherence(factors[int(k)][0], scan_shape).min() for k in ks])
     return ks, least
+
+
+def coherence_ratio_by_k(factors, scan_shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The least and the median component coherence of each fit.
+
+    Parameters
+    ----------
+    factors : mapping of int to (W, H)
+    scan_shape : (int, int)
+
+    Returns
+    -------
+    k : numpy.ndarray of int64
+    least, median : numpy.ndarray of float64
+        Their ratio ``least / median`` (0 where the median is not positive)
+        is what the coherence vote thresholds.
+    """
+    ks = np.array(sorted(int(k) for k in factors), dtype=np.int64)
+    values = [map_coherence(factors[int(k)][0], scan_shape) for k in ks]
+    least = np.array([v.min() for v in values])
+    median = np.array([float(np.median(v)) for v in values])
+    return ks, least, median
+
+
+def coherence_ratio(least, median) -> np.ndarray:
+    """``least / median`` per k, 0 where the median coherence is not positive."""
+    least = np.asarray(least, dtype=np.float64)
+    median = np.asarray(median, dtype=np.float64)
+    return np.where(median > 0, least / np.where(median > 0, median, 1.0), 0.0)

@@ -185,6 +185,29 @@ def decide_k(
     -------
     IQADecision
     """
+    metrics, limits, empty_metrics = _check_options(patterns_by_k, metrics, source, thresholds, empty_metrics)
+    ks, prepared = _prepare(patterns_by_k, normalise)
+    metrics = _metrics_for_shape(metrics, prepared[int(ks[0])].shape[1:])
+    matrices, empty, choices = {}, {}, {}
+    evidence = _Evidence({}, {}, {}, {}, {}, limits)
+    for metric in metrics:
+        matrices[metric], by_k_empty = _score_metric(metric, ks, prepared, limits[metric], metric in empty_metrics, evidence)
+        if metric in empty_metrics:
+            empty[metric] = by_k_empty
+        first = np.flatnonzero(evidence.redundant[metric])
+        choices[metric] = int(ks[-1]) if first.size == 0 else int(ks[max(0, first[0] - 1)])
+    ordered = sorted(choices.values())
+    chosen = ordered[(len(ordered) - 1) // 2]
+    reason = _reason(chosen, ks, metrics, choices, evidence)
+    log.info("decision level 2: %s", reason)
+    return IQADecision(
+        ks, matrices, evidence.most, evidence.pairs, empty, evidence.emptiest, evidence.redundant, choices,
+        int(chosen), limits, empty_metrics, reason,
+    )  # fmt: skip
+
+
+def _check_options(patterns_by_k, metrics, source, thresholds, empty_metrics):
+    """(metrics, threshold per metric, empty-pattern metrics) after checking the options of :func:`decide_k`."""
     if not patterns_by_k:
         raise DataValueError("no component patterns to compare", "give the patterns of at least one k")
     metrics = list(metrics)
@@ -204,6 +227,11 @@ def decide_k(
     for name in empty_metrics:
         if name not in METRICS:
             raise ConfigError(f"unknown IQA metric {name!r} in empty_metrics", f"use some of {', '.join(METRICS)}")
+    return metrics, limits, empty_metrics
+
+
+def _prepare(patterns_by_k, normalise: bool):
+    """(sorted k, {k: patterns as compared}) after checking each k's shape."""
     ks = np.array(sorted(int(k) for k in patterns_by_k), dtype=np.int64)
     prepared = {}
     for k in ks:
@@ -211,7 +239,11 @@ def decide_k(
         if p.ndim != 3 or p.shape[0] != k:
             raise DataValueError(f"the patterns for k = {k} must have shape ({k}, qy, qx), got {p.shape}")
         prepared[int(k)] = _normalise(p) if normalise else p.astype(np.float64)
-    shape = prepared[int(ks[0])].shape[1:]
+    return ks, prepared
+
+
+def _metrics_for_shape(metrics, shape):
+    """The metrics that can vote on patterns of ``shape`` (SSIM needs its 11 x 11 window)."""
     if "ssim" in metrics and min(shape) // max(1, round(min(shape) / 256)) < 11:
         if len(metrics) == 1:
             raise DataValueError(
@@ -220,43 +252,35 @@ def decide_k(
             )
         log.warning("patterns of %d x %d pixels are smaller than the SSIM window; SSIM does not vote", *shape)
         metrics = [m for m in metrics if m != "ssim"]
+    return metrics
 
-    matrices = {m: {} for m in metrics}
-    most = {m: np.full(ks.size, np.nan) for m in metrics}
-    pairs = {m: np.full((ks.size, 2), -1, dtype=np.int64) for m in metrics}
-    empty = {m: {} for m in metrics if m in empty_metrics}
-    emptiest = {m: np.full(ks.size, np.nan) for m in metrics}
-    emptiest_index = {m: np.full(ks.size, -1, dtype=np.int64) for m in metrics}
-    redundant = {m: np.zeros(ks.size, dtype=bool) for m in metrics}
-    choices = {}
-    for metric in metrics:
-        higher = HIGHER_IS_SIMILAR[metric]
-        for i, k in enumerate(ks):
-            patterns = prepared[int(k)]
-            matrix = iqa_matrix(patterns, metric, data_range=1.0)
-            matrices[metric][int(k)] = matrix
-            value, pair = most_similar_pair(matrix, metric)
-            most[metric][i] = value
-            pairs[metric][i] = pair
-            flagged = _is_redundant(value, metric, limits[metric])
-            if metric in empty_metrics:
-                values = np.atleast_1d(METRICS[metric](patterns, np.zeros_like(patterns), data_range=1.0))
-                empty[metric][int(k)] = values
-                j = int(np.argmax(values) if higher else np.argmin(values))
-                emptiest[metric][i] = values[j]
-                emptiest_index[metric][i] = j
-                flagged = flagged or _is_redundant(values[j], metric, limits[metric])
-            redundant[metric][i] = flagged
-        first = np.flatnonzero(redundant[metric])
-        choices[metric] = int(ks[-1]) if first.size == 0 else int(ks[max(0, first[0] - 1)])
-    ordered = sorted(choices.values())
-    chosen = ordered[(len(ordered) - 1) // 2]
-    evidence = _Evidence(most, pairs, emptiest, emptiest_index, redundant, limits)
-    reason = _reason(chosen, ks, metrics, choices, evidence)
-    log.info("decision level 2: %s", reason)
-    return IQADecision(
-        ks, matrices, most, pairs, empty, emptiest, redundant, choices, int(chosen), limits, empty_metrics, reason
-    )
+
+def _score_metric(metric, ks, prepared, limit, check_empty, evidence):
+    """({k: IQA matrix}, {k: values against an empty pattern}) of one metric; fills ``evidence``."""
+    higher = HIGHER_IS_SIMILAR[metric]
+    matrices, empty = {}, {}
+    evidence.most[metric] = np.full(ks.size, np.nan)
+    evidence.pairs[metric] = np.full((ks.size, 2), -1, dtype=np.int64)
+    evidence.emptiest[metric] = np.full(ks.size, np.nan)
+    evidence.emptiest_index[metric] = np.full(ks.size, -1, dtype=np.int64)
+    evidence.redundant[metric] = np.zeros(ks.size, dtype=bool)
+    for i, k in enumerate(ks):
+        patterns = prepared[int(k)]
+        matrix = iqa_matrix(patterns, metric, data_range=1.0)
+        matrices[int(k)] = matrix
+        value, pair = most_similar_pair(matrix, metric)
+        evidence.most[metric][i] = value
+        evidence.pairs[metric][i] = pair
+        flagged = _is_redundant(value, metric, limit)
+        if check_empty:
+            values = np.atleast_1d(METRICS[metric](patterns, np.zeros_like(patterns), data_range=1.0))
+            empty[int(k)] = values
+            j = int(np.argmax(values) if higher else np.argmin(values))
+            evidence.emptiest[metric][i] = values[j]
+            evidence.emptiest_index[metric][i] = j
+            flagged = flagged or _is_redundant(values[j], metric, limit)
+        evidence.redundant[metric][i] = flagged
+    return matrices, empty
 
 
 @dataclasses.dataclass

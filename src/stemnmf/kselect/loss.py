@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from stemnmf.decompose import NMF, RowBlocks
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = ["KLoss", "k_component_loss", "residual_stats", "positive_residual", "row_residuals", "append_component"]
@@ -103,8 +104,6 @@ class _Data:
     """
 
     def __init__(self, X):
-        from stemnmf.decompose import RowBlocks
-
         if isinstance(X, _Data):
             self.__dict__.update(X.__dict__)
             return
@@ -292,8 +291,6 @@ def _check_k_values(k_values, shape) -> np.ndarray:
 
 def _check_X(X) -> _Data:
     """X wrapped for the passes; validated once (NaN, Inf, negatives), summary cached."""
-    from stemnmf.decompose import RowBlocks
-
     if not isinstance(X, (RowBlocks, _Data)):
         if not (hasattr(X, "shape") and hasattr(X, "__getitem__")):
             X = np.asarray(X)
@@ -304,6 +301,31 @@ def _check_X(X) -> _Data:
     data = _Data(X)
     data.blocks.summary()
     return data
+
+
+def _fit_k(data, k: int, W, H, residuals, *, init: str, nmf: dict):
+    """(W, H, model) of the fit with k components: warm-started from (W, H) plus components from the residual,
+    or from ``init`` when W is None."""
+    if W is None:
+        model = NMF(k, init=init, **nmf)
+        W = model.fit_transform(data.blocks)
+    else:
+        W0, H0 = W, H
+        for extra in range(k - W.shape[1]):
+            W0, H0 = append_component(data, W0, H0, residuals if extra == 0 else None)
+        model = NMF(k, init="custom", **nmf)
+        W = model.fit_transform(data.blocks, W=W0, H=H0)
+    return np.asarray(W, dtype=np.float32), np.asarray(model.components_, dtype=np.float32), model
+
+
+def _fit_errors(data, W, H, model, n_entries: float) -> tuple[float, float]:
+    """(mean |X - WH|, ||X - WH||_F) of a fit: from the solver when it kept them, else one pass."""
+    mean_abs = getattr(model, "mean_abs_err_", None)
+    frobenius = getattr(model, "reconstruction_err_", None)
+    if mean_abs is None or frobenius is None:
+        abs_sum, sq_sum, _, _ = residual_stats(data.blocks, W, H)
+        mean_abs, frobenius = abs_sum / n_entries, np.sqrt(sq_sum)
+    return mean_abs, frobenius
 
 
 def k_component_loss(
@@ -352,58 +374,35 @@ def k_component_loss(
     -------
     KLoss
     """
-    from stemnmf.decompose import NMF
-
     data = _check_X(X)
-    blocks = data.blocks
-    summary = blocks.summary()
+    summary = data.blocks.summary()
     ks = _check_k_values(k_values, tuple(summary.shape))
-    options = dict(nmf_options or {})
+    nmf = dict(nmf_options or {}, solver=solver, max_iter=max_iter, tol=tol, random_state=random_state)
     n_k = ks.size
     out = {name: np.zeros(n_k) for name in ("loss", "frobenius", "explained", "seconds")}
     n_iter = np.zeros(n_k, dtype=np.int64)
     warm = np.zeros(n_k, dtype=bool)
     factors = {}
-    W = H = None
-    residuals = None
-    row_norms = None
-    n_entries = float(summary.shape[0]) * float(summary.shape[1])
+    W = H = residuals = row_norms = None
     x_sq = float(summary.sq_norm)
     for i, k in enumerate(ks):
         k = int(k)
         t0 = time.perf_counter()
-        start_warm = warm_start and W is not None and W.shape[1] < k
-        if start_warm:
-            W0, H0 = W, H
-            for extra in range(k - W.shape[1]):
-                W0, H0 = append_component(data, W0, H0, residuals if extra == 0 else None)
-            model = NMF(k, solver=solver, init="custom", max_iter=max_iter, tol=tol, random_state=random_state, **options)
-            W = model.fit_transform(blocks, W=W0, H=H0)
-        else:
-            model = NMF(k, solver=solver, init=init, max_iter=max_iter, tol=tol, random_state=random_state, **options)
-            W = model.fit_transform(blocks)
-        W = np.asarray(W, dtype=np.float32)
-        H = np.asarray(model.components_, dtype=np.float32)
-        mean_abs = getattr(model, "mean_abs_err_", None)
-        frobenius = getattr(model, "reconstruction_err_", None)
-        need_seed = warm_start and i + 1 < n_k
-        if mean_abs is None or frobenius is None:
-            abs_sum, sq_sum, _, _ = residual_stats(blocks, W, H)
-            mean_abs, frobenius = abs_sum / n_entries, np.sqrt(sq_sum)
-        if need_seed:
-            if row_norms is None:
-                row_norms = data.row_norms_sq()
+        warm[i] = warm_start and W is not None and W.shape[1] < k
+        W, H, model = _fit_k(data, k, W if warm[i] else None, H, residuals, init=init, nmf=nmf)
+        mean_abs, frobenius = _fit_errors(data, W, H, model, float(summary.shape[0]) * float(summary.shape[1]))
+        if warm_start and i + 1 < n_k:  # the next k starts from the worst-fitted row
+            row_norms = data.row_norms_sq() if row_norms is None else row_norms
             residuals = row_residuals(data, W, H, row_norms)
         out["seconds"][i] = time.perf_counter() - t0
         out["loss"][i] = float(mean_abs)
         out["frobenius"][i] = float(frobenius)
         out["explained"][i] = 1.0 - float(frobenius) ** 2 / x_sq if x_sq > 0 else 0.0
         n_iter[i] = int(getattr(model, "n_iter_", 0))
-        warm[i] = start_warm
         if keep_factors:
             factors[k] = (W, H)
         log.info(
             "k=%d loss=%.6g explained=%.4f iterations=%d %.2fs%s",
-            k, out["loss"][i], out["explained"][i], n_iter[i], out["seconds"][i], " (warm)" if start_warm else "",
+            k, out["loss"][i], out["explained"][i], n_iter[i], out["seconds"][i], " (warm)" if warm[i] else "",
         )
     return KLoss(ks, out["loss"], out["frobenius"], out["explained"], out["seconds"], n_iter, warm, factors)

@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 
+from stemnmf.engine import Engine
 from stemnmf.errors import DataValueError
 from stemnmf.io.dataset import Dataset4D
 
@@ -103,8 +104,6 @@ def weighted_mean_patterns(dataset: Dataset4D, W, engine=None) -> np.ndarray:
         Masked detector pixels (``dataset.mask``) are 0; a component with no
         weight anywhere gives a zero pattern.
     """
-    from stemnmf.engine import Engine
-
     if not isinstance(dataset, Dataset4D):
         raise DataValueError(
             f"weighted_mean_patterns needs a Dataset4D, got {type(dataset).__name__}",

@@ -183,7 +183,7 @@ def plot_evidence_curves(ax, k, *, heldout_error=None, stability=None, coherence
             twin.axhline(float(stability_threshold), color="C3", ls="--", lw=1)
     if coherence is not None and coherence_k is not None:
         twin.plot(np.asarray(coherence_k), np.asarray(coherence, dtype=float), "^-", color="C4", ms=4,
-                  label="least map coherence")
+                  label="least / median map coherence")
         if coherence_threshold is not None:
             twin.axhline(float(coherence_threshold), color="C4", ls=":", lw=1)
     twin.set_ylim(-0.05, 1.05)
@@ -215,7 +215,8 @@ def fig_kselect_evidence(results):
             limits = json.loads(str(results["/kselect/thresholds_combined"]))
         stability = np.asarray(results["/kselect/heldout/stability"]).mean(axis=0)
         coherence_k = results["/kselect/coherence/k"] if "/kselect/coherence/k" in results else None
-        coherence = results["/kselect/coherence/least"] if "/kselect/coherence/least" in results else None
+        coherence = next((results[f"/kselect/coherence/{name}"] for name in ("ratio", "least")
+                          if f"/kselect/coherence/{name}" in results), None)
         plot_evidence_curves(axes[1], results["/kselect/heldout/k"],
                              heldout_error=results["/kselect/heldout/mean_error"],
                              stability=stability, coherence_k=coherence_k, coherence=coherence,

@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from stemnmf.errors import ConfigError, DataValueError
+from stemnmf.decompose import RowBlocks, pca_scree
+from stemnmf.errors import ConfigError, DataValueError, StemNMFError
 from stemnmf.io.dataset import Dataset4D
 from stemnmf.kselect.combine import CombinedChoice, gather_evidence
 from stemnmf.kselect.decide import IQADecision, decide_k
@@ -82,7 +83,7 @@ class KSelection:
 
     @property
     def plausible_range(self) -> tuple[int, int]:
-        """The k the evidence finds plausible (the range of the votes nearest the median)."""
+        """The k the evidence finds plausible (second smallest to second largest vote, with the chosen k)."""
         if self.combined is not None:
             return tuple(int(v) for v in self.combined.plausible_range)
         low, high = sorted((int(self.knee), int(self.decision.chosen_k)))
@@ -157,8 +158,6 @@ def _pattern_shape(feature: str, pattern_shape, n_features: int, dataset) -> tup
 
 def _columns_scaled_separately(X) -> bool:
     """True when every non-zero column of X spans exactly [0, 1] (per-feature min-max scaling)."""
-    from stemnmf.decompose import RowBlocks
-
     blocks = X if isinstance(X, RowBlocks) else RowBlocks(X)
     high = low = None
     for _, xb in blocks:
@@ -173,13 +172,6 @@ def _columns_scaled_separately(X) -> bool:
 
 def _pca(X, random_state):
     """The PCA scree for comparison; None (with a warning) when it cannot be computed."""
-    from stemnmf.errors import StemNMFError
-
-    try:
-        from stemnmf.decompose import pca_scree
-    except ImportError:
-        log.warning("stemnmf.decompose.pca_scree is not available; the PCA scree elbow is not reported")
-        return None
     try:
         return pca_scree(X, random_state=random_state)
     except StemNMFError as err:
@@ -273,6 +265,26 @@ def _reason(chosen: int, knee: Knee, decision: IQADecision, combined: CombinedCh
     return reason
 
 
+def _timed(seconds: dict, name: str, func, *args, **kwargs):
+    """``func(*args, **kwargs)``, its time recorded as ``seconds[name]``."""
+    t0 = time.perf_counter()
+    out = func(*args, **kwargs)
+    seconds[name] = time.perf_counter() - t0
+    return out
+
+
+def _cao_levels(X, kloss, seconds, *, sensitivity, half_width, raw, shape, patterns, dataset, engine, iqa_options):
+    """Cao et al.'s two levels on a loss scan: (knee, range of interest, pattern source, patterns by k, decision)."""
+    knee = _knee(kloss, sensitivity)
+    ks = range_of_interest(int(round(knee.x)), kloss.k, half_width)
+    source, by_k = _timed(
+        seconds, "patterns", _component_patterns, X, kloss, ks, raw=raw, shape=shape, patterns=patterns,
+        dataset=dataset, engine=engine,
+    )  # fmt: skip
+    decision = _timed(seconds, "iqa", decide_k, by_k, source=source, **iqa_options)
+    return knee, ks, source, by_k, decision
+
+
 def select_k(
     X,
     *,
@@ -298,65 +310,47 @@ def select_k(
     scan_shape=None,
     heldout_options: dict | None = None,
 ) -> KSelection:
-    """Choose the number of components in two levels (after Cao et al. 2025).
+    """Choose the number of components (Cao et al. 2025's two levels, and more evidence).
 
     1. The K-component loss (mean ``|X - WH|``) over ``k_values``
-       (:func:`k_component_loss`) and its knee (:func:`find_knee`); the range
-       of interest is the knee +- ``half_width``.
-    2. For each k in that range, the components' patterns in raw pattern
-       space and the IQA matrices between them (:func:`decide_k`): each
-       metric chooses the largest k before a component becomes redundant
-       (two alike, or one nearly empty), and the median choice decides.
+       (:func:`k_component_loss`) and its knee (:func:`find_knee`).
+    2. For each k within ``half_width`` of the knee, the IQA matrices between
+       the components' patterns (:func:`decide_k`); the median of the
+       metrics' choices is Cao et al.'s k.
+    3. With ``evidence='combined'``: split-half stability, held-out error and
+       map coherence vote too (:func:`~stemnmf.kselect.gather_evidence`); the
+       median of the loss knee, the held-out knee and the coherence decides.
 
     Parameters
     ----------
     X : array_like, shape (n_positions, n_features)
         Non-negative features, rows in C order of the scan.
     k_values : iterable of int, default range(3, 21)
+        Cao et al.'s range; ``stemnmf run`` passes its ``--k-range`` (2:20).
     dataset : Dataset4D, optional
-        The calibrated scan X was computed from. Needed for features other
-        than 'raw' (weighted mean patterns, one streamed pass).
+        The calibrated scan X came from; needed for features other than 'raw'.
     feature : str, default 'raw'
-        The representation of X. For 'raw' the patterns are the basis
-        patterns x largest weight (reshaped to ``pattern_shape``); otherwise
-        the weighted mean patterns of ``dataset``.
-    pattern_shape : (int, int), optional
-        Shape of a raw feature pattern (binned); default the dataset's pattern
-        shape when it matches, else square.
-    engine : stemnmf.engine.Engine, optional
-        Runs the pass over ``dataset``.
-    random_state : int, Generator or None
+        For 'raw' the patterns compared are basis patterns x largest weight
+        (shape ``pattern_shape``, default the dataset's or square); otherwise
+        weighted mean patterns of ``dataset`` (one pass on ``engine``).
+    pattern_shape, engine, random_state
     solver, max_iter, tol, warm_start, nmf_options
         Passed to :func:`k_component_loss`.
-    half_width : int, default 4
-        Range of interest: knee +- this, clipped to ``k_values``.
-    sensitivity : float, default 1.0
-        Kneedle sensitivity S.
-    metrics : sequence of str, default ('ssim', 'psnr', 'gmsd', 'mdsi')
-        IQA metrics that vote.
-    thresholds : dict, optional
-        Redundancy thresholds per metric (defaults for the kind of pattern in
-        :data:`stemnmf.kselect.DEFAULT_THRESHOLDS`).
-    empty_metrics : sequence of str, optional
-        Metrics that also compare each component with an empty pattern
-        (defaults in :data:`stemnmf.kselect.DEFAULT_EMPTY_METRICS`).
+    half_width, sensitivity
+        Range of interest (knee +- this) and the Kneedle sensitivity S.
+    metrics, thresholds, empty_metrics
+        Passed to :func:`decide_k` (defaults per kind of pattern).
     patterns : {'auto', 'representative', 'weighted_mean'}, default 'auto'
-        Which component patterns to compare. 'auto': representative patterns
-        for raw features, unless every pixel column of X was min-max scaled
-        on its own (then a row of H is not a pattern) and the dataset is
-        given; weighted mean patterns of the dataset otherwise.
+        'auto': representative patterns for raw features, unless every pixel
+        column of X was min-max scaled on its own and the dataset is given.
     pca : bool, default True
         Also compute the PCA scree elbow for comparison.
     evidence : {'combined', 'cao'}, default 'combined'
-        'cao': Cao et al.'s two levels decide, exactly as published. 'combined':
-        they vote beside the split-half stability, the held-out
-        (bi-cross-validation) error and the map coherence, and the median
-        vote decides (:func:`~stemnmf.kselect.gather_evidence`).
+        'cao': Cao et al.'s two levels decide, exactly as published.
     scan_shape : (int, int), optional
-        (sy, sx) of the scan, for the map coherence; default the dataset's.
+        (sy, sx) for the map coherence; default the dataset's.
     heldout_options : dict, optional
-        Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`
-        (subsample size, iterations).
+        Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`.
 
     Returns
     -------
@@ -369,56 +363,31 @@ def select_k(
     DataValueError
         For bad X (negative, NaN, wrong shape).
     """
-    seconds = {}
     if evidence not in ("combined", "cao"):
         raise ConfigError(f"evidence={evidence!r} is unknown", "use 'combined' or 'cao'")
     raw, shape = _check_inputs(X, feature, pattern_shape, patterns, dataset)
-
-    t0 = time.perf_counter()
-    kloss = k_component_loss(
-        X,
-        k_values,
-        solver=solver,
-        warm_start=warm_start,
-        max_iter=max_iter,
-        tol=tol,
-        random_state=random_state,
-        nmf_options=nmf_options,
-    )
-    seconds["k_component_loss"] = time.perf_counter() - t0
-    knee = _knee(kloss, sensitivity)
-    knee_k = int(round(knee.x))
-    ks = range_of_interest(knee_k, kloss.k, half_width)
-
-    t0 = time.perf_counter()
-    source, by_k = _component_patterns(X, kloss, ks, raw=raw, shape=shape, patterns=patterns, dataset=dataset, engine=engine)
-    seconds["patterns"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    decision = decide_k(by_k, source=source, metrics=metrics, thresholds=thresholds, empty_metrics=empty_metrics)
-    seconds["iqa"] = time.perf_counter() - t0
-
-    pca_result = None
-    if pca:
-        t0 = time.perf_counter()
-        pca_result = _pca(X, random_state)
-        seconds["pca"] = time.perf_counter() - t0
-
+    seconds = {}
+    fit_options = dict(solver=solver, warm_start=warm_start, max_iter=max_iter, tol=tol, nmf_options=nmf_options)
+    kloss = _timed(seconds, "k_component_loss", k_component_loss, X, k_values, random_state=random_state, **fit_options)
+    knee, ks, source, by_k, decision = _cao_levels(
+        X, kloss, seconds, sensitivity=sensitivity, half_width=half_width, raw=raw, shape=shape,
+        patterns=patterns, dataset=dataset, engine=engine,
+        iqa_options=dict(metrics=metrics, thresholds=thresholds, empty_metrics=empty_metrics),
+    )  # fmt: skip
+    pca_result = _timed(seconds, "pca", _pca, X, random_state) if pca else None
     combined = None
     if evidence == "combined":
-        t0 = time.perf_counter()
         if scan_shape is None and dataset is not None:
             scan_shape = dataset.scan_shape
-        combined = gather_evidence(
-            X, kloss, knee_k=knee_k, iqa_k=decision.chosen_k, scan_shape=scan_shape, random_state=random_state,
-            heldout_options=heldout_options,
+        combined = _timed(
+            seconds, "evidence", gather_evidence, X, kloss, knee_k=int(round(knee.x)), iqa_k=decision.chosen_k,
+            scan_shape=scan_shape, random_state=random_state, heldout_options=heldout_options,
         )  # fmt: skip
-        seconds["evidence"] = time.perf_counter() - t0
-
     cao_k = int(decision.chosen_k)
     chosen = cao_k if combined is None else int(combined.chosen_k)
     reason = _reason(chosen, knee, decision, combined, pca_result)
     log.info("chose %s", reason)
     return KSelection(
-        chosen, knee_k, ks, reason, kloss, knee, decision, by_k, source, pca_result, seconds, cao_k, combined
-    )
+        chosen, int(round(knee.x)), ks, reason, kloss, knee, decision, by_k, source, pca_result, seconds, cao_k,
+        combined,
+    )  # fmt: skip
