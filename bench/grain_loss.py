@@ -1,6 +1,7 @@
 """Where grains are lost (issue 16): every visible grain the default run misses, with its cause.
 
     .venv/bin/python bench/grain_loss.py FILM.h5 [--features aa,bd] [--restarts 10] [--seed 0]
+        [--options link_tolerance=3]
 
 The film (a ``stemnmf simulate`` scan with its truth) is featurised with the
 run's defaults and factorised by ``IterativeNMF``; every merge of the final
