@@ -14,7 +14,11 @@
    the merged factors until none, on every position, to tol 1e-4) with
    scikit-learn's NMF (coordinate descent, ``init='custom'`` for the refits),
    for ``--baseline-restarts`` restarts; its time per restart is extrapolated
-   to ``n_restarts`` restarts spread perfectly over the cores.
+   to ``n_restarts`` restarts spread perfectly over the cores (``--baseline-restarts 0``: skipped).
+4. ``--rules transitive,evidence``: ``IterativeNMF`` with each merge rule on the same
+   feature matrix in the same process (the pipeline's settings: AA, ``n_restarts``,
+   the run's seed), for the cost of a merge rule against another (issue 16: the
+   evidence rule against the transitive rule it replaced as the default).
 
 The machine is shared with other work, so timings are noisy; the load average
 is printed with the table.
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stemnmf.decompose import IterativeNMF
 from stemnmf.decompose.blocks import default_threads
 from stemnmf.decompose.iterative import merge_components, merge_groups
 
@@ -92,6 +97,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="/tmp/stemnmf-e2e")
     parser.add_argument("--keep", action="store_true", help="keep the simulated scan and the run")
+    parser.add_argument("--rules", default="", help="merge rules to time on the same features, e.g. transitive,evidence")
     args = parser.parse_args()
 
     import stemnmf
@@ -123,7 +129,12 @@ def main() -> None:
         base.append(sklearn_restart(X, k0, threshold, seed=args.seed + i))
         per_restart.append(time.perf_counter() - t1)
     cores = default_threads()
-    baseline_nmf = float(np.mean(per_restart)) * args.restarts / cores
+    baseline_nmf = float(np.mean(per_restart)) * args.restarts / cores if per_restart else float("nan")
+    rule_seconds = {}
+    for rule in filter(None, args.rules.split(",")):
+        t1 = time.perf_counter()
+        model = IterativeNMF(feature="aa", n_restarts=args.restarts, random_state=args.seed, merge_rule=rule).fit(X)
+        rule_seconds[rule] = (time.perf_counter() - t1, model.n_components_)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# e2e: {args.scan} x {args.scan} x {args.det} x {args.det} ag2 scan, AA, {args.restarts} restarts")
@@ -143,6 +154,14 @@ def main() -> None:
     print(f"| baseline: original procedure on scikit-learn NMF, {np.mean(per_restart):.1f} s per restart "
           f"({args.baseline_restarts} measured) x {args.restarts} / {cores} cores | {baseline_nmf:.1f} | 1.0 |")
     print(f"| stemnmf IterativeNMF ({args.restarts} restarts) | {nmf:.1f} | {baseline_nmf / nmf:.1f}x faster |")
+    if rule_seconds:
+        print("")
+        first = next(iter(rule_seconds.values()))[0]
+        print("| IterativeNMF merge rule, same features, same process | seconds | k | ratio to the first | whole run at this rule / whole run at the first |")
+        print("| --- | --- | --- | --- | --- |")
+        for rule, (seconds, k) in rule_seconds.items():
+            whole = (total - nmf + seconds) / (total - nmf + first)
+            print(f"| {rule} | {seconds:.1f} | {k} | {seconds / first:.2f} | {whole:.2f} |")
     print("")
     print(f"k: stemnmf {int(results['/kselect/chosen_k'])} (from {k0}); baseline restarts "
           f"{[b[0] for b in base]} components, {[b[2] for b in base]} iterations")

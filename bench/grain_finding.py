@@ -14,6 +14,8 @@ factorises it and the regions are scored against the truth grains
 * ``transitive``: stemnmf before issue 16 (transitive merging with the pattern link);
 * ``evidence``: the default (docs/nmf.md); ``-links``, ``-gate``, ``-footprint``:
   the evidence rule without one of its three reasons to merge;
+* ``link3``, ``link5``: the evidence rule with links and shared footprints
+  accepted only when the merge costs at most 3 (5) noise gates (``link_tolerance``);
 * ``oracle``: scikit-learn's NMF (NNDSVDa, 400 iterations) at k = the number of
   grains, Yen regions of every component (the paper's refinement).
 
@@ -64,6 +66,8 @@ METHODS = {
     "-links": dict(merge_threshold=1.0, pattern_threshold=None),
     "-gate": dict(merge_tolerance=0.0),
     "-footprint": dict(footprint_threshold=None),
+    "link3": dict(link_tolerance=3.0),
+    "link5": dict(link_tolerance=5.0),
     "oracle": None,
 }
 

@@ -28,6 +28,9 @@ RULES = {
     "transitive + pattern link": dict(merge_rule="transitive"),
     "links only, complete linkage": dict(merge_tolerance=0.0, footprint_threshold=None),
     "evidence (default)": {},
+    "evidence, links within 30 noise gates": dict(link_tolerance=30.0),
+    "evidence, links within 10 noise gates": dict(link_tolerance=10.0),
+    "evidence, links within 3 noise gates": dict(link_tolerance=3.0),
 }
 
 

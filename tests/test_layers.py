@@ -34,9 +34,6 @@ RANKS = {
     "__main__": 14,
 }
 
-#: Parts whose functions still import stemnmf modules inside them (issue 20: being moved to module level);
-#: the test below also fails when one of them becomes clean, so that the list only shrinks.
-INNER_IMPORTS_LEFT = {"analysis"}
 
 #: (module, imported module) pairs imported inside a function on purpose, with the reason.
 INNER_IMPORTS_ALLOWED = {
@@ -170,10 +167,7 @@ def test_no_stemnmf_import_inside_a_function(part):
                 continue
             if inside and (name, target) not in INNER_IMPORTS_ALLOWED:
                 found.append(f"{path.relative_to(SRC)}:{line} imports {target}")
-    if part in INNER_IMPORTS_LEFT:
-        assert found, f"{part} has no import inside a function any more: take it out of INNER_IMPORTS_LEFT"
-    else:
-        assert not found, "imports inside functions (move them to the top of the module):\n" + "\n".join(found)
+    assert not found, "imports inside functions (move them to the top of the module):\n" + "\n".join(found)
 
 
 def test_every_stemnmf_module_imported_exists():

@@ -10,6 +10,7 @@ from stemnmf.decompose import IterativeNMF
 from stemnmf.decompose.evidence import (
     complete_linkage_groups,
     merge_costs,
+    merge_evidence,
     merge_rank_one,
     noise_gate,
     support_overlap,
@@ -88,9 +89,31 @@ def test_bad_options():
         ({"merge_rule": "greedy"}, "merge_rule"),
         ({"merge_tolerance": -1.0}, "merge_tolerance"),
         ({"footprint_threshold": 1.5}, "footprint_threshold"),
+        ({"link_tolerance": -1.0}, "link_tolerance"),
     ]:
         with pytest.raises(ConfigError, match=message):
             IterativeNMF(merge_threshold=0.4, **options).fit(X)
+
+
+def test_link_tolerance_limits_the_links_and_footprints_to_affordable_merges():
+    rng = np.random.default_rng(3)
+    Wt = rng.random((6, 300)) ** 3
+    Wt[1] = Wt[0] + 0.1 * rng.random(300)  # linked to 0 (maps correlated) with a shared footprint
+    H = rng.random((6, 40))
+    X = Wt.T @ H + 0.01 * rng.random((300, 40))
+    R = X - Wt.T @ H
+    kwargs = dict(threshold=0.45, pattern_threshold=0.5)
+    args = (Wt, H, Wt @ X, (R**2).sum(axis=1), (R**2).sum(axis=0))
+    free = merge_evidence(*args, **kwargs)
+    gate_only = merge_evidence(*args, footprint_threshold=None, use_links=False, **kwargs)
+    assert free.accepted[0, 1] and not gate_only.accepted[0, 1]
+    # the pair's cost in units of its gate: a tolerance just above accepts it, just below refuses it
+    ratio = free.cost[0, 1] / free.gate[0, 1]
+    assert merge_evidence(*args, link_tolerance=1.01 * ratio, **kwargs).accepted[0, 1]
+    assert not merge_evidence(*args, link_tolerance=0.99 * ratio, **kwargs).accepted[0, 1]
+    # 0: links and footprints must be free, which no pair of distinct components is: the noise gate alone
+    np.testing.assert_array_equal(merge_evidence(*args, link_tolerance=0.0, **kwargs).accepted, gate_only.accepted)
+    np.testing.assert_array_equal(merge_evidence(*args, link_tolerance=1e300, **kwargs).accepted, free.accepted)
 
 
 # -- the controls (issue 16), truth by construction ----------------------------------------------

@@ -22,6 +22,8 @@ import logging
 import numpy as np
 from scipy import sparse
 
+from stemnmf import kselect
+from stemnmf.engine import Engine
 from stemnmf.errors import DataValueError
 
 __all__ = [
@@ -197,8 +199,6 @@ def mean_patterns(dataset, *weights, engine=None, desc: str = "cluster patterns"
         ``means[c] = sum_i w_ic x_i / sum_i w_ic`` (0 for a cluster of zero
         weight and at masked pixels) and ``totals`` (c,) float64, the weight sums.
     """
-    from stemnmf.engine import Engine
-
     if not weights:
         return []
     engine = engine or Engine()
@@ -309,8 +309,6 @@ def dissimilarity(dataset, weights, references, *, labels=None, label_references
         (sy, sx) float32 deviation of each pattern from its label's reference
         (NaN where unlabelled), when ``labels`` is given.
     """
-    from stemnmf.engine import Engine
-
     engine = engine or Engine()
     n = dataset.n_positions
     matrix = _as_sparse(weights, n)
@@ -375,8 +373,6 @@ def scattered_fraction(dataset, *, level: float = 0.5, engine=None) -> np.ndarra
     Bragg disks and diffuse intensity below half the direct beam's peak. One
     streamed pass; masked pixels are left out.
     """
-    from stemnmf.engine import Engine
-
     engine = engine or Engine()
     kwargs = dict(valid=_valid_pixels(dataset), level=float(level))
     frac = engine.map(_scattered_fraction, dataset, kwargs=kwargs, desc="vacuum")
@@ -431,8 +427,6 @@ def raw_vs_nmf(raw, nmf, valid=None) -> np.ndarray:
     numpy.ndarray
         Structured (k,) of :data:`RAW_VS_NMF_DTYPE`.
     """
-    from stemnmf import kselect
-
     raw = np.asarray(raw, np.float32)
     nmf = np.asarray(nmf, np.float32)
     if raw.shape != nmf.shape or raw.ndim != 3:

@@ -306,6 +306,7 @@ def merge_evidence(
     tolerance: float = MERGE_TOLERANCE,
     footprint_threshold: float | None = FOOTPRINT_THRESHOLD,
     use_links: bool = True,
+    link_tolerance: float | None = None,
 ) -> MergeEvidence:
     """Which pairs of the fit ``(Wt, H)`` may merge (see the module docstring).
 
@@ -315,6 +316,8 @@ def merge_evidence(
     gates local to each pair (the global gate without it).
     ``footprint_threshold=None`` merges only pairs within the noise (and,
     with ``use_links``, linked pairs); ``use_links=False`` leaves the links out.
+    ``link_tolerance`` (None: no limit) accepts linked and same-footprint pairs
+    only when their merge costs at most this multiple of the pair's noise gate.
     """
     k = Wt.shape[0]
     cost, lost_i = merge_geometry(Wt, H, WtX)
@@ -326,10 +329,11 @@ def merge_evidence(
     linked = links(Wt, H, threshold, pattern_threshold)
     footprint = support_overlap(Wt, FOOTPRINT_FRACTION)
     accepted = cost <= gate
+    affordable = np.ones_like(accepted) if link_tolerance is None else cost <= float(link_tolerance) * gate
     if footprint_threshold is not None:
-        accepted |= (footprint >= footprint_threshold) & (_correlation(Wt) >= 0)
+        accepted |= (footprint >= footprint_threshold) & (_correlation(Wt) >= 0) & affordable
     if use_links:
-        accepted |= linked
+        accepted |= linked & affordable
     np.fill_diagonal(accepted, False)
     return MergeEvidence(cost, gate, linked, footprint, accepted)
 

@@ -82,6 +82,7 @@ class MergeRule:
 
     tolerance: float = MERGE_TOLERANCE
     footprint_threshold: float | None = FOOTPRINT_THRESHOLD
+    link_tolerance: float | None = None
 
 
 def merge_groups(
@@ -209,6 +210,7 @@ def _merge_loop(
                 Wt[live], H[live], WtX, row_sq, col_sq, footprint_col_sq=local, threshold=threshold,
                 pattern_threshold=pattern_threshold,
                 tolerance=rule.tolerance, footprint_threshold=rule.footprint_threshold,
+                link_tolerance=rule.link_tolerance,
             )
             groups = [[int(live[i]) for i in g] for g in complete_linkage_groups(evidence.accepted, evidence.cost)]
         merged = [tuple(g) for g in groups if len(g) > 1]
@@ -322,6 +324,10 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Evidence rule: pairs of maps not anti-correlated merge when at least this share of the
         larger map footprint (weights >= 0.2 of the map's peak) is shared;
         None: only merges within the noise.
+    link_tolerance : float or None, default None
+        Evidence rule: linked or same-footprint pairs merge only when the merge
+        raises ``||X - WH||^2`` by at most this many times the pair's noise
+        gate (None: whatever it costs).
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -382,6 +388,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "merge_rule": [StrOptions(set(MERGE_RULES))],
         "merge_tolerance": [Interval(numbers.Real, 0, None, closed="left")],
         "footprint_threshold": [Interval(numbers.Real, 0, 1, closed="both"), None],
+        "link_tolerance": [Interval(numbers.Real, 0, None, closed="left"), None],
         "n_restarts": [Interval(numbers.Integral, 1, None, closed="left")],
         "solver": [StrOptions({"hals", "mu", "compressed"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -404,6 +411,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         merge_rule="evidence",
         merge_tolerance=MERGE_TOLERANCE,
         footprint_threshold=FOOTPRINT_THRESHOLD,
+        link_tolerance=None,
         n_restarts=25,
         solver="hals",
         max_iter=200,
@@ -421,6 +429,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.merge_rule = merge_rule
         self.merge_tolerance = merge_tolerance
         self.footprint_threshold = footprint_threshold
+        self.link_tolerance = link_tolerance
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
@@ -462,7 +471,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         if self.merge_rule == "transitive":
             return None
         footprint = None if self.footprint_threshold is None else float(self.footprint_threshold)
-        return MergeRule(float(self.merge_tolerance), footprint)
+        link = None if self.link_tolerance is None else float(self.link_tolerance)
+        return MergeRule(float(self.merge_tolerance), footprint, link)
 
     def _restart_seeds(self, rng: np.random.Generator) -> list[int]:
         children = np.random.SeedSequence(int(rng.integers(2**63))).spawn(self.n_restarts)
