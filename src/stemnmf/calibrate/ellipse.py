@@ -255,13 +255,18 @@ def _polar(image: np.ndarray, mask: np.ndarray, center, n_angles: int, step: flo
     r_lim = float(np.max(np.hypot(corners[:, 0] - center[0], corners[:, 1] - center[1])))
     radii = np.arange(0.0, r_lim + step, step)
     theta = np.arange(n_angles) * (2 * np.pi / n_angles)
+    return theta, radii, _sample_rays(image, mask, center, theta, radii)
+
+
+def _sample_rays(image: np.ndarray, mask: np.ndarray, center, theta, radii) -> np.ndarray:
+    """(n_angles, n_radii) bilinear samples of ``image`` along rays from ``center``; NaN where masked or outside."""
     yy = center[0] + radii[None, :] * np.sin(theta)[:, None]
     xx = center[1] + radii[None, :] * np.cos(theta)[:, None]
     coords = np.stack([yy, xx])
     values = ndimage.map_coordinates(np.where(mask, 0.0, image), coords, order=1, mode="constant", cval=np.nan)
     bad = ndimage.map_coordinates(mask.astype(np.float64), coords, order=1, mode="constant", cval=1.0)
     values[bad > 0] = np.nan
-    return theta, radii, values
+    return values
 
 
 def pixel_noise(image, mask=None) -> float:

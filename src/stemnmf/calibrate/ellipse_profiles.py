@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from stemnmf.calibrate.common import check_mask
-from stemnmf.calibrate.ellipse import EllipseFit, _polar, _ring_window, pixel_noise
+from stemnmf.calibrate.ellipse import EllipseFit, _polar, _ring_window, _sample_rays, pixel_noise
 from stemnmf.errors import CalibrationError, ConfigError, DataValueError
 
 __all__ = ["fit_ellipse_profiles"]
@@ -57,13 +57,7 @@ def _log_polar(image, mask, center, r_min, r_max, n_angles, n_radii):
     """(theta, log-radius step, (n_angles, n_radii) samples with NaN where masked or outside)."""
     theta = (np.arange(n_angles) + 0.5) * (2 * np.pi / n_angles)
     log_r = np.linspace(math.log(r_min), math.log(r_max), n_radii)
-    radii = np.exp(log_r)
-    yy = center[0] + radii[None, :] * np.sin(theta)[:, None]
-    xx = center[1] + radii[None, :] * np.cos(theta)[:, None]
-    coords = np.stack([yy, xx])
-    values = ndimage.map_coordinates(np.where(mask, 0.0, image), coords, order=1, mode="constant", cval=np.nan)
-    bad = ndimage.map_coordinates(mask.astype(np.float64), coords, order=1, mode="constant", cval=1.0)
-    values[bad > 0] = np.nan
+    values = _sample_rays(image, mask, center, theta, np.exp(log_r))
     return theta, float(log_r[1] - log_r[0]), log_r, values
 
 

@@ -18,6 +18,7 @@ from stemnmf.engine import Engine
 from stemnmf.errors import CalibrationError, ConfigError
 
 __all__ = [
+    "binned_calibration",
     "bin_patterns",
     "bin_scan",
     "bin_mask",
@@ -172,6 +173,19 @@ def _bin_q_kernel(block, chunk, *, factor):
     return bin_patterns(own.reshape(-1, *own.shape[2:]), factor)
 
 
+def binned_calibration(calibration, factor: int):
+    """The calibration of patterns binned ``factor`` x ``factor``: q_pixel, origin and ellipse axes rescaled."""
+    changes = {}
+    if calibration.q_pixel is not None:
+        changes["q_pixel"] = calibration.q_pixel * factor
+    if calibration.origin is not None:
+        changes["origin"] = tuple(bin_coordinates(calibration.origin, factor))
+    if calibration.ellipse is not None:
+        a, b, angle = calibration.ellipse
+        changes["ellipse"] = (a / factor, b / factor, angle)
+    return calibration.replace(**changes)
+
+
 def bin_dataset(dataset, *, bin_q: int = 1, bin_scan: int = 1, engine=None):
     """Bin a Dataset4D in detector and/or scan space, updating its calibration.
 
@@ -198,15 +212,7 @@ def bin_dataset(dataset, *, bin_q: int = 1, bin_scan: int = 1, engine=None):
         new_shape = (qy // bin_q, qx // bin_q)
         if 0 in new_shape:
             raise ConfigError(f"bin_q={bin_q} is larger than the pattern ({qy} x {qx})", "use a smaller bin")
-        cal = dataset.calibration
-        changes = {}
-        if cal.q_pixel is not None:
-            changes["q_pixel"] = cal.q_pixel * bin_q
-        if cal.origin is not None:
-            changes["origin"] = tuple(bin_coordinates(cal.origin, bin_q))
-        if cal.ellipse is not None:
-            a, b, angle = cal.ellipse
-            changes["ellipse"] = (a / bin_q, b / bin_q, angle)
+        cal = binned_calibration(dataset.calibration, bin_q)
         origins = None if dataset.origins is None else bin_coordinates(dataset.origins, bin_q).astype(np.float32)
         out = engine.transform(
             _bin_q_kernel,
@@ -214,7 +220,7 @@ def bin_dataset(dataset, *, bin_q: int = 1, bin_scan: int = 1, engine=None):
             pattern_shape=new_shape,
             kwargs={"factor": bin_q},
             desc="binning",
-            calibration=cal.replace(**changes),
+            calibration=cal,
             mask=bin_mask(dataset.mask, bin_q),
             origins=origins,
         )

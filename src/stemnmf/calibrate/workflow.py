@@ -16,6 +16,7 @@ from stemnmf.calibrate.geometry import (
     _check_factor,
     bin_coordinates,
     bin_dataset,
+    binned_calibration,
     bin_mask,
     bin_patterns,
     crop_dataset,
@@ -733,16 +734,7 @@ def _detector_binning(state: _State) -> None:
         report.warn(f"bin_q={bin_q} does not divide the {qy} x {qx} pattern; the remainder is dropped")
     state.prepare = (_prepare, {"bad": hot if hot.any() else None, "mask": state.mask.copy(), "factor": bin_q})
     if bin_q > 1:
-        cal = state.cal
-        changes: dict[str, Any] = {}
-        if cal.q_pixel is not None:
-            changes["q_pixel"] = cal.q_pixel * bin_q
-        if cal.origin is not None:
-            changes["origin"] = tuple(bin_coordinates(cal.origin, bin_q))
-        if cal.ellipse is not None:
-            a, b, angle = cal.ellipse
-            changes["ellipse"] = (a / bin_q, b / bin_q, angle)
-        state.cal = cal.replace(**changes)
+        state.cal = binned_calibration(state.cal, bin_q)
         if state.origins_in is not None:
             state.origins_in = bin_coordinates(state.origins_in, bin_q).astype(np.float32)
         state.mask = bin_mask(state.mask, bin_q)
