@@ -169,7 +169,9 @@ def test_matching_recovers_known_orientations(known_orientations, template_cache
     """The key test: zone-axis patterns drawn by the simulator are indexed within 2° (orix misorientation)."""
     patterns = _patterns(known_orientations)
     cache = template_cache
-    result = index_patterns(patterns, ["Ag"], q_pixel=0.02, beam_energy=300.0, origin=(64, 64), resolution=2.0, cache_dir=cache)
+    result = index_patterns(
+        patterns, ["Ag"], q_pixel=0.02, beam_energy=300.0, origin=(64, 64), convergence_angle=1.05, resolution=2.0, cache_dir=cache
+    )
     found = matrices_to_quaternions(result.rotations)
     errors = []
     for i, (q_found, rotation) in enumerate(zip(found, known_orientations)):

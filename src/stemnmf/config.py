@@ -261,13 +261,22 @@ class OrientationsConfig:
     per_position: bool = option(False, "also index every position's pattern (slow)", flag="--index-positions")
     detector_rotation: float = option(0.0, "angle of the detector x axis from the scan x axis, degrees", metavar="DEG")
     detector_flip: bool = option(False, "the detector y axis runs against the scan y axis")
+    refine_model: str = option(
+        "kinematic", "orientation refinement: fit of a rendered kinematic pattern, or the older template tilt search",
+        choices=("kinematic", "templates"),
+    )
+    vote_positions: int = option(16, "positions per region whose own matches vote with its mean pattern; 0: the mean pattern alone", metavar="N")
 
     def index_options(self) -> dict[str, Any]:
         """Keyword options of :func:`stemnmf.crystal.orientation_datasets`."""
+        if int(self.vote_positions) < 0:
+            raise ConfigError(f"vote_positions={self.vote_positions!r} is negative", "give 0 (mean pattern only) or more")
         return {
             "resolution": float(self.resolution),
             "detector_rotation": float(self.detector_rotation),
             "detector_flip": bool(self.detector_flip),
+            "refine_model": str(self.refine_model),
+            "vote_positions": int(self.vote_positions),
         }
 
 
