@@ -104,3 +104,19 @@ def test_simulator_twins_option():
     assert csl_deviation(first[0], first[3], symmetry, 3) < 1e-3 and csl_deviation(first[1], first[2], symmetry, 3) < 1e-3
     with pytest.raises(ConfigError, match="twins"):
         simulate_truth("crystals", scan=16, det=48, seed=4, twins=3)
+
+
+def test_refinement_and_vote_options_reach_the_indexing_from_config_and_command_line(tmp_path):
+    from stemnmf.cli import build_parser
+    from stemnmf.config import Config, config_from_args
+    from stemnmf.cli.index import index_options
+
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(["run", "scan.h5", "--refine-model", "templates", "--vote-positions", "0"]))
+    options = config.orientations.index_options()
+    assert options["refine_model"] == "templates" and options["vote_positions"] == 0
+    assert Config().orientations.index_options()["refine_model"] == "kinematic"
+    with pytest.raises(ConfigError, match="vote_positions"):
+        Config.from_dict({"orientations": {"vote_positions": -1}})
+    args = parser.parse_args(["index", str(tmp_path), "--phase", "Ag", "--refine-model", "templates", "--vote-positions", "4"])
+    assert index_options(args)["refine_model"] == "templates" and index_options(args)["vote_positions"] == 4

@@ -269,8 +269,6 @@ class OrientationsConfig:
 
     def index_options(self) -> dict[str, Any]:
         """Keyword options of :func:`stemnmf.crystal.orientation_datasets`."""
-        if int(self.vote_positions) < 0:
-            raise ConfigError(f"vote_positions={self.vote_positions!r} is negative", "give 0 (mean pattern only) or more")
         return {
             "resolution": float(self.resolution),
             "detector_rotation": float(self.detector_rotation),
@@ -335,6 +333,8 @@ class Config:
         self.analysis.overlap_thresholds = thresholds
         if self.features.rings:
             self.features.rings = _parse_ring_bounds(self.features.rings)
+        if self.orientations.vote_positions < 0:
+            raise ConfigError(f"orientations.vote_positions={self.orientations.vote_positions} is negative", "give 0 (mean pattern only) or more")
         return self
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
