@@ -249,20 +249,24 @@ class Indexer:
         """
         kinematic = self.options.refine_model == "kinematic"
         scores = result.alternative_scores[i][: self.options.refine_candidates]
-        candidates = [j for j in range(len(scores)) if np.isfinite(scores[j]) and (kinematic or j == 0 or scores[j] >= close * scores[0])]
+        candidates = [
+            j for j in range(len(scores)) if np.isfinite(scores[j]) and (kinematic or j == 0 or scores[j] >= close * scores[0])
+        ]
+        phases = [int(result.alternative_phases[i, j]) for j in candidates]
         if kinematic:
             prepared = self.model.prepare(pattern)
+            search = self.options.resolution
             refined = [
-                self.model.refine(prepared, result.alternatives[i, j], int(result.alternative_phases[i, j]), search_deg=self.options.resolution)[::2]
-                for j in candidates
+                self.model.refine(prepared, result.alternatives[i, j], p, search_deg=search)[::2] for j, p in zip(candidates, phases)
             ]
         else:
-            refined = [self.refine(polar, result.alternatives[i, j], int(result.alternative_phases[i, j])) for j in candidates]
+            refined = [self.refine(polar, result.alternatives[i, j], p) for j, p in zip(candidates, phases)]
         order = np.argsort([score for _, score in refined])[::-1]
         best = candidates[order[0]]
         result.rotations[i], result.score[i] = refined[order[0]]
         result.phase[i] = result.alternative_phases[i, best]
-        others = [refined[k][1] for k in order[1:] if self._distinct(refined[k][0], candidates[k], refined[order[0]][0], best, result, i)]
+        winner = refined[order[0]][0]
+        others = [refined[k][1] for k in order[1:] if self._distinct(refined[k][0], candidates[k], winner, best, result, i)]
         if others:
             result.confidence[i] = max(0.0, 1.0 - others[0] / result.score[i]) if result.score[i] > 0 else 0.0
 
