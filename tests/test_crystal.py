@@ -170,7 +170,8 @@ def test_matching_recovers_known_orientations(known_orientations, template_cache
     patterns = _patterns(known_orientations)
     cache = template_cache
     result = index_patterns(
-        patterns, ["Ag"], q_pixel=0.02, beam_energy=300.0, origin=(64, 64), convergence_angle=1.05, resolution=2.0, cache_dir=cache
+        patterns, ["Ag"], q_pixel=0.02, beam_energy=300.0, origin=(64, 64), convergence_angle=1.05, resolution=2.0,
+        cache_dir=cache, refine_model="kinematic",
     )
     found = matrices_to_quaternions(result.rotations)
     errors = []

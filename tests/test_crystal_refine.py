@@ -111,11 +111,11 @@ def test_refinement_and_vote_options_reach_the_indexing_from_config_and_command_
     from stemnmf.cli.index import index_options
 
     parser = build_parser()
-    config = config_from_args(parser.parse_args(["run", "scan.h5", "--refine-model", "templates", "--vote-positions", "0"]))
+    config = config_from_args(parser.parse_args(["run", "scan.h5", "--refine-model", "kinematic", "--vote-positions", "0"]))
     options = config.orientations.index_options()
-    assert options["refine_model"] == "templates" and options["vote_positions"] == 0
-    assert Config().orientations.index_options()["refine_model"] == "kinematic"
+    assert options["refine_model"] == "kinematic" and options["vote_positions"] == 0
+    assert Config().orientations.index_options()["refine_model"] == "templates"
     with pytest.raises(ConfigError, match="vote_positions"):
         Config.from_dict({"orientations": {"vote_positions": -1}})
-    args = parser.parse_args(["index", str(tmp_path), "--phase", "Ag", "--refine-model", "templates", "--vote-positions", "4"])
-    assert index_options(args)["refine_model"] == "templates" and index_options(args)["vote_positions"] == 4
+    args = parser.parse_args(["index", str(tmp_path), "--phase", "Ag", "--refine-model", "kinematic", "--vote-positions", "4"])
+    assert index_options(args)["refine_model"] == "kinematic" and index_options(args)["vote_positions"] == 4

@@ -262,7 +262,7 @@ class OrientationsConfig:
     detector_rotation: float = option(0.0, "angle of the detector x axis from the scan x axis, degrees", metavar="DEG")
     detector_flip: bool = option(False, "the detector y axis runs against the scan y axis")
     refine_model: str = option(
-        "kinematic", "orientation refinement: fit of a rendered kinematic pattern, or the older template tilt search",
+        "templates", "orientation refinement: tilt search over the templates, or a continuous fit of a rendered kinematic pattern",
         choices=("kinematic", "templates"),
     )
     vote_positions: int = option(16, "positions per region whose own matches vote with its mean pattern; 0: the mean pattern alone", metavar="N")

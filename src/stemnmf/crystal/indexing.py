@@ -66,12 +66,14 @@ class IndexOptions:
     refine_excitation_error : float or None
         Excitation error of the refinement's spots [None: ``excitation_error``].
     refine_candidates : int
-        How many mutually distinct solutions (best first) are refined [4]; with
-        ``refine_model='templates'`` only those within 10 % of the best.
+        How many mutually distinct solutions (best first) are refined [None: 2 for
+        ``'templates'``, of which only those within 10 % of the best; 4 for ``'kinematic'``].
     refine_model : str
+        ``'templates'``: a tilt search over diffsims spots on the polar grid;
         ``'kinematic'``: each candidate is fitted continuously (three angles and the
-        thickness) to a rendered kinematic pattern (:mod:`.refine`); ``'templates'``:
-        the older tilt search over diffsims spots on the polar grid [``'kinematic'``].
+        thickness) to a rendered kinematic pattern (:mod:`.refine`): far more precise,
+        but on held-out spinel scans it chose the wrong one of near-equal solutions
+        slightly more often (bench/RESULTS-index.md) [``'templates'``].
     model_blur : float
         Gaussian blur of the rendered disks, pixels (``refine_model='kinematic'``) [0.5].
     detector_rotation : float
@@ -99,8 +101,8 @@ class IndexOptions:
     distinct_angle: float = 5.0
     refine: bool = True
     refine_excitation_error: float | None = 0.01
-    refine_candidates: int = 4
-    refine_model: str = "kinematic"
+    refine_candidates: int | None = None
+    refine_model: str = "templates"
     model_blur: float = 0.5
     detector_rotation: float = 0.0
     detector_flip: bool = False
@@ -248,7 +250,8 @@ class Indexer:
         becomes 1 - (best refined other) / (best refined).
         """
         kinematic = self.options.refine_model == "kinematic"
-        scores = result.alternative_scores[i][: self.options.refine_candidates]
+        count = self.options.refine_candidates or (4 if kinematic else 2)
+        scores = result.alternative_scores[i][:count]
         candidates = [
             j for j in range(len(scores)) if np.isfinite(scores[j]) and (kinematic or j == 0 or scores[j] >= close * scores[0])
         ]
