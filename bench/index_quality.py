@@ -37,6 +37,9 @@ from stemnmf.simulate.rotations import quaternion_to_matrix
 
 log = logging.getLogger("bench.index")
 
+#: Indexing options of every call (set from the command line).
+OPTIONS: dict = {}
+
 
 def simulate(phase_name: str, seed: int, scan: int, workdir: str):
     cif = os.path.join(workdir, f"{phase_name}.cif")
@@ -62,21 +65,26 @@ def summary(errors) -> str:
 
 
 def region_errors_of(results, truth, phase_name, cache, dataset, vote_positions) -> list:
-    found = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache, vote_positions=vote_positions)
+    found = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache, vote_positions=vote_positions, **OPTIONS)
     orientations = {k.split("/")[-1]: v for k, v in found.items()}
     scores = orientation_scores(orientations, results["/regions/maps"], truth)
     return [e for e in scores["orientation_errors"] if e is not None]
 
 
-def quality(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_positions: int) -> tuple[list, list, list]:
+def quality(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_positions: int,
+            with_oracle: bool = True) -> tuple[list, list, list]:
     dataset, truth = simulate(phase_name, seed, scan, workdir)
     results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
     region_errors = region_errors_of(results, truth, phase_name, cache, dataset, vote_positions)
     mean_only = region_errors_of(results, truth, phase_name, cache, None, 0)
+    if not with_oracle:
+        print(f"seed {seed}: k={results.n_components} regions={len(region_errors)}  regions (vote of {vote_positions}): "
+              f"{summary(region_errors)}  | mean pattern alone: {summary(mean_only)}", flush=True)
+        return region_errors, mean_only, []
     cal = dataset.calibration
     oracle = stemnmf.crystal.index_patterns(
         oracle_patterns(dataset, truth), [phase_name], q_pixel=cal.q_pixel, beam_energy=cal.beam_energy,
-        origin=cal.origin, convergence_angle=cal.convergence_angle, cache_dir=cache,
+        origin=cal.origin, convergence_angle=cal.convergence_angle, cache_dir=cache, **OPTIONS,
     )
     oracle_errors = errors_to_truth(oracle.rotations, truth, symmetry_matrices(load_phase(phase_name)))
     print(f"seed {seed}: k={results.n_components} regions={len(region_errors)}  regions (vote of {vote_positions}): "
@@ -90,7 +98,7 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
     results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
     cal = dataset.calibration
     indexer = Indexer([phase_name], dataset.pattern_shape, q_pixel=cal.q_pixel, beam_energy=cal.beam_energy,
-                      origin=cal.origin, convergence_angle=cal.convergence_angle, options=IndexOptions(cache_dir=cache))
+                      origin=cal.origin, convergence_angle=cal.convergence_angle, options=IndexOptions(cache_dir=cache, **OPTIONS))
     patterns = np.concatenate([results["/components/mean_patterns"], results["/components/representative_patterns"],
                                results["/regions/mean_patterns"]])
     t0 = time.perf_counter()
@@ -99,9 +107,9 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
     t0 = time.perf_counter()
     indexer.match(patterns, refine=True)
     t_components_refined = time.perf_counter() - t0
-    orientation_datasets(results, [phase_name], cache_dir=cache, vote_positions=0)  # templates cached
+    orientation_datasets(results, [phase_name], cache_dir=cache, vote_positions=0, **OPTIONS)  # templates cached
     t0 = time.perf_counter()
-    voted = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache, vote_positions=vote_positions)
+    voted = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache, vote_positions=vote_positions, **OPTIONS)
     t_voted = time.perf_counter() - t0
     sy, sx = dataset.scan_shape
     data = np.asarray(dataset.data).reshape(sy * sx, *dataset.pattern_shape)
@@ -140,21 +148,24 @@ def main() -> None:
     parser.add_argument("--speed-seed", type=int, default=None)
     parser.add_argument("--speed-scan", type=int, default=64)
     parser.add_argument("--vote-positions", type=int, default=IndexOptions.vote_positions)
+    parser.add_argument("--refine-model", default=IndexOptions.refine_model, choices=("kinematic", "templates"))
+    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle patterns (faster)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    OPTIONS["refine_model"] = args.refine_model
     with tempfile.TemporaryDirectory(prefix="stemnmf-index-") as workdir:
         cache = os.environ.get("STEMNMF_CACHE", os.path.join(workdir, "cache"))
         print(f"phase {args.phase}, crystals preset, {args.scan}x{args.scan} scan, 128x128 detector; "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
         regions, means, oracle = [], [], []
         for seed in args.seeds:
-            r, m, o = quality(args.phase, seed, args.scan, workdir, cache, args.vote_positions)
+            r, m, o = quality(args.phase, seed, args.scan, workdir, cache, args.vote_positions, not args.no_oracle)
             regions += r
             means += m
             oracle += o
         if regions:
             print(f"all seeds: regions (vote) {summary(regions)} (n={len(regions)}) | mean pattern alone {summary(means)}"
-                  f" | oracle {summary(oracle)} (n={len(oracle)})")
+                  + (f" | oracle {summary(oracle)} (n={len(oracle)})" if oracle else ""))
         if args.speed_seed is not None:
             speed(args.phase, args.speed_seed, args.speed_scan, workdir, cache, args.vote_positions)
 

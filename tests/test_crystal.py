@@ -169,19 +169,23 @@ def test_matching_recovers_known_orientations(known_orientations, template_cache
     """The key test: zone-axis patterns drawn by the simulator are indexed within 2° (orix misorientation)."""
     patterns = _patterns(known_orientations)
     cache = template_cache
-    result = index_patterns(patterns, ["Ag"], q_pixel=0.02, beam_energy=300.0, origin=(64, 64), resolution=2.0, cache_dir=cache)
+    result = index_patterns(
+        patterns, ["Ag"], q_pixel=0.02, beam_energy=300.0, origin=(64, 64), convergence_angle=1.05, resolution=2.0,
+        cache_dir=cache, refine_model="kinematic",
+    )
     found = matrices_to_quaternions(result.rotations)
     errors = []
     for i, (q_found, rotation) in enumerate(zip(found, known_orientations)):
         error = _orix_angle(q_found, matrix_to_quaternion(rotation))
-        if i in (3, 5):
-            # along <111> and <112> the zero-order pattern of a crystal and its Σ3 twin are the same
+        if i in (2, 3, 5):
+            # along <111> and <112> the zero-order pattern of a crystal and its Σ3 twin are the same but for the
+            # Ewald sphere's curvature: their fits differ by about 0.01 % here, below the noise
             for axis in ([1, 1, 1], [-1, 1, 1], [1, -1, 1], [1, 1, -1]):
                 twin = matrix_to_quaternion(rotation @ axis_angle_matrix(axis, 60.0))
                 error = min(error, _orix_angle(q_found, twin))
         errors.append(error)
     assert max(errors) < 2.0  # within a couple of degrees of the truth (0.4° tilt, 2° template grid)
-    assert np.median(errors) < 0.5
+    assert np.median(errors) < 0.1  # the continuous refinement, far below the 2° grid
     assert np.all(result.score > 0) and np.all((result.confidence >= 0) & (result.confidence <= 1))
 
 

@@ -52,6 +52,7 @@ def test_sample_positions_is_seeded_bounded_and_from_the_stronger_half():
     assert not (first[0] == sample_positions(maps, 8, random_state=5)[0]).all()
 
 
+TWIN_AXES = ([1, 1, 1], [-1, 1, 1], [1, -1, 1], [1, 1, -1])
 OPTICS = Optics(beam_energy=300.0, convergence_angle=1.05, q_pixel=0.02, det_shape=(128, 128), detector_blur=0.5)
 
 
@@ -76,8 +77,14 @@ def test_vote_recovers_regions_whose_mean_pattern_misleads(tmp_path):
     symmetry = symmetry_matrices(load_phase("Ag"))
 
     def errors(found):
+        # along <112> a crystal and its Σ3 twin give the same zero-order pattern but for the Ewald sphere's
+        # curvature (a 0.01 % difference of the fit here): the [-112] region counts its twins as right
         rotations = quaternions_to_matrices(found["/orientations/regions"])
-        return np.array([misorientation_angles(truth[r], rotations[r][None], symmetry)[0] for r in range(3)])
+        out = []
+        for r in range(3):
+            equivalent = [truth[r]] + ([truth[r] @ axis_angle_matrix(a, 60.0) for a in TWIN_AXES] if r == 2 else [])
+            out.append(min(misorientation_angles(t, rotations[r][None], symmetry)[0] for t in equivalent))
+        return np.array(out)
 
     options = dict(resolution=2.0, cache_dir=str(tmp_path), random_state=0)
     alone = errors(orientation_datasets(results, ["Ag"], dataset=dataset, vote_positions=0, **options))

@@ -263,6 +263,11 @@ class OrientationsConfig:
     per_position: bool = option(False, "also index every position's pattern (slow)", flag="--index-positions")
     detector_rotation: float = option(0.0, "angle of the detector x axis from the scan x axis, degrees", metavar="DEG")
     detector_flip: bool = option(False, "the detector y axis runs against the scan y axis")
+    refine_model: str = option(
+        "templates", "orientation refinement: tilt search over the templates, or a continuous fit of a rendered kinematic pattern",
+        choices=("kinematic", "templates"),
+    )
+    vote_positions: int = option(16, "positions per region whose own matches vote with its mean pattern; 0: the mean pattern alone", metavar="N")
 
     def index_options(self) -> dict[str, Any]:
         """Keyword options of :func:`stemnmf.crystal.orientation_datasets`."""
@@ -270,6 +275,8 @@ class OrientationsConfig:
             "resolution": float(self.resolution),
             "detector_rotation": float(self.detector_rotation),
             "detector_flip": bool(self.detector_flip),
+            "refine_model": str(self.refine_model),
+            "vote_positions": int(self.vote_positions),
         }
 
 
@@ -328,6 +335,8 @@ class Config:
         self.analysis.overlap_thresholds = thresholds
         if self.features.rings:
             self.features.rings = _parse_ring_bounds(self.features.rings)
+        if self.orientations.vote_positions < 0:
+            raise ConfigError(f"orientations.vote_positions={self.orientations.vote_positions} is negative", "give 0 (mean pattern only) or more")
         return self
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

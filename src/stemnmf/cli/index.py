@@ -31,6 +31,10 @@ def add_index_arguments(parser, *, required: bool) -> None:
     group.add_argument("--detector-rotation", type=float, default=0.0, metavar="DEG",
                        help="angle of the detector x axis from the scan x axis, counter-clockwise (default 0)")
     group.add_argument("--detector-flip", action="store_true", help="the detector y axis runs against the scan y axis")
+    group.add_argument("--refine-model", choices=("templates", "kinematic"), default="templates",
+                       help="orientation refinement: tilt search over the templates (default) or a continuous kinematic fit")
+    group.add_argument("--vote-positions", type=int, default=16, metavar="N",
+                       help="positions per region whose matches vote with its mean pattern; 0: the mean pattern alone (default 16)")
     group.add_argument("--template-cache", metavar="DIR", help="template cache (default ~/.cache/stemnmf/templates)")
 
 
@@ -40,6 +44,8 @@ def index_options(args) -> dict:
         "resolution": args.resolution,
         "detector_rotation": args.detector_rotation,
         "detector_flip": args.detector_flip,
+        "refine_model": args.refine_model,
+        "vote_positions": args.vote_positions,
         "cache_dir": args.template_cache,
     }
 

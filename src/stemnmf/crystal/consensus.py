@@ -120,7 +120,7 @@ def vote_orientations(indexer, region_result: MatchResult, position_patterns, *,
             # the region's own solution lost the vote: polish the winner on the mean of the positions that voted for it
             phase = int(phases[centre])
             agreeing = np.asarray(position_patterns[i], dtype=np.float32)[members[1:]].mean(axis=0)
-            best, score = indexer.refine(indexer.polar(agreeing[None])[0], rotations[centre], phase)
+            best, score = indexer.refine_pattern(agreeing, rotations[centre], phase)
             region_result.rotations[i], region_result.score[i], region_result.phase[i] = best, score, phase
         votes[i], candidates[i] = int(members.sum()), len(rotations)
         spread[i] = float(np.median(misorientation_angles(region_result.rotations[i], rotations[members], symmetries[int(phases[centre])])))

@@ -21,6 +21,7 @@ from stemnmf.crystal.consensus import sample_positions, vote_orientations
 from stemnmf.crystal.matching import (
     MatchResult,
     match_patterns,
+    misorientation_angles,
     peak_offset,
     polar_grid,
     polar_images,
@@ -28,6 +29,8 @@ from stemnmf.crystal.matching import (
     shifted_copies,
     template_matrix,
 )
+from stemnmf.crystal.kinematics import reflection_table
+from stemnmf.crystal.refine import DetectorGeometry, PatternModel
 from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
 from stemnmf.crystal.phases import load_phases, require_crystal_extra
 from stemnmf.crystal.templates import make_templates, spots_for_rotations
@@ -63,7 +66,16 @@ class IndexOptions:
     refine_excitation_error : float or None
         Excitation error of the refinement's spots [None: ``excitation_error``].
     refine_candidates : int
-        How many mutually distinct solutions (best first, within 10 % of the best) are refined [2].
+        How many mutually distinct solutions (best first) are refined [None: 2 for
+        ``'templates'``, of which only those within 10 % of the best; 4 for ``'kinematic'``].
+    refine_model : str
+        ``'templates'``: a tilt search over diffsims spots on the polar grid;
+        ``'kinematic'``: each candidate is fitted continuously (three angles and the
+        thickness) to a rendered kinematic pattern (:mod:`.refine`): far more precise,
+        but on held-out spinel scans it chose the wrong one of near-equal solutions
+        slightly more often (bench/RESULTS-index.md) [``'templates'``].
+    model_blur : float
+        Gaussian blur of the rendered disks, pixels (``refine_model='kinematic'``) [0.5].
     detector_rotation : float
         Angle of the detector x axis from the scan x axis, degrees, counter-clockwise [0].
     detector_flip : bool
@@ -89,7 +101,9 @@ class IndexOptions:
     distinct_angle: float = 5.0
     refine: bool = True
     refine_excitation_error: float | None = 0.01
-    refine_candidates: int = 2
+    refine_candidates: int | None = None
+    refine_model: str = "templates"
+    model_blur: float = 0.5
     detector_rotation: float = 0.0
     detector_flip: bool = False
     cache_dir: str | None = None
@@ -104,6 +118,10 @@ class IndexOptions:
             raise ConfigError(f"excitation_error={self.excitation_error!r} must be positive")
         if int(self.n_angles) < 36:
             raise ConfigError(f"n_angles={self.n_angles!r} is too coarse", "give at least 36")
+        if self.refine_model not in ("kinematic", "templates"):
+            raise ConfigError(f"refine_model={self.refine_model!r} is unknown", "give 'kinematic' or 'templates'")
+        if not float(self.model_blur) >= 0:
+            raise ConfigError(f"model_blur={self.model_blur!r} must be 0 or more (pixels)")
         if int(self.vote_positions) < 0:
             raise ConfigError(f"vote_positions={self.vote_positions!r} is negative", "give 0 (mean pattern only) or more")
 
@@ -141,9 +159,11 @@ class Indexer:
         self.options = options or IndexOptions()
         self.phases = load_phases(phases)
         self.q_pixel, self.origin = float(q_pixel), origin
+        self.wavelength = electron_wavelength(beam_energy)
+        disk = (convergence_angle or 1.0) * 1e-3 / self.wavelength
+        self.disk_radius = disk / self.q_pixel if convergence_angle else 1.0
         r_min = self.options.r_min
         if r_min is None:
-            disk = (convergence_angle or 1.0) * 1e-3 / electron_wavelength(beam_energy)
             r_min = max(0.1, 3.0 * disk)
         self.grid = polar_grid(pattern_shape, q_pixel=self.q_pixel, origin=origin, r_min=r_min, n_angles=self.options.n_angles)
         self.templates = [
@@ -157,6 +177,8 @@ class Indexer:
             )
             for phase in self.phases
         ]
+        self.pattern_shape = tuple(int(v) for v in pattern_shape)
+        self._model = None
         self.matrices = [
             template_matrix(t.radius, t.angle, t.intensity, self.grid, power=self.options.template_power)
             for t in self.templates
@@ -182,34 +204,81 @@ class Indexer:
     def match(self, patterns, *, refine: bool | None = None) -> MatchResult:
         """Best orientation, phase, score and confidence of each pattern (n, qy, qx).
 
-        ``refine`` (default: ``options.refine``) polishes each best orientation
-        below the template spacing (:meth:`refine`).
+        ``refine`` (default: ``options.refine``) polishes the best candidates
+        below the template spacing and keeps the best polished one
+        (:meth:`refine_pattern`).
         """
+        patterns = np.asarray(patterns, dtype=np.float32)
+        if patterns.ndim == 2:
+            patterns = patterns[None]
         polar = self.polar(patterns)
         result = match_patterns(polar, self.templates, self.matrices, self.grid, distinct_angle=self.options.distinct_angle)
         if self.options.refine if refine is None else refine:
             for i in range(len(polar)):
-                self._refine_pair(polar[i], result, i)
+                self._refine_candidates(patterns[i], polar[i], result, i)
         return result
 
-    def _refine_pair(self, polar, result: MatchResult, i: int, close: float = 0.9) -> None:
-        """Refine the best solution and the next distinct ones within ``close`` of it; keep the best refined.
+    @property
+    def model(self) -> PatternModel:
+        """The rendered-pattern model of :mod:`.refine` (built on first use)."""
+        if self._model is None:
+            qy, qx = self.pattern_shape
+            q_max = (math.hypot(qy, qx) + self.disk_radius + 4) * self.q_pixel
+            tables = [reflection_table(phase, q_max=q_max, wavelength=self.wavelength) for phase in self.phases]
+            origin = self.origin if self.origin is not None else ((qy - 1) / 2, (qx - 1) / 2)
+            o = self.options
+            geometry = DetectorGeometry(
+                self.pattern_shape, self.q_pixel, tuple(float(v) for v in origin), rotation=o.detector_rotation,
+                flip=o.detector_flip, disk_radius=self.disk_radius, blur=o.model_blur,
+            )
+            self._model = PatternModel(tables, geometry, r_min=self.grid.r_min)
+        return self._model
+
+    def refine_pattern(self, pattern, rotation, phase: int):
+        """Polish one candidate orientation of a pattern (qy, qx); returns the rotation and its score."""
+        if self.options.refine_model == "kinematic":
+            best, _, score = self.model.refine(self.model.prepare(pattern), rotation, phase, search_deg=self.options.resolution)
+            return best, score
+        return self.refine(self.polar(np.asarray(pattern)[None])[0], rotation, phase)
+
+    def _refine_candidates(self, pattern, polar, result: MatchResult, i: int, close: float = 0.9) -> None:
+        """Refine the best solution and the next distinct ones; keep the best refined.
 
         Near symmetric zone axes (<111>, <112> of cubic crystals) a crystal and
-        its Σ3 twin give the same zero-order pattern; the refinement's tilt
-        search sees the Laue circle and keeps whichever fits better. The
-        confidence becomes 1 - (best refined other) / (best refined).
+        its Σ3 twin give almost the same zero-order pattern; only the fit of the
+        excitation errors (the Laue circle) tells them apart. The confidence
+        becomes 1 - (best refined other) / (best refined).
         """
-        scores = result.alternative_scores[i][: self.options.refine_candidates]
-        candidates = [j for j in range(len(scores)) if j == 0 or scores[j] >= close * scores[0]]
-        refined = [self.refine(polar, result.alternatives[i, j], int(result.alternative_phases[i, j])) for j in candidates]
+        kinematic = self.options.refine_model == "kinematic"
+        count = self.options.refine_candidates or (4 if kinematic else 2)
+        scores = result.alternative_scores[i][:count]
+        candidates = [
+            j for j in range(len(scores)) if np.isfinite(scores[j]) and (kinematic or j == 0 or scores[j] >= close * scores[0])
+        ]
+        phases = [int(result.alternative_phases[i, j]) for j in candidates]
+        if kinematic:
+            prepared = self.model.prepare(pattern)
+            search = self.options.resolution
+            refined = [
+                self.model.refine(prepared, result.alternatives[i, j], p, search_deg=search)[::2] for j, p in zip(candidates, phases)
+            ]
+        else:
+            refined = [self.refine(polar, result.alternatives[i, j], p) for j, p in zip(candidates, phases)]
         order = np.argsort([score for _, score in refined])[::-1]
         best = candidates[order[0]]
         result.rotations[i], result.score[i] = refined[order[0]]
         result.phase[i] = result.alternative_phases[i, best]
-        if len(candidates) > 1:
-            other = refined[order[1]][1]
-            result.confidence[i] = max(0.0, 1.0 - other / result.score[i]) if result.score[i] > 0 else 0.0
+        winner = refined[order[0]][0]
+        others = [refined[k][1] for k in order[1:] if self._distinct(refined[k][0], candidates[k], winner, best, result, i)]
+        if others:
+            result.confidence[i] = max(0.0, 1.0 - others[0] / result.score[i]) if result.score[i] > 0 else 0.0
+
+    def _distinct(self, rotation, j: int, best_rotation, best: int, result: MatchResult, i: int) -> bool:
+        phase = int(result.alternative_phases[i, j])
+        if phase != int(result.alternative_phases[i, best]):
+            return True
+        angle = misorientation_angles(best_rotation, np.asarray(rotation)[None], self.templates[phase].symmetry)[0]
+        return bool(angle > self.options.distinct_angle)
 
     def refine(self, polar, rotation, phase: int, steps: int = 4):
         """Local search around ``rotation``: tilts about the sample x and y axes by +-d (d = 0.75 resolution, halving each step).

@@ -26,7 +26,7 @@ from stemnmf.simulate.render import (
     distinct_orientations,
     render_rows,
 )
-from stemnmf.simulate.rotations import matrix_to_quaternion
+from stemnmf.simulate.rotations import matrix_to_quaternion, twin_orientations
 from stemnmf.simulate.sample import make_sample
 
 __all__ = ["simulate", "simulate_to_file", "simulate_truth", "make_crystal", "grains_per_position_fractions", "check_output_path",
@@ -95,6 +95,10 @@ def _prepare(params: SimulationParameters, seed: int):
         rotations, zone_axes = distinct_orientations(
             crystal, params.n_orientations, thickness, optics, rng, tilt_deg=high, min_tilt_deg=low
         )
+        if params.twins:
+            if not crystal.cubic:
+                raise ConfigError("twins need a cubic crystal (Σ3 is a cubic twin)", "give twins=0 or a cubic crystal")
+            rotations, zone_axes = twin_orientations(rotations, zone_axes, params.twins, rng)
     pad = int(4.0 * params.scan_blur + 0.5) if params.scan_blur > 0 else 0
     sample = make_sample(
         scan_shape=params.scan,

@@ -66,6 +66,10 @@ class SimulationParameters:
     orientation_tilt : (float, float)
         With ``n_orientations``: each orientation is tilted off its zone axis
         by an angle drawn uniformly from this range, degrees.
+    twins : int
+        With ``n_orientations`` (cubic crystals): the last ``twins`` orientations
+        of the set are replaced by Σ3 twins (a half turn about a random <111>)
+        of the first ones, so that twin boundaries form where their crystals meet.
     z_spread : float
         'cell' grains: depth of the centres spreads over this fraction of the
         film, which inclines their boundaries so that borders overlap.
@@ -111,6 +115,7 @@ class SimulationParameters:
     wulff_ratio: float = 1.1
     n_orientations: int | None = None
     orientation_tilt: tuple[float, float] = (0.0, 1.0)
+    twins: int = 0
     z_spread: float = 0.25
     centres_in_view: bool = False
     carbon_thickness: float = 50.0
@@ -253,6 +258,8 @@ def _check(p: SimulationParameters) -> None:
                 f"n_orientations={p.n_orientations} is more than the {p.n_grains} crystals",
                 "raise n_grains or lower n_orientations",
             )
+        if not (isinstance(p.twins, int) and 0 <= p.twins <= p.n_orientations // 2):
+            raise ConfigError(f"twins={p.twins!r} must be an integer from 0 to half of n_orientations ({p.n_orientations})")
         if p.n_orientations > 24:
             raise ConfigError(f"n_orientations={p.n_orientations} is too many to keep apart", "use at most 24")
     if p.convergence_angle * 1e-3 > 0.1:

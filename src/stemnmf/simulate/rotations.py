@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "twin_orientations",
     "random_quaternions",
     "quaternion_to_matrix",
     "matrix_to_quaternion",
@@ -81,3 +82,30 @@ def rotation_to_z(direction) -> np.ndarray:
     k = axis / sin
     kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     return np.eye(3) + sin * kx + (1 - cos) * (kx @ kx)
+
+
+def twin_orientations(rotations, zone_axes, n_twins: int, rng: np.random.Generator):
+    """Replace the last ``n_twins`` of a cubic orientation set by Σ3 twins of the first ones.
+
+    The twin of crystal -> lab rotation R is ``R @ T``, T the half turn about a
+    <111> (drawn from ``rng``) of the crystal frame: 60° about <111> up to the
+    cube's symmetry. Its beam direction in the crystal frame is T u for the
+    parent's u (``zone_axes``, integers: 2 (u . n) n - 3 u over n = <111>,
+    divided by their common factor).
+
+    Returns
+    -------
+    rotations, zone_axes : (k, 3, 3), (k, 3) or None
+    """
+    rotations = np.array(rotations, dtype=np.float64)
+    zone_axes = None if zone_axes is None else np.array(zone_axes, dtype=np.int64)
+    k = len(rotations)
+    for i in range(n_twins):
+        n = np.array([1, 1, 1]) * rng.choice([-1, 1], size=3)
+        half_turn = 2.0 * np.outer(n, n) / 3.0 - np.eye(3)
+        rotations[k - 1 - i] = rotations[i] @ half_turn
+        if zone_axes is not None:
+            u = zone_axes[i]
+            twin_axis = 2 * int(u @ n) * n - 3 * u
+            zone_axes[k - 1 - i] = twin_axis // max(1, int(np.gcd.reduce(np.abs(twin_axis))))
+    return rotations, zone_axes

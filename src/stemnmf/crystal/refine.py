@@ -1,0 +1,227 @@
+"""Continuous orientation refinement against a rendered kinematic pattern.
+
+The template matching finds a few candidate orientations on a grid; this
+module polishes each by maximising the agreement of the pattern with a
+rendered model of it and keeps the best. The model of orientation ``R`` and
+thickness ``t`` is the sum of the kinematic spots of :mod:`.kinematics`
+(intensity |F|^2 sinc^2(s t), side lobes included), each drawn as the probe's
+disk (radius alpha / lambda) blurred by ``blur`` pixels. The agreement is the
+normalised cross-correlation of the square roots of the model and of the
+pattern (its ring background removed) over the detector outside ``r_min``:
+the square root keeps the weaker spots, whose excitation errors tell a
+crystal from its Σ3 twin and fix the tilt, from being drowned by the few
+strongest. Nelder-Mead optimises the three rotation angles and log t.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import ndimage, optimize
+
+from stemnmf.crystal.kinematics import kinematic_spots
+
+__all__ = ["DetectorGeometry", "PatternModel", "prepare_pattern", "rotation_vector_matrix"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorGeometry:
+    """Where a sample-frame reciprocal vector lands on the detector.
+
+    Attributes
+    ----------
+    shape : (int, int)
+    q_pixel : float
+        1/Å per pixel.
+    origin : (float, float)
+        Direct beam (row, col).
+    rotation : float
+        Detector x axis from the sample x axis, degrees counter-clockwise.
+    flip : bool
+        Detector y against sample y.
+    disk_radius : float
+        Diffraction disk radius, pixels.
+    blur : float
+        Gaussian blur of the disks, pixels.
+    """
+
+    shape: tuple
+    q_pixel: float
+    origin: tuple
+    rotation: float = 0.0
+    flip: bool = False
+    disk_radius: float = 1.0
+    blur: float = 1.0
+
+    def pixels(self, x, y):
+        """Detector (row, col) of sample-frame positions x, y (1/Å): the inverse of the polar resampling."""
+        a = math.radians(self.rotation)
+        dx = math.cos(a) * x + math.sin(a) * y
+        dy = -math.sin(a) * x + math.cos(a) * y
+        if self.flip:
+            dy = -dy
+        return self.origin[0] + dy / self.q_pixel, self.origin[1] + dx / self.q_pixel
+
+
+def rotation_vector_matrix(vector) -> np.ndarray:
+    """Rotation (3, 3) of a rotation vector (axis times angle in radians)."""
+    v = np.asarray(vector, dtype=np.float64)
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-15:
+        return np.eye(3)
+    k = v / angle
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(angle) * kx + (1 - math.cos(angle)) * (kx @ kx)
+
+
+def _radius_map(geometry: DetectorGeometry) -> np.ndarray:
+    rows, cols = np.indices(geometry.shape, dtype=np.float64)
+    return np.hypot(rows - geometry.origin[0], cols - geometry.origin[1])
+
+
+def _disk_kernel_fft(geometry: DetectorGeometry) -> np.ndarray:
+    """rfft2 of the blurred disk, centred on pixel (0, 0) with wrap-around."""
+    qy, qx = geometry.shape
+    rows = np.fft.fftfreq(qy, 1.0 / qy)[:, None]
+    cols = np.fft.fftfreq(qx, 1.0 / qx)[None, :]
+    sub = (np.arange(4) + 0.5) / 4 - 0.5  # 4 x 4 supersampling of the disk's edge
+    disk = np.zeros((qy, qx))
+    for dy in sub:
+        for dx in sub:
+            disk += np.hypot(rows + dy, cols + dx) <= max(geometry.disk_radius, 0.5)
+    if geometry.blur > 0:
+        disk = ndimage.gaussian_filter(disk, geometry.blur, mode="wrap")
+    return np.fft.rfft2(disk / disk.sum())
+
+
+def prepare_pattern(pattern, geometry: DetectorGeometry, mask: np.ndarray) -> np.ndarray:
+    """Square root of the pattern less its ring background (median per pixel ring), zero mean and unit norm in ``mask``."""
+    image = np.nan_to_num(np.asarray(pattern, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    rings = np.rint(_radius_map(geometry)).astype(np.int64)
+    labels = np.arange(rings.max() + 1)
+    background = np.asarray(ndimage.median(image, labels=rings, index=labels))
+    values = np.sqrt(np.clip(image - background[rings], 0.0, None))[mask]
+    values -= values.mean()
+    norm = float(np.linalg.norm(values))
+    return values / norm if norm > 0 else values
+
+
+class PatternModel:
+    """Rendered kinematic patterns of one or more phases on one detector, and their fit to a pattern.
+
+    Parameters
+    ----------
+    tables : list of ReflectionTable
+        One per phase (:func:`.kinematics.reflection_table`).
+    geometry : DetectorGeometry
+    r_min : float
+        Pixels nearer the direct beam than this (1/Å) are left out.
+    """
+
+    def __init__(self, tables, geometry: DetectorGeometry, *, r_min: float):
+        self.tables = list(tables)
+        self.geometry = geometry
+        self.mask = _radius_map(geometry) * geometry.q_pixel >= r_min
+        self.kernel = _disk_kernel_fft(geometry)
+        disk = np.clip(np.fft.irfft2(self.kernel, s=geometry.shape), 0.0, None)
+        self.root_kernel = np.fft.rfft2(np.sqrt(disk))
+        self.root_sum = float(np.sqrt(disk).sum())
+        self.n_mask = int(self.mask.sum())
+
+    def prepare(self, pattern) -> np.ndarray:
+        """The pattern as :meth:`score` wants it: correlated with the square root of the disk.
+
+        The prepared pattern D (:func:`prepare_pattern`, zero outside the mask)
+        correlated with sqrt(disk) gives, at a spot centre, that spot's term of
+        the cross-correlation: as long as the disks do not overlap,
+        sqrt(model) = sum_i sqrt(I_i) sqrt(disk(x - x_i)).
+        """
+        image = np.zeros(self.geometry.shape)
+        image[self.mask] = prepare_pattern(pattern, self.geometry, self.mask)
+        correlated = np.fft.irfft2(np.fft.rfft2(image) * np.conj(self.root_kernel), s=image.shape)
+        return ndimage.spline_filter(correlated, order=3)  # for cubic interpolation at the spots
+
+    def render(self, rotation, thickness: float, phase: int = 0) -> np.ndarray:
+        """Model image (qy, qx) of a crystal -> sample rotation and a thickness (Å)."""
+        x, y, intensity = kinematic_spots(self.tables[phase], rotation, thickness)
+        rows, cols = self.geometry.pixels(x, y)
+        qy, qx = self.geometry.shape
+        r0, c0 = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+        fr, fc = rows - r0, cols - c0
+        image = np.zeros(qy * qx)
+        for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (1, 0, fr * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 1, fr * fc)):
+            r, c = r0 + dr, c0 + dc
+            inside = (r >= 0) & (r < qy) & (c >= 0) & (c < qx)
+            np.add.at(image, r[inside] * qx + c[inside], (w * intensity)[inside])
+        return np.fft.irfft2(np.fft.rfft2(image.reshape(qy, qx)) * self.kernel, s=(qy, qx))
+
+    def score(self, prepared: np.ndarray, rotation, thickness: float, phase: int = 0) -> float:
+        """Normalised cross-correlation of sqrt(model) with a prepared pattern, inside the mask.
+
+        Computed spot by spot (no image is rendered): the numerator samples the
+        prepared pattern at the spot centres (cubic interpolation); with
+        sum(disk) = 1 the model's sum of squares is sum_i I_i and its sum is
+        sum_i sqrt(I_i) sum(sqrt(disk)). Spots whose centre lies outside the
+        mask are left out.
+        """
+        x, y, intensity = kinematic_spots(self.tables[phase], rotation, thickness)
+        rows, cols = self.geometry.pixels(x, y)
+        qy, qx = self.geometry.shape
+        r0, c0 = np.rint(rows).astype(np.int64), np.rint(cols).astype(np.int64)
+        inside = (r0 >= 0) & (r0 < qy) & (c0 >= 0) & (c0 < qx)
+        inside[inside] = self.mask[r0[inside], c0[inside]]
+        sampled = ndimage.map_coordinates(prepared, np.stack([rows[inside], cols[inside]]), order=3, prefilter=False)
+        intensity = intensity[inside]
+        amplitude = np.sqrt(intensity)
+        total = float(amplitude.sum()) * self.root_sum
+        spread = float(intensity.sum()) - total * total / self.n_mask
+        return float(amplitude @ sampled) / math.sqrt(spread) if spread > 0 else 0.0
+
+    def rendered_score(self, prepared_image: np.ndarray, rotation, thickness: float, phase: int = 0) -> float:
+        """:meth:`score` from a rendered model and a :func:`prepare_pattern` image (zero outside the mask); slow, for checks."""
+        model = np.sqrt(np.clip(self.render(rotation, thickness, phase), 0.0, None)) * self.mask
+        total = float(model.sum())
+        spread = float(np.einsum("ij,ij->", model, model)) - total * total / self.n_mask
+        return float(np.einsum("ij,ij->", model, prepared_image)) / math.sqrt(spread) if spread > 0 else 0.0
+
+    def _polish(self, prepared, start, phase, thickness, v, step, *, fit_thickness: bool):
+        """Nelder-Mead from rotation vector ``v`` (and log t offset) with initial steps ``step`` (radians)."""
+        n = 4 if fit_thickness else 3
+
+        def loss(x):
+            t = thickness * math.exp(float(np.clip(x[3], -2.0, 2.0))) if fit_thickness else thickness
+            return -self.score(prepared, rotation_vector_matrix(x[:3]) @ start, t, phase)
+
+        x0 = np.concatenate([v, [0.0]])[:n]
+        simplex = np.vstack([np.zeros(n), np.diag([step, step, step, 0.1][:n])]) + x0
+        result = optimize.minimize(
+            loss, x0, method="Nelder-Mead",
+            options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": 1e-7, "maxiter": 100 * n},
+        )
+        t = thickness * math.exp(float(np.clip(result.x[3], -2.0, 2.0))) if fit_thickness else thickness
+        return result.x[:3], t, -float(result.fun)
+
+    def refine(self, prepared, rotation, phase: int = 0, *, search_deg: float = 1.0, thicknesses=None):
+        """Best rotation near ``rotation`` (within about ``search_deg`` + 1°), its thickness (Å) and score.
+
+        The agreement is sharply peaked in the tilt for thick crystals (their
+        rocking curve is narrow), so the search continues from a thin crystal's
+        smooth landscape: the best of a grid of tilts about the sample x and y
+        axes (within ``search_deg``, in steps of half of it) starts a fit of
+        the rotation at 40 Å, then at 80 Å; the best
+        of ``thicknesses`` (default: 40 to 640 Å in 30 steps of 10 %) at that rotation seeds a last search over the
+        rotation and log t.
+        """
+        start = np.asarray(rotation, dtype=np.float64)
+        thicknesses = np.geomspace(40.0, 640.0, 30) if thicknesses is None else np.asarray(thicknesses, dtype=np.float64)
+        tilts = np.radians(search_deg) * np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+        seeds = [np.array([a, b, 0.0]) for a in tilts for b in tilts]
+        v = seeds[int(np.argmax([self.score(prepared, rotation_vector_matrix(x) @ start, 40.0, phase) for x in seeds]))]
+        for thickness, step in ((40.0, 0.5), (80.0, 0.2)):
+            v, _, _ = self._polish(prepared, start, phase, thickness, v, math.radians(step), fit_thickness=False)
+        turned = rotation_vector_matrix(v) @ start
+        t0 = thicknesses[int(np.argmax([self.score(prepared, turned, t, phase) for t in thicknesses]))]
+        v, t, score = self._polish(prepared, start, phase, t0, v, math.radians(0.05), fit_thickness=True)
+        return rotation_vector_matrix(v) @ start, t, score
