@@ -364,6 +364,7 @@ def complete_linkage_groups(accepted: np.ndarray, cost: np.ndarray) -> list[list
     return sorted(members.values(), key=lambda g: g[0])
 
 
+# the same contract as iterative.merge_components (groups in, merged factors out), another formula
 def merge_rank_one(Wt: np.ndarray, H: np.ndarray, groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Each group as the best rank-one approximation of ``sum_g w_g h_g``, non-negative.
 

@@ -439,6 +439,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    # as in NMF: scikit-learn's estimators store their parameters as given and state their own tags
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.positive_only = True

@@ -207,6 +207,7 @@ def gmsd(reference, image, data_range: float = 1.0):
     return _result(gms.std(axis=(1, 2)), single)
 
 
+# every metric's docstring names its parameters in full, so that help() on one needs no other
 def mdsi(reference, image, data_range: float = 1.0):
     """Mean deviation similarity index (piq 0.8.0 defaults, 'sum' combination).
 
