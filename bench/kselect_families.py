@@ -134,4 +134,5 @@ def pipeline_select(X, shape, dataset, **options):
     low, high = parse_k_range(n.k_range)
     options = {"k_values": range(low, high + 1), **options}
     return select_k(X, dataset=dataset, feature="raw", pattern_shape=shape,
-                    random_state=0, solver=n.solver, max_iter=n.max_iter, tol=n.tol, **options)
+                    random_state=0, solver="compressed" if n.k_scan == "compressed" else n.solver,
+                    max_iter=n.max_iter, tol=n.tol, **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stemnmf.decompose import Compressed, RowBlocks
 from stemnmf.errors import ConfigError, DataValueError
 from stemnmf.kselect import append_component, find_knee, k_component_loss
 from stemnmf.kselect.loss import positive_residual, residual_stats
@@ -94,3 +95,48 @@ def test_bad_input():
         k_component_loss(X, [])
     with pytest.raises(DataValueError, match="2D"):
         k_component_loss(X[0], [2])
+
+
+def _counting_blocks(X, rows=60):
+    """RowBlocks over X that counts its passes (calls of the block generator)."""
+    passes = []
+
+    def blocks():
+        passes.append(1)
+        return (X[s : s + rows] for s in range(0, len(X), rows))
+
+    return RowBlocks(blocks), passes
+
+
+def test_compressed_scan_reads_x_once_per_k_and_finds_the_rank():
+    X, _, _ = _separable()
+    rng = np.random.default_rng(1)
+    X = (X + rng.uniform(0, 0.01, X.shape)).astype(np.float32)  # noise: X is not exactly rank 4
+    ks = range(2, 8)
+    blocks, passes = _counting_blocks(X)
+    compressed = k_component_loss(blocks, ks, solver="compressed", random_state=0, max_iter=500, tol=1e-7)
+    n_compressed = len(passes)
+    blocks, passes = _counting_blocks(X)
+    exact = k_component_loss(blocks, ks, solver="hals", random_state=0, max_iter=500, tol=1e-7)
+    # validation 1, compression 2 * power_iter + 2 = 6, row norms 1, per k the exact errors 1 and at
+    # most one partial pass to fetch the worst-fitted row
+    assert n_compressed <= 1 + 6 + 1 + 2 * len(ks)
+    assert len(passes) > 4 * n_compressed  # every HALS iteration reads X
+    # the same curve: both reach the noise at the true rank 4, within 2 % of each other past it
+    # (beyond the rank the fits model noise, which Q B keeps only in part)
+    assert find_knee(compressed.k, compressed.loss).x == find_knee(exact.k, exact.loss).x == 4
+    np.testing.assert_allclose(compressed.loss[2:], exact.loss[2:], rtol=0.02)
+    assert compressed.loss[1] > 5 * compressed.loss[2]
+
+
+def test_compressed_x_spans_a_low_rank_matrix():
+    X, _, _ = _separable()
+    cx = Compressed(X, 4, oversample=2, random_state=0)
+    assert cx.shape == X.shape and cx.columns == 6
+    np.testing.assert_allclose(cx.Q.T @ cx.Q, np.eye(6), atol=1e-5)
+    rel = np.linalg.norm(X - cx.Q @ cx.B) / np.linalg.norm(X)
+    assert rel < 1e-5  # a rank-4 matrix lies in a 6-column range
+    v = np.arange(X.shape[1], dtype=np.float32)
+    np.testing.assert_allclose(cx.times(v), X @ v, rtol=1e-4)
+    with pytest.raises(ConfigError):
+        Compressed(X, 0)

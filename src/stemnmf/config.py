@@ -214,6 +214,13 @@ class NMFConfig:
         "and map coherence; the median of loss knee, held-out error and map coherence decides) or cao (the two published levels alone) (docs/kselect.md)",
         choices=("combined", "cao"),
     )
+    k_scan: str = option(
+        "compressed",
+        "--k auto: how each k of the scan is fitted: compressed (X compressed once, every k fitted on its randomised "
+        "range, the chosen k then refined on X by the NMF solver) or exact (every k fitted on X by the NMF solver, "
+        "as Cao et al.) (docs/kselect.md)",
+        choices=("compressed", "exact"),
+    )
     solver: str = option("hals", "NMF solver", choices=("hals", "mu", "kl", "compressed"))
     max_iter: int = option(400, "iterations per fit")
     tol: float = option(1e-4, "stop when the objective changes by less than this fraction")

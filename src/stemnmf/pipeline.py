@@ -440,12 +440,15 @@ def _factorise(X, config: Config, dataset, raw_shape, engine, seed):
             pattern_shape=raw_shape,
             engine=engine,
             random_state=seed,
-            solver=n.solver,
+            solver="compressed" if n.k_scan == "compressed" else n.solver,
             max_iter=n.max_iter,
             tol=n.tol,
             evidence=n.k_evidence,
         )
         W, H = selection.components(selection.chosen_k)
+        if n.k_scan == "compressed" and n.solver != "compressed":  # the scan fitted Q B: refine on X itself
+            model = NMF(selection.chosen_k, solver=n.solver, init="custom", max_iter=n.max_iter, tol=n.tol, random_state=seed)
+            W, H = model.fit_transform(X, W=W, H=H), model.components_
         return W, H, selection.to_results()
     if method == "iterative":
         model = IterativeNMF(

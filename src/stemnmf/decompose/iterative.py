@@ -33,9 +33,8 @@ from sklearn.utils.validation import check_is_fitted
 from stemnmf.decompose._random import check_random_state, qb, random_init
 from stemnmf.decompose.blocks import RowBlocks, Summary, as_blocks, blas_limit, default_threads
 from stemnmf.decompose.params import check_params
+from stemnmf.decompose.compressed import COMPRESS_OVERSAMPLE, COMPRESS_POWER_ITER
 from stemnmf.decompose.nmf import (
-    COMPRESS_OVERSAMPLE,
-    COMPRESS_POWER_ITER,
     _Setup,
     exact_errors,
     solve,

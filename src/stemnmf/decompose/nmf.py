@@ -41,6 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 from stemnmf.decompose import kernels
 from stemnmf.decompose._random import check_random_state, nndsvd_init, qb, random_init, svd_from_qb
 from stemnmf.decompose.blocks import RowBlocks, Summary, as_blocks, blas_limit, default_threads
+from stemnmf.decompose.compressed import COMPRESS_OVERSAMPLE, COMPRESS_POWER_ITER, Compressed
 from stemnmf.decompose.params import check_params
 from stemnmf.decompose.results import to_results
 from stemnmf.errors import ConfigError, DataValueError
@@ -58,9 +59,6 @@ _LOSSES = {"frobenius": "frobenius", 2: "frobenius", "kullback-leibler": "kl", 1
 #: k / n_positions (for H) of a pass over X; ``1 + 0.5 x`` that cost ratio sweeps
 #: are made, at most this many (after Gillis & Glineur 2012).
 MAX_SWEEPS = 5
-#: Columns sampled beyond k, and power iterations, for the compressed solver.
-COMPRESS_OVERSAMPLE = 20
-COMPRESS_POWER_ITER = 2
 #: Power iterations of the range finder behind NNDSVD(a) when used only to initialise.
 INIT_POWER_ITER = 1
 
@@ -559,8 +557,10 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like (n_positions, n_features) or RowBlocks
+        X : array-like (n_positions, n_features), RowBlocks or Compressed
             Non-negative data; float32 is used as is, other types converted.
+            A :class:`~stemnmf.decompose.compressed.Compressed` X lends its
+            Q B to the NNDSVD start and to ``solver='compressed'``.
         W : (n_positions, k) array, optional
         H : (k, n_features) array, optional
             Warm start (both needed): the fit starts from copies of them.
@@ -570,7 +570,8 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         W : (n_positions, k) float32
         """
         loss, solver = self._check_options()
-        blocks = as_blocks(X)
+        compressed = X if isinstance(X, Compressed) else None
+        blocks = as_blocks(X) if compressed is None else compressed.blocks
         summary = blocks.summary()
         shape = summary.shape
         setup = self._setup(loss, solver, shape)
@@ -585,10 +586,13 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             init = self.init or "nndsvda"
             if init == "random":
                 Wt, H_ = random_init(summary, k, rng)
+            elif compressed is not None and compressed.columns >= k:
+                qb_cache = compressed.Q, compressed.B
             else:
                 power = COMPRESS_POWER_ITER if solver == "compressed" else INIT_POWER_ITER
                 oversample = COMPRESS_OVERSAMPLE if solver == "compressed" else 10
                 qb_cache = qb(blocks, k, oversample=oversample, power_iter=power, rng=rng)
+            if init != "random":
                 U, s, Vt = svd_from_qb(*qb_cache, k)
                 fill = np.float32(summary.mean) if init == "nndsvda" else None
                 Wt, H_ = nndsvd_init(U, s, Vt, fill=fill)
@@ -598,7 +602,9 @@ class NMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if setup.max_iter == 0:
             result = FitResult(Wt, H_, 0, [])
         elif solver == "compressed":
-            if qb_cache is None:
+            if qb_cache is None and compressed is not None and compressed.columns >= k:
+                qb_cache = compressed.Q, compressed.B
+            elif qb_cache is None:
                 qb_cache = qb(
                     blocks, k, oversample=COMPRESS_OVERSAMPLE, power_iter=COMPRESS_POWER_ITER, rng=rng
                 )

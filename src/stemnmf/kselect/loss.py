@@ -28,7 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from stemnmf.decompose import NMF, RowBlocks
+from stemnmf.decompose import NMF, Compressed, RowBlocks
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = ["KLoss", "k_component_loss", "residual_stats", "positive_residual", "row_residuals", "append_component"]
@@ -104,8 +104,12 @@ class _Data:
     """
 
     def __init__(self, X):
+        self.compressed = None
         if isinstance(X, _Data):
             self.__dict__.update(X.__dict__)
+            return
+        if isinstance(X, Compressed):  # products with X taken on Q B; exact passes read X
+            self.array, self.blocks, self.compressed = None, X.blocks, X
             return
         if isinstance(X, RowBlocks):
             self.array, self.blocks = None, X
@@ -122,14 +126,23 @@ class _Data:
     def shape(self) -> tuple[int, int]:
         return self.blocks.shape
 
+    @property
+    def source(self):
+        """What the fits read: the compressed X when there is one, else the row blocks."""
+        return self.blocks if self.compressed is None else self.compressed
+
     def times(self, v: np.ndarray) -> np.ndarray:
-        """``X @ v`` for a vector (n,) or matrix (n, c), float32."""
+        """``X @ v`` for a vector (m,) or matrix (m, c), float32 (``Q B v`` when compressed)."""
+        if self.compressed is not None:
+            return self.compressed.times(v)
         if self.array is not None:
             return self.array @ v
         return np.concatenate([part for part in self.blocks.map(lambda start, xb: xb @ v)])
 
     def left_times(self, u: np.ndarray) -> np.ndarray:
-        """``u @ X`` (m,) for u (n,), float32 (block sums in float64)."""
+        """``u @ X`` (m,) for u (n,), float32 (block sums in float64; ``u Q B`` when compressed)."""
+        if self.compressed is not None:
+            return self.compressed.left_times(u)
         if self.array is not None:
             return u @ self.array
         total = np.zeros(self.shape[1], dtype=np.float64)
@@ -291,7 +304,7 @@ def _check_k_values(k_values, shape) -> np.ndarray:
 
 def _check_X(X) -> _Data:
     """X wrapped for the passes; validated once (NaN, Inf, negatives), summary cached."""
-    if not isinstance(X, (RowBlocks, _Data)):
+    if not isinstance(X, (RowBlocks, _Data, Compressed)):
         if not (hasattr(X, "shape") and hasattr(X, "__getitem__")):
             X = np.asarray(X)
         if len(X.shape) != 2 or 0 in X.shape:
@@ -308,13 +321,13 @@ def _fit_k(data, k: int, W, H, residuals, *, init: str, nmf: dict):
     or from ``init`` when W is None."""
     if W is None:
         model = NMF(k, init=init, **nmf)
-        W = model.fit_transform(data.blocks)
+        W = model.fit_transform(data.source)
     else:
         W0, H0 = W, H
         for extra in range(k - W.shape[1]):
             W0, H0 = append_component(data, W0, H0, residuals if extra == 0 else None)
         model = NMF(k, init="custom", **nmf)
-        W = model.fit_transform(data.blocks, W=W0, H=H0)
+        W = model.fit_transform(data.source, W=W0, H=H0)
     return np.asarray(W, dtype=np.float32), np.asarray(model.components_, dtype=np.float32), model
 
 
@@ -352,7 +365,10 @@ def k_component_loss(
     k_values : iterable of int, default range(3, 21)
         Numbers of components; scanned in increasing order.
     solver : {'hals', 'mu', 'kl', 'compressed'}, default 'hals'
-        Solver of :class:`stemnmf.decompose.NMF`.
+        Solver of :class:`stemnmf.decompose.NMF`. ``'compressed'`` compresses
+        X once (:class:`stemnmf.decompose.Compressed`, ``max(k_values) +
+        COMPRESS_OVERSAMPLE`` columns) and fits every k, and the appended
+        components, on Q B: each k then reads X once, for its exact errors.
     warm_start : bool, default True
         Start each k from the previous fit plus one component taken from
         the residual (see :func:`append_component`); False refits every k
@@ -377,6 +393,8 @@ def k_component_loss(
     data = _check_X(X)
     summary = data.blocks.summary()
     ks = _check_k_values(k_values, tuple(summary.shape))
+    if solver == "compressed" and data.compressed is None:
+        data = _Data(Compressed(data.blocks, int(ks.max()), random_state=random_state))
     nmf = dict(nmf_options or {}, solver=solver, max_iter=max_iter, tol=tol, random_state=random_state)
     n_k = ks.size
     out = {name: np.zeros(n_k) for name in ("loss", "frobenius", "explained", "seconds")}

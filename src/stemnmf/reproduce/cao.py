@@ -112,7 +112,7 @@ def cao2025(
         config = {
             "preprocess": {"method": method},
             "features": {"representation": "raw"},
-            "nmf": {"k": "auto", "k_range": k_range, "k_evidence": "cao"},  # the published rule
+            "nmf": {"k": "auto", "k_range": k_range, "k_evidence": "cao", "k_scan": "exact"},  # the published rule
             "run": {"seed": seed},
         }
         t0 = time.perf_counter()
