@@ -55,6 +55,7 @@ FAMILIES = {
     "thin-lowdose": dict(preset="ag2", film_thickness=100.0, dose=1e3),
     "thick-highdose": dict(preset="ag2", film_thickness=600.0, dose=1e6),
     "ag1": dict(preset="ag1"),
+    "ag2": dict(preset="ag2"),
     "ag3": dict(preset="ag3"),
 }
 
@@ -68,6 +69,8 @@ METHODS = {
     "-footprint": dict(footprint_threshold=None),
     "link3": dict(link_tolerance=3.0),
     "link5": dict(link_tolerance=5.0),
+    "agree50": dict(link_tolerance=3.0, peak_agreement=0.5),
+    "agree60": dict(link_tolerance=3.0, peak_agreement=0.6),
     "oracle": None,
 }
 

@@ -83,6 +83,7 @@ class MergeRule:
     tolerance: float = MERGE_TOLERANCE
     footprint_threshold: float | None = FOOTPRINT_THRESHOLD
     link_tolerance: float | None = None
+    peak_agreement: float | None = None
 
 
 def merge_groups(
@@ -210,7 +211,7 @@ def _merge_loop(
                 Wt[live], H[live], WtX, row_sq, col_sq, footprint_col_sq=local, threshold=threshold,
                 pattern_threshold=pattern_threshold,
                 tolerance=rule.tolerance, footprint_threshold=rule.footprint_threshold,
-                link_tolerance=rule.link_tolerance,
+                link_tolerance=rule.link_tolerance, peak_agreement_threshold=rule.peak_agreement,
             )
             groups = [[int(live[i]) for i in g] for g in complete_linkage_groups(evidence.accepted, evidence.cost)]
         merged = [tuple(g) for g in groups if len(g) > 1]
@@ -328,6 +329,11 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Evidence rule: linked or same-footprint pairs merge only when the merge
         raises ``||X - WH||^2`` by at most this many times the pair's noise
         gate (None: whatever it costs).
+    peak_agreement : float or None, default None
+        Evidence rule with ``link_tolerance``: linked or same-footprint pairs
+        whose patterns' peaks (entries standing out of the local background by
+        9 noise deviations) agree at least this much (Dice overlap) merge
+        whatever the merge costs: one grain's reflections in other proportions.
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -389,6 +395,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "merge_tolerance": [Interval(numbers.Real, 0, None, closed="left")],
         "footprint_threshold": [Interval(numbers.Real, 0, 1, closed="both"), None],
         "link_tolerance": [Interval(numbers.Real, 0, None, closed="left"), None],
+        "peak_agreement": [Interval(numbers.Real, 0, 1, closed="both"), None],
         "n_restarts": [Interval(numbers.Integral, 1, None, closed="left")],
         "solver": [StrOptions({"hals", "mu", "compressed"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -412,6 +419,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         merge_tolerance=MERGE_TOLERANCE,
         footprint_threshold=FOOTPRINT_THRESHOLD,
         link_tolerance=None,
+        peak_agreement=None,
         n_restarts=25,
         solver="hals",
         max_iter=200,
@@ -430,6 +438,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.merge_tolerance = merge_tolerance
         self.footprint_threshold = footprint_threshold
         self.link_tolerance = link_tolerance
+        self.peak_agreement = peak_agreement
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
@@ -473,7 +482,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             return None
         footprint = None if self.footprint_threshold is None else float(self.footprint_threshold)
         link = None if self.link_tolerance is None else float(self.link_tolerance)
-        return MergeRule(float(self.merge_tolerance), footprint, link)
+        agreement = None if self.peak_agreement is None else float(self.peak_agreement)
+        return MergeRule(float(self.merge_tolerance), footprint, link, agreement)
 
     def _restart_seeds(self, rng: np.random.Generator) -> list[int]:
         children = np.random.SeedSequence(int(rng.integers(2**63))).spawn(self.n_restarts)
