@@ -71,6 +71,9 @@ METHODS = {
     "link5": dict(link_tolerance=5.0),
     "agree50": dict(link_tolerance=3.0, peak_agreement=0.5),
     "agree60": dict(link_tolerance=3.0, peak_agreement=0.6),
+    "agree50f": dict(link_tolerance=3.0, peak_agreement=0.5, limit_footprints=False),
+    "agree60f": dict(link_tolerance=3.0, peak_agreement=0.6, limit_footprints=False),
+    "agree70f": dict(link_tolerance=3.0, peak_agreement=0.7, limit_footprints=False),
     "oracle": None,
 }
 

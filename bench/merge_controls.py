@@ -31,6 +31,10 @@ RULES = {
     "evidence, links within 30 noise gates": dict(link_tolerance=30.0),
     "evidence, links within 10 noise gates": dict(link_tolerance=10.0),
     "evidence, links within 3 noise gates": dict(link_tolerance=3.0),
+    "evidence, links and footprints within 3 gates or with agreeing peaks (0.5)": dict(
+        link_tolerance=3.0, peak_agreement=0.5),
+    "evidence, links within 3 gates or with agreeing peaks (0.5), footprints free": dict(
+        link_tolerance=3.0, peak_agreement=0.5, limit_footprints=False),
 }
 
 

@@ -370,6 +370,7 @@ def merge_evidence(
     use_links: bool = True,
     link_tolerance: float | None = None,
     peak_agreement_threshold: float | None = None,
+    limit_footprints: bool = True,
 ) -> MergeEvidence:
     """Which pairs of the fit ``(Wt, H)`` may merge (see the module docstring).
 
@@ -383,6 +384,7 @@ def merge_evidence(
     only when their merge costs at most this multiple of the pair's noise gate,
     or, given ``peak_agreement_threshold``, when their patterns' peaks agree at
     least that much (:func:`peak_agreement`: the same grain's reflections).
+    ``limit_footprints=False`` leaves same-footprint pairs out of that limit.
     """
     k = Wt.shape[0]
     cost, lost_i = merge_geometry(Wt, H, WtX)
@@ -400,7 +402,8 @@ def merge_evidence(
         agreement = peak_agreement(pattern_peaks(H, pattern_noise(Wt, col_sq)))
         affordable = affordable | (agreement >= float(peak_agreement_threshold))
     if footprint_threshold is not None:
-        accepted |= (footprint >= footprint_threshold) & (_correlation(Wt) >= 0) & affordable
+        free = affordable if limit_footprints else np.ones_like(accepted)
+        accepted |= (footprint >= footprint_threshold) & (_correlation(Wt) >= 0) & free
     if use_links:
         accepted |= linked & affordable
     np.fill_diagonal(accepted, False)

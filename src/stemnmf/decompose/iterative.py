@@ -84,6 +84,7 @@ class MergeRule:
     footprint_threshold: float | None = FOOTPRINT_THRESHOLD
     link_tolerance: float | None = None
     peak_agreement: float | None = None
+    limit_footprints: bool = True
 
 
 def merge_groups(
@@ -212,6 +213,7 @@ def _merge_loop(
                 pattern_threshold=pattern_threshold,
                 tolerance=rule.tolerance, footprint_threshold=rule.footprint_threshold,
                 link_tolerance=rule.link_tolerance, peak_agreement_threshold=rule.peak_agreement,
+                limit_footprints=rule.limit_footprints,
             )
             groups = [[int(live[i]) for i in g] for g in complete_linkage_groups(evidence.accepted, evidence.cost)]
         merged = [tuple(g) for g in groups if len(g) > 1]
@@ -334,6 +336,9 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         whose patterns' peaks (entries standing out of the local background by
         9 noise deviations) agree at least this much (Dice overlap) merge
         whatever the merge costs: one grain's reflections in other proportions.
+    limit_footprints : bool, default True
+        Evidence rule with ``link_tolerance``: same-footprint pairs too merge
+        only within it (or with agreeing peaks); False: they merge whatever it costs.
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -396,6 +401,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "footprint_threshold": [Interval(numbers.Real, 0, 1, closed="both"), None],
         "link_tolerance": [Interval(numbers.Real, 0, None, closed="left"), None],
         "peak_agreement": [Interval(numbers.Real, 0, 1, closed="both"), None],
+        "limit_footprints": ["boolean"],
         "n_restarts": [Interval(numbers.Integral, 1, None, closed="left")],
         "solver": [StrOptions({"hals", "mu", "compressed"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -420,6 +426,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         footprint_threshold=FOOTPRINT_THRESHOLD,
         link_tolerance=None,
         peak_agreement=None,
+        limit_footprints=True,
         n_restarts=25,
         solver="hals",
         max_iter=200,
@@ -439,6 +446,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.footprint_threshold = footprint_threshold
         self.link_tolerance = link_tolerance
         self.peak_agreement = peak_agreement
+        self.limit_footprints = limit_footprints
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
@@ -483,7 +491,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         footprint = None if self.footprint_threshold is None else float(self.footprint_threshold)
         link = None if self.link_tolerance is None else float(self.link_tolerance)
         agreement = None if self.peak_agreement is None else float(self.peak_agreement)
-        return MergeRule(float(self.merge_tolerance), footprint, link, agreement)
+        return MergeRule(float(self.merge_tolerance), footprint, link, agreement, bool(self.limit_footprints))
 
     def _restart_seeds(self, rng: np.random.Generator) -> list[int]:
         children = np.random.SeedSequence(int(rng.integers(2**63))).spawn(self.n_restarts)
