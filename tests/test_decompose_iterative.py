@@ -228,7 +228,7 @@ def test_estimator_basics():
         "initial_components", "scree_factor", "merge_threshold", "feature", "n_restarts",
         "solver", "max_iter", "tol", "random_state", "n_jobs",
         "pattern_threshold", "restart_tol", "restart_positions",
-        "merge_rule", "merge_tolerance", "footprint_threshold", "link_tolerance",
+        "merge_rule", "merge_tolerance", "footprint_threshold", "link_tolerance", "peak_agreement", "limit_footprints",
     }
 
 

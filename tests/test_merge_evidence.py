@@ -93,6 +93,8 @@ def test_bad_options():
         ({"merge_tolerance": -1.0}, "merge_tolerance"),
         ({"footprint_threshold": 1.5}, "footprint_threshold"),
         ({"link_tolerance": -1.0}, "link_tolerance"),
+        ({"peak_agreement": 1.5}, "peak_agreement"),
+        ({"limit_footprints": "no"}, "limit_footprints"),
     ]:
         with pytest.raises(ConfigError, match=message):
             IterativeNMF(merge_threshold=0.4, **options).fit(X)
@@ -309,3 +311,15 @@ def test_agreeing_peaks_let_a_linked_pair_merge_beyond_the_link_tolerance():
         agreed = merge_evidence(*args, link_tolerance=1.0, peak_agreement_threshold=0.5, **kwargs)
         assert agreed.accepted[0, 1] == same
         assert (agreed.agreement[0, 1] == 1.0) == same
+
+
+@pytest.mark.slow
+def test_links_within_a_tolerance_or_agreeing_peaks_keep_the_three_grain_controls():
+    # links limited to 3 noise gates unless the patterns' peaks agree, shared footprints free
+    X, grains = grains_scene()
+    model = IterativeNMF(random_state=0, merge_threshold=0.4, n_restarts=4, n_jobs=1, link_tolerance=3.0,
+                         peak_agreement=0.5, limit_footprints=False)
+    W = model.fit_transform(X)
+    in_a, in_c, in_d = (_share(W, grains[g]) for g in "ACD")
+    assert np.count_nonzero(in_a > 0.5) == 1  # the fringes: one component
+    assert int(np.argmax(in_c)) == int(np.argmax(in_d)) != int(np.argmax(in_a))  # one orientation far apart; touching apart
