@@ -237,7 +237,8 @@ def test_far_apart_grains_of_one_orientation_are_one_component_two_regions(scene
 
 def test_without_the_footprint_test_the_fringes_stay_split():
     X, grains = grains_scene()
-    model = IterativeNMF(random_state=0, merge_threshold=0.4, n_restarts=4, n_jobs=1, footprint_threshold=None)
+    model = IterativeNMF(random_state=0, merge_threshold=0.4, n_restarts=4, n_jobs=1, footprint_threshold=None,
+                         link_tolerance=None)
     W = model.fit_transform(X)
     assert np.count_nonzero(_share(W, grains["A"]) > 0.5) >= 2
 

@@ -66,6 +66,10 @@ MERGE_THRESHOLDS = {"bd": 0.3, "aa": 0.45, "rv": 0.4}
 #: Cosine similarity of two component patterns at or above which they are
 #: linked (when their maps are not anti-correlated); see docs/nmf.md.
 PATTERN_THRESHOLD = 0.5
+#: Evidence rule: links merge within this many noise gates, or when the patterns' peaks agree (docs/nmf.md).
+LINK_TOLERANCE = 3.0
+#: Evidence rule: Dice agreement of the patterns' peaks at which a link merges whatever it costs.
+PEAK_AGREEMENT = 0.5
 #: Relative tolerance of the fits inside the restarts (the winner is refitted to ``tol``).
 RESTART_TOL = 1e-3
 #: Restarts see at most this many positions (a seeded random subset of a larger scan).
@@ -327,16 +331,16 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Evidence rule: pairs of maps not anti-correlated merge when at least this share of the
         larger map footprint (weights >= 0.2 of the map's peak) is shared;
         None: only merges within the noise.
-    link_tolerance : float or None, default None
+    link_tolerance : float or None, default 3.0
         Evidence rule: linked or same-footprint pairs merge only when the merge
         raises ``||X - WH||^2`` by at most this many times the pair's noise
         gate (None: whatever it costs).
-    peak_agreement : float or None, default None
+    peak_agreement : float or None, default 0.5
         Evidence rule with ``link_tolerance``: linked or same-footprint pairs
         whose patterns' peaks (entries standing out of the local background by
         9 noise deviations) agree at least this much (Dice overlap) merge
         whatever the merge costs: one grain's reflections in other proportions.
-    limit_footprints : bool, default True
+    limit_footprints : bool, default False
         Evidence rule with ``link_tolerance``: same-footprint pairs too merge
         only within it (or with agreeing peaks); False: they merge whatever it costs.
     n_restarts : int, default 25
@@ -424,9 +428,9 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         merge_rule="evidence",
         merge_tolerance=MERGE_TOLERANCE,
         footprint_threshold=FOOTPRINT_THRESHOLD,
-        link_tolerance=None,
-        peak_agreement=None,
-        limit_footprints=True,
+        link_tolerance=LINK_TOLERANCE,
+        peak_agreement=PEAK_AGREEMENT,
+        limit_footprints=False,
         n_restarts=25,
         solver="hals",
         max_iter=200,
