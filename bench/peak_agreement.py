@@ -3,7 +3,8 @@
     .venv/bin/python bench/peak_agreement.py /tmp/i16/fam/ag1_s11_64.h5 ... [--features aa,bd] [--restarts 10]
 
 Each film (a ``stemnmf simulate`` scan with its truth) is featurised with the
-run's defaults and factorised by ``IterativeNMF`` (default rule, seed 0). In
+run's defaults and factorised by ``IterativeNMF`` with the evidence rule as it
+was before the same-grain test (links and shared footprints free; seed 0). In
 every merge round of the winning restart and of the final refit, each pair of
 components that the links or a shared footprint would merge, and whose merge
 costs more than 3 noise gates (the pairs that ``link_tolerance=3`` refuses),
@@ -76,7 +77,8 @@ def main() -> None:
         for feature in features:
             X, _, _ = scale_features(raw[feature], "robust")
             with PairRecorder(labels) as recorder:
-                model = IterativeNMF(feature=feature, n_restarts=args.restarts, max_iter=400, random_state=args.seed)
+                model = IterativeNMF(feature=feature, n_restarts=args.restarts, max_iter=400, random_state=args.seed,
+                                     link_tolerance=None, peak_agreement=None, limit_footprints=True)
                 model.fit(X)
             best = model.restart_seeds_[model.best_restart_]
             for pairs in recorder.merges[f"restart seed {best}"] + recorder.merges["final refit"]:
