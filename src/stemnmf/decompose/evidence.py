@@ -9,7 +9,9 @@ Two components merge only when
   noise), or
 * they are linked as in the paper's rule (maps correlated at or above the
   threshold, or patterns at cosine >= ``pattern_threshold`` with maps not
-  anti-correlated), or
+  anti-correlated), and, given ``link_tolerance``, the merge costs at most
+  that many noise gates or the patterns pass the same-grain test (their peaks,
+  :func:`pattern_peaks`, lie in the same places: :func:`peak_agreement`), or
 * their maps are not anti-correlated and have the same footprint: the parts of one grain that thickness fringes
   split apart (each reflection brightens and fades with the projected
   thickness at its own rate, so NMF gives the grain's reflections to several
