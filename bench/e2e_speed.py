@@ -15,10 +15,13 @@
    scikit-learn's NMF (coordinate descent, ``init='custom'`` for the refits),
    for ``--baseline-restarts`` restarts; its time per restart is extrapolated
    to ``n_restarts`` restarts spread perfectly over the cores (``--baseline-restarts 0``: skipped).
-4. ``--rules transitive,evidence``: ``IterativeNMF`` with each merge rule on the same
+4. ``--rules transitive,evidence,agree``: ``IterativeNMF`` with each merge rule on the same
    feature matrix in the same process (the pipeline's settings: AA, ``n_restarts``,
    the run's seed), for the cost of a merge rule against another (issue 16: the
-   evidence rule against the transitive rule it replaced as the default).
+   evidence rule against the transitive rule it replaced as the default; ``agree``:
+   the evidence rule with links limited to 3 noise gates unless the patterns'
+   peaks agree, shared footprints free; ``evidence`` is the evidence rule
+   without that limit, whatever the current default).
 
 The machine is shared with other work, so timings are noisy; the load average
 is printed with the table.
@@ -39,6 +42,13 @@ import numpy as np
 from stemnmf.decompose import IterativeNMF
 from stemnmf.decompose.blocks import default_threads
 from stemnmf.decompose.iterative import merge_components, merge_groups
+
+#: --rules names -> IterativeNMF options
+RULES = {
+    "transitive": dict(merge_rule="transitive"),
+    "evidence": dict(merge_rule="evidence", link_tolerance=None, peak_agreement=None, limit_footprints=True),
+    "agree": dict(merge_rule="evidence", link_tolerance=3.0, peak_agreement=0.5, limit_footprints=False),
+}
 
 
 def simulate(path: Path, scan: int, det: int, seed: int) -> float:
@@ -133,7 +143,7 @@ def main() -> None:
     rule_seconds = {}
     for rule in filter(None, args.rules.split(",")):
         t1 = time.perf_counter()
-        model = IterativeNMF(feature="aa", n_restarts=args.restarts, random_state=args.seed, merge_rule=rule).fit(X)
+        model = IterativeNMF(feature="aa", n_restarts=args.restarts, random_state=args.seed, **RULES[rule]).fit(X)
         rule_seconds[rule] = (time.perf_counter() - t1, model.n_components_)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

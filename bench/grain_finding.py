@@ -12,10 +12,17 @@ factorises it and the regions are scored against the truth grains
 * ``paper``: Bruefach et al.'s rule: maps merged transitively at the paper's
   threshold (BD 0.2, AA 0.45), no pattern link;
 * ``transitive``: stemnmf before issue 16 (transitive merging with the pattern link);
-* ``evidence``: the default (docs/nmf.md); ``-links``, ``-gate``, ``-footprint``:
-  the evidence rule without one of its three reasons to merge;
+* ``default``: ``IterativeNMF``'s defaults (docs/nmf.md; since the same-grain
+  test, ``agree50f``);
+* ``evidence``: the evidence rule with links and shared footprints free (the
+  default before the same-grain test); ``-links``, ``-gate``, ``-footprint``:
+  that rule without one of its three reasons to merge;
 * ``link3``, ``link5``: the evidence rule with links and shared footprints
   accepted only when the merge costs at most 3 (5) noise gates (``link_tolerance``);
+* ``agree50``, ``agree60``: as ``link3``, but pairs whose patterns' peaks agree at
+  >= 0.5 (0.6) merge whatever the cost (``peak_agreement``); ``agree50f``,
+  ``agree60f``, ``agree70f``: the same with shared footprints free
+  (``limit_footprints=False``);
 * ``oracle``: scikit-learn's NMF (NNDSVDa, 400 iterations) at k = the number of
   grains, Yen regions of every component (the paper's refinement).
 
@@ -55,19 +62,28 @@ FAMILIES = {
     "thin-lowdose": dict(preset="ag2", film_thickness=100.0, dose=1e3),
     "thick-highdose": dict(preset="ag2", film_thickness=600.0, dose=1e6),
     "ag1": dict(preset="ag1"),
+    "ag2": dict(preset="ag2"),
     "ag3": dict(preset="ag3"),
 }
 
 #: name -> IterativeNMF options (None: the oracle-k baseline)
+#: The evidence rule as it was before the same-grain test (links and shared footprints free).
+FREE = dict(link_tolerance=None, peak_agreement=None, limit_footprints=True)
 METHODS = {
     "paper": dict(merge_rule="transitive", pattern_threshold=None, paper_threshold=True),
     "transitive": dict(merge_rule="transitive"),
-    "evidence": {},
-    "-links": dict(merge_threshold=1.0, pattern_threshold=None),
-    "-gate": dict(merge_tolerance=0.0),
-    "-footprint": dict(footprint_threshold=None),
-    "link3": dict(link_tolerance=3.0),
-    "link5": dict(link_tolerance=5.0),
+    "default": {},
+    "evidence": dict(FREE),
+    "-links": dict(FREE, merge_threshold=1.0, pattern_threshold=None),
+    "-gate": dict(FREE, merge_tolerance=0.0),
+    "-footprint": dict(FREE, footprint_threshold=None),
+    "link3": dict(link_tolerance=3.0, peak_agreement=None, limit_footprints=True),
+    "link5": dict(link_tolerance=5.0, peak_agreement=None, limit_footprints=True),
+    "agree50": dict(link_tolerance=3.0, peak_agreement=0.5, limit_footprints=True),
+    "agree60": dict(link_tolerance=3.0, peak_agreement=0.6, limit_footprints=True),
+    "agree50f": dict(link_tolerance=3.0, peak_agreement=0.5, limit_footprints=False),
+    "agree60f": dict(link_tolerance=3.0, peak_agreement=0.6, limit_footprints=False),
+    "agree70f": dict(link_tolerance=3.0, peak_agreement=0.7, limit_footprints=False),
     "oracle": None,
 }
 

@@ -160,7 +160,8 @@ def classify(result, W, X, truth, scan_shape):
                 detail += f"; thickness there {mine:.0f} A under {cover:.0f} A"
             c = int(iou[:, g].argmax())
             own = int(iou[c].argmax()) == g
-            detail += f"; best component {c} footprint IoU {iou[c, g]:.2f} (best grain of it: {int(iou[c].argmax())})"
+            detail += (f"; best component {c} footprint IoU {iou[c, g]:.2f} (best grain of it: {int(iou[c].argmax())})"
+                       f"; best region IoU {per['best_IoU'][g]:.2f}")
             out.append((g, "hidden-own-component" if own else "hidden-shared-component", detail))
             continue
         if hold_share[g] < 0.5:

@@ -4,8 +4,9 @@
 
 Builds the scenes of tests/test_merge_evidence.py (truth by construction) and
 prints, for the paper's rule, the transitive rule with the pattern link
-(stemnmf before issue 16), complete linkage of the links alone and the
-evidence rule (default): the final k on the four blobs at thresholds 0.2-0.6
+(stemnmf before issue 16), complete linkage of the links alone, the
+evidence rule with links free, within a tolerance, or within it unless the
+patterns' peaks agree (the default): the final k on the four blobs at thresholds 0.2-0.6
 (truth 4), and on the three-grain scene the number of components on grain A
 (truth 1), whether C and D (one orientation, far apart) share a component and
 whether A and C (touching, one phase) do (truth: yes, no).
@@ -23,14 +24,19 @@ from test_merge_evidence import four_blobs, grains_scene  # noqa: E402
 
 from stemnmf.decompose import IterativeNMF  # noqa: E402
 
+#: The evidence rule with links and shared footprints free.
+FREE = dict(link_tolerance=None, peak_agreement=None, limit_footprints=True)
 RULES = {
     "paper (maps only, transitive)": dict(merge_rule="transitive", pattern_threshold=None),
     "transitive + pattern link": dict(merge_rule="transitive"),
-    "links only, complete linkage": dict(merge_tolerance=0.0, footprint_threshold=None),
-    "evidence (default)": {},
-    "evidence, links within 30 noise gates": dict(link_tolerance=30.0),
-    "evidence, links within 10 noise gates": dict(link_tolerance=10.0),
-    "evidence, links within 3 noise gates": dict(link_tolerance=3.0),
+    "links only, complete linkage": dict(FREE, merge_tolerance=0.0, footprint_threshold=None),
+    "evidence, links free (the default before the same-grain test)": dict(FREE),
+    "evidence, links within 30 noise gates": dict(FREE, link_tolerance=30.0),
+    "evidence, links within 10 noise gates": dict(FREE, link_tolerance=10.0),
+    "evidence, links within 3 noise gates": dict(FREE, link_tolerance=3.0),
+    "evidence, links and footprints within 3 gates or with agreeing peaks (0.5)": dict(
+        link_tolerance=3.0, peak_agreement=0.5, limit_footprints=True),
+    "evidence, links within 3 gates or with agreeing peaks (0.5), footprints free (default)": {},
 }
 
 

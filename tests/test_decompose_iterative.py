@@ -125,7 +125,9 @@ def test_below_threshold_nothing_is_merged():
 
 def test_merging_stops_at_one_component():
     _, _, X = four_components()
-    model = IterativeNMF(initial_components=4, merge_threshold=-1.0, n_restarts=1, random_state=0).fit(X)
+    # every pair linked, and links free of the noise budget (noise-free X: every merge costs more than the noise)
+    model = IterativeNMF(initial_components=4, merge_threshold=-1.0, n_restarts=1, random_state=0,
+                         link_tolerance=None).fit(X)
     assert model.n_components_ == 1
     history = model.merge_history_[0]
     assert history[0] == (4, [(0, 1, 2, 3)]) and history[-1] == (1, [])
@@ -228,7 +230,7 @@ def test_estimator_basics():
         "initial_components", "scree_factor", "merge_threshold", "feature", "n_restarts",
         "solver", "max_iter", "tol", "random_state", "n_jobs",
         "pattern_threshold", "restart_tol", "restart_positions",
-        "merge_rule", "merge_tolerance", "footprint_threshold", "link_tolerance",
+        "merge_rule", "merge_tolerance", "footprint_threshold", "link_tolerance", "peak_agreement", "limit_footprints",
     }
 
 

@@ -13,6 +13,9 @@ from stemnmf.decompose.evidence import (
     merge_evidence,
     merge_rank_one,
     noise_gate,
+    pattern_noise,
+    pattern_peaks,
+    peak_agreement,
     support_overlap,
 )
 from stemnmf.errors import ConfigError
@@ -90,6 +93,8 @@ def test_bad_options():
         ({"merge_tolerance": -1.0}, "merge_tolerance"),
         ({"footprint_threshold": 1.5}, "footprint_threshold"),
         ({"link_tolerance": -1.0}, "link_tolerance"),
+        ({"peak_agreement": 1.5}, "peak_agreement"),
+        ({"limit_footprints": "no"}, "limit_footprints"),
     ]:
         with pytest.raises(ConfigError, match=message):
             IterativeNMF(merge_threshold=0.4, **options).fit(X)
@@ -232,6 +237,90 @@ def test_far_apart_grains_of_one_orientation_are_one_component_two_regions(scene
 
 def test_without_the_footprint_test_the_fringes_stay_split():
     X, grains = grains_scene()
-    model = IterativeNMF(random_state=0, merge_threshold=0.4, n_restarts=4, n_jobs=1, footprint_threshold=None)
+    model = IterativeNMF(random_state=0, merge_threshold=0.4, n_restarts=4, n_jobs=1, footprint_threshold=None,
+                         link_tolerance=None)
     W = model.fit_transform(X)
     assert np.count_nonzero(_share(W, grains["A"]) > 0.5) >= 2
+
+
+# -- the same-grain test on the patterns: peaks against the noise ---------------------------------
+def test_pattern_noise_is_the_spread_of_least_squares_patterns():
+    rng = np.random.default_rng(4)
+    n, m, k, sigma = 400, 30, 3, 0.2
+    Wt = rng.random((k, n))
+    H = rng.random((k, m))
+    draws = []
+    for _ in range(300):  # least-squares patterns for fixed maps, over many draws of Gaussian noise
+        X = Wt.T @ H + sigma * rng.standard_normal((n, m))
+        draws.append(np.linalg.lstsq(Wt.T, X, rcond=None)[0])
+    spread = np.std(draws, axis=0)
+    noise = pattern_noise(Wt, np.full(m, sigma**2 * n))  # col_sq of exactly sigma^2 per entry
+    np.testing.assert_allclose(noise, spread, rtol=0.15)
+
+
+def _ring_patterns(rng, sectors, intensities, background=1.0, rings=3, n_sectors=72):
+    """AA-like patterns (rings x sectors, flattened): a smooth ring background plus reflections."""
+    H = np.tile(background * (1.0 + 0.2 * np.arange(rings))[:, None], (1, n_sectors)).astype(np.float64)
+    for (ring, sector), value in zip(sectors, intensities):
+        H[ring, sector] += value
+    return H.ravel()
+
+
+def test_peaks_stand_out_of_the_local_background():
+    rng = np.random.default_rng(5)
+    h = _ring_patterns(rng, [(0, 10), (1, 40), (2, 60)], [10.0, 8.0, 5.0])  # ring background 1.0-1.4
+    noise = np.full((1, h.size), 0.5)
+    peaks = pattern_peaks(h[None], noise, sigmas=9.0)[0]
+    # 10 and 8 stand 20 and 16 deviations above the ring; 5 stands 10 (just above 9); the rings themselves never
+    assert sorted(np.flatnonzero(peaks).tolist()) == [10, 72 + 40, 144 + 60]
+    assert not pattern_peaks(h[None], noise, sigmas=11.0)[0][144 + 60]
+
+
+def test_peak_agreement_tells_one_grains_fringes_from_another_orientation():
+    rng = np.random.default_rng(6)
+    spots = [(int(r), int(s)) for r, s in zip(rng.integers(0, 3, 12), 3 * rng.choice(24, 12, replace=False))]  # 3 sectors apart or more
+    rotated = [(r, (s + 7) % 72) for r, s in spots]  # the same reflections of another orientation
+    noise = np.full((1, 216), 0.05)
+    grain = [_ring_patterns(rng, spots, 1.0 + 1.5 * rng.random(12)) for _ in range(2)]  # other intensity ratios
+    other = _ring_patterns(rng, rotated, 1.0 + 1.5 * rng.random(12))
+    H = np.stack(grain + [other]) + 0.05 * rng.standard_normal((3, 216))
+    agreement = peak_agreement(pattern_peaks(H, np.repeat(noise, 3, axis=0)))
+    assert agreement[0, 1] == 1.0  # same positions, whatever the ratios
+    assert agreement[0, 2] == 0.0 and agreement[1, 2] == 0.0
+    assert agreement[0, 0] == 1.0 and agreement[1, 0] == agreement[0, 1]
+
+
+def test_agreeing_peaks_let_a_linked_pair_merge_beyond_the_link_tolerance():
+    rng = np.random.default_rng(7)
+    n = 400
+    yy, xx = np.divmod(np.arange(n), 20)
+    left = ((yy < 10) & (xx < 13)).astype(float)  # overlapping footprints: maps correlated at 0.43, linked
+    right = ((yy < 10) & (xx >= 5)).astype(float)
+    spots = [(0, 5), (0, 41), (1, 20), (1, 56), (2, 33), (2, 69)]
+    h0 = _ring_patterns(rng, spots, [4.0, 4.0, 1.0, 1.0, 3.0, 3.0], background=0.2)
+    h1 = _ring_patterns(rng, spots, [1.0, 1.0, 4.0, 4.0, 0.5, 0.5], background=0.2)  # same grain, other ratios
+    h2 = _ring_patterns(rng, [(r, (s + 11) % 72) for r, s in spots], [4.0, 4.0, 1.0, 1.0, 3.0, 3.0], background=0.2)
+    kwargs = dict(threshold=0.3, pattern_threshold=None)
+    for h_other, same in [(h1, True), (h2, False)]:
+        Wt = np.stack([left, right])
+        H = np.stack([h0, h_other])
+        X = Wt.T @ H + 0.05 * rng.standard_normal((n, H.shape[1]))
+        R = X - Wt.T @ H
+        args = (Wt, H, Wt @ X, (R**2).sum(axis=1), (R**2).sum(axis=0))
+        tight = merge_evidence(*args, link_tolerance=1.0, **kwargs)
+        assert tight.linked[0, 1] and not tight.accepted[0, 1]  # a costly merge: refused by the tolerance
+        agreed = merge_evidence(*args, link_tolerance=1.0, peak_agreement_threshold=0.5, **kwargs)
+        assert agreed.accepted[0, 1] == same
+        assert (agreed.agreement[0, 1] == 1.0) == same
+
+
+@pytest.mark.slow
+def test_held_to_the_tolerance_the_shared_footprint_no_longer_joins_the_fringes():
+    # A's fringe pieces have disjoint reflections (agreement 0) and cost far more than 3 noise gates:
+    # only the free shared footprint joins them (the default), not the peak test
+    X, grains = grains_scene()
+    model = IterativeNMF(random_state=0, merge_threshold=0.4, n_restarts=4, n_jobs=1, limit_footprints=True)
+    W = model.fit_transform(X)
+    assert np.count_nonzero(_share(W, grains["A"]) > 0.5) >= 2
+    in_c, in_d = _share(W, grains["C"]), _share(W, grains["D"])
+    assert int(np.argmax(in_c)) == int(np.argmax(in_d))  # the peak test still joins one orientation

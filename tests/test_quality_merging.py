@@ -57,8 +57,9 @@ def test_pattern_link_by_hand():
 
 def test_the_two_halves_of_a_grain_merge_with_the_pattern_link_only():
     W, _, X = split_grain()
+    # links free of the noise budget: X is noise-free, so any merge costs more than the noise
     common = dict(initial_components=3, merge_threshold=0.45, n_restarts=2, max_iter=2000, tol=1e-7,
-                  restart_tol=1e-7, random_state=0, n_jobs=1)
+                  restart_tol=1e-7, random_state=0, n_jobs=1, link_tolerance=None)
     paper = IterativeNMF(pattern_threshold=None, **common).fit(X)
     ours = IterativeNMF(**common).fit(X)
     assert paper.n_components_ == 3
@@ -72,14 +73,14 @@ def test_the_two_halves_of_a_grain_merge_with_the_pattern_link_only():
 def test_restarts_on_a_subset_then_refit_on_every_position():
     W, _, X = split_grain()
     model = IterativeNMF(initial_components=3, merge_threshold=0.45, n_restarts=3, restart_positions=150,
-                         max_iter=2000, tol=1e-7, random_state=0, n_jobs=1)
+                         max_iter=2000, tol=1e-7, random_state=0, n_jobs=1, link_tolerance=None)
     Wfit = model.fit_transform(X)
     assert model.restart_positions_ == 150
     assert Wfit.shape == (400, model.n_components_) and model.n_components_ == 2
     assert model.final_history_[-1][1] == [] and model.final_history_[0][0] == 2
     # the refit on all 400 positions fits X as well as a model that saw them all
     full = IterativeNMF(initial_components=3, merge_threshold=0.45, n_restarts=3, max_iter=2000, tol=1e-7,
-                        random_state=0, n_jobs=1).fit(X)
+                        random_state=0, n_jobs=1, link_tolerance=None).fit(X)
     assert full.restart_positions_ == 400
     assert model.reconstruction_err_ <= full.reconstruction_err_ * 1.05 + 1e-3 * np.linalg.norm(X)
     np.testing.assert_allclose(np.linalg.norm(X - Wfit @ model.components_), model.reconstruction_err_, rtol=1e-3)

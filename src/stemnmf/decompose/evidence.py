@@ -9,7 +9,9 @@ Two components merge only when
   noise), or
 * they are linked as in the paper's rule (maps correlated at or above the
   threshold, or patterns at cosine >= ``pattern_threshold`` with maps not
-  anti-correlated), or
+  anti-correlated), and, given ``link_tolerance``, the merge costs at most
+  that many noise gates or the patterns pass the same-grain test (their peaks,
+  :func:`pattern_peaks`, lie in the same places: :func:`peak_agreement`), or
 * their maps are not anti-correlated and have the same footprint: the parts of one grain that thickness fringes
   split apart (each reflection brightens and fades with the projected
   thickness at its own rate, so NMF gives the grain's reflections to several
@@ -31,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy import ndimage
 
 __all__ = [
     "MERGE_TOLERANCE",
@@ -46,6 +49,11 @@ __all__ = [
     "merge_geometry",
     "links",
     "support_overlap",
+    "PEAK_SIGMAS",
+    "PEAK_WINDOW",
+    "pattern_noise",
+    "pattern_peaks",
+    "peak_agreement",
     "complete_linkage_groups",
     "merge_rank_one",
 ]
@@ -58,6 +66,10 @@ GATE_FRACTION = 0.05
 FOOTPRINT_FRACTION = 0.2
 #: Linked components merge when their footprints overlap at least this much (shared / larger footprint).
 FOOTPRINT_THRESHOLD = 0.5
+#: A pattern entry is a peak when it stands this many noise standard deviations above its local median.
+PEAK_SIGMAS = 9.0
+#: Entries along the feature axis over which the local median (the background under a peak) is taken.
+PEAK_WINDOW = 9
 
 
 def _grams(Wt: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +251,55 @@ def support_overlap(rows: np.ndarray, fraction: float = FOOTPRINT_FRACTION) -> n
         return np.where(larger > 0, shared / np.where(larger > 0, larger, 1.0), 0.0)
 
 
+def pattern_noise(Wt: np.ndarray, col_sq: np.ndarray) -> np.ndarray:
+    """Noise standard deviation of every pattern entry, (k, m) float64.
+
+    With the maps fixed, the least-squares patterns are ``G^-1 W^T X``
+    (``G = W^T W``); noise of variance ``s_f^2`` in column f of X gives entry
+    (i, f) the variance ``s_f^2 (G^-1)_ii``. ``s_f^2`` is estimated by the
+    column's mean squared residual ``col_sq[f] / n``.
+    """
+    Wt = np.asarray(Wt, np.float64)
+    n = max(Wt.shape[1], 1)
+    inverse = np.diag(np.linalg.pinv(Wt @ Wt.T)) if Wt.shape[0] else np.zeros(0)
+    return np.sqrt(np.maximum(inverse, 0.0))[:, None] * np.sqrt(np.maximum(np.asarray(col_sq, np.float64), 0.0) / n)
+
+
+def pattern_peaks(H: np.ndarray, noise: np.ndarray, sigmas: float = PEAK_SIGMAS, window: int = PEAK_WINDOW) -> np.ndarray:
+    """(k, m) bool: entries of each pattern standing ``sigmas`` noise deviations above their local median.
+
+    The local median is taken over ``window`` neighbouring entries along the
+    feature axis: on AA (sectors of a ring side by side) it is the ring's
+    smooth intensity (amorphous background, the phase's rings) under a
+    reflection's sectors; on BD (disk bins) it is about zero. What stays is
+    where a pattern has its reflections.
+    """
+    H = np.asarray(H, np.float64)
+    if H.size == 0:
+        return np.zeros(H.shape, bool)
+    base = ndimage.median_filter(H, size=(1, int(window)), mode="nearest")
+    return (H - base) > float(sigmas) * np.asarray(noise, np.float64)
+
+
+def peak_agreement(peaks: np.ndarray) -> np.ndarray:
+    """(k, k) float64: Dice overlap of the peak sets, ``2 |P_i & P_j| / (|P_i| + |P_j|)`` (0 when both are empty).
+
+    One grain's pieces split by thickness fringes keep their reflections where
+    they are and change only their intensities; two orientations put most of
+    their reflections elsewhere.
+
+    Examples
+    --------
+    >>> peak_agreement(np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1]], bool))[0].tolist()
+    [1.0, 0.8, 0.0]
+    """
+    P = np.asarray(peaks, np.float64)
+    shared = P @ P.T
+    size = P.sum(axis=1)
+    total = size[:, None] + size[None, :]
+    return np.where(total > 0, 2.0 * shared / np.where(total > 0, total, 1.0), 0.0)
+
+
 def _correlation(Wt: np.ndarray) -> np.ndarray:
     """Pearson correlation of the maps, (k, k); -inf where a map has no variance."""
     if Wt.shape[0] < 2:
@@ -281,6 +342,8 @@ class MergeEvidence:
         :func:`links`.
     footprint : float64
         :func:`support_overlap` of the maps.
+    agreement : float64 or None
+        :func:`peak_agreement` of the patterns' peaks (computed with ``peak_agreement``).
     accepted : bool
         ``cost <= gate``, or maps not anti-correlated with ``footprint >= footprint_threshold``,
         or linked (with ``use_links``).
@@ -291,6 +354,7 @@ class MergeEvidence:
     linked: np.ndarray
     footprint: np.ndarray
     accepted: np.ndarray
+    agreement: np.ndarray | None = None
 
 
 def merge_evidence(
@@ -307,6 +371,8 @@ def merge_evidence(
     footprint_threshold: float | None = FOOTPRINT_THRESHOLD,
     use_links: bool = True,
     link_tolerance: float | None = None,
+    peak_agreement_threshold: float | None = None,
+    limit_footprints: bool = True,
 ) -> MergeEvidence:
     """Which pairs of the fit ``(Wt, H)`` may merge (see the module docstring).
 
@@ -317,7 +383,10 @@ def merge_evidence(
     ``footprint_threshold=None`` merges only pairs within the noise (and,
     with ``use_links``, linked pairs); ``use_links=False`` leaves the links out.
     ``link_tolerance`` (None: no limit) accepts linked and same-footprint pairs
-    only when their merge costs at most this multiple of the pair's noise gate.
+    only when their merge costs at most this multiple of the pair's noise gate,
+    or, given ``peak_agreement_threshold``, when their patterns' peaks agree at
+    least that much (:func:`peak_agreement`: the same grain's reflections).
+    ``limit_footprints=False`` leaves same-footprint pairs out of that limit.
     """
     k = Wt.shape[0]
     cost, lost_i = merge_geometry(Wt, H, WtX)
@@ -330,12 +399,17 @@ def merge_evidence(
     footprint = support_overlap(Wt, FOOTPRINT_FRACTION)
     accepted = cost <= gate
     affordable = np.ones_like(accepted) if link_tolerance is None else cost <= float(link_tolerance) * gate
+    agreement = None
+    if peak_agreement_threshold is not None:
+        agreement = peak_agreement(pattern_peaks(H, pattern_noise(Wt, col_sq)))
+        affordable = affordable | (agreement >= float(peak_agreement_threshold))
     if footprint_threshold is not None:
-        accepted |= (footprint >= footprint_threshold) & (_correlation(Wt) >= 0) & affordable
+        free = affordable if limit_footprints else np.ones_like(accepted)
+        accepted |= (footprint >= footprint_threshold) & (_correlation(Wt) >= 0) & free
     if use_links:
         accepted |= linked & affordable
     np.fill_diagonal(accepted, False)
-    return MergeEvidence(cost, gate, linked, footprint, accepted)
+    return MergeEvidence(cost, gate, linked, footprint, accepted, agreement)
 
 
 def complete_linkage_groups(accepted: np.ndarray, cost: np.ndarray) -> list[list[int]]:

@@ -65,6 +65,10 @@ MERGE_THRESHOLDS = {"bd": 0.3, "aa": 0.45, "rv": 0.4}
 #: Cosine similarity of two component patterns at or above which they are
 #: linked (when their maps are not anti-correlated); see docs/nmf.md.
 PATTERN_THRESHOLD = 0.5
+#: Evidence rule: links merge within this many noise gates, or when the patterns' peaks agree (docs/nmf.md).
+LINK_TOLERANCE = 3.0
+#: Evidence rule: Dice agreement of the patterns' peaks at which a link merges whatever it costs.
+PEAK_AGREEMENT = 0.5
 #: Relative tolerance of the fits inside the restarts (the winner is refitted to ``tol``).
 RESTART_TOL = 1e-3
 #: Restarts see at most this many positions (a seeded random subset of a larger scan).
@@ -82,6 +86,8 @@ class MergeRule:
     tolerance: float = MERGE_TOLERANCE
     footprint_threshold: float | None = FOOTPRINT_THRESHOLD
     link_tolerance: float | None = None
+    peak_agreement: float | None = None
+    limit_footprints: bool = True
 
 
 def merge_groups(
@@ -209,7 +215,8 @@ def _merge_loop(
                 Wt[live], H[live], WtX, row_sq, col_sq, footprint_col_sq=local, threshold=threshold,
                 pattern_threshold=pattern_threshold,
                 tolerance=rule.tolerance, footprint_threshold=rule.footprint_threshold,
-                link_tolerance=rule.link_tolerance,
+                link_tolerance=rule.link_tolerance, peak_agreement_threshold=rule.peak_agreement,
+                limit_footprints=rule.limit_footprints,
             )
             groups = [[int(live[i]) for i in g] for g in complete_linkage_groups(evidence.accepted, evidence.cost)]
         merged = [tuple(g) for g in groups if len(g) > 1]
@@ -323,10 +330,18 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Evidence rule: pairs of maps not anti-correlated merge when at least this share of the
         larger map footprint (weights >= 0.2 of the map's peak) is shared;
         None: only merges within the noise.
-    link_tolerance : float or None, default None
+    link_tolerance : float or None, default 3.0
         Evidence rule: linked or same-footprint pairs merge only when the merge
         raises ``||X - WH||^2`` by at most this many times the pair's noise
         gate (None: whatever it costs).
+    peak_agreement : float or None, default 0.5
+        Evidence rule with ``link_tolerance``: linked or same-footprint pairs
+        whose patterns' peaks (entries standing out of the local background by
+        9 noise deviations) agree at least this much (Dice overlap) merge
+        whatever the merge costs: one grain's reflections in other proportions.
+    limit_footprints : bool, default False
+        Evidence rule with ``link_tolerance``: same-footprint pairs too merge
+        only within it (or with agreeing peaks); False: they merge whatever it costs.
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -388,6 +403,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "merge_tolerance": [Interval(numbers.Real, 0, None, closed="left")],
         "footprint_threshold": [Interval(numbers.Real, 0, 1, closed="both"), None],
         "link_tolerance": [Interval(numbers.Real, 0, None, closed="left"), None],
+        "peak_agreement": [Interval(numbers.Real, 0, 1, closed="both"), None],
+        "limit_footprints": ["boolean"],
         "n_restarts": [Interval(numbers.Integral, 1, None, closed="left")],
         "solver": [StrOptions({"hals", "mu", "compressed"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -410,7 +427,9 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         merge_rule="evidence",
         merge_tolerance=MERGE_TOLERANCE,
         footprint_threshold=FOOTPRINT_THRESHOLD,
-        link_tolerance=None,
+        link_tolerance=LINK_TOLERANCE,
+        peak_agreement=PEAK_AGREEMENT,
+        limit_footprints=False,
         n_restarts=25,
         solver="hals",
         max_iter=200,
@@ -429,6 +448,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.merge_tolerance = merge_tolerance
         self.footprint_threshold = footprint_threshold
         self.link_tolerance = link_tolerance
+        self.peak_agreement = peak_agreement
+        self.limit_footprints = limit_footprints
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
@@ -472,7 +493,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             return None
         footprint = None if self.footprint_threshold is None else float(self.footprint_threshold)
         link = None if self.link_tolerance is None else float(self.link_tolerance)
-        return MergeRule(float(self.merge_tolerance), footprint, link)
+        agreement = None if self.peak_agreement is None else float(self.peak_agreement)
+        return MergeRule(float(self.merge_tolerance), footprint, link, agreement, bool(self.limit_footprints))
 
     def _restart_seeds(self, rng: np.random.Generator) -> list[int]:
         children = np.random.SeedSequence(int(rng.integers(2**63))).spawn(self.n_restarts)

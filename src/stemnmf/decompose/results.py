@@ -91,6 +91,12 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
         if pattern is not None:
             link += f" (or patterns at cosine >= {pattern:g})"
         if getattr(model, "merge_rule", "transitive") == "evidence":
+            limit = getattr(model, "link_tolerance", None)
+            if limit is not None:
+                link += f" within {limit:g} noise gates"
+                agreement = getattr(model, "peak_agreement", None)
+                if agreement is not None:
+                    link += f" or with patterns whose peaks agree >= {agreement:g}"
             link = (
                 f"pairs {link}, or costing no more than {model.merge_tolerance:g} x the noise, or of one footprint "
                 "(complete linkage)"
