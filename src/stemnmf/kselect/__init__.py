@@ -24,6 +24,7 @@ from stemnmf.kselect.combine import (
     combine_votes,
     first_run_end,
     gather_evidence,
+    noise_vote,
     votes_line,
 )
 from stemnmf.kselect.decide import DEFAULT_EMPTY_METRICS, DEFAULT_THRESHOLDS, IQADecision, decide_k, most_similar_pair
@@ -31,13 +32,17 @@ from stemnmf.kselect.iqa import HIGHER_IS_SIMILAR, METRICS, gmsd, iqa_matrix, md
 from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence, match_components, nnls_rows
 from stemnmf.kselect.knee import Knee, find_knee, range_of_interest
 from stemnmf.kselect.loss import KLoss, append_component, k_component_loss
+from stemnmf.kselect.noise import NoiseEstimate, poisson_gain
 from stemnmf.kselect.patterns import representative_patterns, weighted_mean_patterns
 from stemnmf.kselect.select import KSelection, select_k
+from stemnmf.kselect.shift import ShiftEvidence, shift_evidence, shift_fraction
 
 __all__ = [
     "COHERENCE_FRACTION",
     "CombinedChoice",
     "HeldOutEvidence",
+    "NoiseEstimate",
+    "ShiftEvidence",
     "SIGNALS",
     "STABILITY_THRESHOLD",
     "coherence_by_k",
@@ -50,6 +55,10 @@ __all__ = [
     "map_coherence",
     "match_components",
     "nnls_rows",
+    "noise_vote",
+    "poisson_gain",
+    "shift_evidence",
+    "shift_fraction",
     "votes_line",
     "DEFAULT_EMPTY_METRICS",
     "DEFAULT_THRESHOLDS",
