@@ -42,6 +42,7 @@ VARIANTS = {
     "hot": {"instrument": {"hot_pixels": 25}},
     "realistic-no-descan": {"instrument": "realistic", "descan": 0.0, "descan_jitter": 0.0},
     "realistic-shift-corrected": {"instrument": "realistic", "_correct_shift": True},
+    "descan-shift-corrected": {"instrument": {"descan": 2.5, "descan_jitter": 0.1}, "_correct_shift": True},
 }  # lengths for a 128-pixel detector (the preset's lengths are for 256 px, scaled by 0.5)
 
 
@@ -70,6 +71,7 @@ def features(dataset, correct_shift):
     from stemnmf.pipeline import raw_features_on_grid
 
     config = Config()
+    config.features.representation = "raw"  # no scaling, as `stemnmf run --feature raw`
     engine = Engine(progress=False)
     options = {**config.calibrate.calibrate_options(), "on_unreliable": "warn", "correct_shift": bool(correct_shift)}
     calibrated, _ = calibrate(dataset, engine=engine, **options)
@@ -104,7 +106,9 @@ def run_variant(family, n, seed, variant, scan, det):
     X, shape, calibrated = features(dataset, VARIANTS[variant].get("_correct_shift", False))
     t0 = time.perf_counter()
     sel = pipeline_select(X, shape, calibrated, pca=False)
-    row = {"family": family, "n": n, "seed": seed, "variant": variant, "truth": n_true, "votes": sel.votes,
+    row = {"family": family, "n": n, "seed": seed, "variant": variant, "truth": n_true, "votes": sel.votes, "raw_votes": sel.combined.raw_votes,
+           "shift_distinct": sel.combined.shift.distinct.tolist() if sel.combined.shift is not None else None,
+           "shift_largest": np.round(sel.combined.shift.largest, 2).tolist() if sel.combined.shift is not None else None,
            "chosen": int(sel.chosen_k), "seconds": round(time.perf_counter() - t0, 1), "extra": {}}
     for k in range(n_true, min(n_true + 4, 21)):
         W, H = sel.kloss.components(k)

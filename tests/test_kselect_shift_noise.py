@@ -10,7 +10,7 @@ import pytest
 from stemnmf.errors import DataValueError
 from stemnmf.kselect import gather_evidence, k_component_loss, noise_vote, select_k
 from stemnmf.kselect.noise import noise_step, poisson_gain
-from stemnmf.kselect.shift import ShiftEvidence, distinct_count, shift_evidence, shift_fraction
+from stemnmf.kselect.shift import SHIFT_THRESHOLD, ShiftEvidence, distinct_count, shift_evidence, shift_fraction
 
 SIDE = 24  # pattern side, pixels
 
@@ -39,6 +39,9 @@ def test_shift_fraction_tells_a_moved_pattern_from_another_crystal():
     assert F[1, 0] > 0.9 and F[0, 1] > 0.9
     # another crystal: its spots are elsewhere, no shift of the whole pattern (direct beam too) helps
     assert F[2, 0] < 0.1 and F[0, 2] < 0.1
+    # the moved crystal against the other: re-aligning the direct beam (height 4 against spots of 1) explains
+    # part of their difference, never most of it; below the threshold at which two patterns are one
+    assert 0.2 < F[1, 2] < SHIFT_THRESHOLD and 0.2 < F[2, 1] < SHIFT_THRESHOLD
     # identical patterns are not a shifted copy: nothing to explain (r(0) = 0)
     assert F[3, 0] == 0.0
     with pytest.raises(DataValueError, match="stack"):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy import ndimage
 
 from stemnmf.errors import DataValueError
 
@@ -52,11 +51,22 @@ def _shifts(max_shift: float, step: float) -> list[tuple[float, float]]:
     return [(float(dy), float(dx)) for dy in grid for dx in grid if (dy, dx) != (0.0, 0.0)]
 
 
-def _residual(P: np.ndarray, Q: np.ndarray, p_sq: np.ndarray) -> np.ndarray:
-    """``r[j, i] = min_{c >= 0} ||P_j - c Q_i||^2`` for flattened stacks P and Q."""
-    inner = P @ Q.T
-    q_sq = np.maximum(np.einsum("ij,ij->i", Q, Q), 1e-300)
-    return p_sq[:, None] - np.maximum(inner, 0.0) ** 2 / q_sq[None, :]
+def _lag_products(P: np.ndarray, reach: int) -> dict:
+    """``<P_j, S_u P_i>`` for every integer lag ``u`` within ``reach`` (P zero-padded, so nothing is cut)."""
+    k = P.shape[0]
+    padded = np.pad(P, ((0, 0), (reach, reach), (reach, reach)))
+    flat = padded.reshape(k, -1)
+    products = {}
+    for uy in range(-reach, reach + 1):
+        for ux in range(-reach, reach + 1):
+            moved = np.roll(padded, (uy, ux), axis=(1, 2)).reshape(k, -1)
+            products[(uy, ux)] = flat @ moved.T  # [j, i] = <P_j, S_u P_i>
+    return products
+
+
+def _bilinear(shift: float) -> tuple[int, float]:
+    base = int(np.floor(shift))
+    return base, shift - base
 
 
 def shift_fraction(patterns, *, max_shift: float = MAX_SHIFT, step: float = SHIFT_STEP) -> np.ndarray:
@@ -68,7 +78,8 @@ def shift_fraction(patterns, *, max_shift: float = MAX_SHIFT, step: float = SHIF
         Component patterns (rows of H reshaped); negative values are clipped.
     max_shift, step : float
         Shifts tried: a square grid of ``step`` up to ``max_shift`` pixels
-        along each axis (bilinear interpolation, zero outside).
+        along each axis (bilinear interpolation; the pattern is zero-padded,
+        so nothing is cut at the edges).
 
     Returns
     -------
@@ -77,20 +88,33 @@ def shift_fraction(patterns, *, max_shift: float = MAX_SHIFT, step: float = SHIF
         T_s p_i||^2``: 0 when no shift brings ``p_i`` closer to ``p_j``, 1 when a
         shift makes them equal; 0 on the diagonal and where ``r(0) = 0``
         (identical patterns are not a *shifted* copy).
+
+    Notes
+    -----
+    A bilinear shift is a weighted sum of four integer shifts, so every inner
+    product ``<p_j, T_s p_i>`` and norm ``||T_s p_i||^2`` is a weighted sum of
+    the products of the patterns at integer lags, computed once.
     """
     P = np.clip(np.asarray(patterns, dtype=np.float64), 0, None)
     if P.ndim != 3:
         raise DataValueError(f"patterns must be a (k, qy, qx) stack, got shape {P.shape}")
     if max_shift <= 0 or step <= 0:
         raise DataValueError(f"max_shift={max_shift} and step={step} must be positive")
-    k = P.shape[0]
-    flat = P.reshape(k, -1)
-    p_sq = np.einsum("ij,ij->i", flat, flat)
-    base = _residual(flat, flat, p_sq)
+    reach = int(np.floor(max_shift)) + 1
+    lag = _lag_products(P, reach)
+    p_sq = np.diag(lag[(0, 0)]).copy()
+    base = p_sq[:, None] - np.maximum(lag[(0, 0)], 0.0) ** 2 / np.maximum(p_sq[None, :], 1e-300)
     best = base.copy()
+    corners = [(0, 0), (0, 1), (1, 0), (1, 1)]
     for dy, dx in _shifts(max_shift, step):
-        moved = ndimage.shift(P, (0.0, dy, dx), order=1, mode="constant", cval=0.0, prefilter=False)
-        np.minimum(best, _residual(flat, moved.reshape(k, -1), p_sq), out=best)
+        (ny, fy), (nx, fx) = _bilinear(dy), _bilinear(dx)
+        weight = {(a, b): (fy if a else 1 - fy) * (fx if b else 1 - fx) for a, b in corners}
+        inner = sum(w * lag[(ny + a, nx + b)] for (a, b), w in weight.items())
+        norm = sum(
+            weight[u] * weight[v] * np.diag(lag[(v[0] - u[0], v[1] - u[1])]) for u in corners for v in corners
+        )
+        residual = p_sq[:, None] - np.maximum(inner, 0.0) ** 2 / np.maximum(norm[None, :], 1e-300)
+        np.minimum(best, residual, out=best)
     scale = np.maximum(p_sq[:, None], 1e-300)
     live = base > 1e-9 * scale
     out = np.where(live, 1.0 - best / np.where(live, base, 1.0), 0.0)
