@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stemnmf.errors import DataValueError
-from stemnmf.kselect import gather_evidence, k_component_loss, noise_vote, select_k
+from stemnmf.kselect import combine_votes, gather_evidence, k_component_loss, noise_vote, select_k
 from stemnmf.kselect.noise import noise_step, poisson_gain
 from stemnmf.kselect.shift import SHIFT_THRESHOLD, ShiftEvidence, distinct_count, shift_evidence, shift_fraction
 
@@ -157,3 +157,15 @@ def test_select_k_reports_noise_and_shift_evidence(descan_scan):
     assert 1.0 <= out["/kselect/noise/gain"] < 1.3
     assert out["/kselect/heldout/noise_floor"].shape == (2,)
     assert out["/kselect/shift/k"].tolist() == [2, 3, 4, 5]
+
+
+def test_deciders_by_hand():
+    from stemnmf.kselect.combine import DECIDERS, FALLBACK_DECIDERS, deciders_for
+
+    every = {"knee": 5, "iqa": 3, "stability": 4, "heldout": 4, "coherence": 6, "noise": 9}
+    assert deciders_for(every) == DECIDERS == ("knee", "coherence", "noise")
+    assert combine_votes(every, deciders=deciders_for(every))[0] == 6  # median of 5, 6, 9
+    no_noise = {name: k for name, k in every.items() if name != "noise"}  # features other than raw patterns
+    assert deciders_for(no_noise) == FALLBACK_DECIDERS
+    assert combine_votes(no_noise, deciders=deciders_for(no_noise))[0] == 5  # median of 5, 4, 6
+    assert deciders_for({"knee": 5, "iqa": 3}) is None

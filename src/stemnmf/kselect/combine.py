@@ -19,20 +19,31 @@ Votes (each a k; docs/kselect.md gives the reasons and the ablations):
     component map keeps a lag-1 autocorrelation of at least
     :data:`COHERENCE_FRACTION` of the median component's in the same fit
     (:mod:`stemnmf.kselect.coherence`); only when the scan shape is known.
+``noise``
+    The last k of the first run of k whose fit removes more than
+    :data:`NOISE_STEP_FACTOR` times what a component fitted to Poisson noise
+    would (:mod:`stemnmf.kselect.noise`); raw patterns with a scan shape.
+
+Before they are combined, every vote k becomes the number of distinct
+components of the fit with k components: a component whose pattern is a
+shifted copy of a stronger one counts with it (:mod:`stemnmf.kselect.shift`;
+raw patterns only). An uncorrected descan otherwise splits every crystal
+into components at two places on the detector, which every other kind of
+evidence takes for new domains.
 
 The combined k is the median of three kinds of evidence (:data:`DECIDERS`):
-the loss knee (reconstruction), the held-out error's knee (prediction of
-unseen data) and the map coherence (space); without the coherence (no scan
-shape) or the held-out error (too little data), the median of every vote
-(the lower median for an even number). Why: on the 23 tune scans of the test
-bed this median and the coherence alone were within +-1 of the truth in 20,
-the median of all five in 15: the IQA metrics and the split-half stability
-choose too few on dense or many-orientation scans, so with them two of five
-votes are biased low; the coherence alone failed a small (32 x 32) spinel
-scan where the two knees were right. docs/kselect.md gives the ablation. All
-five votes bound the answer: the plausible range runs from the second
-smallest to the second largest vote (all of them with fewer than four),
-widened to include the chosen k.
+the loss knee (reconstruction), the map coherence (space) and the noise vote
+(statistics of the counts); without the noise vote, the loss knee, the
+held-out error's knee and the coherence (:data:`FALLBACK_DECIDERS`, the
+second rule); without those, the median of every vote (the lower median for
+an even number). Why: on the 24 tune scans of the test bed this median and
+the second rule were both within +-1 of the truth in 21; the noise vote errs
+high (real structure of high-dose scans), the held-out knee low (many
+orientations), so the noise vote pulls the other way from the knee and the
+coherence where they fail together. docs/kselect.md gives the ablation. All
+votes bound the answer: the plausible range runs from the second smallest to
+the second largest vote (all of them with fewer than four), widened to
+include the chosen k.
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ from stemnmf.kselect.shift import ShiftEvidence, shift_evidence
 __all__ = [
     "COHERENCE_FRACTION",
     "DECIDERS",
+    "FALLBACK_DECIDERS",
     "NOISE_STEP_FACTOR",
     "first_run_end",
     "STABILITY_THRESHOLD",
@@ -78,8 +90,18 @@ COHERENCE_FRACTION = 0.95
 NOISE_STEP_FACTOR = 2.0
 #: The kinds of evidence, in the order they are reported.
 SIGNALS = ("knee", "iqa", "stability", "heldout", "coherence", "noise")
-#: The votes whose median is the combined k (when all three are present; else the median of all).
-DECIDERS = ("knee", "heldout", "coherence")
+#: The votes whose median is the combined k when all three are present (raw features with a scan shape).
+DECIDERS = ("knee", "coherence", "noise")
+#: Without the noise vote (features other than raw patterns): these three decide (the second rule).
+FALLBACK_DECIDERS = ("knee", "heldout", "coherence")
+
+
+def deciders_for(votes) -> tuple[str, ...] | None:
+    """:data:`DECIDERS` when all are among ``votes``, else :data:`FALLBACK_DECIDERS` when all are, else None (all decide)."""
+    for names in (DECIDERS, FALLBACK_DECIDERS):
+        if all(name in votes for name in names):
+            return names
+    return None
 
 _NAMES = {
     "knee": "loss knee",
@@ -244,7 +266,8 @@ def _reason_text(votes: dict, chosen: int, plausible, merged: dict | None) -> st
     listing = ", ".join(f"{_NAMES[name]} {votes[name]}" for name in SIGNALS if name in votes)
     counted = {**votes, **(merged or {})}
     agree = [_NAMES[name] for name in SIGNALS if counted.get(name) == chosen]
-    rule = "median of loss knee, held-out error and map coherence" if all(n in votes for n in DECIDERS) else "median"
+    deciders = deciders_for(votes)
+    rule = "median of all votes" if deciders is None else "median of " + ", ".join(_NAMES[n] for n in deciders)
     text = f"the evidence votes {listing}"
     if merged:
         text += " (counting shifted copies of a pattern once: " + ", ".join(f"{_NAMES[n]} {k}" for n, k in merged.items()) + ")"
@@ -304,7 +327,7 @@ def gather_evidence(
         shifts = shift_evidence(kloss.factors, pattern_shape)
     counted = votes if shifts is None else {name: shifts.distinct_at(k) for name, k in votes.items()}
     merged = {name: counted[name] for name in votes if counted[name] != votes[name]}
-    chosen, plausible = combine_votes(counted, deciders=DECIDERS)
+    chosen, plausible = combine_votes(counted, deciders=deciders_for(counted))
     reason = _reason_text(votes, chosen, plausible, merged)
     log.info("combined choice: %s", reason)
     return CombinedChoice(chosen, counted, plausible, reason, heldout, coherence, noise, shifts, dict(votes))
@@ -327,5 +350,7 @@ def votes_line(results) -> str:
         text += f"; plausible k = {low}..{high}"
     if "/kselect/evidence" in results:
         combined = str(results["/kselect/evidence"]) == "combined"
-        text += " (median of knee, held-out, coherence decides)" if combined else " (Cao et al. decide)"
+        deciders = deciders_for(votes)
+        rule = "all votes" if deciders is None else ", ".join(_NAMES[n] for n in deciders)
+        text += f" (median of {rule} decides)" if combined else " (Cao et al. decide)"
     return text
