@@ -30,7 +30,7 @@ import numpy as np
 
 from stemnmf.errors import DataValueError
 
-__all__ = ["NoiseEstimate", "poisson_gain", "noise_step"]
+__all__ = ["GAIN_ROWS", "NoiseEstimate", "poisson_gain", "noise_step"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +71,15 @@ def noise_step(gain: float, row_max: float, column_max: float) -> float:
     return float(gain) * (math.sqrt(max(float(row_max), 0.0)) + math.sqrt(max(float(column_max), 0.0))) ** 2
 
 
+#: The gain is estimated from the neighbour pairs of at most this many scan rows (evenly spaced).
+GAIN_ROWS = 64
+
+
 def _pair_ratios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``||a_p - b_p||^2 / sum(a_p + b_p)`` per row (rows with no counts dropped)."""
     diff = a - b
-    num = np.einsum("ij,ij->i", diff, diff)
-    den = a.sum(axis=1) + b.sum(axis=1)
+    num = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    den = a.sum(axis=1, dtype=np.float64) + b.sum(axis=1, dtype=np.float64)
     keep = den > 0
     return num[keep] / den[keep]
 
@@ -95,7 +99,9 @@ def poisson_gain(X, scan_shape) -> NoiseEstimate:
     Returns
     -------
     NoiseEstimate
-        With the median ratio over all neighbour pairs as ``gain``.
+        ``gain`` is the median ratio over the horizontal pairs of at most
+        :data:`GAIN_ROWS` evenly spaced scan rows and the vertical pairs
+        between each of them and the next row; the sums are over all of X.
 
     Raises
     ------
@@ -106,15 +112,16 @@ def poisson_gain(X, scan_shape) -> NoiseEstimate:
     n, m = (int(v) for v in X.shape)
     if n != sy * sx or n < 2:
         raise DataValueError(f"X with {n} rows does not fit a {sy} x {sx} scan of at least two positions")
+    sampled = set(np.unique(np.linspace(0, sy - 1, min(sy, GAIN_ROWS)).round().astype(int)).tolist())
     ratios, previous = [], None
     row_sums, column_sums = np.zeros(n), np.zeros(m)
     for y in range(sy):
-        row = np.asarray(X[y * sx : (y + 1) * sx], dtype=np.float64)
-        row_sums[y * sx : (y + 1) * sx] = row.sum(axis=1)
-        column_sums += row.sum(axis=0)
-        if sx > 1:
+        row = np.asarray(X[y * sx : (y + 1) * sx], dtype=np.float32)
+        row_sums[y * sx : (y + 1) * sx] = row.sum(axis=1, dtype=np.float64)
+        column_sums += row.sum(axis=0, dtype=np.float64)
+        if y in sampled and sx > 1:
             ratios.append(_pair_ratios(row[:-1], row[1:]))
-        if previous is not None:
+        if previous is not None and y - 1 in sampled:
             ratios.append(_pair_ratios(previous, row))
         previous = row
     ratios = np.concatenate(ratios) if ratios else np.zeros(0)
