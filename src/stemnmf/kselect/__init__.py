@@ -7,9 +7,11 @@ pattern space, for k around the knee; each metric picks the largest k before
 a component becomes redundant (two alike, or one nearly empty) and the median
 choice decides. Beside these two levels (``evidence='combined'``, the default),
 the split-half stability and held-out (bi-cross-validation) error of NMF on a
-subsample, and the coherence of the component maps vote too; the median of the
-loss knee, the held-out error and the map coherence decides, all five give the
-plausible range (docs/kselect.md).
+subsample, the coherence of the component maps and a Poisson noise model vote
+too; every vote counts a component whose pattern is a shifted copy of a
+stronger one with it (an uncorrected descan); the median of the loss knee, the
+map coherence and the noise vote decides, all six give the plausible range
+(docs/kselect.md).
 
 The pipeline calls :func:`select_k`; its :meth:`KSelection.to_results` holds
 everything under ``/kselect/`` in the results file.
