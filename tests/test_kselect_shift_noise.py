@@ -9,6 +9,7 @@ import pytest
 
 from stemnmf.errors import DataValueError
 from stemnmf.kselect import combine_votes, gather_evidence, k_component_loss, noise_vote, select_k
+from stemnmf.kselect.combine import DECIDERS, FALLBACK_DECIDERS, deciders_for
 from stemnmf.kselect.noise import noise_step, poisson_gain
 from stemnmf.kselect.shift import SHIFT_THRESHOLD, ShiftEvidence, distinct_count, shift_evidence, shift_fraction
 
@@ -160,8 +161,6 @@ def test_select_k_reports_noise_and_shift_evidence(descan_scan):
 
 
 def test_deciders_by_hand():
-    from stemnmf.kselect.combine import DECIDERS, FALLBACK_DECIDERS, deciders_for
-
     every = {"knee": 5, "iqa": 3, "stability": 4, "heldout": 4, "coherence": 6, "noise": 9}
     assert deciders_for(every) == DECIDERS == ("knee", "coherence", "noise")
     assert combine_votes(every, deciders=deciders_for(every))[0] == 6  # median of 5, 6, 9
