@@ -30,6 +30,10 @@ from kselect_spinel import scan as spinel_scan  # noqa: E402
 from kselect_testbed import TUNE_FAMILIES  # noqa: E402
 
 from stemnmf.kselect.coherence import map_coherence  # noqa: E402
+from stemnmf.kselect.shift import component_weight, distinct_count, shift_fraction  # noqa: E402
+
+#: Thresholds at which the groups of shifted copies are recorded.
+SHIFT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def _pattern_cosine(H):
@@ -41,7 +45,7 @@ def _pattern_cosine(H):
     return c.max(axis=1) if H.shape[0] > 1 else np.zeros(1)
 
 
-def record(family, seed, n, scan, det, k_low, k_high):
+def record(family, seed, n, scan, det, k_low, k_high, n_folds=4):
     if family == "issue-spinel":  # bench/kselect_spinel.py's scans (simulation seed n + seed)
         dataset, n_true = spinel_scan(n, n + seed, scan, det)
     else:
@@ -49,7 +53,7 @@ def record(family, seed, n, scan, det, k_low, k_high):
     X, shape, calibrated = pipeline_features(dataset)
     t0 = time.perf_counter()
     selection = pipeline_select(
-        X, shape, calibrated, pca=False, k_values=range(k_low, k_high + 1), heldout_options={"n_folds": 4}
+        X, shape, calibrated, pca=False, k_values=range(k_low, k_high + 1), heldout_options={"n_folds": n_folds}
     )
     seconds = time.perf_counter() - t0
     kloss = selection.kloss
@@ -59,6 +63,18 @@ def record(family, seed, n, scan, det, k_low, k_high):
         int(k): map_coherence(kloss.factors[int(k)][0], calibrated.scan_shape).tolist() for k in kloss.k
     }
     cosine = {int(k): _pattern_cosine(kloss.factors[int(k)][1]).tolist() for k in kloss.k}
+    shift = {}
+    for k in kloss.k:
+        W, H = kloss.factors[int(k)]
+        fraction = shift_fraction(np.asarray(H).reshape(-1, *shape))
+        weight = component_weight(W, H)
+        shift[int(k)] = {
+            "largest": round(float(fraction.max()), 4),
+            "groups": [distinct_count(fraction, weight, t) for t in SHIFT_THRESHOLDS],
+            "fraction": np.round(fraction, 3).tolist(),
+            "weight": np.round(weight / weight.max(), 4).tolist(),
+        }
+    noise = combined.noise
     return {
         "family": family, "seed": seed, "n": n, "truth": n_true, "scan": scan,
         "k": kloss.k.tolist(), "loss": np.asarray(kloss.loss).tolist(),
@@ -66,6 +82,12 @@ def record(family, seed, n, scan, det, k_low, k_high):
         "chosen": int(selection.chosen_k),
         "heldout_k": held.k.tolist(), "heldout_error": held.error.tolist(), "stability": held.stability.tolist(),
         "coherence": coherence, "cosine": cosine, "seconds": round(seconds, 1),
+        "frobenius": np.asarray(kloss.frobenius).tolist(), "shift": shift, "shift_thresholds": list(SHIFT_THRESHOLDS),
+        "noise": None if noise is None else {"gain": noise.gain, "total": noise.total, "n": noise.n_positions,
+                                             "m": noise.n_features, "row_max": noise.row_max,
+                                             "column_max": noise.column_max, "step": noise.step},
+        "heldout_floor": None if held.noise_floor is None else np.asarray(held.noise_floor).tolist(),
+        "votes_unmerged": combined.raw_votes,
         "evidence_seconds": round(selection.seconds.get("evidence", 0.0), 1),
     }  # fmt: skip
 
@@ -91,6 +113,7 @@ def main(argv=None):
     parser.add_argument("--det", type=int, default=128)
     parser.add_argument("--k-range", default="2:20")
     parser.add_argument("--spinel", action="store_true", help="the issue's four spinel scans (80 x 80, --seeds 0)")
+    parser.add_argument("--folds", type=int, default=4, choices=(2, 4), help="held-out folds recorded")
     parser.add_argument("--out", required=True, help="JSON-lines file the rows are appended to")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -107,7 +130,7 @@ def main(argv=None):
     for family, seed, n in cases(args.split, families, seeds, orientations):
         if (family, seed, n) in done:
             continue
-        row = record(family, seed, n, args.scan, args.det, low, high)
+        row = record(family, seed, n, args.scan, args.det, low, high, args.folds)
         with open(args.out, "a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(family, seed, n, row["truth"], row["votes"], row["seconds"], flush=True)

@@ -156,7 +156,10 @@ def combined(three_blocks):
 def test_select_k_combined_on_three_patterns(three_blocks, combined):
     selection = combined
     assert selection.chosen_k == 3
-    assert set(selection.votes) == {"knee", "iqa", "stability", "heldout", "coherence"}
+    assert set(selection.votes) == {"knee", "iqa", "stability", "heldout", "coherence", "noise"}
+    # three patterns under Poisson noise of gain 1/200: fits beyond 3 remove no more than noise would
+    assert selection.votes["noise"] == 3
+    assert selection.combined.noise.gain == pytest.approx(1 / 200, rel=0.1)
     low, high = selection.plausible_range
     assert low <= 3 <= high
     out = selection.to_results()
@@ -187,7 +190,7 @@ def test_votes_reach_the_summary_line_and_the_report_figure(combined):
     out = combined.to_results()
     line = votes_line(out)
     low, high = combined.plausible_range
-    assert line.startswith("loss knee ") and f"plausible k = {low}..{high}" in line and "held-out, coherence decides" in line
+    assert line.startswith("loss knee ") and f"plausible k = {low}..{high}" in line and "(median of loss knee, map coherence, noise decides)" in line
     assert votes_line({}) == ""
     fig = fig_kselect_evidence(out)
     assert fig is not None and len(fig.axes) == 3  # votes, held-out error and its twin axis

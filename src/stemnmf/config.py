@@ -210,8 +210,9 @@ class NMFConfig:
     )
     k_evidence: str = option(
         "combined",
-        "--k auto: combined (the loss knee and IQA of Cao et al. vote beside split-half stability, held-out error "
-        "and map coherence; the median of loss knee, held-out error and map coherence decides) or cao (the two published levels alone) (docs/kselect.md)",
+        "--k auto: combined (the loss knee and IQA of Cao et al. vote beside split-half stability, held-out error, "
+        "map coherence and a Poisson noise model, shifted copies of a pattern counted once; the median of loss knee, "
+        "map coherence and noise decides) or cao (the two published levels alone) (docs/kselect.md)",
         choices=("combined", "cao"),
     )
     k_scan: str = option(

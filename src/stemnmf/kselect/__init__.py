@@ -7,9 +7,11 @@ pattern space, for k around the knee; each metric picks the largest k before
 a component becomes redundant (two alike, or one nearly empty) and the median
 choice decides. Beside these two levels (``evidence='combined'``, the default),
 the split-half stability and held-out (bi-cross-validation) error of NMF on a
-subsample, and the coherence of the component maps vote too; the median of the
-loss knee, the held-out error and the map coherence decides, all five give the
-plausible range (docs/kselect.md).
+subsample, the coherence of the component maps and a Poisson noise model vote
+too; every vote counts a component whose pattern is a shifted copy of a
+stronger one with it (an uncorrected descan); the median of the loss knee, the
+map coherence and the noise vote decides, all six give the plausible range
+(docs/kselect.md).
 
 The pipeline calls :func:`select_k`; its :meth:`KSelection.to_results` holds
 everything under ``/kselect/`` in the results file.
@@ -24,6 +26,7 @@ from stemnmf.kselect.combine import (
     combine_votes,
     first_run_end,
     gather_evidence,
+    noise_vote,
     votes_line,
 )
 from stemnmf.kselect.decide import DEFAULT_EMPTY_METRICS, DEFAULT_THRESHOLDS, IQADecision, decide_k, most_similar_pair
@@ -31,13 +34,17 @@ from stemnmf.kselect.iqa import HIGHER_IS_SIMILAR, METRICS, gmsd, iqa_matrix, md
 from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence, match_components, nnls_rows
 from stemnmf.kselect.knee import Knee, find_knee, range_of_interest
 from stemnmf.kselect.loss import KLoss, append_component, k_component_loss
+from stemnmf.kselect.noise import NoiseEstimate, poisson_gain
 from stemnmf.kselect.patterns import representative_patterns, weighted_mean_patterns
 from stemnmf.kselect.select import KSelection, select_k
+from stemnmf.kselect.shift import ShiftEvidence, shift_evidence, shift_fraction
 
 __all__ = [
     "COHERENCE_FRACTION",
     "CombinedChoice",
     "HeldOutEvidence",
+    "NoiseEstimate",
+    "ShiftEvidence",
     "SIGNALS",
     "STABILITY_THRESHOLD",
     "coherence_by_k",
@@ -50,6 +57,10 @@ __all__ = [
     "map_coherence",
     "match_components",
     "nnls_rows",
+    "noise_vote",
+    "poisson_gain",
+    "shift_evidence",
+    "shift_fraction",
     "votes_line",
     "DEFAULT_EMPTY_METRICS",
     "DEFAULT_THRESHOLDS",

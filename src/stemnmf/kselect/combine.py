@@ -19,20 +19,31 @@ Votes (each a k; docs/kselect.md gives the reasons and the ablations):
     component map keeps a lag-1 autocorrelation of at least
     :data:`COHERENCE_FRACTION` of the median component's in the same fit
     (:mod:`stemnmf.kselect.coherence`); only when the scan shape is known.
+``noise``
+    The last k of the first run of k whose fit removes more than
+    :data:`NOISE_STEP_FACTOR` times what a component fitted to Poisson noise
+    would (:mod:`stemnmf.kselect.noise`); raw patterns with a scan shape.
+
+Before they are combined, every vote k becomes the number of distinct
+components of the fit with k components: a component whose pattern is a
+shifted copy of a stronger one counts with it (:mod:`stemnmf.kselect.shift`;
+raw patterns only). An uncorrected descan otherwise splits every crystal
+into components at two places on the detector, which every other kind of
+evidence takes for new domains.
 
 The combined k is the median of three kinds of evidence (:data:`DECIDERS`):
-the loss knee (reconstruction), the held-out error's knee (prediction of
-unseen data) and the map coherence (space); without the coherence (no scan
-shape) or the held-out error (too little data), the median of every vote
-(the lower median for an even number). Why: on the 23 tune scans of the test
-bed this median and the coherence alone were within +-1 of the truth in 20,
-the median of all five in 15: the IQA metrics and the split-half stability
-choose too few on dense or many-orientation scans, so with them two of five
-votes are biased low; the coherence alone failed a small (32 x 32) spinel
-scan where the two knees were right. docs/kselect.md gives the ablation. All
-five votes bound the answer: the plausible range runs from the second
-smallest to the second largest vote (all of them with fewer than four),
-widened to include the chosen k.
+the loss knee (reconstruction), the map coherence (space) and the noise vote
+(statistics of the counts); without the noise vote, the loss knee, the
+held-out error's knee and the coherence (:data:`FALLBACK_DECIDERS`, the
+second rule); without those, the median of every vote (the lower median for
+an even number). Why: on the 24 tune scans of the test bed this median and
+the second rule were both within +-1 of the truth in 21; the noise vote errs
+high (real structure of high-dose scans), the held-out knee low (many
+orientations), so the noise vote pulls the other way from the knee and the
+coherence where they fail together. docs/kselect.md gives the ablation. All
+votes bound the answer: the plausible range runs from the second smallest to
+the second largest vote (all of them with fewer than four), widened to
+include the chosen k.
 """
 
 from __future__ import annotations
@@ -43,20 +54,26 @@ import logging
 
 import numpy as np
 
-from stemnmf.errors import ConfigError
+from stemnmf.errors import ConfigError, DataValueError
 from stemnmf.kselect.coherence import coherence_ratio, coherence_ratio_by_k
 from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence
 from stemnmf.kselect.knee import find_knee
+from stemnmf.kselect.noise import NoiseEstimate, poisson_gain
+from stemnmf.kselect.shift import ShiftEvidence, shift_evidence
 
 __all__ = [
     "COHERENCE_FRACTION",
     "DECIDERS",
+    "FALLBACK_DECIDERS",
+    "NOISE_STEP_FACTOR",
     "first_run_end",
     "STABILITY_THRESHOLD",
     "SIGNALS",
     "CombinedChoice",
     "combine_votes",
     "gather_evidence",
+    "heldout_knee",
+    "noise_vote",
     "votes_line",
 ]
 
@@ -68,10 +85,23 @@ STABILITY_THRESHOLD = 0.9
 #: coherence of the median component of the same fit (relative, so noisy scans and small domains
 #: are not penalised).
 COHERENCE_FRACTION = 0.95
+#: A k counts for the noise vote while its fit removes more than this many times the residual
+#: energy a component fitted to pure noise removes (:func:`noise_vote`).
+NOISE_STEP_FACTOR = 2.0
 #: The kinds of evidence, in the order they are reported.
-SIGNALS = ("knee", "iqa", "stability", "heldout", "coherence")
-#: The votes whose median is the combined k (when all three are present; else the median of all).
-DECIDERS = ("knee", "heldout", "coherence")
+SIGNALS = ("knee", "iqa", "stability", "heldout", "coherence", "noise")
+#: The votes whose median is the combined k when all three are present (raw features with a scan shape).
+DECIDERS = ("knee", "coherence", "noise")
+#: Without the noise vote (features other than raw patterns): these three decide (the second rule).
+FALLBACK_DECIDERS = ("knee", "heldout", "coherence")
+
+
+def deciders_for(votes) -> tuple[str, ...] | None:
+    """:data:`DECIDERS` when all are among ``votes``, else :data:`FALLBACK_DECIDERS` when all are, else None (all decide)."""
+    for names in (DECIDERS, FALLBACK_DECIDERS):
+        if all(name in votes for name in names):
+            return names
+    return None
 
 _NAMES = {
     "knee": "loss knee",
@@ -79,6 +109,7 @@ _NAMES = {
     "stability": "split-half stability",
     "heldout": "held-out error",
     "coherence": "map coherence",
+    "noise": "noise",
 }
 
 
@@ -97,6 +128,13 @@ class CombinedChoice:
     coherence : (numpy.ndarray, numpy.ndarray, numpy.ndarray) or None
         k, the coherence of the least coherent component map and that of the
         median component, per fit.
+    noise : NoiseEstimate or None
+        The Poisson gain of the data and the noise energy.
+    shift : ShiftEvidence or None
+        Shifted copies among the components of every fit (raw patterns only).
+    raw_votes : dict of str to int or None
+        The votes before shifted copies count once (equal to ``votes``
+        without shift evidence).
     """
 
     chosen_k: int
@@ -105,6 +143,9 @@ class CombinedChoice:
     reason: str
     heldout: HeldOutEvidence | None = None
     coherence: tuple | None = None
+    noise: NoiseEstimate | None = None
+    shift: ShiftEvidence | None = None
+    raw_votes: dict | None = None
 
     @property
     def coherence_threshold(self) -> float | None:
@@ -118,7 +159,9 @@ class CombinedChoice:
             f"{prefix}/plausible_range": np.asarray(self.plausible_range, dtype=np.int64),
             f"{prefix}/combined_reason": str(self.reason),
             f"{prefix}/thresholds_combined": json.dumps(
-                {"stability": STABILITY_THRESHOLD, "coherence": self.coherence_threshold}
+                {"stability": STABILITY_THRESHOLD, "coherence": self.coherence_threshold,
+                 "noise_step_factor": NOISE_STEP_FACTOR,
+                 "shift": None if self.shift is None else float(self.shift.threshold)}
             ),
         }
         if self.heldout is not None:
@@ -128,6 +171,14 @@ class CombinedChoice:
             out[f"{prefix}/coherence/least"] = np.asarray(self.coherence[1], dtype=np.float64)
             out[f"{prefix}/coherence/median"] = np.asarray(self.coherence[2], dtype=np.float64)
             out[f"{prefix}/coherence/ratio"] = coherence_ratio(self.coherence[1], self.coherence[2])
+        if self.noise is not None:
+            out[f"{prefix}/noise/gain"] = np.float64(self.noise.gain)
+            out[f"{prefix}/noise/energy"] = np.float64(self.noise.energy)
+            out[f"{prefix}/noise/step"] = np.float64(self.noise.step)
+        if self.shift is not None:
+            out.update(self.shift.to_results(f"{prefix}/shift"))
+        raw = self.votes if self.raw_votes is None else self.raw_votes
+        out[f"{prefix}/votes_unmerged"] = json.dumps({name: int(k) for name, k in raw.items()})
         return out
 
 
@@ -173,6 +224,56 @@ def heldout_knee(heldout: HeldOutEvidence) -> int:
     return int(round(find_knee(heldout.k, heldout.mean_error).x))
 
 
+def noise_vote(k, residual_energy, step: float, factor: float | None = None) -> int:
+    """The last k of the first run of k whose fit removes more than noise would.
+
+    Parameters
+    ----------
+    k : array_like of int
+        Scanned k, increasing.
+    residual_energy : array_like of float
+        ``||X - W H||_F^2`` per k.
+    step : float
+        Residual energy one component fitted to pure noise removes
+        (:attr:`NoiseEstimate.step`).
+    factor : float, optional
+        A k counts when its drop exceeds ``factor * step``; default
+        :data:`NOISE_STEP_FACTOR`.
+    """
+    k = np.asarray(k)
+    energy = np.asarray(residual_energy, dtype=np.float64)
+    factor = NOISE_STEP_FACTOR if factor is None else float(factor)
+    drops = energy[:-1] - energy[1:]
+    i = 0
+    while i < drops.size and drops[i] > factor * step:
+        i += 1
+    return int(k[i])
+
+
+def _noise(X, scan_shape) -> NoiseEstimate | None:
+    """The Poisson gain of X from neighbouring positions; None without a scan shape or with a zero gain."""
+    if scan_shape is None:
+        return None
+    try:
+        noise = poisson_gain(X, scan_shape)
+    except DataValueError as err:
+        log.warning("no noise estimate: %s", err)
+        return None
+    return noise if noise.gain > 0 else None
+
+
+def _reason_text(votes: dict, chosen: int, plausible, merged: dict | None) -> str:
+    listing = ", ".join(f"{_NAMES[name]} {votes[name]}" for name in SIGNALS if name in votes)
+    counted = {**votes, **(merged or {})}
+    agree = [_NAMES[name] for name in SIGNALS if counted.get(name) == chosen]
+    deciders = deciders_for(votes)
+    rule = "median of all votes" if deciders is None else "median of " + ", ".join(_NAMES[n] for n in deciders)
+    text = f"the evidence votes {listing}"
+    if merged:
+        text += " (counting shifted copies of a pattern once: " + ", ".join(f"{_NAMES[n]} {k}" for n, k in merged.items()) + ")"
+    return f"{text}: {rule}, k = {chosen} (agreeing: {', '.join(agree) or 'none'}; plausible {plausible[0]}..{plausible[1]})"
+
+
 def gather_evidence(
     X,
     kloss,
@@ -180,27 +281,35 @@ def gather_evidence(
     knee_k: int,
     iqa_k: int,
     scan_shape=None,
+    pattern_shape=None,
     random_state=None,
     heldout_options: dict | None = None,
 ) -> CombinedChoice:
-    """Compute the held-out and map evidence for the scanned k and combine every vote.
+    """Compute the held-out, map, noise and shift evidence for the scanned k and combine every vote.
 
     Parameters
     ----------
     X : array_like, shape (n_positions, n_features)
     kloss : KLoss
-        The K-component loss scan (its fits give the maps).
+        The K-component loss scan (its fits give the maps and patterns).
     knee_k, iqa_k : int
         Cao et al.'s two levels.
     scan_shape : (int, int), optional
-        Without it the map coherence does not vote.
+        Without it the map coherence and the noise do not vote.
+    pattern_shape : (int, int), optional
+        (qy, qx) of a row of X when X holds raw patterns on a linear scale
+        of counts: then the noise votes (with a scan shape) and components
+        that are shifted copies of another count once
+        (:mod:`stemnmf.kselect.shift`).
     random_state : int, Generator or None
     heldout_options : dict, optional
         Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`.
     """
     votes = {"knee": int(knee_k), "iqa": int(iqa_k)}
+    noise = _noise(X, scan_shape) if pattern_shape is not None else None
+    options = {"gain": None if noise is None else noise.gain, **(heldout_options or {})}
     try:
-        heldout = held_out_evidence(X, kloss.k, random_state=random_state, **(heldout_options or {}))
+        heldout = held_out_evidence(X, kloss.k, random_state=random_state, **options)
     except ConfigError as err:  # too little data for two halves of the largest k
         log.warning("no held-out evidence for k: %s", err)
         heldout = None
@@ -211,16 +320,17 @@ def gather_evidence(
     if scan_shape is not None and kloss.factors:
         coherence = coherence_ratio_by_k(kloss.factors, scan_shape)
         votes["coherence"] = first_run_end(coherence[0], coherence_ratio(coherence[1], coherence[2]), COHERENCE_FRACTION)
-    chosen, plausible = combine_votes(votes, deciders=DECIDERS)
-    listing = ", ".join(f"{_NAMES[name]} {votes[name]}" for name in SIGNALS if name in votes)
-    agree = [_NAMES[name] for name in SIGNALS if votes.get(name) == chosen]
-    rule = "median of loss knee, held-out error and map coherence" if all(n in votes for n in DECIDERS) else "median"
-    reason = (
-        f"the evidence votes {listing}: {rule}, k = {chosen} (agreeing: {', '.join(agree)}; "
-        f"plausible {plausible[0]}..{plausible[1]})"
-    )
+    if noise is not None and kloss.k.size > 1:
+        votes["noise"] = noise_vote(kloss.k, np.asarray(kloss.frobenius, dtype=np.float64) ** 2, noise.step)
+    shifts = None
+    if pattern_shape is not None and kloss.factors:
+        shifts = shift_evidence(kloss.factors, pattern_shape)
+    counted = votes if shifts is None else {name: shifts.distinct_at(k) for name, k in votes.items()}
+    merged = {name: counted[name] for name in votes if counted[name] != votes[name]}
+    chosen, plausible = combine_votes(counted, deciders=deciders_for(counted))
+    reason = _reason_text(votes, chosen, plausible, merged)
     log.info("combined choice: %s", reason)
-    return CombinedChoice(chosen, votes, plausible, reason, heldout, coherence)
+    return CombinedChoice(chosen, counted, plausible, reason, heldout, coherence, noise, shifts, dict(votes))
 
 
 def votes_line(results) -> str:
@@ -240,5 +350,7 @@ def votes_line(results) -> str:
         text += f"; plausible k = {low}..{high}"
     if "/kselect/evidence" in results:
         combined = str(results["/kselect/evidence"]) == "combined"
-        text += " (median of knee, held-out, coherence decides)" if combined else " (Cao et al. decide)"
+        deciders = deciders_for(votes)
+        rule = "all votes" if deciders is None else ", ".join(_NAMES[n] for n in deciders)
+        text += f" (median of {rule} decides)" if combined else " (Cao et al. decide)"
     return text

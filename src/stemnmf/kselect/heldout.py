@@ -59,6 +59,10 @@ class HeldOutEvidence:
     n_positions, n_features : int
         Size of the subsample.
     seconds : float
+    noise_floor : numpy.ndarray, shape (n_folds,), or None
+        Expected relative error of a perfect prediction of each held-out
+        block, ``gain * sum(A) / ||A||^2`` (Poisson noise with the gain of
+        :func:`~stemnmf.kselect.noise.poisson_gain`); None without a gain.
     """
 
     k: np.ndarray
@@ -67,6 +71,7 @@ class HeldOutEvidence:
     n_positions: int
     n_features: int
     seconds: float
+    noise_floor: np.ndarray | None = None
 
     @property
     def mean_error(self) -> np.ndarray:
@@ -84,7 +89,7 @@ class HeldOutEvidence:
         return self.stability.mean(axis=0)
 
     def to_results(self, prefix: str = "/kselect/heldout") -> dict:
-        return {
+        out = {
             f"{prefix}/k": self.k.astype(np.int64),
             f"{prefix}/error": self.error.astype(np.float64),
             f"{prefix}/mean_error": self.mean_error.astype(np.float64),
@@ -93,6 +98,9 @@ class HeldOutEvidence:
             f"{prefix}/n_positions": np.int64(self.n_positions),
             f"{prefix}/n_features": np.int64(self.n_features),
         }
+        if self.noise_floor is not None:
+            out[f"{prefix}/noise_floor"] = np.asarray(self.noise_floor, dtype=np.float64)
+        return out
 
 
 def nnls_rows(G: np.ndarray, C: np.ndarray, *, sweeps: int = 50, tol: float = 1e-4) -> np.ndarray:
@@ -147,6 +155,7 @@ def held_out_evidence(
     max_iter: int = 200,
     tol: float = 1e-4,
     n_folds: int = 2,
+    gain: float | None = None,
 ) -> HeldOutEvidence:
     """Bi-cross-validation error and split-half stability of NMF for each k.
 
@@ -167,6 +176,9 @@ def held_out_evidence(
         Blocks fitted: ``X[I_a, J1]`` for both halves of the positions (2);
         also ``X[I_a, J2]``, predicting ``X[I_a', J1]`` (4: twice the time,
         and a stability per half of the features).
+    gain : float, optional
+        Poisson gain of X (:func:`~stemnmf.kselect.noise.poisson_gain`): with
+        it, the noise floor of each held-out block is kept too.
 
     Returns
     -------
@@ -199,18 +211,21 @@ def held_out_evidence(
     cols = [np.flatnonzero(col_half), np.flatnonzero(~col_half)]
     seed = int(rng.integers(2**31))
     with blas_limit(1):  # small products: one BLAS thread is fastest, and the sums do not depend on threads
-        error, stability = _fit_and_predict(Xs, rows, cols, ks, max_iter=max_iter, tol=tol, seed=seed)
+        error, stability, floor = _fit_and_predict(Xs, rows, cols, ks, max_iter=max_iter, tol=tol, seed=seed)
         if n_folds == 4:  # the same with the halves of the features swapped
             more = _fit_and_predict(Xs, rows, cols[::-1], ks, max_iter=max_iter, tol=tol, seed=seed)
             error, stability = np.vstack([error, more[0]]), np.vstack([stability, more[1]])
+            floor = np.concatenate([floor, more[2]])
     seconds = time.perf_counter() - started
     log.info("held-out evidence on %d x %d (subsample) in %.1f s", n, m, seconds)
-    return HeldOutEvidence(ks, error, stability, n, m, seconds)
+    noise_floor = None if gain is None else float(gain) * floor
+    return HeldOutEvidence(ks, error, stability, n, m, seconds, noise_floor)
 
 
 def _fit_and_predict(Xs, rows, cols, ks, *, max_iter, tol, seed):
-    """(held-out error (2, n_k), split-half stability (1, n_k)) of the two fits ``X[I_a, J1]``."""
+    """(held-out error (2, n_k), split-half stability (1, n_k), sum(A) / ||A||^2 (2,)) of the fits ``X[I_a, J1]``."""
     error = np.zeros((2, ks.size))
+    floor = np.zeros(2)
     stability = np.zeros((1, ks.size))
     patterns = {}
     for a in (0, 1):  # fit X[I_a, J1], predict X[I_a', J2]
@@ -219,6 +234,7 @@ def _fit_and_predict(Xs, rows, cols, ks, *, max_iter, tol, seed):
         B = Xs[np.ix_(rows[1 - a], cols[0])]
         C = Xs[np.ix_(rows[a], cols[1])]
         a_sq = float(np.einsum("ij,ij->", A, A, dtype=np.float64)) or 1.0
+        floor[a] = float(A.sum(dtype=np.float64)) / a_sq
         fits = k_component_loss(D, ks, max_iter=max_iter, tol=tol, random_state=seed).factors
         for i, k in enumerate(ks):
             W_D, H_D = fits[int(k)]
@@ -229,4 +245,4 @@ def _fit_and_predict(Xs, rows, cols, ks, *, max_iter, tol, seed):
             patterns[(a, int(k))] = H_D
     for i, k in enumerate(ks):
         stability[0, i] = float(match_components(patterns[(0, int(k))], patterns[(1, int(k))]).min())
-    return error, stability
+    return error, stability, floor

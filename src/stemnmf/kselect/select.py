@@ -381,7 +381,8 @@ def select_k(
             scan_shape = dataset.scan_shape
         combined = _timed(
             seconds, "evidence", gather_evidence, X, kloss, knee_k=int(round(knee.x)), iqa_k=decision.chosen_k,
-            scan_shape=scan_shape, random_state=random_state, heldout_options=heldout_options,
+            scan_shape=scan_shape, pattern_shape=shape if source == "representative" else None, random_state=random_state,
+            heldout_options=heldout_options,
         )  # fmt: skip
     cao_k = int(decision.chosen_k)
     chosen = cao_k if combined is None else int(combined.chosen_k)
