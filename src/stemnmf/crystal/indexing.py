@@ -89,6 +89,10 @@ class IndexOptions:
         pattern alone. Needs the scan [16].
     vote_radius : float or None
         Cluster radius of the vote, degrees [None: max(distinct_angle, 2 resolution)].
+    vote_escalate : int
+        Regions and components whose vote has no majority (votes <= half the candidates) vote
+        again with up to this many positions; 0 (or not above ``vote_positions``): no second
+        vote [0].
     random_state : int
         Seed of the positions' draw [0].
     overlap_sums : bool
@@ -118,6 +122,7 @@ class IndexOptions:
     cache_dir: str | None = None
     vote_positions: int = 16
     vote_radius: float | None = None
+    vote_escalate: int = 0
     random_state: int = 0
     overlap_sums: bool = True
     overlap_gain: float = 0.1
@@ -388,11 +393,25 @@ def _read_positions(dataset, chosen: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _vote(indexer: Indexer, result: MatchResult, weight_maps, dataset) -> dict:
-    """Replace each solution by the consensus of it and its sampled positions' solutions (:mod:`.consensus`)."""
+    """Replace each solution by the consensus of it and its sampled positions' solutions (:mod:`.consensus`).
+
+    With ``vote_escalate``, the solutions without a majority vote again with more positions.
+    """
     o = indexer.options
     chosen = sample_positions(weight_maps, int(o.vote_positions), random_state=o.random_state)
-    patterns = _read_positions(dataset, chosen)
-    return vote_orientations(indexer, result, patterns, radius=o.radius)
+    votes = vote_orientations(indexer, result, _read_positions(dataset, chosen), radius=o.radius)
+    undecided = np.flatnonzero(2 * votes["votes"] <= votes["candidates"])
+    if int(o.vote_escalate) <= int(o.vote_positions) or not undecided.size:
+        return votes
+    more = sample_positions(weight_maps[undecided], int(o.vote_escalate), random_state=o.random_state)
+    subset = _take(result, undecided)
+    again = vote_orientations(indexer, subset, _read_positions(dataset, more), radius=o.radius)
+    for field in dataclasses.fields(MatchResult):
+        getattr(result, field.name)[undecided] = getattr(subset, field.name)
+    for key in votes:
+        votes[key][undecided] = again[key]
+    log.info("%d solutions without a majority voted again with up to %d positions", len(undecided), o.vote_escalate)
+    return votes
 
 
 def _voting(indexer: Indexer, dataset, results, maps_path: str) -> bool:
