@@ -36,7 +36,9 @@ import time
 import numpy as np
 
 import stemnmf
-from stemnmf.crystal.scores import best_matching_grains, orientation_scores
+from stemnmf.crystal.matching import misorientation_angles
+from stemnmf.crystal.rotations import quaternions_to_matrices
+from stemnmf.crystal.scores import best_matching_grains, orientation_scores, phase_symmetries
 from stemnmf.io.scanfile import load_truth
 from stemnmf.simulate import preset_parameters
 from stemnmf.simulate.core import make_crystal
@@ -93,6 +95,10 @@ def one_film(dataset, truth, phases, crystals, args, label) -> dict:
         rows.append((r, int(g), e, int(strong[g]), bool(right), float(orientations["regions_confidence"][r])))
         log.info("%s region %d: grain %d (%s, %d strong) error %.2f deg, phase %s, confidence %.2f",
                  label, r, g, truth_phases[g], strong[g], e, "right" if right else "WRONG", rows[-1][-1])
+    sums = second_crystal_errors(orientations, results["/regions/maps"], truth, grains, truth_phases)
+    if sums:
+        log.info("%s sums of two crystals: second crystal's error to the nearest other grain under the region: %s",
+                 label, ", ".join(f"region {r}: {e:.2f} deg" for r, e in sums))
     err = np.array([row[2] for row in rows])
     sel = np.array([row[3] >= args.min_strong for row in rows], bool)
     phase_ok = np.array([row[4] for row in rows], bool)
@@ -100,8 +106,32 @@ def one_film(dataset, truth, phases, crystals, args, label) -> dict:
           f"({np.sum(strong >= args.min_strong)} with >= {args.min_strong} strong); "
           f"phase right {phase_ok.mean():.0%}; all regions: median {np.median(err):.2f} deg, within 2 deg {np.mean(err <= 2):.0%}; "
           f">= {args.min_strong} strong: n={sel.sum()} median {np.median(err[sel]) if sel.any() else float('nan'):.2f} deg, "
-          f"within 2 deg {np.mean(err[sel] <= 2) if sel.any() else float('nan'):.0%}; run {elapsed:.0f} s", flush=True)
-    return {"errors": err, "strong": sel, "phase_ok": phase_ok}
+          f"within 2 deg {np.mean(err[sel] <= 2) if sel.any() else float('nan'):.0%}; "
+          f"sums of two: {len(sums)} of {int(np.sum(results['/regions/table']['overlapped']))} overlapped regions, "
+          f"{sum(e <= 2 for _, e in sums)} with the second crystal within 2 deg of another grain; run {elapsed:.0f} s", flush=True)
+    return {"errors": err, "strong": sel, "phase_ok": phase_ok, "sums": sums}
+
+
+def second_crystal_errors(orientations, region_maps, truth, grains, truth_phases) -> list[tuple[int, float]]:
+    """(region, error) of each region fitted as a sum of two: its second crystal against the nearest truth
+    grain (symmetry-reduced, same phase) among the grains the region overlaps, other than its best-matching one."""
+    if "regions_second_phase" not in orientations:
+        return []
+    symmetries = phase_symmetries(orientations)
+    names = [str(n) for n in np.atleast_1d(orientations["phases"])]
+    truth_rotations = quaternion_to_matrix(np.asarray(truth.orientations, np.float64))
+    second_phase = np.asarray(orientations["regions_second_phase"])
+    second = quaternions_to_matrices(np.nan_to_num(np.asarray(orientations["regions_second"])))
+    out = []
+    for r in np.flatnonzero(second_phase >= 0):
+        under = np.flatnonzero(((np.asarray(region_maps[r]) > 0)[None] & (truth.labels > 0)).any(axis=(1, 2)))
+        under = [g for g in under if g != grains[r] and names[second_phase[r]] == truth_phases[g]]
+        if not under:
+            out.append((int(r), float("inf")))
+            continue
+        errors = misorientation_angles(second[r], truth_rotations[under], symmetries[second_phase[r]])
+        out.append((int(r), float(np.min(errors))))
+    return out
 
 
 def main() -> None:
