@@ -1,17 +1,20 @@
-"""Overlapped patterns indexed as a non-negative sum of two templates.
+"""Overlapped patterns indexed as a non-negative sum of two crystals.
 
 Where two grains overlap along the beam (or a region's mean pattern mixes its grain with a
-neighbour's), no single template fits: its score is the normalised correlation of the pattern's
-polar image P (unit norm) with one template vector u (unit norm). The best non-negative
-combination a u + b v of two templates is the projection of P on the cone they span; its
-normalised correlation with P is ||proj|| (>= either template's own score). A pattern is called a
-sum of two when that score beats the single template's by ``gain`` (relative) and the weaker
-template carries at least ``min_share`` of the fitted intensity.
+neighbour's), no single crystal fits. The pattern is compared with the kinematic model of
+:mod:`.refine`: the square root of a rendered crystal, mean removed inside the mask, is a vector m;
+the prepared pattern D (:func:`.refine.prepare_pattern`) has unit norm. One crystal scores
+D . m / ||m||; the best non-negative sum a m_A + b m_B of two is the projection of D on the cone
+they span, whose normalised correlation with D is the sum's score (never below either crystal's
+alone; the square root of a sum of two crystals is the sum of their square roots while their disks do
+not overlap). A pattern is called a sum of two when that score beats the single crystal's by
+``gain`` (relative) and the weaker crystal carries at least ``min_share`` of the fitted amplitude.
 
-The first orientation is the pattern's own solution (kept as it is); candidates for the second
-are the single match's distinct alternatives and the solutions of the residual (P with the first
-template's spots blanked), every phase competing. The chosen second orientation is refined on the
-residual (:meth:`Indexer.refine`).
+The first crystal is the pattern's own solution, fitted continuously (for its thickness).
+Candidates for the second are the single match's distinct alternatives and the solutions of the
+residual (the polar image with the first crystal's spots blanked), every phase competing; the
+``top`` best by the cone score of their polar templates are fitted continuously too, and the best
+sum is kept.
 """
 
 from __future__ import annotations
@@ -131,6 +134,8 @@ def fit_two_templates(indexer, pattern, rotation, phase: int, alternatives=(), *
         if best is None or score > best[0]:
             share = b * np.linalg.norm(m_b) / (a * np.linalg.norm(m_a) + b * np.linalg.norm(m_b)) if a + b > 0 else 0.0
             best = (score, turned, second_phase, float(share))
+    if best is None:  # no candidate at all (an empty residual)
+        return SumFit(False, single, single, np.full((3, 3), np.nan), -1, 0.0)
     score, turned, second_phase, share = best
     accepted = bool(score >= (1.0 + gain) * single and min(share, 1.0 - share) >= min_share)
     return SumFit(accepted, single, float(score), np.asarray(turned, dtype=np.float64), int(second_phase), share)
