@@ -36,9 +36,11 @@ import time
 import numpy as np
 
 import stemnmf
+from stemnmf.crystal import orientation_datasets
 from stemnmf.crystal.matching import misorientation_angles
 from stemnmf.crystal.rotations import quaternions_to_matrices
 from stemnmf.crystal.scores import best_matching_grains, orientation_scores, phase_symmetries
+from stemnmf.io.results import Results
 from stemnmf.io.scanfile import load_truth
 from stemnmf.simulate import preset_parameters
 from stemnmf.simulate.core import make_crystal
@@ -46,6 +48,9 @@ from stemnmf.simulate.physics import Optics, Reflections, kinematic_intensity
 from stemnmf.simulate.rotations import quaternion_to_matrix
 
 log = logging.getLogger("bench.films")
+
+#: ``--also MODEL``: the same runs' regions indexed again with another refine_model, pooled per model.
+ALSO: dict = {}
 
 
 def optics_of(dataset, det_shape) -> Optics:
@@ -86,6 +91,22 @@ def one_film(dataset, truth, phases, crystals, args, label) -> dict:
     scores = orientation_scores(orientations, results["/regions/maps"], truth, truth_phases=truth_phases)
     grains = best_matching_grains(results["/regions/maps"], truth.labels)
     strong = strong_counts(truth, crystals, optics_of(dataset, dataset.shape[2:]), args.strong)
+    for model in args.also:
+        t1 = time.perf_counter()
+        # regions only (the components are not scored): a copy of the results without the component patterns
+        regions_only = Results({p: results[p] for p in results if not p.startswith("/components/")}, results.attrs)
+        again = orientation_datasets(regions_only, list(phases), dataset=dataset, refine_model=model, overlap_sums=False)
+        again = {k.split("/")[-1]: v for k, v in again.items()}
+        other = orientation_scores(again, results["/regions/maps"], truth, truth_phases=truth_phases)
+        other_err = [e for e, g in zip(other["orientation_errors"], grains) if g >= 0]
+        picked = [e for e, g in zip(other_err, [g for g in grains if g >= 0]) if strong[g] >= args.min_strong]
+        ALSO.setdefault(model, {"errors": [], "strong": [], "phase": []})
+        ALSO[model]["errors"] += other_err
+        ALSO[model]["strong"] += picked
+        ALSO[model]["phase"].append(other["phase_accuracy"] * len(other_err))
+        print(f"{label}, same run, refine_model={model}: phase right {other['phase_accuracy']:.0%}; all regions "
+              f"median {np.median(other_err):.2f} deg, within 2 deg {np.mean(np.array(other_err) <= 2):.0%}; "
+              f">= {args.min_strong} strong: {np.round(picked, 2).tolist()}; {time.perf_counter() - t1:.0f} s", flush=True)
     errors = scores["orientation_errors"]
     rows = []
     for r, (g, e) in enumerate(zip(grains, errors)):
@@ -145,6 +166,8 @@ def main() -> None:
     parser.add_argument("--phases", nargs="+", default=["Ag"])
     parser.add_argument("--strong", type=float, default=0.005, help="strong reflection: fraction of the incident beam")
     parser.add_argument("--min-strong", type=int, default=4)
+    parser.add_argument("--also", nargs="*", default=[], choices=("kinematic", "templates"),
+                        help="also index the same runs with these refine models (no sums of two)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -174,6 +197,12 @@ def main() -> None:
           f"(within 2 deg {np.mean(err <= 2):.0%}); >= {args.min_strong} strong: n={sel.sum()}, "
           f"median {np.median(err[sel]) if sel.any() else float('nan'):.2f} deg, within 2 deg "
           f"{np.mean(err[sel] <= 2) if sel.any() else float('nan'):.0%}")
+    for model, pooled in ALSO.items():
+        e, picked = np.array(pooled["errors"]), np.array(pooled["strong"])
+        print(f"all, refine_model={model}: phase right {sum(pooled['phase']) / len(e):.1%}; all regions median "
+              f"{np.median(e):.2f} deg (within 2 deg {np.mean(e <= 2):.0%}); >= {args.min_strong} strong: n={len(picked)}, "
+              f"median {np.median(picked) if len(picked) else float('nan'):.2f} deg, within 2 deg "
+              f"{np.mean(picked <= 2) if len(picked) else float('nan'):.0%}")
 
 
 if __name__ == "__main__":
