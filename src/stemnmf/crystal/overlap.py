@@ -13,8 +13,8 @@ not overlap). A pattern is called a sum of two when that score beats the single 
 The first crystal is the pattern's own solution, fitted continuously (for its thickness).
 Candidates for the second are the single match's distinct alternatives and the solutions of the
 residual (the polar image with the first crystal's spots blanked), every phase competing; the
-``top`` best by the cone score of their polar templates are fitted continuously too, and the best
-sum is kept.
+``top`` (2) best by the cone score of their polar templates are fitted continuously too, and the
+best sum is kept.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _screen(indexer, polar, u, alternatives, top: int):
 
 
 def fit_two_templates(indexer, pattern, rotation, phase: int, alternatives=(), *, gain: float = 0.1,
-                      min_share: float = 0.15, top: int = 3) -> SumFit:
+                      min_share: float = 0.15, top: int = 2) -> SumFit:
     """Fit a pattern (qy, qx) as a non-negative sum of the crystal ``rotation`` and one other (module docstring).
 
     ``alternatives``: (rotation, phase) pairs to try as the second orientation besides the residual's
