@@ -268,7 +268,7 @@ def indexed_run(tmp_path_factory):
     config = {
         "features": {"representation": "raw"},
         "nmf": {"k": 4},
-        "orientations": {"phases": ["Ag"], "resolution": 5.0},
+        "orientations": {"phases": ["Ag"], "resolution": 5.0, "overlap_sums": True},
         "run": {"report": False},
     }
     with pytest.MonkeyPatch.context() as patch:
