@@ -98,8 +98,8 @@ class IndexOptions:
     overlap_sums : bool
         Fit the mean pattern of each region that the analysis marks ``overlapped`` as a
         non-negative sum of two crystals (:mod:`.overlap`) and report the second orientation
-        where the sum fits better by ``overlap_gain`` [False: on Ag films most of the sums it
-        found were not a second grain of the region (bench/RESULTS-index.md, round 4)].
+        where the sum fits better by ``overlap_gain`` [False: on simulated films most of the sums
+        it found were not a second grain of the region (bench/RESULTS-index.md, round 4)].
     overlap_gain : float
         Relative gain of the sum's score over the single crystal's needed to call it a sum [0.1].
     overlap_min_share : float
