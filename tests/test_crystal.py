@@ -268,7 +268,7 @@ def indexed_run(tmp_path_factory):
     config = {
         "features": {"representation": "raw"},
         "nmf": {"k": 4},
-        "orientations": {"phases": ["Ag"], "resolution": 5.0},
+        "orientations": {"phases": ["Ag"], "resolution": 5.0, "overlap_sums": True},
         "run": {"report": False},
     }
     with pytest.MonkeyPatch.context() as patch:
@@ -292,6 +292,15 @@ def test_run_with_phase_writes_the_orientations_contract(indexed_run):
     for name in ("regions_phase", "regions_score", "regions_confidence", "components_phase", "components_score"):
         assert len(results[f"/orientations/{name}"]) == (r if name.startswith("regions") else k)
     assert np.all(results["/orientations/regions_phase"] == 0)
+    # overlapped regions were also fitted as a sum of two crystals: the sum (a cone that holds the single crystal)
+    # never scores below the single crystal; regions not overlapped were not tried
+    overlapped = np.asarray(results["/regions/table"]["overlapped"], dtype=bool)
+    sums = results["/orientations/regions_sum_scores"]
+    assert sums.shape == (r, 2) and np.all(np.isnan(sums[~overlapped]))
+    assert np.all(sums[overlapped, 1] >= sums[overlapped, 0] - 1e-9)
+    second = results["/orientations/regions_second_phase"]
+    assert results["/orientations/regions_second"].shape == (r, 4) and set(np.unique(second)) <= {-1, 0}
+    assert np.all(np.isnan(results["/orientations/regions_second"][second < 0]))
     assert (root / "cache" / "templates").is_dir()  # STEMNMF_CACHE was honoured
 
 

@@ -276,6 +276,7 @@ class OrientationsConfig:
         choices=("kinematic", "templates"),
     )
     vote_positions: int = option(16, "positions per region whose own matches vote with its mean pattern; 0: the mean pattern alone", metavar="N")
+    overlap_sums: bool = option(False, "also fit each overlapped region's mean pattern as a sum of two crystals (regions_second)")
 
     def index_options(self) -> dict[str, Any]:
         """Keyword options of :func:`stemnmf.crystal.orientation_datasets`."""
@@ -285,6 +286,7 @@ class OrientationsConfig:
             "detector_flip": bool(self.detector_flip),
             "refine_model": str(self.refine_model),
             "vote_positions": int(self.vote_positions),
+            "overlap_sums": bool(self.overlap_sums),
         }
 
 

@@ -35,6 +35,8 @@ def add_index_arguments(parser, *, required: bool) -> None:
                        help="orientation refinement: tilt search over the templates (default) or a continuous kinematic fit")
     group.add_argument("--vote-positions", type=int, default=16, metavar="N",
                        help="positions per region whose matches vote with its mean pattern; 0: the mean pattern alone (default 16)")
+    group.add_argument("--overlap-sums", action="store_true",
+                       help="also fit each overlapped region's mean pattern as a sum of two crystals (regions_second)")
     group.add_argument("--template-cache", metavar="DIR", help="template cache (default ~/.cache/stemnmf/templates)")
 
 
@@ -46,6 +48,7 @@ def index_options(args) -> dict:
         "detector_flip": args.detector_flip,
         "refine_model": args.refine_model,
         "vote_positions": args.vote_positions,
+        "overlap_sums": args.overlap_sums,
         "cache_dir": args.template_cache,
     }
 

@@ -30,6 +30,7 @@ from stemnmf.crystal.matching import (
     template_matrix,
 )
 from stemnmf.crystal.kinematics import reflection_table
+from stemnmf.crystal.overlap import index_sums
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel
 from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
 from stemnmf.crystal.phases import load_phases, require_crystal_extra
@@ -88,8 +89,21 @@ class IndexOptions:
         pattern alone. Needs the scan [16].
     vote_radius : float or None
         Cluster radius of the vote, degrees [None: max(distinct_angle, 2 resolution)].
+    vote_escalate : int
+        Regions and components whose vote has no majority (votes <= half the candidates) vote
+        again with up to this many positions; 0 (or not above ``vote_positions``): no second
+        vote [0].
     random_state : int
         Seed of the positions' draw [0].
+    overlap_sums : bool
+        Fit the mean pattern of each region that the analysis marks ``overlapped`` as a
+        non-negative sum of two crystals (:mod:`.overlap`) and report the second orientation
+        where the sum fits better by ``overlap_gain`` [False: on simulated films most of the sums
+        it found were not a second grain of the region (bench/RESULTS-index.md, round 4)].
+    overlap_gain : float
+        Relative gain of the sum's score over the single crystal's needed to call it a sum [0.1].
+    overlap_min_share : float
+        Smallest share of the fitted intensity the weaker crystal must carry [0.15].
     """
 
     resolution: float = 1.0
@@ -109,7 +123,11 @@ class IndexOptions:
     cache_dir: str | None = None
     vote_positions: int = 16
     vote_radius: float | None = None
+    vote_escalate: int = 0
     random_state: int = 0
+    overlap_sums: bool = False
+    overlap_gain: float = 0.1
+    overlap_min_share: float = 0.15
 
     def __post_init__(self):
         if not (0.1 <= float(self.resolution) <= 10):
@@ -122,6 +140,11 @@ class IndexOptions:
             raise ConfigError(f"refine_model={self.refine_model!r} is unknown", "give 'kinematic' or 'templates'")
         if not float(self.model_blur) >= 0:
             raise ConfigError(f"model_blur={self.model_blur!r} must be 0 or more (pixels)")
+        if not (float(self.overlap_gain) >= 0 and 0 <= float(self.overlap_min_share) <= 0.5):
+            raise ConfigError(
+                f"overlap_gain={self.overlap_gain!r} / overlap_min_share={self.overlap_min_share!r} out of range",
+                "give a gain >= 0 and a share from 0 to 0.5",
+            )
         if int(self.vote_positions) < 0:
             raise ConfigError(f"vote_positions={self.vote_positions!r} is negative", "give 0 (mean pattern only) or more")
 
@@ -371,11 +394,25 @@ def _read_positions(dataset, chosen: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _vote(indexer: Indexer, result: MatchResult, weight_maps, dataset) -> dict:
-    """Replace each solution by the consensus of it and its sampled positions' solutions (:mod:`.consensus`)."""
+    """Replace each solution by the consensus of it and its sampled positions' solutions (:mod:`.consensus`).
+
+    With ``vote_escalate``, the solutions without a majority vote again with more positions.
+    """
     o = indexer.options
     chosen = sample_positions(weight_maps, int(o.vote_positions), random_state=o.random_state)
-    patterns = _read_positions(dataset, chosen)
-    return vote_orientations(indexer, result, patterns, radius=o.radius)
+    votes = vote_orientations(indexer, result, _read_positions(dataset, chosen), radius=o.radius)
+    undecided = np.flatnonzero(2 * votes["votes"] <= votes["candidates"])
+    if int(o.vote_escalate) <= int(o.vote_positions) or not undecided.size:
+        return votes
+    more = sample_positions(weight_maps[undecided], int(o.vote_escalate), random_state=o.random_state)
+    subset = _take(result, undecided)
+    again = vote_orientations(indexer, subset, _read_positions(dataset, more), radius=o.radius)
+    for field in dataclasses.fields(MatchResult):
+        getattr(result, field.name)[undecided] = getattr(subset, field.name)
+    for key in votes:
+        votes[key][undecided] = again[key]
+    log.info("%d solutions without a majority voted again with up to %d positions", len(undecided), o.vote_escalate)
+    return votes
 
 
 def _voting(indexer: Indexer, dataset, results, maps_path: str) -> bool:
@@ -468,6 +505,7 @@ def orientation_datasets(results, phases, *, dataset=None, per_position: bool = 
     if regions is not None:
         out.update(_datasets("regions", regions))
         out.update(_vote_datasets("regions", votes))
+        out.update(_sum_datasets(indexer, results, regions))
         if "/regions/maps" in results:
             out["/orientations/boundaries"] = boundary_table(
                 np.asarray(results["/regions/maps"]), out["/orientations/regions"], regions.phase, indexer.templates
@@ -485,6 +523,40 @@ def orientation_datasets(results, phases, *, dataset=None, per_position: bool = 
     settings.update({"q_pixel": indexer.q_pixel, "r_min": indexer.grid.r_min, "r_max": indexer.grid.r_max})
     out["/orientations/settings"] = _settings_json(settings)
     return out
+
+
+def _sum_datasets(indexer: Indexer, results, regions: MatchResult) -> dict:
+    """``regions_second*`` and ``regions_sum_scores``: overlapped regions fitted as a sum of two crystals."""
+    o = indexer.options
+    if not o.overlap_sums or "/regions/mean_patterns" not in results or "/regions/table" not in results:
+        return {}
+    table = results["/regions/table"]
+    if "overlapped" not in (table.dtype.names or ()):
+        return {}
+    overlapped = np.flatnonzero(np.asarray(table["overlapped"], dtype=bool))
+    r = len(regions.phase)
+    second = np.full((r, 3, 3), np.nan)
+    second_phase = np.full(r, -1, np.int32)
+    share = np.zeros(r)
+    scores = np.full((r, 2), np.nan)
+    patterns = np.asarray(results["/regions/mean_patterns"], dtype=np.float32)
+    for i in tqdm(overlapped, desc="overlapped regions", unit="region", leave=False):
+        fit = index_sums(indexer, patterns[i : i + 1], regions.rotations[i : i + 1], regions.phase[i : i + 1],
+                         _take(regions, slice(i, i + 1)), gain=o.overlap_gain, min_share=o.overlap_min_share)[0]
+        scores[i] = fit.single_score, fit.sum_score
+        if fit.accepted:
+            second[i], second_phase[i], share[i] = fit.second_rotation, fit.second_phase, fit.second_share
+    quaternions = np.full((r, 4), np.nan)
+    found = second_phase >= 0
+    if found.any():
+        quaternions[found] = matrices_to_quaternions(second[found]).reshape(-1, 4)
+    log.info("%d of %d overlapped regions fit as a sum of two crystals", int(found.sum()), len(overlapped))
+    return {
+        "/orientations/regions_second": quaternions,
+        "/orientations/regions_second_phase": second_phase,
+        "/orientations/regions_second_share": share,
+        "/orientations/regions_sum_scores": scores,
+    }
 
 
 def _vote_datasets(prefix: str, votes: dict | None) -> dict:

@@ -149,6 +149,19 @@ def fig_boundary_map(results) -> Figure | None:
     return fig
 
 
+def _second_crystals(results, names, r: int) -> list[str]:
+    """Per region: the phase, quaternion and share of its second crystal when fitted as a sum of two, else ''."""
+    if "/orientations/regions_second_phase" not in results:
+        return [""] * r
+    phase = np.asarray(results["/orientations/regions_second_phase"])
+    q = np.asarray(results["/orientations/regions_second"])
+    share = np.asarray(results["/orientations/regions_second_share"])
+    return [
+        f"{html.escape(names[phase[i]])} ({', '.join(f'{v:.4f}' for v in q[i])}), share {share[i]:.2f}" if phase[i] >= 0 else ""
+        for i in range(r)
+    ]
+
+
 def boundary_table_html(results, max_rows: int = 200) -> str:
     """HTML tables of the region orientations and of the boundaries between touching regions."""
     if "/orientations/regions" not in results:
@@ -158,14 +171,15 @@ def boundary_table_html(results, max_rows: int = 200) -> str:
     phase = np.asarray(results["/orientations/regions_phase"])
     score = np.asarray(results["/orientations/regions_score"])
     confidence = np.asarray(results["/orientations/regions_confidence"])
+    second = _second_crystals(results, names, len(q))
     rows = [
         f"<tr><td>{r}</td><td>{html.escape(names[phase[r]])}</td><td>{', '.join(f'{v:.4f}' for v in q[r])}</td>"
-        f"<td>{score[r]:.3f}</td><td>{confidence[r]:.3f}</td></tr>"
+        f"<td>{score[r]:.3f}</td><td>{confidence[r]:.3f}</td><td>{second[r]}</td></tr>"
         for r in range(min(len(q), max_rows))
     ]
     out = (
         "<h3>Region orientations</h3><table><tr><th>region</th><th>phase</th><th>quaternion (w, x, y, z)</th>"
-        "<th>score</th><th>confidence</th></tr>" + "".join(rows) + "</table>"
+        "<th>score</th><th>confidence</th><th>second crystal (overlap)</th></tr>" + "".join(rows) + "</table>"
     )
     if "/orientations/boundaries" in results and len(results["/orientations/boundaries"]):
         table = results["/orientations/boundaries"]

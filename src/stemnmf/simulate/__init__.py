@@ -29,7 +29,7 @@ from stemnmf.simulate.core import (
     simulate_to_file,
     simulate_truth,
 )
-from stemnmf.simulate.crystal import Crystal, fcc, from_cif, spinel, zone_axis_rotation
+from stemnmf.simulate.crystal import Crystal, diamond, fcc, from_cif, spinel, zone_axis_rotation
 from stemnmf.simulate.physics import Optics, diffraction_pattern
 from stemnmf.simulate.presets import PRESETS, SimulationParameters, preset_parameters, resolve_parameters
 from stemnmf.simulate.preview import preview as _preview
@@ -45,6 +45,7 @@ __all__ = [
     "preset_parameters",
     "resolve_parameters",
     "Crystal",
+    "diamond",
     "fcc",
     "spinel",
     "from_cif",

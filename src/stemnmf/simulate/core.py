@@ -14,12 +14,13 @@ from stemnmf.engine import token
 from stemnmf.errors import ConfigError, ResultsError
 from stemnmf.io.dataset import Calibration, Dataset4D
 from stemnmf.io.scanfile import Truth, save_scan
-from stemnmf.simulate.crystal import Crystal, fcc, from_cif
+from stemnmf.simulate.crystal import Crystal, diamond, fcc, from_cif
 from stemnmf.simulate.instrument import build_instrument
 from stemnmf.simulate.physics import Optics
 from stemnmf.simulate.presets import SimulationParameters, resolve_parameters
 from stemnmf.simulate.render import (
     ORIENTATION_STREAM,
+    PHASE_STREAM,
     SAMPLE_STREAM,
     _dask_rows,
     build_model,
@@ -51,18 +52,34 @@ def _root_seed(seed) -> int:
     return int(seed)
 
 
-def make_crystal(params: SimulationParameters) -> Crystal:
-    """The crystal of a parameter set: built-in FCC Ag, a CIF file, or a given Crystal."""
-    crystal = params.crystal
+def make_crystal(params: SimulationParameters, which: str = "crystal") -> Crystal:
+    """The crystal of a parameter set (``which``: ``'crystal'`` or ``'second_crystal'``).
+
+    Built-in FCC Ag, built-in diamond-cubic Si, a CIF file, or a given Crystal.
+    """
+    crystal = getattr(params, which)
     if isinstance(crystal, Crystal):
         return crystal
     if isinstance(crystal, str | os.PathLike):
         text = os.fspath(crystal)
         if text.lower() in ("ag", "ag-fcc", "fcc"):
             return fcc(params.lattice_parameter, "Ag", params.debye_waller)
+        if text.lower() in ("si", "si-diamond"):
+            return diamond()
         if text.lower().endswith(".cif"):
             return from_cif(text, b_factor=params.debye_waller)
-    raise ConfigError(f"crystal={crystal!r} is not understood", "give 'Ag', a .cif file or a stemnmf.simulate.Crystal")
+    raise ConfigError(f"{which}={crystal!r} is not understood", "give 'Ag', 'Si', a .cif file or a stemnmf.simulate.Crystal")
+
+
+def _assign_phases(sample, params: SimulationParameters, seed: int) -> None:
+    """Make each grain of ``second_crystal`` (``grain.phase = 1``) with probability ``second_fraction``."""
+    if params.second_crystal is None:
+        return
+    make_crystal(params, "second_crystal")  # a bad second crystal fails here, before any pattern is drawn
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(PHASE_STREAM,)))
+    second = rng.random(len(sample.grains)) < params.second_fraction
+    for grain, flag in zip(sample.grains, second):
+        grain.phase = int(flag)
 
 
 def grains_per_position_fractions(grains_per_position) -> dict[str, float]:
@@ -115,6 +132,7 @@ def _prepare(params: SimulationParameters, seed: int):
         centres_in_view=params.centres_in_view,
         rng=np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SAMPLE_STREAM,))),
     )
+    _assign_phases(sample, params, seed)
     return crystal, optics, sample, zone_axes
 
 
@@ -132,6 +150,7 @@ def _build(params: SimulationParameters, seed: int):
         amorphous_matrix=params.amorphous_matrix,
         min_intensity=params.min_intensity,
         max_scattered=params.max_scattered,
+        second_crystal=None if params.second_crystal is None else make_crystal(params, "second_crystal"),
         token=token(json.dumps(params.to_dict(), sort_keys=True, default=str), seed),
     )
     if params.instrument.active:
@@ -157,7 +176,8 @@ def simulate_truth(preset: str = "tiny", *, scan=None, det=None, seed=0, **overr
     params = resolve_parameters(preset, scan, det, overrides)
     root = _root_seed(seed)
     _, _, sample, zone_axes = _prepare(params, root)
-    return _truth(sample, {"amorphous_thickness": _amorphous_thickness(sample, params)}, zone_axes)
+    info = {"amorphous_thickness": _amorphous_thickness(sample, params), "two_phases": params.second_crystal is not None}
+    return _truth(sample, info, zone_axes)
 
 
 def _truth(sample, info, zone_axes) -> Truth:
@@ -175,6 +195,8 @@ def _truth(sample, info, zone_axes) -> Truth:
         "orientation_id": np.array([g.orientation_id for g in grains], np.int32),
         "amorphous_thickness": info["amorphous_thickness"],
     }
+    if info.get("two_phases"):
+        extra["phase_id"] = np.array([g.phase for g in grains], np.int32)
     if zone_axes is not None:
         extra["zone_axes"] = zone_axes.astype(np.int32)
     orientations = np.array([matrix_to_quaternion(g.rotation) for g in grains], np.float32).reshape(-1, 4)
@@ -238,6 +260,7 @@ def simulate(
     params = resolve_parameters(preset, scan, det, overrides)
     root = _root_seed(seed)
     crystal, optics, sample, model, info, zone_axes = _build(params, root)
+    info["two_phases"] = params.second_crystal is not None
     truth = _truth(sample, info, zone_axes)
     instrument = params.instrument
     if instrument.active:

@@ -17,7 +17,7 @@ from stemnmf.errors import ConfigError, InputError
 from stemnmf.simulate.rotations import rotation_about_z, rotation_to_z
 from stemnmf.simulate.scattering import scattering_factor
 
-__all__ = ["Crystal", "fcc", "from_cif", "spinel", "zone_axis_rotation"]
+__all__ = ["Crystal", "diamond", "fcc", "from_cif", "spinel", "zone_axis_rotation"]
 
 #: Room-temperature Debye-Waller B factor of Ag in Å^2 (literature values are 0.6-0.7 Å^2).
 AG_B_FACTOR = 0.64
@@ -148,6 +148,27 @@ def fcc(a: float = 4.086, element: str = "Ag", b_factor: float = AG_B_FACTOR) ->
         name=f"{element} (FCC, a={a:g} Å)",
         basis=np.eye(3) * a,
         elements=(element,) * 4,
+        positions=positions,
+        occupancy=1.0,
+        b_factors=b_factor,
+        cubic=True,
+    )
+
+
+def diamond(a: float = 5.431, element: str = "Si", b_factor: float = 0.46) -> Crystal:
+    """A diamond-cubic crystal of one element (Fd-3m; default Si, a = 5.431 Å, B = 0.46 Å^2).
+
+    Eight atoms: the F-centred cell with a second atom at (1/4, 1/4, 1/4). Si needs
+    the scattering factors of the ``crystal`` extra.
+    """
+    if not (a > 0):
+        raise ConfigError(f"lattice parameter {a!r} is not positive")
+    centring = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    positions = np.concatenate([centring, centring + 0.25])
+    return Crystal(
+        name=f"{element} (diamond, a={a:g} Å)",
+        basis=np.eye(3) * a,
+        elements=(element,) * 8,
         positions=positions,
         occupancy=1.0,
         b_factors=b_factor,

@@ -46,6 +46,13 @@ class SimulationParameters:
     crystal : str or Crystal
         ``'Ag'`` for the built-in FCC silver, a path to a CIF file (needs the
         ``crystal`` extra), or a :class:`~stemnmf.simulate.Crystal`.
+    second_crystal : str or Crystal or None
+        A second phase (as ``crystal``, or ``'Si'`` for built-in diamond-cubic
+        silicon): each grain is of it with probability ``second_fraction``
+        (drawn per grain, seeded); the truth then holds ``phase_id`` per grain
+        (0: ``crystal``, 1: ``second_crystal``). None: one phase.
+    second_fraction : float
+        Probability that a grain is of ``second_crystal``.
     lattice_parameter : float
         Å, for the built-in FCC crystal.
     debye_waller : float
@@ -106,6 +113,8 @@ class SimulationParameters:
     beam_energy: float = 300.0
     convergence_angle: float = 1.05
     crystal: Any = "Ag"
+    second_crystal: Any = None
+    second_fraction: float = 0.5
     lattice_parameter: float = 4.086
     debye_waller: float = 0.64
     film_thickness: float = 300.0
@@ -135,7 +144,7 @@ class SimulationParameters:
             value = getattr(self, field.name)
             if isinstance(value, tuple):
                 value = list(value)
-            elif field.name == "crystal" and not isinstance(value, str | os.PathLike):
+            elif field.name in ("crystal", "second_crystal") and value is not None and not isinstance(value, str | os.PathLike):
                 value = value.describe() if hasattr(value, "describe") else str(value)
             elif isinstance(value, os.PathLike):
                 value = os.fspath(value)
@@ -239,6 +248,8 @@ def _check(p: SimulationParameters) -> None:
         value = getattr(p, name)
         if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name}={value!r} must be a non-negative number")
+    if not (isinstance(p.second_fraction, int | float) and 0 <= p.second_fraction <= 1):
+        raise ConfigError(f"second_fraction={p.second_fraction!r} must be a number from 0 to 1")
     if p.max_scattered >= 1:
         raise ConfigError(f"max_scattered={p.max_scattered} must be below 1")
     if p.z_spread > 1:

@@ -40,8 +40,9 @@ __all__ = ["SimulationModel", "build_model", "poisson_counts", "render_rows"]
 
 log = logging.getLogger(__name__)
 
-#: spawn_key tags of the random streams: the sample, the orientation set, the noise of each row.
-SAMPLE_STREAM, ORIENTATION_STREAM, NOISE_STREAM = 0, 1, 2
+#: spawn_key tags of the random streams: the sample, the orientation set, the noise of each row
+#: (3: the instrument's), the phase of each grain in a two-phase film.
+SAMPLE_STREAM, ORIENTATION_STREAM, NOISE_STREAM, PHASE_STREAM = 0, 1, 2, 4
 
 #: Weight maps are trimmed to where they exceed this fraction of the beam (1e-3 electrons at a dose of 1e5).
 _MAP_FLOOR = 1e-8
@@ -226,8 +227,11 @@ def build_model(
     min_intensity: float,
     max_scattered: float,
     token: str,
+    second_crystal: Crystal | None = None,
 ) -> tuple[SimulationModel, dict]:
     """Precompute the disk images and their weight maps for a sample.
+
+    Grains whose ``phase`` is 1 diffract as ``second_crystal``.
 
     Returns
     -------
@@ -236,7 +240,9 @@ def build_model(
         ``amorphous_thickness`` (sy, sx) in Å, ``scattered`` (sy, sx) total
         scattered fraction before the blur, ``n_reflections`` drawn.
     """
-    reflections = Reflections.of(crystal, optics)
+    phases = [Reflections.of(crystal, optics)]
+    if second_crystal is not None:
+        phases.append(Reflections.of(second_crystal, optics))
     py, px = sample.padded_shape
     pad = sample.pad
     sy, sx = sample.scan_shape
@@ -247,6 +253,7 @@ def build_model(
         t = tmap.t
         if t.size == 0 or t.max() <= 0:
             continue
+        reflections = phases[grain.phase]
         centres, s = reflections.in_lab(grain.rotation, optics)
         inside = t > 0
         values = t[inside]

@@ -97,6 +97,8 @@ class Grain:
         None for a grain that fills its cell.
     orientation_id : int
         Index of the grain's orientation in the sample's orientation set.
+    phase : int
+        0 for the film's crystal, 1 for its second crystal (two-phase films).
     """
 
     centre: np.ndarray
@@ -106,6 +108,7 @@ class Grain:
     weight: float
     shape: tuple | None
     orientation_id: int = 0
+    phase: int = 0
 
 
 def _make_grain(centre, rotation, diameter, unit_shape, orientation_id) -> Grain:
