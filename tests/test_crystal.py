@@ -331,6 +331,7 @@ def test_index_cli_ang_score_and_report(indexed_run, tmp_path, capsys):
     errors = [e for e in scores["orientation_errors"] if e is not None]
     assert len(errors) >= 1 and all(0 <= e <= 62.8 for e in errors)  # 62.8°: the largest cubic misorientation
     assert scores["orientation_median_error"] == pytest.approx(float(np.median(errors)))
+    assert scores["phase_accuracy"] == 1.0  # one phase, Ag, in the simulator's truth and in the index
     html = render_html(results)
     assert "<h2>Orientations</h2>" in html and "Region orientations" in html
     bad = tmp_path / "bad.cif"

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import stemnmf
+from stemnmf.crystal.phases import canonical_phase_name
+from stemnmf.crystal.scores import orientation_scores
 from stemnmf.errors import ConfigError
+from stemnmf.io import load_truth, save_scan
 from stemnmf.simulate import diamond, simulate_truth
 
 pytest.importorskip("diffsims")  # the scattering factors of Si
@@ -44,3 +47,27 @@ def test_mixed_film_draws_each_grain_phase_reproducibly():
         simulate_truth("tiny", second_crystal="Si", second_fraction=1.5)
     with pytest.raises(ConfigError, match="second_crystal"):
         simulate_truth("tiny", second_crystal="unobtainium")
+
+
+def test_truth_names_each_grain_phase_and_the_score_reads_it(tmp_path):
+    dataset, truth = stemnmf.simulate("tiny", scan=12, seed=4, second_crystal="Si", second_fraction=0.5,
+                                      noise=False, lazy=False, n_threads=1)
+    phase_id = truth.extra["phase_id"]
+    assert set(np.unique(phase_id)) == {0, 1}
+    np.testing.assert_array_equal(truth.extra["phases"], np.where(phase_id == 0, b"Ag", b"Si"))
+    save_scan(tmp_path / "scan.h5", dataset, truth=truth)
+    loaded = load_truth(tmp_path / "scan.h5").extra["phases"]
+    assert list(loaded) == ["Ag" if p == 0 else "Si" for p in phase_id]
+    assert canonical_phase_name(b"Spinel") == canonical_phase_name("LiNi0.5Mn1.5O4 (spinel Fd-3m)") == "lnmo"
+    # regions = the truth grains, the orientations exact; the phase of every second region swapped
+    grains = truth.labels.shape[0]
+    swapped = np.arange(grains) % 2 == 1
+    orientations = {
+        "phases": np.array(["Ag", "Si"]),
+        "regions": truth.orientations.astype(np.float64),
+        "regions_phase": np.where(swapped, 1 - phase_id, phase_id),
+    }
+    scores = orientation_scores(orientations, truth.labels, truth)
+    assert scores["phase_accuracy"] == pytest.approx(1.0 - swapped.mean())
+    assert scores["orientation_median_error"] == pytest.approx(0.0, abs=1e-3)
+    assert "phases" in simulate_truth("tiny", seed=4).extra  # one phase: named, no phase_id

@@ -39,7 +39,15 @@ import numpy as np
 
 from stemnmf.errors import ConfigError, PhaseError
 
-__all__ = ["BUILTIN_PHASES", "PhaseSpec", "load_phase", "load_phases", "phase_key", "require_crystal_extra"]
+__all__ = [
+    "BUILTIN_PHASES",
+    "PhaseSpec",
+    "canonical_phase_name",
+    "load_phase",
+    "load_phases",
+    "phase_key",
+    "require_crystal_extra",
+]
 
 EXTRA_FIX = "install the crystal extra: pip install 'stemnmf[crystal]'"
 
@@ -87,6 +95,17 @@ BUILTIN_PHASES: dict[str, PhaseSpec] = {
 }
 
 _ALIASES = {"spinel": "LNMO", "lini0.5mn1.5o4": "LNMO", "lnmo": "LNMO"}
+
+
+def canonical_phase_name(name) -> str:
+    """A phase name for comparison: first word, lower case, aliases resolved (``b'Spinel'`` -> ``'lnmo'``).
+
+    Tells the simulator's crystal names (``'Ag (FCC, a=4.086 Å)'``) and the
+    indexing's phase names (``'Ag'``) apart from each other's phases only.
+    """
+    text = name.decode() if isinstance(name, bytes) else str(name)
+    word = (text.strip().split() or [""])[0].lower()
+    return _ALIASES.get(word, word).lower()
 
 
 def require_crystal_extra(what: str = "indexing") -> None:

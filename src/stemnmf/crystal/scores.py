@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stemnmf.crystal.matching import misorientation_angles
+from stemnmf.crystal.phases import canonical_phase_name
 from stemnmf.crystal.rotations import quaternions_to_matrices
 from stemnmf.errors import ResultsError
 
@@ -34,7 +35,8 @@ def orientation_scores(orientations: dict, region_maps, truth, *, truth_phases=N
         ``labels`` (n, sy, sx) and ``orientations`` (n, 4), crystal -> sample.
     truth_phases : sequence of str, optional
         Phase name of each truth grain, for the phase accuracy (default:
-        ``truth.extra['phases']`` when there; otherwise not scored).
+        ``truth.extra['phases']``, which the simulator writes; otherwise not
+        scored). Names compare by :func:`~stemnmf.crystal.phases.canonical_phase_name`.
 
     Returns
     -------
@@ -63,8 +65,8 @@ def orientation_scores(orientations: dict, region_maps, truth, *, truth_phases=N
         truth_phases = (getattr(truth, "extra", None) or {}).get("phases")
     accuracy = None
     if truth_phases is not None and len(valid):
-        truth_phases = [str(p) for p in truth_phases]
-        hits = [names[phase[r]] == truth_phases[g] for r, g in enumerate(grains) if g >= 0]
+        truth_phases = [canonical_phase_name(p) for p in np.atleast_1d(truth_phases)]
+        hits = [canonical_phase_name(names[phase[r]]) == truth_phases[g] for r, g in enumerate(grains) if g >= 0]
         accuracy = float(np.mean(hits))
     return {
         "orientation_errors": errors,

@@ -136,6 +136,14 @@ def save_scan(
     return path
 
 
+def _read_extra(dataset: h5py.Dataset) -> np.ndarray:
+    """A truth dataset; byte strings decoded to ``str``."""
+    value = dataset[()]
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SO":
+        return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in value.ravel()]).reshape(value.shape)
+    return value
+
+
 def has_truth(path: str | os.PathLike) -> bool:
     """True when ``path`` is an HDF5 file holding ground truth (``/truth/labels``)."""
     path = Path(path)
@@ -184,5 +192,5 @@ def load_truth(path: str | os.PathLike) -> Truth:
             labels=group["labels"][()],
             thickness=group["thickness"][()] if "thickness" in group else None,
             orientations=group["orientations"][()] if "orientations" in group else None,
-            extra={k: group[k][()] for k in group if k not in known and isinstance(group[k], h5py.Dataset)},
+            extra={k: _read_extra(group[k]) for k in group if k not in known and isinstance(group[k], h5py.Dataset)},
         )

@@ -176,8 +176,16 @@ def simulate_truth(preset: str = "tiny", *, scan=None, det=None, seed=0, **overr
     params = resolve_parameters(preset, scan, det, overrides)
     root = _root_seed(seed)
     _, _, sample, zone_axes = _prepare(params, root)
-    info = {"amorphous_thickness": _amorphous_thickness(sample, params), "two_phases": params.second_crystal is not None}
+    info = {"amorphous_thickness": _amorphous_thickness(sample, params), "phase_names": _phase_names(params)}
     return _truth(sample, info, zone_axes)
+
+
+def _phase_names(params) -> list[str]:
+    """The short name of each phase (``'Ag'``, ``'Si'``): the first word of its crystal's name."""
+    names = [make_crystal(params).name.split(" ")[0]]
+    if params.second_crystal is not None:
+        names.append(make_crystal(params, "second_crystal").name.split(" ")[0])
+    return names
 
 
 def _truth(sample, info, zone_axes) -> Truth:
@@ -195,7 +203,10 @@ def _truth(sample, info, zone_axes) -> Truth:
         "orientation_id": np.array([g.orientation_id for g in grains], np.int32),
         "amorphous_thickness": info["amorphous_thickness"],
     }
-    if info.get("two_phases"):
+    names = info.get("phase_names")
+    if names:
+        extra["phases"] = np.array([names[g.phase].encode() for g in grains], dtype="S")
+    if names and len(names) > 1:
         extra["phase_id"] = np.array([g.phase for g in grains], np.int32)
     if zone_axes is not None:
         extra["zone_axes"] = zone_axes.astype(np.int32)
@@ -248,8 +259,9 @@ def simulate(
         of the crystal -> lab rotation; ``extra``: ``grains_per_position``,
         ``diameters`` (volume-equivalent, after cuts, Å), ``nominal_diameters``,
         ``projected_area`` (Å^2 in view), ``centres`` (Å), ``orientation_id``,
-        ``amorphous_thickness`` (sy, sx) Å, and ``zone_axes`` when the
-        orientations are a distinct set.
+        ``amorphous_thickness`` (sy, sx) Å, ``phases`` (n,) the short name of
+        each grain's phase (bytes, e.g. ``b'Ag'``), ``phase_id`` (n,) when there
+        are two phases, and ``zone_axes`` when the orientations are a distinct set.
 
     Raises
     ------
@@ -260,7 +272,7 @@ def simulate(
     params = resolve_parameters(preset, scan, det, overrides)
     root = _root_seed(seed)
     crystal, optics, sample, model, info, zone_axes = _build(params, root)
-    info["two_phases"] = params.second_crystal is not None
+    info["phase_names"] = _phase_names(params)
     truth = _truth(sample, info, zone_axes)
     instrument = params.instrument
     if instrument.active:
