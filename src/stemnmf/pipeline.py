@@ -47,6 +47,7 @@ from stemnmf.io import (
 from stemnmf.io.navigator import NAVIGATOR_BUDGET, attach_navigator
 from stemnmf.kselect import select_k, votes_line
 from stemnmf.report import write_report
+from stemnmf.report.warnings import run_warnings
 
 __all__ = ["run", "RunSummary", "prepare_outdir"]
 
@@ -480,9 +481,5 @@ def _summary(results: Results, report_path, results_path) -> RunSummary:
     table = results["/regions/table"] if "/regions/table" in results else np.zeros(0, [("max_feret_nm", "f4")])
     median = float(np.median(table["max_feret_nm"])) if len(table) and "max_feret_nm" in table.dtype.names else None
     votes = votes_line(results)
-    warnings = []
-    if "/calibration/quality/reliable" in results and not int(results["/calibration/quality/reliable"]):
-        problems = [str(p) for p in np.atleast_1d(results["/calibration/quality/problems"])]
-        warnings.append("CALIBRATION UNRELIABLE, the maps may be meaningless: " + "; ".join(problems))
     return RunSummary(chosen, reason, len(table), median, dict(results.timings), report_path, results_path, votes,
-                      warnings)
+                      run_warnings(results))

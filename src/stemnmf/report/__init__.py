@@ -25,6 +25,7 @@ from stemnmf.kselect import votes_line
 from stemnmf.kselect.plots import fig_kselect_evidence
 from stemnmf.report import calibration, figures, orientations
 from stemnmf.report.explorer import CSP, explorer_html
+from stemnmf.report.warnings import run_warnings
 
 __all__ = ["write_report", "render_html"]
 
@@ -51,7 +52,7 @@ SECTIONS = [
         "Choosing the number of components",
         "With --k auto: the k each kind of evidence votes for (the loss knee and IQA of Cao et al., split-half "
         "stability and held-out error of NMF on a subsample, coherence of the component maps), the k "
-        "chosen (median of the loss knee, the held-out error and the map coherence) and the plausible range, beside the curves behind the new votes; "
+        "chosen (median of the loss knee, the map coherence and the noise vote) and the plausible range, beside the curves behind the new votes; "
         "Cao et al.'s level 1, the K-component loss against k, its knee and the range of interest; "
         "level 2, the similarity of the chosen k's components by four image-quality metrics (high SSIM/PSNR, low "
         "GMSD/MDSI mean similar), each metric's most similar pair against its redundancy threshold, and the "
@@ -96,6 +97,7 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
 p.note { color: #555; max-width: 60em; }
+p.warning { color: #900; background: #fee; border-left: 4px solid #c00; padding: 0.5em 1em; max-width: 60em; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
 img { max-width: 100%; height: auto; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
@@ -214,6 +216,7 @@ def render_html(results: Results, title: str = "stemnmf report", *, explorer: bo
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        *(f'<p class="warning"><strong>WARNING</strong>: {html.escape(w)}</p>' for w in run_warnings(results)),
         _summary(results),
         _timings(results),
         explorer_html(results) if explorer else "",
