@@ -203,7 +203,7 @@ def test_passes_on_a_local_cluster_match_in_process():
     local = Engine(chunk_rows=3)
     (h_local, _), (w_local, _) = mean_patterns(ds, one_hot(labels, 3), W, engine=local)
     s_local, p_local = dissimilarity(ds, W, w_local, labels=labels, label_references=h_local, engine=local)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with distributed.Client(cluster) as client:
             remote = Engine(scheduler=client, chunk_rows=2, progress=False)
             (h, _), (w, _) = mean_patterns(ds, one_hot(labels, 3), W, engine=remote)

@@ -133,7 +133,7 @@ def test_unreachable_scheduler_is_a_clear_error(small_dataset):
 def test_local_cluster_gives_identical_results(small_dataset):
     import distributed
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with distributed.Client(cluster) as client:
             remote = Engine(scheduler=client, chunk_rows=2, progress=False).map(pattern_sums, small_dataset)
     local = Engine(progress=False).map(pattern_sums, small_dataset)

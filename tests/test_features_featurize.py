@@ -98,7 +98,7 @@ def test_identical_in_one_batch_in_chunks_and_lazily(scan):
 def test_identical_on_a_local_cluster(scan):
     distributed = pytest.importorskip("distributed")
     X1, d1 = featurize(scan, ALL, engine=quiet(chunk_rows=2))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with distributed.Client(cluster) as client:
             X2, d2 = featurize(scan, ALL, engine=Engine(scheduler=client, chunk_rows=1, progress=False))
     np.testing.assert_array_equal(X2, X1)

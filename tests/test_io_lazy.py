@@ -232,7 +232,7 @@ def test_lazy_arrays_pickle_small_and_run_on_a_local_cluster(tmp_path):
         # the graph carries paths and layouts, never the data (each dataset is >= 30 kB)
         assert size < 8000 < expected.nbytes // 3, f"{path.name}: the lazy array pickles to {size} bytes"
         datasets.append((path, ds, expected))
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         engine = Engine(scheduler=client, chunk_rows=2, progress=False)
         for path, ds, expected in datasets:
