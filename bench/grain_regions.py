@@ -1,14 +1,25 @@
-"""One region per grain (issue 16): how grains end up in several regions, and the region-merging rule.
+"""One region per grain (issue 16): why grains end up in several regions, and the region rules.
 
     .venv/bin/python bench/grain_regions.py FILM.h5 [FILM.h5 ...] [--features aa,bd] [--restarts 10]
-        [--seed N] [--cache DIR] [--rules none,default] [--diagnose]
+        [--seed N] [--cache DIR] [--rules none,agree65] [--diagnose]
 
 Each film (a ``stemnmf simulate`` scan with its truth) is featurised with the
-run's defaults and factorised once by ``IterativeNMF`` (its defaults); the
-factors are kept in ``--cache`` (reused when there). Then the same factors are
-analysed with each region rule (``analyze(..., merge_regions=...)``) in the same
-process and scored against the truth. ``--diagnose`` prints, for the first rule,
-every grain matched by more than one region, and why (see ``diagnose``).
+run's defaults and factorised once by ``IterativeNMF`` (its defaults, random
+state = the film's seed unless ``--seed``); the factors and the noise of every
+pattern entry (from the film's own residual, as ``IterativeNMF.peak_agreement_``
+computes it) are kept in ``--cache`` and reused. The same factors are then
+analysed with each rule in one process and scored against the truth:
+
+* ``none``: regions as cut (the default before the region merge);
+* ``agree50``, ``agree65``, ``agree80``: touching regions of components whose
+  peaks agree at least 0.5, 0.65 (the default), 0.8 join (``merge_regions``);
+* ``agree65+frag``: and regions under 50 positions at least half inside another
+  dropped (``drop_fragments``).
+
+Prints one Markdown row per film, feature and rule. ``--diagnose`` adds a table
+(first rule) of the regions the paper's matching gives to a grain that has a
+better region, classed by :func:`diagnose`, and the peak agreement of touching
+pairs of regions on one grain and on two.
 """
 
 from __future__ import annotations
