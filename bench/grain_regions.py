@@ -14,7 +14,9 @@ analysed with each rule in one process and scored against the truth:
 * ``agree50``, ``agree65``, ``agree80``: touching regions of components whose
   peaks agree at least 0.5, 0.65 (the default), 0.8 join (``merge_regions``);
 * ``agree65+frag``: and regions under 50 positions at least half inside another
-  dropped (``drop_fragments``).
+  dropped (``drop_fragments``);
+* ``oracle``: touching regions on the same grain (by IoU with the truth) joined:
+  what a perfect same-grain test would give (a bound, not a method).
 
 Prints one Markdown row per film, feature and rule. ``--diagnose`` adds a table
 (first rule) of the regions the paper's matching gives to a grain that has a
@@ -38,7 +40,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).parent))
 from bruefach_quality import prepare  # noqa: E402
 
-from stemnmf.analysis import analyze  # noqa: E402
+from stemnmf.analysis import Regions, analyze, merge_regions, region_labels, score_clusters  # noqa: E402
 from stemnmf.analysis.scores import dominant_grain  # noqa: E402
 from stemnmf.decompose import IterativeNMF  # noqa: E402
 from stemnmf.decompose.evidence import pattern_peaks, peak_agreement  # noqa: E402
@@ -79,7 +81,21 @@ RULES = {
     "agree65": dict(peak_agreement="X", region_agreement=0.65),
     "agree80": dict(peak_agreement="X", region_agreement=0.8),
     "agree65+frag": dict(peak_agreement="X", region_agreement=0.65, fragment_size=50),
+    "oracle": dict(region_agreement=None),  # then joined by the truth: the bound of any same-grain test
 }
+def oracle_join(result, truth):
+    """The upper bound of any region merge: touching regions whose grain (by IoU) is the same joined, rescored."""
+    regions = result.regions
+    owner = region_owners(regions.masks, np.asarray(truth.labels) > 0)
+    r = regions.n_regions
+    same = (owner[:, None] == owner[None, :]) & (owner[:, None] >= 0)
+    pseudo = Regions(regions.maps, np.arange(r, dtype=np.int32), np.zeros(r, np.float32))
+    joined = merge_regions(pseudo, same.astype(float), threshold=0.5)
+    labels = region_labels(joined.maps)
+    result.scores = score_clusters(joined.maps, truth, labels=result.labels, region_labels=labels, clusters="regions")
+    return result
+
+
 def region_owners(masks: np.ndarray, G: np.ndarray) -> np.ndarray:
     """Each region's grain by IoU of the region with the grain's whole extent (-1: on no grain)."""
     Gf = G.reshape(G.shape[0], -1).astype(np.float64)
@@ -212,6 +228,8 @@ def main() -> None:
                 options = dict(RULES[rule])
                 results[rule] = analyze(W, H, scan, vacuum=vacuum, truth=truth, feature=feature,
                                         **{k: (agreement if v == "X" else v) for k, v in options.items()})
+                if rule == "oracle":
+                    results[rule] = oracle_join(results[rule], truth)
                 sc = results[rule].scores.summary()
                 cells = " | ".join(f"{sc[key]:.3f}" for key in (
                     "grain_recall_visible", "grain_recall", "grain_recall_iou", "ARI_regions", "TPR_G", "IoU_G", "precision_A",
