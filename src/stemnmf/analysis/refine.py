@@ -269,9 +269,9 @@ def merge_regions(regions: Regions, agreement, *, threshold: float = REGION_AGRE
     within ``gap`` positions of the other, 8-connected) and their components'
     ``agreement`` is at least ``threshold``. Groups grow from the most
     agreeing pair; two groups join only when every pair of components across
-    them agrees (no chaining of two grains through a third). Regions of one
-    component are never joined: separate pieces of one map are separate grains
-    of one orientation.
+    them agrees (no chaining of two grains through a third). Two regions of one
+    component are never joined directly: separate pieces of one map are
+    separate grains of one orientation.
 
     Parameters
     ----------
