@@ -216,7 +216,8 @@ def _run(source, config, *, outdir, overwrite, engine, truth, cleanup: contextli
         datasets.update(kinfo)
         datasets["/components/patterns"] = np.asarray(H, dtype=np.float32)
     with timer.stage("analysis"):
-        datasets.update(_analyze(W, H, dataset, raw_shape, config, engine, truth))
+        datasets.update(_analyze(W, H, dataset, raw_shape, config, engine, truth,
+                                 agreement=datasets.get("/components/peak_agreement")))
     if config.orientations.phases:
         with timer.stage("orientations"):
             datasets.update(_orientations(datasets, dataset, config))
@@ -266,8 +267,9 @@ def _features(dataset: Dataset4D, config: Config, engine: Engine, outdir, cleanu
     return X, None
 
 
-def _analyze(W, H, dataset: Dataset4D, raw_shape, config: Config, engine: Engine, truth) -> dict:
-    """The /analysis, /regions and /components datasets of the factorisation."""
+def _analyze(W, H, dataset: Dataset4D, raw_shape, config: Config, engine: Engine, truth, agreement=None) -> dict:
+    """The /analysis, /regions and /components datasets of the factorisation (``agreement``: the
+    components' same-grain evidence, when the factorisation gave it)."""
     a = config.analysis
     analysis = analyze(
         W,
@@ -283,6 +285,7 @@ def _analyze(W, H, dataset: Dataset4D, raw_shape, config: Config, engine: Engine
         min_region_size=a.min_region_size,
         clean=a.clean,
         truth=truth,
+        peak_agreement=agreement,
     )
     datasets = analysis.to_results()
     datasets.update(_cluster_nsd(datasets, dataset.mask))

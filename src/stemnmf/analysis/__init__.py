@@ -34,7 +34,16 @@ from stemnmf.analysis.patterns import (
     scattered_fraction,
     vacuum_mask,
 )
-from stemnmf.analysis.refine import Regions, refine_regions, region_labels, spatial_coherence, threshold_map
+from stemnmf.analysis.refine import (
+    REGION_AGREEMENT,
+    Regions,
+    drop_fragments,
+    merge_regions,
+    refine_regions,
+    region_labels,
+    spatial_coherence,
+    threshold_map,
+)
 from stemnmf.analysis.regions import REGION_DTYPE, max_feret_diameter, region_table, shape_descriptors
 from stemnmf.analysis.scores import Scores, area_scores, dominant_grain, grain_scores, score_clusters
 
@@ -69,6 +78,9 @@ __all__ = [
     "presence",
     "raw_vs_nmf",
     "refine_regions",
+    "merge_regions",
+    "drop_fragments",
+    "REGION_AGREEMENT",
     "spatial_coherence",
     "region_labels",
     "region_table",

@@ -24,7 +24,15 @@ from stemnmf.analysis.overlap import (
     overlap_ratio,
 )
 from stemnmf.analysis.patterns import dissimilarity, mean_patterns, one_hot, raw_vs_nmf, vacuum_mask
-from stemnmf.analysis.refine import Regions, refine_regions, region_labels, spatial_coherence
+from stemnmf.analysis.refine import (
+    REGION_AGREEMENT,
+    Regions,
+    drop_fragments,
+    merge_regions,
+    refine_regions,
+    region_labels,
+    spatial_coherence,
+)
 from stemnmf.analysis.regions import region_confidence, region_table
 from stemnmf.analysis.scores import Scores, score_clusters
 from stemnmf.engine import Engine
@@ -289,6 +297,9 @@ def analyze(
     truth=None,
     min_coherence: float | None = MIN_COHERENCE,
     edge_fraction="auto",
+    peak_agreement=None,
+    region_agreement: float | None = REGION_AGREEMENT,
+    fragment_size: int = 0,
 ) -> Analysis:
     """Turn NMF factors into cluster, overlap and region maps, patterns and scores.
 
@@ -349,6 +360,16 @@ def analyze(
     truth : Truth or array (n_grains, sy, sx), optional
         Ground truth; adds scores of the regions (or, without refinement, of the
         present components).
+    peak_agreement : array (k, k), optional
+        Same-grain evidence between the components (``IterativeNMF.peak_agreement_``).
+        With it, touching or overlapping regions of components agreeing at
+        least ``region_agreement`` become one region
+        (:func:`stemnmf.analysis.merge_regions`); without it, or with
+        ``region_agreement=None``, regions stay as cut.
+    region_agreement : float or None, default 0.65
+    fragment_size : int, default 0
+        Regions of fewer positions lying at least half inside another region
+        are dropped (:func:`stemnmf.analysis.drop_fragments`); 0 keeps them.
 
     Returns
     -------
@@ -368,8 +389,9 @@ def analyze(
                        thresholds=thresholds, vacuum_map=vacuum_map, refine=refine)
     result.edge_fraction = _edge_fraction(edge_fraction, feature)
     if refine is not None:
+        merge = None if peak_agreement is None or region_agreement is None else (peak_agreement, region_agreement)
         _refine(result, H, scan_step=scan_step, min_region_size=min_region_size, clean=clean, closing=closing,
-                min_coherence=min_coherence)
+                min_coherence=min_coherence, merge=merge, fragment_size=fragment_size)
     if dataset is not None:
         _patterns(result, dataset, W, H, member, feature, pattern_shape, engine)
     if truth is not None:
@@ -444,14 +466,19 @@ def _clusters(W, scan_shape, typical, member, *, significance, presence_threshol
     return result
 
 
-def _refine(result: Analysis, H, *, scan_step, min_region_size, clean, closing, min_coherence) -> None:
-    """Spatially refined regions of ``result``'s maps (vacuum left out), their labels and table."""
+def _refine(result: Analysis, H, *, scan_step, min_region_size, clean, closing, min_coherence, merge=None,
+            fragment_size=0) -> None:
+    """Spatially refined regions of ``result``'s maps (vacuum left out), joined by ``merge`` = (agreement,
+    threshold) when given, fragments dropped; their labels and table."""
     maps, k = result.maps, result.maps.shape[0]
     source = maps if result.vacuum is None else np.where(result.vacuum[None], np.float32(0), maps)
     regions = refine_regions(
         source, method=result.refine, min_size=min_region_size, clean=clean, closing=closing,
         edge_fraction=result.edge_fraction, min_coherence=min_coherence,
     )
+    if merge is not None:
+        regions = merge_regions(regions, merge[0], threshold=merge[1])
+    regions = drop_fragments(regions, fragment_size)
     result.regions = regions
     result.region_labels = region_labels(regions.maps)
     scale = None if H is None or np.shape(H)[0] != k else np.linalg.norm(np.asarray(H, np.float64), axis=1)

@@ -25,11 +25,24 @@ from scipy import ndimage
 
 from stemnmf.errors import ConfigError, DataValueError
 
-__all__ = ["Regions", "refine_regions", "region_labels", "threshold_map", "spatial_coherence", "METHODS"]
+__all__ = [
+    "Regions",
+    "refine_regions",
+    "merge_regions",
+    "drop_fragments",
+    "region_labels",
+    "threshold_map",
+    "spatial_coherence",
+    "METHODS",
+    "REGION_AGREEMENT",
+]
 
 log = logging.getLogger(__name__)
 
 METHODS = ("yen", "otsu", None)
+#: Touching regions of different components join when their patterns' peaks agree at least this much
+#: (Dice, :func:`stemnmf.decompose.evidence.peak_agreement`); see docs/analysis.md.
+REGION_AGREEMENT = 0.65
 _EIGHT = np.ones((3, 3), dtype=bool)
 _NBINS = 256
 
@@ -247,6 +260,91 @@ def _clean(region_maps: np.ndarray, component: np.ndarray, min_size: int):
     sizes = keep_pos.reshape(r, -1).sum(axis=1)
     keep = sizes >= min_size
     return np.ascontiguousarray(cleaned[keep]), component[keep]
+
+
+def merge_regions(regions: Regions, agreement, *, threshold: float = REGION_AGREEMENT, gap: int = 1) -> Regions:
+    """Join touching or overlapping regions whose components' patterns are one grain's.
+
+    Two regions of different components join when they touch or overlap (one
+    within ``gap`` positions of the other, 8-connected) and their components'
+    ``agreement`` is at least ``threshold``. Groups grow from the most
+    agreeing pair; two groups join only when every pair of components across
+    them agrees (no chaining of two grains through a third). Two regions of one
+    component are never joined directly: separate pieces of one map are
+    separate grains of one orientation.
+
+    Parameters
+    ----------
+    regions : Regions
+    agreement : array (k, k)
+        Same-grain evidence between components, e.g. ``IterativeNMF.peak_agreement_``.
+    threshold : float, default :data:`REGION_AGREEMENT`
+    gap : int, default 1
+        Regions whose positions lie this many positions apart or less touch.
+
+    Returns
+    -------
+    Regions
+        A joined region's map is the sum of its members' maps and its
+        component that of its largest member (by weight sum); in the order of
+        each group's first member.
+    """
+    agreement = np.asarray(agreement, np.float64)
+    k = regions.thresholds.shape[0]
+    if agreement.shape != (k, k):
+        raise DataValueError(f"agreement must be ({k}, {k}) for {k} components, got {agreement.shape}")
+    if int(gap) < 1:
+        raise ConfigError(f"gap={gap} must be at least 1")
+    r, comp = regions.n_regions, regions.component
+    masks = regions.masks
+    grown = [ndimage.binary_dilation(m, structure=_EIGHT, iterations=int(gap)) for m in masks]
+    edges = []
+    for a in range(r):
+        for b in range(a + 1, r):
+            score = agreement[comp[a], comp[b]]
+            if comp[a] != comp[b] and score >= threshold and (grown[a] & masks[b]).any():
+                edges.append((-score, a, b))
+    group = {a: [a] for a in range(r)}
+    for _, a, b in sorted(edges):
+        ga, gb = group[a], group[b]
+        if ga is gb or not all(agreement[comp[i], comp[j]] >= threshold for i in ga for j in gb):
+            continue
+        ga.extend(gb)
+        for j in gb:
+            group[j] = ga
+    groups = sorted({id(g): sorted(g) for g in group.values()}.values())
+    if len(groups) == r:
+        return regions
+    weight = regions.maps.reshape(r, -1).sum(axis=1)
+    maps = np.stack([regions.maps[g].sum(axis=0) for g in groups]).astype(np.float32)
+    component = np.array([comp[max(g, key=lambda i: weight[i])] for g in groups], np.int32)
+    log.debug("region merging: %d regions joined into %d", r, len(groups))
+    return Regions(maps, component, regions.thresholds, regions.coherence)
+
+
+def drop_fragments(regions: Regions, size: int) -> Regions:
+    """Drop every region of fewer than ``size`` positions that lies at least half inside another region.
+
+    Such a fragment adds a region to a grain that another region already
+    covers; the price is the small grains stacked under a larger one, whose
+    own regions are fragments too (docs/analysis.md). ``size`` 0 keeps all.
+    """
+    size = int(size)
+    if size < 0:
+        raise ConfigError(f"fragment size {size} must not be negative", "give a region size in positions, e.g. 50")
+    r = regions.n_regions
+    if size == 0 or r < 2:
+        return regions
+    masks = regions.masks.reshape(r, -1)
+    sizes = masks.sum(axis=1)
+    shared = masks.astype(np.float32) @ masks.T.astype(np.float32)
+    np.fill_diagonal(shared, 0)
+    keep = ~((sizes < size) & (2 * shared.max(axis=1) >= sizes))
+    if keep.all():
+        return regions
+    log.debug("fragments: %d of %d regions dropped", r - int(keep.sum()), r)
+    return Regions(np.ascontiguousarray(regions.maps[keep]), regions.component[keep], regions.thresholds,
+                   regions.coherence)
 
 
 def region_labels(region_maps) -> np.ndarray:

@@ -49,6 +49,9 @@ from stemnmf.decompose.evidence import (
     merge_evidence,
     merge_rank_one,
     noise_footprints,
+    pattern_noise,
+    pattern_peaks,
+    peak_agreement,
 )
 from stemnmf.decompose.results import to_results
 from stemnmf.decompose.scree import pca_scree
@@ -391,6 +394,10 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Seed of each restart (``NMF(init='random', random_state=seed)`` gives the same start).
     n_iter_ : int
         Solver iterations of the best restart and of its final refit.
+    peak_agreement_ : (k, k) float64
+        Dice agreement of the final patterns' peaks (:func:`~stemnmf.decompose.evidence.peak_agreement`,
+        noise from the final residual): the same-grain evidence the analysis
+        uses to join touching regions (docs/analysis.md).
     """
 
     _parameter_constraints: dict = {
@@ -565,6 +572,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             blocks, summary, Wt, H, threshold, pattern_threshold, final, label="final refit", rule=rule
         )
         final_errors = exact_errors(blocks, Wt, H, n_threads=final.threads, manage_blas=final.manage_blas)
+        _, _, col_sq, _ = _residual_pass(blocks, Wt, H, final.threads)
+        self.peak_agreement_ = peak_agreement(pattern_peaks(H, pattern_noise(Wt, col_sq)))
 
         self.components_ = H
         self.n_components_ = int(H.shape[0])

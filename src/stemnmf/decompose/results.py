@@ -36,7 +36,8 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
         ``best_restart``, ``initial_components``, ``merge_threshold``,
         ``merge_history`` (JSON: per restart, a list of [k, groups]),
         ``final_history`` (JSON: the same for the winner's refit on every
-        position) and ``restart_positions`` (positions the restarts saw), with a
+        position), ``restart_positions`` (positions the restarts saw) and
+        ``/components/peak_agreement`` (k, k) float32, with a
         scree ``/decompose/scree/explained_variance_ratio`` (K,) and
         ``/decompose/scree/elbow``, and the choice of k: ``/kselect/chosen_k``
         (int64) and ``/kselect/reason``.
@@ -75,6 +76,8 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
             final = [[int(k_), [list(map(int, g)) for g in groups]] for k_, groups in model.final_history_]
             out["/decompose/final_history"] = json.dumps(final)
             out["/decompose/restart_positions"] = int(model.restart_positions_)
+        if hasattr(model, "peak_agreement_"):
+            out["/components/peak_agreement"] = np.asarray(model.peak_agreement_, dtype=np.float32)
         if model.scree_ is not None:
             out["/decompose/scree/explained_variance_ratio"] = np.asarray(
                 model.scree_.explained_variance_ratio, dtype=np.float64

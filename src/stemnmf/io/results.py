@@ -29,6 +29,7 @@ __all__ = ["Results", "save_results", "load_results", "SCHEMA"]
 SCHEMA: dict[str, tuple[tuple[str, ...], str]] = {
     "/components/maps": (("k", "sy", "sx"), "float32"),
     "/components/patterns": (("k", "n_features"), "float32"),
+    "/components/peak_agreement": (("k", "k"), "float32"),
     "/components/mean_patterns": (("k", "qy", "qx"), "float32"),
     "/components/representative_patterns": (("k", "qy", "qx"), "float32"),
     "/labels": (("sy", "sx"), "int32"),
