@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from stemnmf.analysis import Regions, analyze, drop_fragments, merge_regions
+from stemnmf.config import Config
 from stemnmf.decompose import IterativeNMF
 from stemnmf.decompose.evidence import pattern_noise, pattern_peaks, peak_agreement
 from stemnmf.errors import ConfigError, DataValueError
@@ -107,6 +108,17 @@ def test_merge_bad_input():
         merge_regions(regions, np.eye(2), gap=0)
     with pytest.raises(ConfigError):
         drop_fragments(regions, -1)
+    with pytest.raises(ConfigError, match="region agreement"):
+        merge_regions(regions, np.eye(2), threshold=1.5)
+
+
+def test_config_turns_the_region_merge_off_and_sets_its_threshold():
+    assert Config().analysis.region_merge and Config().analysis.region_agreement == 0.65
+    config = Config.from_dict({"analysis": {"region_merge": "false", "region_agreement": 0.8, "fragment_size": 40}})
+    assert not config.analysis.region_merge and config.analysis.region_agreement == 0.8
+    assert config.analysis.fragment_size == 40
+    with pytest.raises(ConfigError, match="fragment_size"):
+        Config.from_dict({"analysis": {"fragment_size": "many"}})
 
 
 def test_fragments_inside_another_region_are_dropped_others_kept():

@@ -250,6 +250,9 @@ class AnalysisConfig:
     refine: str = option("yen", "threshold for spatial refinement", choices=("yen", "otsu", "none"))
     min_region_size: int = option(25, "drop refined regions smaller than this many positions")
     clean: bool = option(False, "give each position to the refined region of largest weight")
+    region_merge: bool = option(True, "iterative NMF: join touching regions of components whose Bragg peaks agree (one region per grain)")
+    region_agreement: float = option(0.65, "peak agreement (Dice) at which touching regions join", metavar="A")
+    fragment_size: int = option(0, "drop regions of fewer positions lying at least half inside another region; 0 keeps them", metavar="N")
 
 
 @dataclasses.dataclass

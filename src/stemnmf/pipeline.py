@@ -286,6 +286,8 @@ def _analyze(W, H, dataset: Dataset4D, raw_shape, config: Config, engine: Engine
         clean=a.clean,
         truth=truth,
         peak_agreement=agreement,
+        region_agreement=a.region_agreement if a.region_merge else None,
+        fragment_size=a.fragment_size,
     )
     datasets = analysis.to_results()
     datasets.update(_cluster_nsd(datasets, dataset.mask))

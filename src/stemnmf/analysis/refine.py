@@ -295,6 +295,8 @@ def merge_regions(regions: Regions, agreement, *, threshold: float = REGION_AGRE
         raise DataValueError(f"agreement must be ({k}, {k}) for {k} components, got {agreement.shape}")
     if int(gap) < 1:
         raise ConfigError(f"gap={gap} must be at least 1")
+    if not 0.0 < float(threshold) <= 1.0:
+        raise ConfigError(f"region agreement {threshold} must be in (0, 1]", "give a Dice agreement such as 0.65")
     r, comp = regions.n_regions, regions.component
     masks = regions.masks
     grown = [ndimage.binary_dilation(m, structure=_EIGHT, iterations=int(gap)) for m in masks]
