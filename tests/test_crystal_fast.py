@@ -20,6 +20,7 @@ from stemnmf.crystal.matching import (  # noqa: E402
 )
 from stemnmf.crystal.rotations import axis_angle_matrix  # noqa: E402
 from stemnmf.crystal.templates import SpotTable, spots_for_rotations  # noqa: E402
+from stemnmf.errors import ConfigError  # noqa: E402
 from stemnmf.simulate import Optics, diffraction_pattern, fcc, zone_axis_rotation  # noqa: E402
 
 OPTICS = Optics(beam_energy=300.0, convergence_angle=1.05, q_pixel=0.02, det_shape=(128, 128), detector_blur=0.5)
@@ -91,3 +92,9 @@ def test_matching_among_a_shortlist_gives_the_full_match(silver_indexer):
         assert misorientation_angles(reference, found[None], symmetry)[0] < 0.01
     # the solutions are right (2° grid, 0.6° tilt)
     assert max(misorientation_angles(truth, rotations, symmetry)) < 2.0
+
+
+def test_vote_templates_must_not_be_negative():
+    with pytest.raises(ConfigError, match="vote_templates"):
+        IndexOptions(vote_templates=-1)
+    assert IndexOptions().vote_templates == 128 and IndexOptions(vote_templates=0).vote_templates == 0
