@@ -349,7 +349,6 @@ class Indexer:
             step /= 2.0
         return best, best_score
 
-
     def shortlist(self, pattern, size: int) -> list[np.ndarray]:
         """Template matrix rows (templates and mirrors) of each phase that fit a pattern (qy, qx) best: ``size`` per phase."""
         scores = best_scores(self.polar(np.asarray(pattern)[None]), self.matrices, self.grid)

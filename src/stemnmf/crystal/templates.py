@@ -193,13 +193,13 @@ class SpotTable:
     """
 
     def __init__(self, phase, settings: dict):
-        from diffsims.crystallography._diffracting_vector import DiffractingVector
+        from diffsims.crystallography import ReciprocalLatticeVector
         from diffsims.generators.simulation_generator import SimulationGenerator
         from diffsims.utils.sim_utils import get_kinematical_intensities
 
         generator = SimulationGenerator(settings["beam_energy"])
-        vectors = DiffractingVector.from_min_dspacing(phase, min_dspacing=1.0 / settings["q_max"], include_zero_vector=False)
-        g = np.asarray(vectors.to_miller().data, dtype=np.float64).reshape(-1, 3)
+        vectors = ReciprocalLatticeVector.from_min_dspacing(phase, min_dspacing=1.0 / settings["q_max"])
+        g = np.asarray(vectors.data, dtype=np.float64).reshape(-1, 3)
         intensity = np.asarray(
             get_kinematical_intensities(
                 phase.structure, vectors.hkl, vectors.gspacing, prefactor=1.0, scattering_params=generator.scattering_params
@@ -230,9 +230,12 @@ class SpotTable:
         x, y = xyz[..., 0], -xyz[..., 1]  # diffsims frame -> lab frame (half turn about x)
         keep = intensity > 0
         width = max(1, int(keep.sum(axis=1).max()))
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
-        take = lambda a: np.take_along_axis(np.where(keep, a, 0.0), order, axis=1).astype(np.float32)  # noqa: E731
-        return take(np.hypot(x, y)), take(np.arctan2(y, x)), take(intensity)
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :width]  # the kept spots first, padded with zeros
+
+        def packed(values):
+            return np.take_along_axis(np.where(keep, values, 0.0), order, axis=1).astype(np.float32)
+
+        return packed(np.hypot(x, y)), packed(np.arctan2(y, x)), packed(intensity)
 
 
 def _simulate(phase, settings: dict) -> TemplateSet:
