@@ -6,16 +6,19 @@ and score each region against its best-matching grain (symmetry-reduced misorien
 "oracle" line indexes the mean pattern of the positions that see exactly one grain (truth), which
 separates the matching from the NMF.
 
-Speed (``--speed-seed``): in one process, on one scan, the same Indexer (templates cached before
-timing) matches (a) the component and region patterns, (b) every position's pattern; the ratio
-(b) / (a) is printed with refinement off for both (the same matching), and with refinement on for
-(a), and the end-to-end time of `orientation_datasets` with the positions' vote (``--vote-positions``).
-Per-position region-level accuracy: the median over a region's positions of their error. Each
+Speed (``--speed-seed S ...``, ``--speed-scan N``): in one process, on one N x N scan, the same
+Indexer (templates cached before timing) matches (a) the component and region patterns, (b) every
+position's pattern (no refinement: the per-pattern baseline); also timed end to end:
+`orientation_datasets` with every default setting (twice: before and after the baseline, as the
+load drifts) and with the vote against every template (``vote_templates=0``). Region-level
+accuracy: each region's error, and for the baseline the median over a region's positions of their
+error. Each
 quality line compares the vote with the mean pattern alone (``vote_positions=0``) on the same run.
 
     nice -n 10 python bench/index_quality.py --phase LNMO --seeds 10 11 12 13 14 --speed-seed 10
 
-Seeds 3, 4 and 5 were used to choose the defaults; report others.
+Seeds 3, 4 and 5 were used to choose the defaults; seeds 10-16 and 20-22 have been looked at since
+(bench/RESULTS-index.md); report others.
 """
 
 from __future__ import annotations
@@ -106,9 +109,12 @@ def quality(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vot
     return region_errors, mean_only, list(oracle_errors)
 
 
-def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_positions: int) -> None:
+def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_positions: int) -> dict:
+    """Times and region-level accuracy of the default indexing and of per-position matching, one scan, one process."""
     dataset, truth = simulate(phase_name, seed, scan, workdir)
+    t0 = time.perf_counter()
     results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
+    t_run = time.perf_counter() - t0
     cal = dataset.calibration
     indexer = Indexer([phase_name], dataset.pattern_shape, q_pixel=cal.q_pixel, beam_energy=cal.beam_energy,
                       origin=cal.origin, convergence_angle=cal.convergence_angle, options=IndexOptions(cache_dir=cache, **OPTIONS))
@@ -120,27 +126,30 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
     t0 = time.perf_counter()
     indexer.match(patterns, refine=True)
     t_components_refined = time.perf_counter() - t0
-    orientation_datasets(results, [phase_name], cache_dir=cache, vote_positions=0, **OPTIONS)  # templates cached
-    t0 = time.perf_counter()
-    voted = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache, vote_positions=vote_positions, **OPTIONS)
-    t_voted = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    defaults = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache)  # every default setting
-    t_defaults = time.perf_counter() - t0
+    timed = {}
+
+    def default_indexing(label, **extra):
+        t0 = time.perf_counter()
+        found = orientation_datasets(results, [phase_name], dataset=dataset, cache_dir=cache, **extra)
+        timed.setdefault(label, []).append(time.perf_counter() - t0)
+        return found
+
+    defaults = default_indexing("defaults")  # every default setting
+    every_template = default_indexing("vote against every template", vote_templates=0)
+    if vote_positions != IndexOptions.vote_positions:
+        default_indexing(f"vote of {vote_positions}", vote_positions=vote_positions)
     sy, sx = dataset.scan_shape
     data = np.asarray(dataset.data).reshape(sy * sx, *dataset.pattern_shape)
     t0 = time.perf_counter()
     per_position = indexer.match(data, refine=False)
     t_positions = time.perf_counter() - t0
-    print(f"speed (seed {seed}, {sy}x{sx} scan, {len(patterns)} component/region patterns): "
-          f"components {t_components:.2f} s (refined {t_components_refined:.2f} s), positions {t_positions:.1f} s; "
-          f"ratio {t_positions / t_components:.0f}x (no refinement on either), "
-          f"{t_positions / t_components_refined:.0f}x (components refined)", flush=True)
-    print(f"  components and regions with the vote of {vote_positions} positions each (refined, end to end): "
-          f"{t_voted:.2f} s; per-position / this = {t_positions / t_voted:.1f}x", flush=True)
-    n_sums = int(np.sum(defaults["/orientations/regions_second_phase"] >= 0)) if "/orientations/regions_second_phase" in defaults else 0
-    print(f"  the default settings (vote of 16, template refinement, sums of two for overlapped regions, {n_sums} found), "
-          f"end to end: {t_defaults:.2f} s; per-position / this = {t_positions / t_defaults:.1f}x", flush=True)
+    default_indexing("defaults")  # again after the long baseline: the load drifts
+    print(f"speed (seed {seed}, {sy}x{sx} scan, k={results.n_components}, {len(results['/regions/maps'])} regions, "
+          f"{len(patterns)} component/region patterns; stemnmf run {t_run:.1f} s): per-position matching {t_positions:.1f} s; "
+          f"components + regions unrefined {t_components:.2f} s ({t_positions / t_components:.0f}x), "
+          f"refined {t_components_refined:.2f} s ({t_positions / t_components_refined:.0f}x)", flush=True)
+    for label, times in timed.items():
+        print(f"  {label}, end to end: " + ", ".join(f"{t:.2f} s ({t_positions / t:.0f}x)" for t in times), flush=True)
     # region-level accuracy of the per-position baseline: the median error over each region's positions
     symmetry = indexer.templates[0].symmetry
     truth_rotations = quaternion_to_matrix(truth.orientations)
@@ -152,14 +161,18 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
         if grain < 0 or inside.size == 0:
             continue
         baseline.append(np.median(misorientation_angles(truth_rotations[grain], per_position.rotations[inside], symmetry)))
-    orientations = {k.split("/")[-1]: v for k, v in voted.items()}
-    ours = [e for e in orientation_scores(orientations, maps, truth)["orientation_errors"] if e is not None]
-    orientations = {k.split("/")[-1]: v for k, v in defaults.items()}
-    by_default = [e for e in orientation_scores(orientations, maps, truth)["orientation_errors"] if e is not None]
-    print(f"  region-level: voted regions {summary(ours)}; default settings {summary(by_default)}; "
+
+    def errors(found):
+        orientations = {k.split("/")[-1]: v for k, v in found.items()}
+        return [e for e in orientation_scores(orientations, maps, truth)["orientation_errors"] if e is not None]
+
+    ours, every = errors(defaults), errors(every_template)
+    print(f"  region-level: default settings {summary(ours)}; vote against every template {summary(every)}; "
           f"per-position baseline {summary(baseline)}")
-    quats = matrices_to_quaternions(per_position.rotations)
-    print(f"  per-position: {len(quats)} patterns, median confidence {np.median(per_position.confidence):.3f}")
+    print(f"  region errors (deg): default {np.round(ours, 2).tolist()}; every template {np.round(every, 2).tolist()}; "
+          f"per-position {np.round(baseline, 2).tolist()}", flush=True)
+    print(f"  per-position: {len(per_position.score)} patterns, median confidence {np.median(per_position.confidence):.3f}")
+    return {"positions": t_positions, "defaults": timed["defaults"], "ours": ours, "baseline": baseline}
 
 
 def main() -> None:
@@ -167,7 +180,7 @@ def main() -> None:
     parser.add_argument("--phase", default="LNMO")
     parser.add_argument("--seeds", type=int, nargs="*", default=[10, 11, 12, 13, 14])
     parser.add_argument("--scan", type=int, default=32)
-    parser.add_argument("--speed-seed", type=int, default=None)
+    parser.add_argument("--speed-seed", type=int, nargs="*", default=[])
     parser.add_argument("--speed-scan", type=int, default=64)
     parser.add_argument("--vote-positions", type=int, default=IndexOptions.vote_positions)
     parser.add_argument("--refine-model", default=IndexOptions.refine_model, choices=("kinematic", "templates"))
@@ -193,8 +206,14 @@ def main() -> None:
         if regions:
             print(f"all seeds: regions (vote) {summary(regions)} (n={len(regions)}) | mean pattern alone {summary(means)}"
                   + (f" | oracle {summary(oracle)} (n={len(oracle)})" if oracle else ""))
-        if args.speed_seed is not None:
-            speed(args.phase, args.speed_seed, args.speed_scan, workdir, cache, args.vote_positions)
+        found = [speed(args.phase, seed, args.speed_scan, workdir, cache, args.vote_positions) for seed in args.speed_seed]
+        if len(found) > 1:
+            ratio = [f["positions"] / max(f["defaults"]) for f in found]
+            ours = [e for f in found for e in f["ours"]]
+            baseline = [e for f in found for e in f["baseline"]]
+            print(f"all speed seeds: per-position / defaults (slower of the two) {min(ratio):.0f}x to {max(ratio):.0f}x; "
+                  f"region-level: default settings {summary(ours)} (n={len(ours)}); per-position {summary(baseline)} "
+                  f"(n={len(baseline)})")
 
 
 if __name__ == "__main__":

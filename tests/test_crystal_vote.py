@@ -95,3 +95,9 @@ def test_vote_recovers_regions_whose_mean_pattern_misleads(tmp_path):
     assert (candidates == 9).all() and (votes >= 5).all()  # a majority of the 8 positions + the mean pattern
     assert np.allclose(found["/orientations/regions_confidence"], votes / candidates)
     assert "/orientations/regions_score" in found and found["/orientations/regions"].shape == (3, 4)
+    # the positions matched against every template (the slow path) vote the same way, for the same orientations
+    every = orientation_datasets(results, ["Ag"], dataset=dataset, vote_positions=8, vote_templates=0, **options)
+    assert (errors(every) <= 2.0).all(), errors(every)
+    np.testing.assert_array_equal(every["/orientations/regions_votes"], votes)
+    slow, fast = (quaternions_to_matrices(f["/orientations/regions"]) for f in (every, found))
+    assert max(misorientation_angles(a, b[None], symmetry)[0] for a, b in zip(slow, fast)) < 0.05

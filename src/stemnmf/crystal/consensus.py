@@ -81,7 +81,34 @@ def consensus(rotations, phases, scores, symmetries, *, radius: float) -> tuple[
     return centre, near[centre]
 
 
-def vote_orientations(indexer, region_result: MatchResult, position_patterns, *, radius: float) -> dict:
+def _position_solutions(indexer, position_patterns, shortlist: int):
+    """Rotations and phases of each region's sampled positions: a full match, or among a shortlist of templates."""
+    counts = [len(p) for p in position_patterns]
+    if not shortlist:
+        stacked = [p for p in position_patterns if len(p)]
+        if not stacked:
+            return [], []
+        found = indexer.match(np.concatenate(stacked), refine=False)
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        return (
+            [found.rotations[a:b] for a, b in zip(starts[:-1], starts[1:])],
+            [found.phase[a:b] for a, b in zip(starts[:-1], starts[1:])],
+        )
+    rotations, phases = [], []
+    for patterns in position_patterns:
+        if not len(patterns):
+            rotations.append(np.zeros((0, 3, 3)))
+            phases.append(np.zeros(0, np.int32))
+            continue
+        patterns = np.asarray(patterns, dtype=np.float32)
+        rows = indexer.shortlist(patterns.mean(axis=0), shortlist)
+        found, phase, _ = indexer.match_among(patterns, rows)
+        rotations.append(found)
+        phases.append(phase)
+    return rotations, phases
+
+
+def vote_orientations(indexer, region_result: MatchResult, position_patterns, *, radius: float, shortlist: int = 0) -> dict:
     """Consensus orientation of each region from its own solution and its sampled positions' solutions.
 
     Parameters
@@ -93,6 +120,10 @@ def vote_orientations(indexer, region_result: MatchResult, position_patterns, *,
         The sampled positions' patterns of each region.
     radius : float
         Cluster radius, degrees.
+    shortlist : int, default 0
+        When positive, each region's positions are matched only against this many
+        templates (and mirrors) per phase: those that fit the mean of its sampled
+        positions best (:meth:`Indexer.shortlist`); 0: against every template.
 
     Returns
     -------
@@ -102,19 +133,15 @@ def vote_orientations(indexer, region_result: MatchResult, position_patterns, *,
         ``region_result.confidence`` becomes votes / candidates.
     """
     symmetries = [t.symmetry for t in indexer.templates]
-    counts = [len(p) for p in position_patterns]
-    stacked = [p for p in position_patterns if len(p)]
-    sampled = indexer.match(np.concatenate(stacked), refine=False) if stacked else None
-    r = len(counts)
+    sampled_rotations, sampled_phases = _position_solutions(indexer, position_patterns, shortlist)
+    r = len(position_patterns)
     votes, candidates, spread = np.zeros(r, np.int64), np.zeros(r, np.int64), np.zeros(r)
-    starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
     for i in range(r):
-        own = slice(starts[i], starts[i + 1])
         rotations = region_result.rotations[i : i + 1]
         phases = region_result.phase[i : i + 1]
-        if counts[i]:
-            rotations = np.concatenate([rotations, sampled.rotations[own]])
-            phases = np.concatenate([phases, sampled.phase[own]])
+        if len(position_patterns[i]):
+            rotations = np.concatenate([rotations, sampled_rotations[i]])
+            phases = np.concatenate([phases, sampled_phases[i]])
         centre, members = consensus(rotations, phases, np.ones(len(rotations)), symmetries, radius=radius)
         if not members[0]:
             # the region's own solution lost the vote: polish the winner on the mean of the positions that voted for it

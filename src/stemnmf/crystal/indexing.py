@@ -20,13 +20,16 @@ from stemnmf.crystal.boundaries import boundary_table
 from stemnmf.crystal.consensus import sample_positions, vote_orientations
 from stemnmf.crystal.matching import (
     MatchResult,
+    azimuth_spectra,
+    best_scores,
     match_patterns,
     misorientation_angles,
     peak_offset,
     polar_grid,
     polar_images,
+    rotation_scores,
     rotation_z,
-    shifted_copies,
+    solution_rotation,
     template_matrix,
 )
 from stemnmf.crystal.kinematics import reflection_table
@@ -34,7 +37,7 @@ from stemnmf.crystal.overlap import index_sums
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel
 from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
 from stemnmf.crystal.phases import load_phases, require_crystal_extra
-from stemnmf.crystal.templates import make_templates, spots_for_rotations
+from stemnmf.crystal.templates import SpotTable, make_templates
 from stemnmf.errors import ConfigError, ResultsError
 from stemnmf.io.dataset import electron_wavelength
 
@@ -89,6 +92,12 @@ class IndexOptions:
         pattern alone. Needs the scan [16].
     vote_radius : float or None
         Cluster radius of the vote, degrees [None: max(distinct_angle, 2 resolution)].
+    vote_templates : int
+        The sampled positions of a region are matched only against this many templates
+        (and mirrors) per phase: those that fit the mean of the region's sampled
+        positions best; a position whose own best template is among them gets the same
+        solution as from every template. 0: every template (slower; bench/RESULTS-index.md,
+        round 5) [128].
     vote_escalate : int
         Regions and components whose vote has no majority (votes <= half the candidates) vote
         again with up to this many positions; 0 (or not above ``vote_positions``): no second
@@ -123,6 +132,7 @@ class IndexOptions:
     cache_dir: str | None = None
     vote_positions: int = 16
     vote_radius: float | None = None
+    vote_templates: int = 128
     vote_escalate: int = 0
     random_state: int = 0
     overlap_sums: bool = False
@@ -145,6 +155,8 @@ class IndexOptions:
                 f"overlap_gain={self.overlap_gain!r} / overlap_min_share={self.overlap_min_share!r} out of range",
                 "give a gain >= 0 and a share from 0 to 0.5",
             )
+        if int(self.vote_templates) < 0:
+            raise ConfigError(f"vote_templates={self.vote_templates!r} is negative", "give 0 (every template) or more")
         if int(self.vote_positions) < 0:
             raise ConfigError(f"vote_positions={self.vote_positions!r} is negative", "give 0 (mean pattern only) or more")
 
@@ -202,6 +214,7 @@ class Indexer:
         ]
         self.pattern_shape = tuple(int(v) for v in pattern_shape)
         self._model = None
+        self._spot_tables = {}
         self.matrices = [
             template_matrix(t.radius, t.angle, t.intensity, self.grid, power=self.options.template_power)
             for t in self.templates
@@ -303,30 +316,63 @@ class Indexer:
         angle = misorientation_angles(best_rotation, np.asarray(rotation)[None], self.templates[phase].symmetry)[0]
         return bool(angle > self.options.distinct_angle)
 
+    def refinement_spots(self, rotations, phase: int):
+        """Spots (radius, angle, intensity), each (n, m), of lab rotations (n, 3, 3) of a phase at ``refine_excitation_error``.
+
+        diffsims' spots (:class:`.templates.SpotTable`, whose reflections are found once per phase).
+        """
+        if phase not in self._spot_tables:
+            settings = dict(self.templates[phase].settings)
+            if self.options.refine_excitation_error is not None:
+                settings["excitation_error"] = float(self.options.refine_excitation_error)
+            self._spot_tables[phase] = SpotTable(self.phases[phase], settings)
+        return self._spot_tables[phase].spots(rotations)
+
     def refine(self, polar, rotation, phase: int, steps: int = 4):
         """Local search around ``rotation``: tilts about the sample x and y axes by +-d (d = 0.75 resolution, halving each step).
 
-        Each candidate's spots are simulated afresh; the in-plane angle is
+        Each candidate's spots are diffsims' (:class:`.templates.SpotTable`); the in-plane angle is
         searched in full at every step. Returns the best rotation and its score.
         """
-        settings = dict(self.templates[phase].settings)
-        if self.options.refine_excitation_error is not None:
-            settings["excitation_error"] = float(self.options.refine_excitation_error)
-        shifted = shifted_copies(polar[None])
         best, best_score = np.asarray(rotation, dtype=np.float64), -np.inf
         step = self.options.resolution * 0.75
         for _ in range(steps):
             tilts = [(a, b) for a in (-step, 0.0, step) for b in (-step, 0.0, step)]
             candidates = np.stack([axis_angle_matrix((1, 0, 0), a) @ axis_angle_matrix((0, 1, 0), b) @ best for a, b in tilts])
-            radius, angle, intensity = spots_for_rotations(self.phases[phase], candidates, settings)
+            radius, angle, intensity = self.refinement_spots(candidates, phase)
             matrix = template_matrix(radius, angle, intensity, self.grid, power=self.options.template_power)
-            scores = np.asarray(matrix @ shifted)[: len(candidates)]
+            scores = rotation_scores(polar[None], azimuth_spectra(matrix, self.grid, np.arange(len(candidates))), self.grid)[0]
             row, column = np.unravel_index(int(scores.argmax()), scores.shape)
             if scores[row, column] > best_score:
                 phi = (column + peak_offset(scores[row], column)) * 2 * np.pi / self.grid.n_angles
                 best, best_score = rotation_z(phi) @ candidates[row], float(scores[row, column])
             step /= 2.0
         return best, best_score
+
+    def shortlist(self, pattern, size: int) -> list[np.ndarray]:
+        """Template matrix rows (templates and mirrors) of each phase that fit a pattern (qy, qx) best: ``size`` per phase."""
+        scores = best_scores(self.polar(np.asarray(pattern)[None]), self.matrices, self.grid)
+        return [np.sort(np.argsort(s[0], kind="stable")[::-1][:size]) for s in scores]
+
+    def match_among(self, patterns, rows: list[np.ndarray]):
+        """Best orientation, phase and score of each pattern (n, qy, qx) among the template rows of each phase (:meth:`shortlist`).
+
+        The same solution as :meth:`match` (unrefined) gives whenever that one is among the rows.
+        """
+        polar = self.polar(np.asarray(patterns, dtype=np.float32))
+        n, step = len(polar), 2 * np.pi / self.grid.n_angles
+        rotations, phases, scores = np.tile(np.eye(3), (n, 1, 1)), np.zeros(n, np.int32), np.full(n, -np.inf)
+        for p, (matrix, chosen) in enumerate(zip(self.matrices, rows)):
+            if not len(chosen):
+                continue
+            found = rotation_scores(polar, azimuth_spectra(matrix, self.grid, chosen), self.grid)  # (n, m, n_angles)
+            flat = found.reshape(n, -1).argmax(axis=1)
+            for i, (k, column) in enumerate(zip(*np.unravel_index(flat, found.shape[1:]))):
+                if found[i, k, column] > scores[i]:
+                    phi = (column + peak_offset(found[i, k], column)) * step
+                    rotations[i] = solution_rotation(self.templates[p], int(chosen[k]), phi)
+                    phases[i], scores[i] = p, float(found[i, k, column])
+        return rotations, phases, scores
 
 
 def index_patterns(patterns, phases, *, q_pixel, beam_energy, origin=None, convergence_angle=None, **options) -> MatchResult:
@@ -400,13 +446,13 @@ def _vote(indexer: Indexer, result: MatchResult, weight_maps, dataset) -> dict:
     """
     o = indexer.options
     chosen = sample_positions(weight_maps, int(o.vote_positions), random_state=o.random_state)
-    votes = vote_orientations(indexer, result, _read_positions(dataset, chosen), radius=o.radius)
+    votes = vote_orientations(indexer, result, _read_positions(dataset, chosen), radius=o.radius, shortlist=int(o.vote_templates))
     undecided = np.flatnonzero(2 * votes["votes"] <= votes["candidates"])
     if int(o.vote_escalate) <= int(o.vote_positions) or not undecided.size:
         return votes
     more = sample_positions(weight_maps[undecided], int(o.vote_escalate), random_state=o.random_state)
     subset = _take(result, undecided)
-    again = vote_orientations(indexer, subset, _read_positions(dataset, more), radius=o.radius)
+    again = vote_orientations(indexer, subset, _read_positions(dataset, more), radius=o.radius, shortlist=int(o.vote_templates))
     for field in dataclasses.fields(MatchResult):
         getattr(result, field.name)[undecided] = getattr(subset, field.name)
     for key in votes:

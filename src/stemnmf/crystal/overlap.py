@@ -26,7 +26,6 @@ from scipy import ndimage, optimize
 
 from stemnmf.crystal.matching import match_patterns, template_matrix
 from stemnmf.crystal.refine import prepare_pattern
-from stemnmf.crystal.templates import spots_for_rotations
 
 __all__ = ["SumFit", "fit_two_templates", "template_vectors", "index_sums"]
 
@@ -62,10 +61,7 @@ def template_vectors(indexer, rotations, phases) -> np.ndarray:
     out = np.zeros((len(rotations), indexer.grid.n_radii * indexer.grid.n_angles), np.float64)
     for p in np.unique(phases):
         pick = np.flatnonzero(phases == p)
-        settings = dict(indexer.templates[p].settings)
-        if indexer.options.refine_excitation_error is not None:
-            settings["excitation_error"] = float(indexer.options.refine_excitation_error)
-        radius, angle, intensity = spots_for_rotations(indexer.phases[p], rotations[pick], settings)
+        radius, angle, intensity = indexer.refinement_spots(rotations[pick], int(p))
         matrix = template_matrix(radius, angle, intensity, indexer.grid, power=indexer.options.template_power)
         out[pick] = matrix[: len(pick)].toarray()
     return out

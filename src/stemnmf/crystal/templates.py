@@ -29,7 +29,15 @@ import numpy as np
 
 from stemnmf.crystal.phases import phase_key, require_crystal_extra
 
-__all__ = ["TemplateSet", "make_templates", "spots_for_rotations", "default_cache_dir", "symmetry_matrices", "TEMPLATE_FORMAT"]
+__all__ = [
+    "TemplateSet",
+    "SpotTable",
+    "make_templates",
+    "spots_for_rotations",
+    "default_cache_dir",
+    "symmetry_matrices",
+    "TEMPLATE_FORMAT",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,9 @@ log = logging.getLogger(__name__)
 TEMPLATE_FORMAT = 2
 
 _HALF_TURN_X = np.diag([1.0, -1.0, -1.0])
+
+#: Reflections with |F|^2 below this fraction of the strongest are forbidden (:class:`SpotTable`).
+FORBIDDEN = 1e-12
 
 
 @dataclasses.dataclass(eq=False)
@@ -158,6 +169,73 @@ def spots_for_rotations(phase, rotations, settings: dict):
     rotations = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
     orix_matrices = np.swapaxes(rotations, 1, 2) @ _HALF_TURN_X  # M with diag(1, -1, -1) M^T = R
     return _spots(phase, Rotation.from_matrix(orix_matrices), settings)
+
+
+class SpotTable:
+    """The spots of :func:`spots_for_rotations` for many rotations at once, without diffsims' per-rotation set-up.
+
+    The reciprocal lattice vectors out to ``q_max`` and their kinematic
+    intensities |F|^2 (both from diffsims, as it computes them) are found
+    once; each rotation then needs a matrix product, diffsims' excitation
+    error ``sqrt(K^2 - r^2)`` form, its sinc^2 rel-rod (first zero at
+    ``excitation_error``, spots out to twice that) and its relative
+    intensity floor. The spots equal diffsims' (checked in the tests), but for
+    reflections with |F|^2 below ``FORBIDDEN`` of the strongest, which are
+    left out (diffsims keeps them only in a pattern with no spot above
+    ``FORBIDDEN / minimum_intensity`` of the strongest reflection).
+
+    Parameters
+    ----------
+    phase : orix.crystal_map.Phase
+    settings : dict
+        ``beam_energy``, ``q_max``, ``excitation_error`` and ``minimum_intensity``
+        (as in :attr:`TemplateSet.settings`).
+    """
+
+    def __init__(self, phase, settings: dict):
+        from diffsims.crystallography import ReciprocalLatticeVector
+        from diffsims.generators.simulation_generator import SimulationGenerator
+        from diffsims.utils.sim_utils import get_kinematical_intensities
+
+        generator = SimulationGenerator(settings["beam_energy"])
+        vectors = ReciprocalLatticeVector.from_min_dspacing(phase, min_dspacing=1.0 / settings["q_max"])
+        g = np.asarray(vectors.data, dtype=np.float64).reshape(-1, 3)
+        intensity = np.asarray(
+            get_kinematical_intensities(
+                phase.structure, vectors.hkl, vectors.gspacing, prefactor=1.0, scattering_params=generator.scattering_params
+            ),
+            dtype=np.float64,
+        ).reshape(-1)
+        allowed = intensity > FORBIDDEN * intensity.max()  # forbidden reflections: |F|^2 ~ 1e-30 of the strongest
+        self.g, self.intensity = g[allowed], intensity[allowed]
+        self.wave_number = 1.0 / float(generator.wavelength)
+        self.excitation_error = float(settings["excitation_error"])
+        self.minimum_intensity = float(settings["minimum_intensity"])
+
+    def spots(self, rotations):
+        """(radius, angle, intensity), each (n, m) float32 zero-padded, of lab rotations (n, 3, 3) (crystal -> lab)."""
+        rotations = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
+        orix_matrices = np.swapaxes(rotations, 1, 2) @ _HALF_TURN_X
+        xyz = np.einsum("mj,njk->nmk", self.g, orix_matrices)  # diffsims' rotated vectors M^T g, as rows
+        r_spot = np.hypot(xyz[..., 0], xyz[..., 1])
+        k = self.wave_number
+        error = k - np.sqrt(k * k - r_spot * r_spot) - xyz[..., 2]
+        fac = np.pi / self.excitation_error
+        arg = fac * error
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shape = np.where(arg != 0, np.abs(np.sin(arg) / np.where(arg != 0, arg, 1.0)), 0.0) ** 2
+        intensity = np.where(np.abs(error) < 2.0 * self.excitation_error, shape * self.intensity, 0.0)
+        floor = intensity.max(axis=1, keepdims=True) * self.minimum_intensity
+        intensity = np.where(intensity > floor, intensity, 0.0)
+        x, y = xyz[..., 0], -xyz[..., 1]  # diffsims frame -> lab frame (half turn about x)
+        keep = intensity > 0
+        width = max(1, int(keep.sum(axis=1).max()))
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :width]  # the kept spots first, padded with zeros
+
+        def packed(values):
+            return np.take_along_axis(np.where(keep, values, 0.0), order, axis=1).astype(np.float32)
+
+        return packed(np.hypot(x, y)), packed(np.arctan2(y, x)), packed(intensity)
 
 
 def _simulate(phase, settings: dict) -> TemplateSet:
