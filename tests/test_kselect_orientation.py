@@ -138,3 +138,14 @@ def test_two_orientations_of_one_phase_count_twice():
     evidence = orientation_evidence(X, kloss.factors, (SIDE, SIDE))
     assert evidence.distinct_at(2) == 2 and evidence.peakless[1] == 0
     assert evidence.largest[1] < 0.2  # their reflections lie elsewhere
+
+
+def test_residual_columns_on_evenly_spaced_positions():
+    rng = np.random.default_rng(1)
+    W, H = rng.uniform(0, 1, (400, 2)), rng.uniform(0, 1, (2, 6))
+    X = (W @ H + rng.uniform(0, 0.1, (400, 6))).astype(np.float32)
+    col_sq, mean = residual_columns(X, {2: (W, H)}, [2], max_positions=100)
+    rows = np.unique(np.linspace(0, 399, 100).round().astype(int))
+    # the residual of the 100 rows scaled to all 400, and their mean
+    assert np.allclose(col_sq[2], 4.0 * ((X[rows] - W[rows] @ H) ** 2).sum(axis=0), rtol=1e-5)
+    assert np.allclose(mean, X[rows].mean(axis=0), rtol=1e-6)

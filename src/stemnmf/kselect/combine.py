@@ -339,7 +339,7 @@ def gather_evidence(
     shifts = orientation = None
     if pattern_shape is not None and kloss.factors:
         shifts = shift_evidence(kloss.factors, pattern_shape)
-        orientation = _orientation(X, kloss, pattern_shape, votes)
+        orientation = _orientation(X, kloss, pattern_shape, votes, shifts.fractions)
     counted = dict(votes)
     for evidence in (orientation, shifts):
         if evidence is not None:
@@ -354,10 +354,11 @@ def gather_evidence(
     )  # fmt: skip
 
 
-def _orientation(X, kloss, pattern_shape, votes) -> OrientationEvidence | None:
+def _orientation(X, kloss, pattern_shape, votes, fractions) -> OrientationEvidence | None:
     """The same-orientation evidence of the voted fits (one pass over X); None when it cannot be computed."""
     try:
-        return orientation_evidence(X, kloss.factors, pattern_shape, ks=sorted(set(votes.values())))
+        return orientation_evidence(X, kloss.factors, pattern_shape, ks=sorted(set(votes.values())),
+                                    shift_fractions=fractions)  # fmt: skip
     except DataValueError as err:
         log.warning("no peak evidence for k: %s", err)
         return None

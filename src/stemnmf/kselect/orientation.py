@@ -48,6 +48,7 @@ __all__ = [
     "AGREEMENT_ANY",
     "AGREEMENT_THRESHOLD",
     "BEAM_RADII",
+    "MAX_POSITIONS",
     "MIN_PEAKS",
     "STRENGTH_RATIO",
     "OrientationEvidence",
@@ -67,6 +68,8 @@ STRENGTH_RATIO = 0.25
 AGREEMENT_ANY = 0.7
 #: A component with fewer peak entries than this (outside the direct beam) holds no reflection.
 MIN_PEAKS = 8
+#: The column residuals are estimated on at most this many evenly spaced positions.
+MAX_POSITIONS = 4096
 #: The direct beam is taken as the disc of this many half-maximum radii (plus one entry) around the
 #: maximum of the mean pattern.
 BEAM_RADII = 2.0
@@ -104,7 +107,10 @@ def direct_beam(mean_pattern, radii: float = BEAM_RADII) -> np.ndarray:
     return np.hypot(yy - top[0], xx - top[1]) <= radius
 
 
-def residual_columns(X, factors, ks) -> tuple[dict, np.ndarray]:
+_CHUNK_ROWS = 512
+
+
+def residual_columns(X, factors, ks, max_positions: int | None = MAX_POSITIONS) -> tuple[dict, np.ndarray]:
     """Squared residual of every column of X for the fits ``ks``, and the mean pattern; one pass over X.
 
     Parameters
@@ -113,6 +119,9 @@ def residual_columns(X, factors, ks) -> tuple[dict, np.ndarray]:
         Anything :class:`~stemnmf.decompose.RowBlocks` reads.
     factors : mapping of int to (W, H)
     ks : iterable of int
+    max_positions : int or None
+        Above this many positions both are estimated on that many evenly
+        spaced ones (scaled to all of X); None: every position.
 
     Returns
     -------
@@ -122,26 +131,46 @@ def residual_columns(X, factors, ks) -> tuple[dict, np.ndarray]:
         Column means of X.
     """
     ks = [int(k) for k in ks]
-    Ws = [np.asarray(factors[k][0], dtype=np.float64) for k in ks]
     blocks = X if isinstance(X, RowBlocks) else RowBlocks(X)
     n, m = (int(v) for v in blocks.shape)
-    stacked = np.hstack(Ws) if Ws else np.zeros((n, 0))
+    keep = np.ones(n, bool)
+    if max_positions is not None and n > int(max_positions):
+        keep[:] = False
+        keep[np.unique(np.linspace(0, n - 1, int(max_positions)).round().astype(np.int64))] = True
+    Ws = [np.asarray(factors[k][0], dtype=np.float64)[keep] for k in ks]
+    stacked = np.hstack(Ws) if Ws else np.zeros((int(keep.sum()), 0))
     WtX = np.zeros((stacked.shape[1], m))
     x_sq = np.zeros(m)
     total = np.zeros(m)
-    for start, xb in blocks:
-        xb = np.asarray(xb, dtype=np.float64)
-        WtX += stacked[start : start + len(xb)].T @ xb
+    done = 0
+
+    def add(rows):  # the kept rows, gathered into chunks: a product with few rows is slow
+        nonlocal done, WtX, x_sq, total
+        xb = np.concatenate(rows).astype(np.float64) if len(rows) > 1 else np.asarray(rows[0], dtype=np.float64)
+        WtX += stacked[done : done + len(xb)].T @ xb
+        done += len(xb)
         x_sq += np.einsum("ij,ij->j", xb, xb)
         total += xb.sum(axis=0)
+
+    pending, size = [], 0
+    for start, xb in blocks:
+        rows = keep[start : start + len(xb)]
+        pending.append(np.asarray(xb if rows.all() else xb[rows], dtype=np.float32))
+        size += len(pending[-1])
+        if size >= _CHUNK_ROWS:
+            add(pending)
+            pending, size = [], 0
+    if size:
+        add(pending)
     col_sq, offset = {}, 0
+    scale = n / max(done, 1)
     for k, W in zip(ks, Ws):
         H = np.asarray(factors[k][1], dtype=np.float64)
         part = WtX[offset : offset + W.shape[1]]
         offset += W.shape[1]
         fitted = np.einsum("if,if->f", H, (W.T @ W) @ H)
-        col_sq[k] = np.maximum(x_sq - 2.0 * np.einsum("if,if->f", H, part) + fitted, 0.0)
-    return col_sq, total / max(n, 1)
+        col_sq[k] = scale * np.maximum(x_sq - 2.0 * np.einsum("if,if->f", H, part) + fitted, 0.0)
+    return col_sq, total / max(done, 1)
 
 
 def fit_peaks(W, H, col_sq, pattern_shape=None, beam=None) -> np.ndarray:
@@ -286,16 +315,18 @@ class OrientationEvidence:
         }
 
 
-def fit_evidence(W, H, col_sq, pattern_shape, beam=None) -> dict:
+def fit_evidence(W, H, col_sq, pattern_shape, beam=None, shift=None) -> dict:
     """Peaks, agreement and shift fractions of one fit (what :func:`orientation_count` needs).
 
     Returns a dict with ``agreement`` (k, k), ``n_peaks`` (k,), ``weight`` (k,)
-    and ``shift`` (k, k) (:func:`~stemnmf.kselect.shift.shift_fraction`).
+    and ``shift`` (k, k) (:func:`~stemnmf.kselect.shift.shift_fraction`, computed
+    unless given).
     """
     qy, qx = (int(v) for v in pattern_shape)
     H = np.asarray(H, dtype=np.float64)
     peaks = fit_peaks(W, H, col_sq, (qy, qx), beam)
-    shift = shift_fraction(H.reshape(-1, qy, qx)) if H.shape[0] > 1 else np.zeros((1, 1))
+    if shift is None:
+        shift = shift_fraction(H.reshape(-1, qy, qx)) if H.shape[0] > 1 else np.zeros((H.shape[0], H.shape[0]))
     return {"agreement": peak_agreement(peaks), "n_peaks": peaks.sum(axis=1), "weight": component_weight(W, H),
             "shift": shift}  # fmt: skip
 
@@ -311,6 +342,7 @@ def orientation_evidence(
     ratio: float | None = STRENGTH_RATIO,
     threshold_any: float | None = AGREEMENT_ANY,
     shift_threshold: float | None = SHIFT_THRESHOLD,
+    shift_fractions: dict | None = None,
 ) -> OrientationEvidence:
     """:class:`OrientationEvidence` of the fits ``ks`` of a K-component loss scan (one pass over X).
 
@@ -327,6 +359,9 @@ def orientation_evidence(
         Of :func:`orientation_count`.
     shift_threshold : float or None
         Shifted copies (shift fraction at least this) count once too; None: not joined.
+    shift_fractions : dict of int to (k, k) array, optional
+        :func:`~stemnmf.kselect.shift.shift_fraction` of the fits, when already
+        computed (:attr:`ShiftEvidence.fractions`).
     """
     qy, qx = (int(v) for v in pattern_shape)
     ks = sorted(int(k) for k in (factors if ks is None else ks) if int(k) in factors)
@@ -338,7 +373,7 @@ def orientation_evidence(
     distinct, peakless, largest = [], [], []
     for k in ks:
         W, H = factors[k]
-        ev = fit_evidence(W, H, col_sq[k], (qy, qx), beam)
+        ev = fit_evidence(W, H, col_sq[k], (qy, qx), beam, (shift_fractions or {}).get(k))
         linked = None if shift_threshold is None else ev["shift"] >= float(shift_threshold)
         distinct.append(orientation_count(ev["agreement"], ev["n_peaks"], ev["weight"], threshold=threshold,
                                           min_peaks=min_peaks, ratio=ratio, threshold_any=threshold_any,
