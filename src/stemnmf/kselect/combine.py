@@ -283,7 +283,8 @@ def _reason_text(votes: dict, chosen: int, plausible, merged: dict | None) -> st
     rule = "median of all votes" if deciders is None else "median of " + ", ".join(_NAMES[n] for n in deciders)
     text = f"the evidence votes {listing}"
     if merged:
-        text += " (counting shifted copies and components with the same peaks once, peakless ones not: " + ", ".join(f"{_NAMES[n]} {k}" for n, k in merged.items()) + ")"
+        listed = ", ".join(f"{_NAMES[n]} {k}" for n, k in merged.items())
+        text += f" (counting shifted copies and components with the same peaks once, peakless ones not: {listed})"
     return f"{text}: {rule}, k = {chosen} (agreeing: {', '.join(agree) or 'none'}; plausible {plausible[0]}..{plausible[1]})"
 
 

@@ -25,11 +25,18 @@ it). Then, per fit (:func:`orientation_count`):
 * a component with fewer than ``min_peaks`` peak entries is *peakless* (no
   reflection: carbon, background) and is not counted;
 * a component whose peaks agree at least ``threshold`` with a stronger counted
-  component, or that is a shifted copy of one (:mod:`stemnmf.kselect.shift`),
-  counts with it (the same orientation).
+  component while it is at most ``ratio`` times as strong, or at least
+  ``threshold_any`` whatever the strengths, or that is a shifted copy of one
+  (:mod:`stemnmf.kselect.shift`), counts with it (the same orientation).
 
 Two orientations of one phase put most of their reflections in other places
-(agreement near 0, whatever their intensities), so they count twice.
+(agreement near 0, whatever their intensities), so they count twice. Peak
+positions alone do not tell a thickness level from another orientation near
+the same zone axis (on the test bed such pairs agree up to 0.6); what NMF adds
+beyond an orientation for its intensity changes is weak beside it, hence the
+strength ratio. At large thickness the fringes give a grain's pieces other
+reflections, which no test on peak positions joins. The settings were chosen
+on the tune scans of the test bed (docs/kselect.md).
 """
 
 from __future__ import annotations
@@ -283,8 +290,9 @@ class OrientationEvidence:
         Components without peaks per fit.
     largest : numpy.ndarray of float64
         Largest peak agreement between two components per fit.
-    threshold, min_peaks, shift_threshold, ratio, threshold_any : float or None, int, float, float or None, float or None
-        Of :func:`orientation_count` (``threshold`` None: peaks joined nothing).
+    threshold, min_peaks, shift_threshold, ratio, threshold_any : float or None, int, float, ...
+        Of :func:`orientation_count` (``threshold`` None: peaks joined nothing;
+        ``ratio``, ``threshold_any`` None: not used).
     """
 
     k: np.ndarray
