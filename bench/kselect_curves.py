@@ -30,6 +30,8 @@ from kselect_spinel import scan as spinel_scan  # noqa: E402
 from kselect_testbed import TUNE_FAMILIES  # noqa: E402
 
 from stemnmf.kselect.coherence import map_coherence  # noqa: E402
+from stemnmf.decompose.evidence import peak_agreement  # noqa: E402
+from stemnmf.kselect.orientation import direct_beam, fit_peaks, residual_columns  # noqa: E402
 from stemnmf.kselect.shift import component_weight, distinct_count, shift_fraction  # noqa: E402
 
 #: Thresholds at which the groups of shifted copies are recorded.
@@ -43,6 +45,22 @@ def _pattern_cosine(H):
     c = H @ H.T
     np.fill_diagonal(c, -1.0)
     return c.max(axis=1) if H.shape[0] > 1 else np.zeros(1)
+
+
+def _peaks(X, shape, factors):
+    """Per k, the peak evidence of every component (kselect.orientation), with and without the direct beam."""
+    col_sq, mean = residual_columns(X, factors, sorted(factors))
+    beam = direct_beam(mean.reshape(shape))
+    out = {}
+    for k, (W, H) in factors.items():
+        everything = fit_peaks(W, H, col_sq[int(k)])
+        outside = fit_peaks(W, H, col_sq[int(k)], shape, beam)
+        out[int(k)] = {
+            "n_peaks": everything.sum(axis=1).tolist(), "n_peaks_beamless": outside.sum(axis=1).tolist(),
+            "agreement": np.round(peak_agreement(everything), 3).tolist(),
+            "agreement_beamless": np.round(peak_agreement(outside), 3).tolist(),
+        }  # fmt: skip
+    return out, int(beam.sum())
 
 
 def record(family, seed, n, scan, det, k_low, k_high, n_folds=4):
@@ -74,6 +92,7 @@ def record(family, seed, n, scan, det, k_low, k_high, n_folds=4):
             "fraction": np.round(fraction, 3).tolist(),
             "weight": np.round(weight / weight.max(), 4).tolist(),
         }
+    peaks, beam_size = _peaks(X, shape, {int(k): kloss.factors[int(k)] for k in kloss.k})
     noise = combined.noise
     return {
         "family": family, "seed": seed, "n": n, "truth": n_true, "scan": scan,
@@ -87,7 +106,7 @@ def record(family, seed, n, scan, det, k_low, k_high, n_folds=4):
                                              "m": noise.n_features, "row_max": noise.row_max,
                                              "column_max": noise.column_max, "step": noise.step},
         "heldout_floor": None if held.noise_floor is None else np.asarray(held.noise_floor).tolist(),
-        "votes_unmerged": combined.raw_votes,
+        "votes_unmerged": combined.raw_votes, "peaks": peaks, "beam_size": beam_size,
         "evidence_seconds": round(selection.seconds.get("evidence", 0.0), 1),
     }  # fmt: skip
 

@@ -73,12 +73,39 @@ def run_case(family, seed, n, scan, det):
     }  # fmt: skip
 
 
-def votes_from_curves(row, n_folds=2, shift_threshold=None, deciders=None, noise_factor=None):
+def orientation_groups(row, k, peak_threshold=None, min_peaks=None, beamless=True, shift_threshold=None, ratio=None,
+                       threshold_any=None):  # fmt: skip
+    """Distinct orientations of the recorded fit with ``k`` components (``stemnmf.kselect.orientation``).
+
+    ``peak_threshold=None`` / ``min_peaks=None``: the library's; ``peak_threshold=False``: peaks join
+    nothing; ``min_peaks=0``: nothing is peakless; ``beamless=False``: the direct beam's peaks kept;
+    ``ratio`` / ``threshold_any``: None the library's, False: any strength joins / no agreement alone joins.
+    """
+    from stemnmf.kselect.orientation import (
+        AGREEMENT_ANY, AGREEMENT_THRESHOLD, MIN_PEAKS, STRENGTH_RATIO, orientation_count,
+    )  # fmt: skip
+    from stemnmf.kselect.shift import SHIFT_THRESHOLD
+
+    fit, shift = row["peaks"][str(int(k))], row["shift"][str(int(k))]
+    suffix = "_beamless" if beamless else ""
+    t = AGREEMENT_THRESHOLD if peak_threshold is None else (None if peak_threshold is False else peak_threshold)
+    linked = np.asarray(shift["fraction"]) >= (SHIFT_THRESHOLD if shift_threshold is None else shift_threshold)
+    return orientation_count(np.asarray(fit["agreement" + suffix]), np.asarray(fit["n_peaks" + suffix]),
+                             np.asarray(shift["weight"]), threshold=t,
+                             min_peaks=MIN_PEAKS if min_peaks is None else min_peaks, linked=linked,
+                             ratio=STRENGTH_RATIO if ratio is None else (None if ratio is False else ratio),
+                             threshold_any=AGREEMENT_ANY if threshold_any is None else (
+                                 None if threshold_any is False else threshold_any))  # fmt: skip
+
+
+def votes_from_curves(row, n_folds=2, shift_threshold=None, deciders=None, noise_factor=None, peaks=None):
     """The row of one recorded scan, its votes recomputed with the library's rules.
 
-    Rows recorded before the shift and noise evidence existed give the five older votes only.
-    ``shift_threshold`` (one of the recorded thresholds; default the library's), ``deciders`` and
-    ``noise_factor`` change the rule for ablations.
+    Rows recorded before the shift and noise evidence existed give the five older votes only; rows
+    before the peak evidence count shifted copies only. ``shift_threshold`` (one of the recorded
+    thresholds; default the library's), ``deciders`` and ``noise_factor`` change the rule for
+    ablations; ``peaks`` (dict of :func:`orientation_groups` options, or False: shifted copies only)
+    the same-orientation rule.
     """
     from stemnmf.kselect.combine import (
         COHERENCE_FRACTION, STABILITY_THRESHOLD, combine_votes, deciders_for, first_run_end, heldout_knee, noise_vote,
@@ -103,7 +130,10 @@ def votes_from_curves(row, n_folds=2, shift_threshold=None, deciders=None, noise
     if row.get("noise") and row["noise"].get("step") and row.get("frobenius"):
         votes["noise"] = noise_vote(k, np.asarray(row["frobenius"]) ** 2, row["noise"]["step"], noise_factor)
     counted = dict(votes)
-    if row.get("shift"):
+    if row.get("peaks") and peaks is not False:
+        options = dict(peaks or {}, shift_threshold=shift_threshold)
+        counted = {name: orientation_groups(row, v, **options) for name, v in votes.items()}
+    elif row.get("shift"):
         t = SHIFT_THRESHOLD if shift_threshold is None else shift_threshold
         index = [round(v, 3) for v in row["shift_thresholds"]].index(round(t, 3))
         counted = {name: int(row["shift"][str(int(v))]["groups"][index]) for name, v in votes.items()}
@@ -138,7 +168,7 @@ def table(rows, args, load_start, load_end):
     lines.append("")
     lines.append(
         f"{args.scan} x {args.scan} positions, {args.det} x {args.det} patterns; raw features as `stemnmf run "
-        f"--feature raw`; k = {_k_text(rows)}. Truth: distinct orientations in view. Pass: within +-1. A vote in brackets is the k before shifted copies of a pattern count once."
+        f"--feature raw`; k = {_k_text(rows)}. Truth: distinct orientations in view. Pass: within +-1. A vote in brackets is the k before shifted copies of a pattern (and, where recorded, components with the same peaks) count once and peakless components are dropped."
     )
     lines.append("")
     lines.append("| family | seed | n | truth | knee | IQA | stability | held-out | coherence | noise | **combined** | range | Cao | pass | Cao pass | s |")

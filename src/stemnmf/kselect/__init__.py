@@ -8,8 +8,10 @@ a component becomes redundant (two alike, or one nearly empty) and the median
 choice decides. Beside these two levels (``evidence='combined'``, the default),
 the split-half stability and held-out (bi-cross-validation) error of NMF on a
 subsample, the coherence of the component maps and a Poisson noise model vote
-too; every vote counts a component whose pattern is a shifted copy of a
-stronger one with it (an uncorrected descan); the median of the loss knee, the
+too; every vote counts distinct orientations: a component whose pattern is a
+shifted copy of a stronger one (an uncorrected descan) or has its peaks
+(thickness) counts with it, one without peaks (carbon, background) not at
+all; the median of the loss knee, the
 map coherence and the noise vote decides, all six give the plausible range
 (docs/kselect.md).
 
@@ -35,6 +37,7 @@ from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence, match_co
 from stemnmf.kselect.knee import Knee, find_knee, range_of_interest
 from stemnmf.kselect.loss import KLoss, append_component, k_component_loss
 from stemnmf.kselect.noise import NoiseEstimate, poisson_gain
+from stemnmf.kselect.orientation import OrientationEvidence, orientation_count, orientation_evidence
 from stemnmf.kselect.patterns import representative_patterns, weighted_mean_patterns
 from stemnmf.kselect.select import KSelection, select_k
 from stemnmf.kselect.shift import ShiftEvidence, shift_evidence, shift_fraction
@@ -44,6 +47,7 @@ __all__ = [
     "CombinedChoice",
     "HeldOutEvidence",
     "NoiseEstimate",
+    "OrientationEvidence",
     "ShiftEvidence",
     "SIGNALS",
     "STABILITY_THRESHOLD",
@@ -58,6 +62,8 @@ __all__ = [
     "match_components",
     "nnls_rows",
     "noise_vote",
+    "orientation_count",
+    "orientation_evidence",
     "poisson_gain",
     "shift_evidence",
     "shift_fraction",

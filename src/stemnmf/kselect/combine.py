@@ -25,11 +25,15 @@ Votes (each a k; docs/kselect.md gives the reasons and the ablations):
     would (:mod:`stemnmf.kselect.noise`); raw patterns with a scan shape.
 
 Before they are combined, every vote k becomes the number of distinct
-components of the fit with k components: a component whose pattern is a
-shifted copy of a stronger one counts with it (:mod:`stemnmf.kselect.shift`;
-raw patterns only). An uncorrected descan otherwise splits every crystal
-into components at two places on the detector, which every other kind of
-evidence takes for new domains.
+orientations among the components of the fit with k components (raw
+patterns only): a component whose pattern is a shifted copy of a stronger
+one counts with it (:mod:`stemnmf.kselect.shift`), so does one whose peaks lie
+where a stronger one's lie, and one without peaks does not count
+(:mod:`stemnmf.kselect.orientation`). An uncorrected descan otherwise splits
+every crystal into components at two places on the detector, thickness
+splits it into components of other intensities, and carbon or background
+between the grains takes a component of its own; every other kind of
+evidence takes each for a new domain.
 
 The combined k is the median of three kinds of evidence (:data:`DECIDERS`):
 the loss knee (reconstruction), the map coherence (space) and the noise vote
@@ -59,6 +63,7 @@ from stemnmf.kselect.coherence import coherence_ratio, coherence_ratio_by_k
 from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence
 from stemnmf.kselect.knee import find_knee
 from stemnmf.kselect.noise import NoiseEstimate, poisson_gain
+from stemnmf.kselect.orientation import OrientationEvidence, orientation_evidence
 from stemnmf.kselect.shift import ShiftEvidence, shift_evidence
 
 __all__ = [
@@ -133,8 +138,11 @@ class CombinedChoice:
     shift : ShiftEvidence or None
         Shifted copies among the components of every fit (raw patterns only).
     raw_votes : dict of str to int or None
-        The votes before shifted copies count once (equal to ``votes``
-        without shift evidence).
+        The votes before shifted copies and same-orientation components
+        count once (equal to ``votes`` without pattern evidence).
+    orientation : OrientationEvidence or None
+        Components of the voted fits that are the same orientation as a
+        stronger one or hold no peaks (raw patterns only).
     """
 
     chosen_k: int
@@ -146,6 +154,7 @@ class CombinedChoice:
     noise: NoiseEstimate | None = None
     shift: ShiftEvidence | None = None
     raw_votes: dict | None = None
+    orientation: OrientationEvidence | None = None
 
     @property
     def coherence_threshold(self) -> float | None:
@@ -161,7 +170,9 @@ class CombinedChoice:
             f"{prefix}/thresholds_combined": json.dumps(
                 {"stability": STABILITY_THRESHOLD, "coherence": self.coherence_threshold,
                  "noise_step_factor": NOISE_STEP_FACTOR,
-                 "shift": None if self.shift is None else float(self.shift.threshold)}
+                 "shift": None if self.shift is None else float(self.shift.threshold),
+                 "peak_agreement": None if self.orientation is None else self.orientation.threshold,
+                 "min_peaks": None if self.orientation is None else int(self.orientation.min_peaks)}
             ),
         }
         if self.heldout is not None:
@@ -177,6 +188,8 @@ class CombinedChoice:
             out[f"{prefix}/noise/step"] = np.float64(self.noise.step)
         if self.shift is not None:
             out.update(self.shift.to_results(f"{prefix}/shift"))
+        if self.orientation is not None:
+            out.update(self.orientation.to_results(f"{prefix}/orientation"))
         raw = self.votes if self.raw_votes is None else self.raw_votes
         out[f"{prefix}/votes_unmerged"] = json.dumps({name: int(k) for name, k in raw.items()})
         return out
@@ -270,7 +283,8 @@ def _reason_text(votes: dict, chosen: int, plausible, merged: dict | None) -> st
     rule = "median of all votes" if deciders is None else "median of " + ", ".join(_NAMES[n] for n in deciders)
     text = f"the evidence votes {listing}"
     if merged:
-        text += " (counting shifted copies of a pattern once: " + ", ".join(f"{_NAMES[n]} {k}" for n, k in merged.items()) + ")"
+        listed = ", ".join(f"{_NAMES[n]} {k}" for n, k in merged.items())
+        text += f" (counting shifted copies and components with the same peaks once, peakless ones not: {listed})"
     return f"{text}: {rule}, k = {chosen} (agreeing: {', '.join(agree) or 'none'}; plausible {plausible[0]}..{plausible[1]})"
 
 
@@ -298,9 +312,10 @@ def gather_evidence(
         Without it the map coherence and the noise do not vote.
     pattern_shape : (int, int), optional
         (qy, qx) of a row of X when X holds raw patterns on a linear scale
-        of counts: then the noise votes (with a scan shape) and components
-        that are shifted copies of another count once
-        (:mod:`stemnmf.kselect.shift`).
+        of counts: then the noise votes (with a scan shape), and components
+        that are shifted copies of another (:mod:`stemnmf.kselect.shift`) or
+        have its peaks count once and peakless ones do not
+        (:mod:`stemnmf.kselect.orientation`).
     random_state : int, Generator or None
     heldout_options : dict, optional
         Keyword arguments of :func:`~stemnmf.kselect.held_out_evidence`.
@@ -322,15 +337,32 @@ def gather_evidence(
         votes["coherence"] = first_run_end(coherence[0], coherence_ratio(coherence[1], coherence[2]), COHERENCE_FRACTION)
     if noise is not None and kloss.k.size > 1:
         votes["noise"] = noise_vote(kloss.k, np.asarray(kloss.frobenius, dtype=np.float64) ** 2, noise.step)
-    shifts = None
+    shifts = orientation = None
     if pattern_shape is not None and kloss.factors:
         shifts = shift_evidence(kloss.factors, pattern_shape)
-    counted = votes if shifts is None else {name: shifts.distinct_at(k) for name, k in votes.items()}
+        orientation = _orientation(X, kloss, pattern_shape, votes, shifts.fractions)
+    counted = dict(votes)
+    for evidence in (orientation, shifts):
+        if evidence is not None:
+            counted = {name: evidence.distinct_at(k) for name, k in votes.items()}
+            break
     merged = {name: counted[name] for name in votes if counted[name] != votes[name]}
     chosen, plausible = combine_votes(counted, deciders=deciders_for(counted))
     reason = _reason_text(votes, chosen, plausible, merged)
     log.info("combined choice: %s", reason)
-    return CombinedChoice(chosen, counted, plausible, reason, heldout, coherence, noise, shifts, dict(votes))
+    return CombinedChoice(
+        chosen, counted, plausible, reason, heldout, coherence, noise, shifts, dict(votes), orientation
+    )  # fmt: skip
+
+
+def _orientation(X, kloss, pattern_shape, votes, fractions) -> OrientationEvidence | None:
+    """The same-orientation evidence of the voted fits (one pass over X); None when it cannot be computed."""
+    try:
+        return orientation_evidence(X, kloss.factors, pattern_shape, ks=sorted(set(votes.values())),
+                                    shift_fractions=fractions)  # fmt: skip
+    except DataValueError as err:
+        log.warning("no peak evidence for k: %s", err)
+        return None
 
 
 def votes_line(results) -> str:

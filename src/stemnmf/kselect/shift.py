@@ -177,12 +177,15 @@ class ShiftEvidence:
         Components left per k when shifted copies of a stronger component
         count with it (:func:`distinct_count`).
     threshold : float
+    fractions : dict of int to numpy.ndarray or None
+        :func:`shift_fraction` of every fit (not written to the results).
     """
 
     k: np.ndarray
     largest: np.ndarray
     distinct: np.ndarray
     threshold: float = SHIFT_THRESHOLD
+    fractions: dict | None = dataclasses.field(default=None, repr=False)
 
     def distinct_at(self, k: int) -> int:
         """Distinct components of the fit with ``k`` components (``k`` itself when not scanned)."""
@@ -213,13 +216,14 @@ def shift_evidence(factors, pattern_shape, *, threshold: float = SHIFT_THRESHOLD
     """
     qy, qx = (int(v) for v in pattern_shape)
     ks = np.array(sorted(int(k) for k in factors), dtype=np.int64)
-    largest, distinct = np.zeros(ks.size), ks.copy()
+    largest, distinct, fractions = np.zeros(ks.size), ks.copy(), {}
     for i, k in enumerate(ks):
         W, H = (np.asarray(v) for v in factors[int(k)])
         if H.shape[1] != qy * qx:
             raise DataValueError(f"patterns of {H.shape[1]} features are not {qy} x {qx}")
         if H.shape[0] > 1:
             fraction = shift_fraction(H.reshape(-1, qy, qx), **options)
+            fractions[int(k)] = fraction
             largest[i] = float(fraction.max())
             distinct[i] = distinct_count(fraction, component_weight(W, H), threshold)
-    return ShiftEvidence(ks, largest, distinct, float(threshold))
+    return ShiftEvidence(ks, largest, distinct, float(threshold), fractions)
