@@ -9,7 +9,8 @@ component map at every k. ``bench/kselect_testbed.py --from-curves`` evaluates d
 on these lines without refitting anything.
 
 Run: ``nice -n 10 .venv/bin/python bench/kselect_curves.py --split tune --out /tmp/curves.jsonl``
-(``--split held-out`` for the scans the rule was not set on; see ``kselect_testbed.py``).
+(``--split held-out`` for the scans the rule was not set on; see ``kselect_testbed.py``;
+``--split fresh`` for the families added after the fourth rule, seed 5).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from kselect_families import FAMILIES, make_case, pipeline_features, pipeline_select  # noqa: E402
+from kselect_families import FAMILIES, FRESH_FAMILIES, make_case, pipeline_features, pipeline_select  # noqa: E402
 from kselect_spinel import scan as spinel_scan  # noqa: E402
 from kselect_testbed import TUNE_FAMILIES  # noqa: E402
 
@@ -124,7 +125,8 @@ def cases(split, families, seeds, orientations):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split", choices=("tune", "held-out"), default="tune")
+    parser.add_argument("--split", choices=("tune", "held-out", "fresh"), default="tune",
+                        help="fresh: the families of FRESH_FAMILIES, seed 5, 2 4 7 16 orientations")
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES))
     parser.add_argument("--orientations", type=int, nargs="+")
     parser.add_argument("--seeds", type=int, nargs="+")
@@ -137,11 +139,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     low, high = (int(v) for v in args.k_range.split(":"))
-    families = args.families or list(FAMILIES)
+    families = args.families or [f for f in FAMILIES if f not in FRESH_FAMILIES]
+    if args.split == "fresh":
+        families = args.families or list(FRESH_FAMILIES)
     if args.spinel:
         families, args.split = ["issue-spinel"], "spinel"
-    seeds = args.seeds or ([1] if args.split == "tune" else [2])
-    orientations = args.orientations or ([2, 5, 8, 12] if args.split == "tune" else [2, 7, 16])
+    seeds = args.seeds or {"tune": [1], "fresh": [5]}.get(args.split, [2])
+    orientations = args.orientations or {"tune": [2, 5, 8, 12], "fresh": [2, 4, 7, 16]}.get(args.split, [2, 7, 16])
     done = set()
     if os.path.exists(args.out):
         with open(args.out) as fh:

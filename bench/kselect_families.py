@@ -25,6 +25,16 @@ Families (``FAMILIES``):
   elliptic distortion, a beam-stop arm over the direct beam, smooth gain, hot pixels);
 * ``spinel-small``: small spinel grains (diameter 4-10 positions), domains of a few positions;
 * ``ag-small-instrument``: ``ag-small`` through the 'realistic' instrument.
+
+Fresh families (``FRESH_FAMILIES``; added after the fourth rule, seen by no rule when their
+curves were recorded; ``--split fresh``: seed 5, 2, 4, 7 and 16 orientations):
+
+* ``au-zone``: FCC Au (a = 4.078 Å), crystals near zone axes as ``ag-zone``;
+* ``si-tilted``: diamond Si (a = 5.431 Å), each orientation 1-4 deg off a zone axis;
+* ``cu-cells``: FCC Cu (a = 3.615 Å), three crystals (cells) per orientation (at least 16):
+  domains of medium size, each orientation in several places;
+* ``pd-thick-lowdose``: FCC Pd (a = 3.891 Å), film 300 Å thick, 3e3 electrons per pattern;
+* ``si-instrument``: ``si-tilted`` through the 'realistic' instrument at 1e5 electrons.
 """
 
 from __future__ import annotations
@@ -50,11 +60,28 @@ FAMILIES = {
     "ag-small-instrument": dict(small=True, instrument="realistic"),
 }
 
+#: Families added after the fourth rule, recorded once on fresh seeds (see the module docstring).
+FRESH_FAMILIES = {
+    "au-zone": dict(crystal="Au"),
+    "si-tilted": dict(crystal="Si", orientation_tilt=(1.0, 4.0)),
+    "cu-cells": dict(crystal="Cu", cells_per_orientation=3),
+    "pd-thick-lowdose": dict(crystal="Pd", film_thickness=300.0, dose=3e3),
+    "si-instrument": dict(crystal="Si", orientation_tilt=(1.0, 4.0), instrument="realistic", dose=1e5),
+}
+FAMILIES.update(FRESH_FAMILIES)
+
+#: Lattice parameters (Å) of the FCC metals of the fresh families.
+FCC_LATTICE = {"Ag": 4.086, "Au": 4.078, "Cu": 3.615, "Pd": 3.891}
+
 
 def _crystal(name):
-    from stemnmf.simulate import spinel
+    from stemnmf.simulate import fcc, spinel
 
-    return spinel() if name == "spinel" else "Ag"
+    if name == "spinel":
+        return spinel()
+    if name == "Si":
+        return "Si"
+    return "Ag" if name == "Ag" else fcc(FCC_LATTICE[name], name)
 
 
 def _distinct_in_view(truth, columns=None) -> int:
@@ -69,7 +96,8 @@ def _distinct_in_view(truth, columns=None) -> int:
 def _one(settings, n, seed, scan, det):
     from stemnmf.simulate import simulate
 
-    options = {k: v for k, v in settings.items() if k not in ("crystal", "random", "small", "two_phase")}
+    options = {k: v for k, v in settings.items()
+               if k not in ("crystal", "random", "small", "two_phase", "cells_per_orientation")}
     options["crystal"] = _crystal(settings.get("crystal", "Ag"))
     if settings.get("small"):
         # small Wulff grains, diameters of 4-10 positions at the crystals preset's step
@@ -78,6 +106,8 @@ def _one(settings, n, seed, scan, det):
                        n_orientations=n, carbon_thickness=50.0, film_thickness=max(10 * step, 150.0))
     elif settings.get("random"):
         options.update(n_orientations=None, n_grains=n)
+    elif settings.get("cells_per_orientation"):
+        options.update(n_orientations=n, n_grains=max(16, settings["cells_per_orientation"] * n))
     else:
         options.update(n_orientations=n, n_grains=max(8, n + 2))
     dataset, truth = simulate("crystals", scan=scan, det=det, seed=seed, **options)
