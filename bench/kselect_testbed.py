@@ -108,7 +108,8 @@ def votes_from_curves(row, n_folds=2, shift_threshold=None, deciders=None, noise
     the same-orientation rule.
     """
     from stemnmf.kselect.combine import (
-        COHERENCE_FRACTION, STABILITY_THRESHOLD, combine_votes, deciders_for, first_run_end, heldout_knee, noise_vote,
+        COHERENCE_FRACTION, STABILITY_THRESHOLD, combine_votes, combined_choice, first_run_end, heldout_knee,
+        noise_vote,
     )  # fmt: skip
     from stemnmf.kselect.heldout import HeldOutEvidence
     from stemnmf.kselect.knee import find_knee
@@ -137,7 +138,7 @@ def votes_from_curves(row, n_folds=2, shift_threshold=None, deciders=None, noise
         t = SHIFT_THRESHOLD if shift_threshold is None else shift_threshold
         index = [round(v, 3) for v in row["shift_thresholds"]].index(round(t, 3))
         counted = {name: int(row["shift"][str(int(v))]["groups"][index]) for name, v in votes.items()}
-    chosen, plausible = combine_votes(counted, deciders=deciders_for(counted) if deciders is None else deciders)
+    chosen, plausible = combined_choice(counted) if deciders is None else combine_votes(counted, deciders=deciders)
     median_k, _ = combine_votes(counted)
     return {
         "family": row["family"], "seed": row["seed"], "n": row["n"], "truth": row["truth"], "votes": counted,

@@ -190,7 +190,7 @@ def test_votes_reach_the_summary_line_and_the_report_figure(combined):
     out = combined.to_results()
     line = votes_line(out)
     low, high = combined.plausible_range
-    assert line.startswith("loss knee ") and f"plausible k = {low}..{high}" in line and "(median of loss knee, map coherence, noise decides)" in line
+    assert line.startswith("loss knee ") and f"plausible k = {low}..{high}" in line and "(the noise vote, not below the smaller of the loss knee and the map coherence decides)" in line
     assert votes_line({}) == ""
     fig = fig_kselect_evidence(out)
     assert fig is not None and len(fig.axes) == 3  # votes, held-out error and its twin axis

@@ -9,7 +9,7 @@ import pytest
 
 from stemnmf.errors import DataValueError
 from stemnmf.kselect import combine_votes, gather_evidence, k_component_loss, noise_vote, select_k
-from stemnmf.kselect.combine import DECIDERS, FALLBACK_DECIDERS, deciders_for
+from stemnmf.kselect.combine import DECIDERS, FALLBACK_DECIDERS, LEAD, combined_choice, deciders_for, rule_text
 from stemnmf.kselect.noise import noise_step, poisson_gain
 from stemnmf.kselect.shift import SHIFT_THRESHOLD, ShiftEvidence, distinct_count, shift_evidence, shift_fraction
 
@@ -162,9 +162,48 @@ def test_select_k_reports_noise_and_shift_evidence(descan_scan):
 
 def test_deciders_by_hand():
     every = {"knee": 5, "iqa": 3, "stability": 4, "heldout": 4, "coherence": 6, "noise": 9}
-    assert deciders_for(every) == DECIDERS == ("knee", "coherence", "noise")
+    assert deciders_for(every) == DECIDERS == ("knee", "coherence", "noise") and LEAD == "noise"
     assert combine_votes(every, deciders=deciders_for(every))[0] == 6  # median of 5, 6, 9
+    assert combined_choice(every)[0] == 9  # the noise vote leads: 9 is not below min(5, 6)
     no_noise = {name: k for name, k in every.items() if name != "noise"}  # features other than raw patterns
     assert deciders_for(no_noise) == FALLBACK_DECIDERS
     assert combine_votes(no_noise, deciders=deciders_for(no_noise))[0] == 5  # median of 5, 4, 6
     assert deciders_for({"knee": 5, "iqa": 3}) is None
+
+
+def test_noise_vote_leads_with_a_floor_by_hand():
+    base = {"iqa": 2, "stability": 3, "heldout": 4}
+    # noise below both knee and coherence: raised to the smaller of them
+    assert combined_choice({**base, "knee": 7, "coherence": 9, "noise": 3})[0] == 7
+    assert combined_choice({**base, "knee": 9, "coherence": 7, "noise": 3})[0] == 7
+    # noise between them, or above both: the noise vote itself
+    assert combined_choice({**base, "knee": 5, "coherence": 9, "noise": 7})[0] == 7
+    assert combined_choice({**base, "knee": 5, "coherence": 6, "noise": 16})[0] == 16
+    # the range still spans the second smallest to the second largest vote, widened to the choice:
+    # votes 2 3 4 5 6 16 -> 3..6, widened to 16
+    assert combined_choice({**base, "knee": 5, "coherence": 6, "noise": 16}) == (16, (3, 16))
+    # without the noise vote the second rule (median of knee, held-out, coherence) decides as before
+    assert combined_choice({**base, "knee": 7, "coherence": 9})[0] == 7
+    assert combined_choice({"knee": 5, "iqa": 3})[0] == 3  # lower median of all
+
+
+def test_lead_equals_the_upper_median_with_the_lead_counted_twice():
+    # the rule as declared in bench/kselect_rule5_ablation.py: upper median of knee, coherence, noise, noise
+    for knee in range(2, 8):
+        for coherence in range(2, 8):
+            for noise in range(2, 8):
+                four = sorted([knee, coherence, noise, noise])
+                chosen = combine_votes({"knee": knee, "coherence": coherence, "noise": noise},
+                                       deciders=DECIDERS, lead=LEAD)[0]  # fmt: skip
+                assert chosen == four[2]
+
+
+def test_lead_must_be_a_decider():
+    with pytest.raises(ValueError, match="not one of the deciders"):
+        combine_votes({"a": 1, "b": 2}, deciders=("a", "b"), lead="c")
+
+
+def test_rule_text_names_the_rule():
+    assert rule_text(DECIDERS) == "the noise vote, not below the smaller of the loss knee and the map coherence"
+    assert rule_text(FALLBACK_DECIDERS) == "the median of loss knee, held-out error, map coherence"
+    assert rule_text(None) == "the median of all votes"

@@ -11,8 +11,8 @@ subsample, the coherence of the component maps and a Poisson noise model vote
 too; every vote counts distinct orientations: a component whose pattern is a
 shifted copy of a stronger one (an uncorrected descan) or has its peaks
 (thickness) counts with it, one without peaks (carbon, background) not at
-all; the median of the loss knee, the
-map coherence and the noise vote decides, all six give the plausible range
+all; the noise vote decides, raised to the smaller of the loss knee and the
+map coherence when both lie above it; all six give the plausible range
 (docs/kselect.md).
 
 The pipeline calls :func:`select_k`; its :meth:`KSelection.to_results` holds
@@ -26,6 +26,7 @@ from stemnmf.kselect.combine import (
     STABILITY_THRESHOLD,
     CombinedChoice,
     combine_votes,
+    combined_choice,
     first_run_end,
     gather_evidence,
     noise_vote,
@@ -55,6 +56,7 @@ __all__ = [
     "coherence_ratio",
     "coherence_ratio_by_k",
     "combine_votes",
+    "combined_choice",
     "first_run_end",
     "gather_evidence",
     "held_out_evidence",

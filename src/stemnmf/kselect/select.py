@@ -318,8 +318,10 @@ def select_k(
        the components' patterns (:func:`decide_k`); the median of the
        metrics' choices is Cao et al.'s k.
     3. With ``evidence='combined'``: split-half stability, held-out error and
-       map coherence vote too (:func:`~stemnmf.kselect.gather_evidence`); the
-       median of the loss knee, the held-out knee and the coherence decides.
+       map coherence and (raw patterns) a noise model vote too
+       (:func:`~stemnmf.kselect.gather_evidence`); the noise vote decides,
+       not below the smaller of the loss knee and the coherence (without
+       it, the median of the loss knee, the held-out knee and the coherence).
 
     Parameters
     ----------
