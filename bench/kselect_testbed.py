@@ -14,7 +14,9 @@ tune --scan 48 --orientations 2 5 8 12``); ``held-out`` runs seed 2 (or ``--seed
 family and skips seed 1 of the tune families, so its table measures data the rule was not
 tuned on. Simulation seed: ``1000 * seed + n``.
 
-``--from-curves FILE.jsonl`` recomputes every vote and the combined choice with the library's
+``--fourth-rule`` (with ``--from-curves``) decides by the fourth rule (median of loss knee,
+coherence, noise) instead of the library's fifth (the noise vote, not below the smaller of the
+other two). ``--from-curves FILE.jsonl`` recomputes every vote and the combined choice with the library's
 own rules (``stemnmf.kselect.combine``) from the curves ``bench/kselect_curves.py`` recorded
 (the loss, Cao et al.'s two votes, the held-out folds, the map coherence of every component):
 the same numbers ``select_k`` gives on those scans, without refitting (the first two of the
@@ -151,6 +153,13 @@ def _ok(k, truth):
     return abs(int(k) - int(truth)) <= 1
 
 
+def _warned(row):
+    """Whether the run would carry the 'k UNCERTAIN' warning (the report's own test)."""
+    from stemnmf.report.warnings import k_uncertainty
+
+    return bool(k_uncertainty({"/kselect/plausible_range": np.asarray(row["range"]), "/kselect/chosen_k": row["chosen"]}))
+
+
 def _k_text(rows):
     from stemnmf.config import Config, parse_k_range
 
@@ -200,6 +209,11 @@ def table(rows, args, load_start, load_end):
     if all("median" in r for r in rows):
         hits = sum(_ok(r["median"], r["truth"]) for r in rows)
         lines.append(f"- median of all the votes: {hits} of {total}")
+    warned = [r for r in rows if _warned(r)]
+    quiet = [r for r in rows if not _warned(r)]
+    lines.append(f"- 'k UNCERTAIN' warning (stemnmf.report.warnings.k_uncertainty): {len(warned)} of {total} warned, "
+                 f"{sum(not _ok(r['chosen'], r['truth']) for r in warned)} of them missed by more than 1; "
+                 f"{len(quiet)} not warned, {sum(not _ok(r['chosen'], r['truth']) for r in quiet)} of them missed")
     inside = sum(r["range"][0] - 1 <= r["truth"] <= r["range"][1] + 1 for r in rows)
     lines.append(f"- truth within the plausible range +-1: {inside} of {total}")
     per_family = {}
@@ -222,14 +236,17 @@ def main(argv=None):
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--from-curves", nargs="+", help="JSON-lines files of bench/kselect_curves.py: no fitting")
     parser.add_argument("--title", help="heading of the section written (default from --split)")
+    parser.add_argument("--fourth-rule", action="store_true",
+                        help="with --from-curves: decide by the fourth rule (median of knee, coherence, noise)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     load_start = os.getloadavg()
     rows = []
     if args.from_curves:
+        deciders = ("knee", "coherence", "noise") if args.fourth_rule else None
         for path in args.from_curves:
             with open(path) as fh:
-                rows.extend(votes_from_curves(json.loads(line)) for line in fh if line.strip())
+                rows.extend(votes_from_curves(json.loads(line), deciders=deciders) for line in fh if line.strip())
         args.scan = rows[0].get("scan", args.scan) if rows else args.scan
     for family, seed, n in ([] if args.from_curves else _cases(args)):
         row = run_case(family, seed, n, args.scan, args.det)
