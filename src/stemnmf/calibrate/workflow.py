@@ -92,6 +92,11 @@ class CalibrationReport:
     ellipse : EllipseFit or None
     beam_stop_pixels, edge_pixels : int
         Pixels masked by the beam stop and the edge mask (unbinned grid).
+    beam_stop_source : str
+        How the beam stop was found: 'given' (a mask), 'dark region' (dark
+        pixels connected to the centre), 'shadow' (the dark band of an arm
+        reaching the detector edge, also when the beam leaks through the stop),
+        '+'-joined when several; '' when none.
     mask : numpy.ndarray or None
         Final (qy, qx) mask.
     n_masked : int
@@ -122,6 +127,7 @@ class CalibrationReport:
     max_shift: float = 0.0
     ellipse: EllipseFit | None = None
     beam_stop_pixels: int = 0
+    beam_stop_source: str = ""
     edge_pixels: int = 0
     mask: np.ndarray | None = None
     n_masked: int = 0
@@ -136,6 +142,10 @@ class CalibrationReport:
     def n_dead(self) -> int:
         return int(len(self.dead_pixels))
 
+    def add_beam_stop_source(self, source: str) -> None:
+        """Record one more way the beam stop was found."""
+        self.beam_stop_source = "+".join(filter(None, (self.beam_stop_source, source)))
+
     def warn(self, message: str) -> None:
         """Record and log a fallback."""
         log.warning(message)
@@ -147,6 +157,8 @@ class CalibrationReport:
             "/calibration/hot_pixels": np.asarray(self.hot_pixels, dtype=np.int32).reshape(-1, 2),
             "/calibration/dead_pixels": np.asarray(self.dead_pixels, dtype=np.int32).reshape(-1, 2),
             "/calibration/n_masked": np.int64(self.n_masked),
+            "/calibration/beam_stop_pixels": np.int64(self.beam_stop_pixels),
+            "/calibration/beam_stop_source": self.beam_stop_source,
             "/calibration/shift_corrected": np.uint8(self.shift_corrected),
             "/calibration/max_shift": np.float64(self.max_shift),
             "/calibration/warnings": np.asarray(self.warnings, dtype=str).reshape(-1),
@@ -201,6 +213,8 @@ class CalibrationReport:
             f"shape {self.input_shape} -> {self.output_shape}",
             f"hot pixels {self.n_hot}, dead pixels {self.n_dead}, masked pixels {self.n_masked}",
         ]
+        if self.beam_stop_pixels:
+            lines.append(f"beam stop {self.beam_stop_pixels} px masked ({self.beam_stop_source})")
         if self.origin is not None:
             lines.append(f"origin ({self.origin[0]:.2f}, {self.origin[1]:.2f}) px via {self.origin_method}")
         if self.origin_choice:
@@ -266,6 +280,7 @@ def _symmetry_centre_and_shadow(mean, mask, origin, beam_stop, report, n_average
             if shadow.any() and not (mask | shadow).all():
                 log.info("shadow of a beam stop found: %d pixels", int(shadow.sum()))
                 report.beam_stop_pixels += int(shadow.sum())
+                report.add_beam_stop_source("shadow")
                 mask |= shadow
                 centre, _ = symmetry_center(mean, mask=mask, guess=centre, search_radius=min(qy, qx) / 8.0)
     except CalibrationError:
@@ -628,6 +643,7 @@ def _crop_and_given_masks(state: _State, dataset) -> None:
                 "give one value per detector pixel",
             )
         report.beam_stop_pixels = int((stop & ~mask).sum())
+        report.add_beam_stop_source("given")
         mask |= stop
 
 
@@ -678,6 +694,8 @@ def _found_masks(state: _State) -> None:
         for centre in centres:
             stop |= beam_stop_mask(mean, center=centre, mask=mask)
         report.beam_stop_pixels = int((stop & ~mask).sum())
+        if report.beam_stop_pixels:
+            report.add_beam_stop_source("dark region")
         mask |= stop
     if mask.all():
         raise CalibrationError("the masks cover every detector pixel", "mask fewer pixels (edge_pixels, beam_stop)")
