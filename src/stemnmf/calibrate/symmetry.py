@@ -232,7 +232,7 @@ def _arm_band(region, center, dark, judged, border, min_support):
     The band is as wide as the region (95th percentile of its distance from
     the axis) and is an arm when dark pixels lie in it over at least
     ``min_support`` of the 1-px steps along it that hold judged pixels, and in the
-    last eighth of it (the arm is held from the edge).
+    last quarter of it (the arm is held from the edge).
     """
     ys, xs = np.nonzero(region)
     points = np.column_stack([ys, xs]).astype(np.float64)
@@ -251,7 +251,7 @@ def _arm_band(region, center, dark, judged, border, min_support):
     shaded = np.bincount(step, weights=dark[band].astype(np.float64), minlength=seen.size) > 0
     if not seen.any() or np.count_nonzero(shaded & seen) < min_support * np.count_nonzero(seen):
         return None
-    end = step.max() - max(1, step.max() // 8)
+    end = step.max() - max(1, step.max() // 4)
     if not (shaded[end:].any() and border[band].any()):
         return None
     return band
