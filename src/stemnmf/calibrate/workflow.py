@@ -564,7 +564,9 @@ def calibrate(
         origin pass), or on the plain mean pattern when no origins are measured.
     beam_stop : 'auto', None or array_like, default 'auto'
         Detect a beam stop (dark region of the mean pattern connected to the
-        centre), skip it, or give its mask (input or cropped detector shape).
+        centre and, with ``origin`` 'auto' or 'symmetry', the shadow of an arm
+        reaching the detector edge, also when the beam leaks through the stop),
+        skip it, or give its mask (input or cropped detector shape).
     edge_pixels : int, default 0
         Mask this many pixels along the detector edges.
     strict : bool, default False
