@@ -71,3 +71,27 @@ def test_a_clean_scan_masks_nothing_and_takes_the_beam():
     bd = description.settings["bd"]
     assert bd["template"] == "beam" and bd["template_reason"] == ""
     assert bd["disk_radius"] == pytest.approx(_true_disk_radius(dataset.calibration), abs=0.3)
+
+
+def test_an_arm_the_dark_region_covers_in_part_is_followed_to_the_edge():
+    # the instrument at 128 px (penumbra 0.75 px): the stop and the start of its arm are dark enough
+    # for the dark-region rule, the rest of the arm (bright disks shining through) only for the shadow rule
+    dataset, truth = sm.simulate("ag2", scan=30, det=DET, seed=41, instrument="realistic")
+    out, report = calibrate(dataset, engine=Engine(**ENGINE), on_unreliable="warn")
+    stop = truth.extra["instrument/beam_stop"].astype(bool)
+    assert report.beam_stop_source == "dark region+shadow"
+    assert out.mask[stop].mean() > 0.95
+    assert out.mask.mean() < 4 * stop.mean()
+
+
+def test_the_disks_template_settles_on_large_disks():
+    # 256-px patterns: disks 5.3 px in radius, far from the 3 px the template search starts from
+    dataset, _ = sm.simulate("ag2", scan=16, det=256, seed=31)
+    yy, xx = np.indices((256, 256))
+    stop = np.hypot(yy - 127.5, xx - 127.5) < 12  # a round stop over the beam, given as a mask
+    out, report = calibrate(dataset, engine=Engine(**ENGINE), beam_stop=stop, on_unreliable="warn")
+    assert report.beam_stop_source == "given"
+    _, description = featurize(out, "bd", engine=Engine(**ENGINE), scaling="none")
+    bd = description.settings["bd"]
+    assert bd["template"] == "disks"
+    assert bd["disk_radius"] == pytest.approx(_true_disk_radius(dataset.calibration), abs=0.3)

@@ -269,14 +269,20 @@ def _input_edges(edges: np.ndarray, factor: int, size: int) -> np.ndarray:
     return out
 
 
-def _symmetry_centre_and_shadow(mean, mask, origin, beam_stop, report, n_averaged=1) -> tuple[float, float] | None:
-    """Symmetry centre of the mean pattern; with ``beam_stop='auto'`` its shadows are masked (``mask`` grows)."""
+def _symmetry_centre_and_shadow(mean, mask, origin, beam_stop, report, n_averaged=1,
+                                found_stop=None) -> tuple[float, float] | None:
+    """Symmetry centre of the mean pattern; with ``beam_stop='auto'`` its shadows are masked (``mask`` grows).
+
+    ``found_stop`` (the dark region already masked as the beam stop) counts as shadow, so an arm that
+    region covers only in part is still followed out to the detector edge.
+    """
     qy, qx = mean.shape
     guess = origin if origin is not None else ((qy - 1) / 2.0, (qx - 1) / 2.0)
     try:
         centre, _ = symmetry_center(mean, mask=mask, guess=guess, search_radius=min(qy, qx) / 4.0)
         if isinstance(beam_stop, str) and beam_stop == "auto":
-            shadow = shadow_mask(mean, centre, mask=mask, n_averaged=n_averaged) & ~mask
+            given = mask if found_stop is None else mask & ~found_stop
+            shadow = shadow_mask(mean, centre, mask=given, n_averaged=n_averaged) & ~mask
             if shadow.any() and not (mask | shadow).all():
                 log.info("shadow of a beam stop found: %d pixels", int(shadow.sum()))
                 report.beam_stop_pixels += int(shadow.sum())
@@ -449,6 +455,7 @@ class _State:
     row_edges: np.ndarray | None = None
     col_edges: np.ndarray | None = None
     hot: np.ndarray | None = None
+    found_stop: np.ndarray | None = None  # the beam stop found as a dark region (beam_stop='auto')
     symmetry_centre: tuple[float, float] | None = None
     raw: Any = None  # what the final transform reads (cropped, or scan-binned)
     cal: Any = None  # the calibration of the result, updated step by step
@@ -613,7 +620,7 @@ def calibrate_with(dataset, options: CalibrateOptions, *, engine=None):
     if options.use_symmetry:
         state.symmetry_centre = _symmetry_centre_and_shadow(
             state.mean, state.mask, state.ds.calibration.origin, options.beam_stop, state.report,
-            n_averaged=state.ds.n_positions,
+            n_averaged=state.ds.n_positions, found_stop=state.found_stop,
         )
     _detector_binning(state)
     _scan_binning(state)
@@ -698,6 +705,7 @@ def _found_masks(state: _State) -> None:
         report.beam_stop_pixels = int((stop & ~mask).sum())
         if report.beam_stop_pixels:
             report.add_beam_stop_source("dark region")
+        state.found_stop = stop & ~mask
         mask |= stop
     if mask.all():
         raise CalibrationError("the masks cover every detector pixel", "mask fewer pixels (edge_pixels, beam_stop)")

@@ -38,6 +38,10 @@ MIN_BEAM_OVER_DISK = 0.5
 #: 1.04-1.9, cut by an arm stop's 1.5 px penumbra 0.66-0.79).
 MIN_BEAM_RADIUS_RATIO = 0.85
 
+#: Most passes of the disks' template, each with the radius the last one measured (from 3 px, 256-px
+#: patterns of disks 5.3 px in radius: 3.8, 4.7, 5.3, 5.3).
+MAX_TEMPLATE_PASSES = 5
+
 log = logging.getLogger(__name__)
 
 #: Bytes of float64 working arrays per sub-batch inside a chunk.
@@ -197,8 +201,12 @@ def _bd_setup(opts: FeatureOptions, stats: PatternStatistics | None, ref, beam_h
         log.info("BD probe template from the Bragg disks: %s", reason)
         hidden = ~stats.valid if mask is None else mask | ~stats.valid
         t, found = disk_template(stats.mean_pattern, ref, radius=opts.disk_radius or 3.0, mask=hidden)
-        if opts.disk_radius is None:  # once more with the disks' own radius
-            t, radius = disk_template(stats.mean_pattern, ref, radius=found, mask=hidden)
+        if opts.disk_radius is None:  # again with the disks' own radius, until it settles (disks far from 3 px)
+            for _ in range(MAX_TEMPLATE_PASSES):
+                t, radius = disk_template(stats.mean_pattern, ref, radius=found, mask=hidden)
+                settled, found = abs(radius - found) < 0.1, radius
+                if settled:
+                    break
         kind = "disks"
     radius = float(radius)
     if not radius > 0:
