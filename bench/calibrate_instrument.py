@@ -17,7 +17,10 @@ against ``origin='com'`` (the method before issue 17), in the same process.
 The code was tuned on seeds 5, 7, 11, 21, 22 and 101 (a first run of this script); the
 figures in bench/RESULTS-calibrate.md are from seeds 202, 303 and 404, each looked at first
 in the run recorded there (the ellipse from the sectors' profiles was tuned on 5, 7 and 11,
-then once more after the seed-303 run, which is why seed 404 ran last).
+then once more after the seed-303 run, which is why seed 404 ran last), then 505, 606 and,
+at the paper geometry (``--scan 100 --det 256``), 707 (the leaking beam stop's fix was tuned on
+404, on 20 x 20 and 30 x 30 scans of seeds 31-43, and once on 505's beam-stop mask). The stop's
+penumbra is not scaled with ``--det`` in the beam-stop case (the 'realistic' preset scales it).
 """
 
 from __future__ import annotations

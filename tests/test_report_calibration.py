@@ -76,3 +76,15 @@ def test_maps_and_mask_figures_draw():
     assert fig_calibration_mask(_results()) is not None
     empty = Results({}, {})
     assert fig_origin_maps(empty) is None and fig_calibration_mask(empty) is None and fig_calibration_quality(empty) is None
+
+
+def test_quality_panel_names_the_beam_stop_and_the_bd_template():
+    assert "beam stop:" not in fig_calibration_quality(_results()).texts[0].get_text()
+    results = _results()
+    results["/calibration/beam_stop_pixels"] = np.int64(80)
+    results["/calibration/beam_stop_source"] = "shadow"
+    results["/features/settings"] = ('{"bd": {"template": "disks", "disk_radius": 2.6, '
+                                     '"template_reason": "the direct beam is behind the mask"}}')
+    text = fig_calibration_quality(results).texts[0].get_text()
+    assert "beam stop: 80 px masked (shadow)" in text
+    assert "BD probe template: disks, disk radius 2.60 px (the direct beam is behind the mask)" in text

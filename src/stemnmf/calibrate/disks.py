@@ -53,7 +53,8 @@ def _candidates(image, mask, origin, radius, n_disks):
     return excess, ys[order], xs[order]
 
 
-def disk_template(image, origin, *, radius: float, mask=None, n_disks: int = 24, cutoff: float = 1.3):
+def disk_template(image, origin, *, radius: float, mask=None, n_disks: int = 24, cutoff: float = 1.3,
+                  return_intensities: bool = False):
     """The mean of the brightest Bragg disks of ``image``, centred, as a probe template.
 
     Parameters
@@ -70,6 +71,8 @@ def disk_template(image, origin, *, radius: float, mask=None, n_disks: int = 24,
         Brightest disks averaged.
     cutoff : float, default 1.3
         The template is cleared beyond ``cutoff * radius`` (1 px linear edge).
+    return_intensities : bool, default False
+        Also return the disks' intensities.
 
     Returns
     -------
@@ -77,6 +80,9 @@ def disk_template(image, origin, *, radius: float, mask=None, n_disks: int = 24,
         (2h + 1, 2h + 1) float32, non-negative, the disk at its centre.
     radius : float
         Radius (px) of the averaged disk, from its area above half maximum.
+    intensities : numpy.ndarray
+        Only with ``return_intensities``: (n,) each averaged disk's intensity
+        above the local median within ``radius + 1.5`` px, brightest first.
 
     Raises
     ------
@@ -96,6 +102,7 @@ def disk_template(image, origin, *, radius: float, mask=None, n_disks: int = 24,
     reach = h + 2
     window = np.arange(-reach, reach + 1)
     total = np.zeros((2 * h + 1, 2 * h + 1))
+    intensities = []
     for y, x in zip(ys, xs):
         patch = excess[y - reach : y + reach + 1, x - reach : x + reach + 1]
         if patch.shape != (window.size, window.size):
@@ -103,6 +110,7 @@ def disk_template(image, origin, *, radius: float, mask=None, n_disks: int = 24,
         core = np.clip(patch, 0.0, None) * (np.hypot(*np.meshgrid(window, window, indexing="ij")) <= radius + 1.5)
         if not core.sum() > 0:
             continue
+        intensities.append(float(core.sum()))
         dy = float((core.sum(axis=1) * window).sum() / core.sum())
         dx = float((core.sum(axis=0) * window).sum() / core.sum())
         moved = ndimage.shift(patch, (-dy, -dx), order=1, mode="nearest")
@@ -115,4 +123,6 @@ def disk_template(image, origin, *, radius: float, mask=None, n_disks: int = 24,
     if not template.max() > 0:
         raise CalibrationError("the Bragg disks give an empty probe template", "give template='synthetic' with disk_radius")
     found = math.sqrt(np.count_nonzero(template >= 0.5 * template.max()) / math.pi)
+    if return_intensities:
+        return template.astype(np.float32), float(found), np.sort(np.asarray(intensities))[::-1]
     return template.astype(np.float32), float(found)

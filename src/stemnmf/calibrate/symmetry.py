@@ -153,20 +153,24 @@ def symmetry_center(image, **options) -> tuple[tuple[float, float], float]:
 
 
 def shadow_mask(image, center, *, mask=None, dark_fraction: float = 0.25, min_size: int = 10, margin: int = 2,
-                n_averaged: int = 1, n_sigma: float = 5.0):
+                n_averaged: int = 1, n_sigma: float = 5.0, min_support: float = 0.6):
     """Pixels in a shadow: much darker than the median of their ring about ``center``.
 
     A beam-stop arm (or any shadow that covers a small part of each ring)
     leaves pixels below ``dark_fraction`` x the median of the pixels at the
     same distance from the centre, and darker by ``n_sigma`` Poisson standard
     deviations of a 3 x 3 mean of ``n_averaged`` patterns (``image`` is their
-    mean, in counts). Rings whose median is below 1e-3 of the brightest
-    ring's are not judged. Only connected regions of at least ``min_size``
+    mean, in counts). Rings whose median is below 1e-2 of the median ring's
+    are not judged (a direct beam leaking through the stop may be 1e5 times
+    brighter than the rings: it does not set the scale). Only connected regions of at least ``min_size``
     pixels that come within 1/6 of the detector of the centre, reach out
     radially over at least 1/8 of it and touch the detector edge (or reach 0.4 of its size from
     the centre) are kept: the
     arm that holds a stop over the beam (not the background between the spots
-    of a crystal); the disk
+    of a crystal). A region near the centre that stops short (strong Bragg
+    disks seen through a partly transparent arm break the shadow) is kept with
+    the straight band along its axis out to the detector edge when dark pixels
+    lie in that band over at least ``min_support`` of its judged length. The disk
     out to the nearest point of such an arm is added (the stop). Everything is
     grown by ``margin`` px (the penumbra).
 
@@ -190,10 +194,12 @@ def shadow_mask(image, center, *, mask=None, dark_fraction: float = 0.25, min_si
     median = np.zeros(ring.max() + 1)
     has = counts > 0
     median[has] = values[(starts[:-1] + counts // 2)[has]]
-    floor = 1e-3 * max(float(median.max()), 0.0)  # rings with next to no signal are not judged
+    # rings with next to no signal are not judged
+    floor = 1e-2 * max(float(np.median(median[has])), 0.0) if has.any() else 0.0
     expected = median[ring]
     noise = np.sqrt(np.clip(expected, 0.0, None) / (9.0 * max(int(n_averaged), 1)))
-    dark = valid & (expected > floor) & (smooth < dark_fraction * expected) & (expected - smooth > n_sigma * noise)
+    judged = valid & (expected > floor)
+    dark = judged & (smooth < dark_fraction * expected) & (expected - smooth > n_sigma * noise)
     labels, n = ndimage.label(dark, structure=np.ones((3, 3), bool))
     if n == 0:
         return np.zeros(image.shape, dtype=bool)
@@ -207,13 +213,48 @@ def shadow_mask(image, center, *, mask=None, dark_fraction: float = 0.25, min_si
     # an arm is held from the edge: it touches the border or reaches the outer part of the detector (the
     # corners, where rings are cut and not judged, may hide its end)
     touches = (ndimage.maximum(border.astype(np.float64), labels, index) > 0) | (far >= 0.4 * side)
-    keep = index[(sizes >= min_size) & (near < side / 6.0) & (far - near >= side / 8.0) & touches]
-    shadow = np.isin(labels, keep)
+    start = (sizes >= min_size) & (near < side / 6.0)
+    shadow = np.isin(labels, index[start & (far - near >= side / 8.0) & touches])
+    for label in index[start & ~touches]:
+        band = _arm_band(labels == label, center, dark, judged, border, min_support)
+        if band is not None:
+            shadow |= band
     if shadow.any():
         shadow |= radius <= float(radius[shadow].min()) + 1.0
     if margin > 0 and shadow.any():
         shadow = ndimage.binary_dilation(shadow, structure=np.ones((3, 3), bool), iterations=int(margin))
     return shadow
+
+
+def _arm_band(region, center, dark, judged, border, min_support):
+    """The straight band along ``region``'s axis from its inner end to the detector edge, or None.
+
+    The band is as wide as the region (95th percentile of its distance from
+    the axis) and is an arm when dark pixels lie in it over at least
+    ``min_support`` of the 1-px steps along it that hold judged pixels, and in the
+    last quarter of it (the arm is held from the edge).
+    """
+    ys, xs = np.nonzero(region)
+    points = np.column_stack([ys, xs]).astype(np.float64)
+    middle = points.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov((points - middle).T))
+    if not values[0] >= 0 or values[1] < 9.0 * max(values[0], 1e-12):  # elongated: length over width >= 3
+        return None
+    axis = vectors[:, 1] if np.dot(vectors[:, 1], middle - np.asarray(center)) >= 0 else -vectors[:, 1]
+    yy, xx = np.indices(region.shape)
+    along = (yy - middle[0]) * axis[0] + (xx - middle[1]) * axis[1]
+    across = np.abs(-(yy - middle[0]) * axis[1] + (xx - middle[1]) * axis[0])
+    half = max(1.0, float(np.percentile(across[region], 95))) + 0.5
+    band = (across <= half) & (along >= float(along[region].min()))
+    step = np.round(along[band] - along[band].min()).astype(np.int64)
+    seen = np.bincount(step, weights=judged[band].astype(np.float64)) > 0
+    shaded = np.bincount(step, weights=dark[band].astype(np.float64), minlength=seen.size) > 0
+    if not seen.any() or np.count_nonzero(shaded & seen) < min_support * np.count_nonzero(seen):
+        return None
+    end = step.max() - max(1, step.max() // 4)
+    if not (shaded[end:].any() and border[band].any()):
+        return None
+    return band
 
 
 # -- blocks of probe positions -----------------------------------------------------------

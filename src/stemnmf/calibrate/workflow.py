@@ -92,6 +92,11 @@ class CalibrationReport:
     ellipse : EllipseFit or None
     beam_stop_pixels, edge_pixels : int
         Pixels masked by the beam stop and the edge mask (unbinned grid).
+    beam_stop_source : str
+        How the beam stop was found: 'given' (a mask), 'dark region' (dark
+        pixels connected to the centre), 'shadow' (the dark band of an arm
+        reaching the detector edge, also when the beam leaks through the stop),
+        '+'-joined when several; '' when none.
     mask : numpy.ndarray or None
         Final (qy, qx) mask.
     n_masked : int
@@ -122,6 +127,7 @@ class CalibrationReport:
     max_shift: float = 0.0
     ellipse: EllipseFit | None = None
     beam_stop_pixels: int = 0
+    beam_stop_source: str = ""
     edge_pixels: int = 0
     mask: np.ndarray | None = None
     n_masked: int = 0
@@ -136,6 +142,10 @@ class CalibrationReport:
     def n_dead(self) -> int:
         return int(len(self.dead_pixels))
 
+    def add_beam_stop_source(self, source: str) -> None:
+        """Record one more way the beam stop was found."""
+        self.beam_stop_source = "+".join(filter(None, (self.beam_stop_source, source)))
+
     def warn(self, message: str) -> None:
         """Record and log a fallback."""
         log.warning(message)
@@ -147,6 +157,8 @@ class CalibrationReport:
             "/calibration/hot_pixels": np.asarray(self.hot_pixels, dtype=np.int32).reshape(-1, 2),
             "/calibration/dead_pixels": np.asarray(self.dead_pixels, dtype=np.int32).reshape(-1, 2),
             "/calibration/n_masked": np.int64(self.n_masked),
+            "/calibration/beam_stop_pixels": np.int64(self.beam_stop_pixels),
+            "/calibration/beam_stop_source": self.beam_stop_source,
             "/calibration/shift_corrected": np.uint8(self.shift_corrected),
             "/calibration/max_shift": np.float64(self.max_shift),
             "/calibration/warnings": np.asarray(self.warnings, dtype=str).reshape(-1),
@@ -201,6 +213,8 @@ class CalibrationReport:
             f"shape {self.input_shape} -> {self.output_shape}",
             f"hot pixels {self.n_hot}, dead pixels {self.n_dead}, masked pixels {self.n_masked}",
         ]
+        if self.beam_stop_pixels:
+            lines.append(f"beam stop {self.beam_stop_pixels} px masked ({self.beam_stop_source})")
         if self.origin is not None:
             lines.append(f"origin ({self.origin[0]:.2f}, {self.origin[1]:.2f}) px via {self.origin_method}")
         if self.origin_choice:
@@ -255,17 +269,24 @@ def _input_edges(edges: np.ndarray, factor: int, size: int) -> np.ndarray:
     return out
 
 
-def _symmetry_centre_and_shadow(mean, mask, origin, beam_stop, report, n_averaged=1) -> tuple[float, float] | None:
-    """Symmetry centre of the mean pattern; with ``beam_stop='auto'`` its shadows are masked (``mask`` grows)."""
+def _symmetry_centre_and_shadow(mean, mask, origin, beam_stop, report, n_averaged=1,
+                                found_stop=None) -> tuple[float, float] | None:
+    """Symmetry centre of the mean pattern; with ``beam_stop='auto'`` its shadows are masked (``mask`` grows).
+
+    ``found_stop`` (the dark region already masked as the beam stop) counts as shadow, so an arm that
+    region covers only in part is still followed out to the detector edge.
+    """
     qy, qx = mean.shape
     guess = origin if origin is not None else ((qy - 1) / 2.0, (qx - 1) / 2.0)
     try:
         centre, _ = symmetry_center(mean, mask=mask, guess=guess, search_radius=min(qy, qx) / 4.0)
         if isinstance(beam_stop, str) and beam_stop == "auto":
-            shadow = shadow_mask(mean, centre, mask=mask, n_averaged=n_averaged) & ~mask
+            given = mask if found_stop is None else mask & ~found_stop
+            shadow = shadow_mask(mean, centre, mask=given, n_averaged=n_averaged) & ~mask
             if shadow.any() and not (mask | shadow).all():
                 log.info("shadow of a beam stop found: %d pixels", int(shadow.sum()))
                 report.beam_stop_pixels += int(shadow.sum())
+                report.add_beam_stop_source("shadow")
                 mask |= shadow
                 centre, _ = symmetry_center(mean, mask=mask, guess=centre, search_radius=min(qy, qx) / 8.0)
     except CalibrationError:
@@ -434,6 +455,7 @@ class _State:
     row_edges: np.ndarray | None = None
     col_edges: np.ndarray | None = None
     hot: np.ndarray | None = None
+    found_stop: np.ndarray | None = None  # the beam stop found as a dark region (beam_stop='auto')
     symmetry_centre: tuple[float, float] | None = None
     raw: Any = None  # what the final transform reads (cropped, or scan-binned)
     cal: Any = None  # the calibration of the result, updated step by step
@@ -549,7 +571,9 @@ def calibrate(
         origin pass), or on the plain mean pattern when no origins are measured.
     beam_stop : 'auto', None or array_like, default 'auto'
         Detect a beam stop (dark region of the mean pattern connected to the
-        centre), skip it, or give its mask (input or cropped detector shape).
+        centre and, with ``origin`` 'auto' or 'symmetry', the shadow of an arm
+        reaching the detector edge, also when the beam leaks through the stop),
+        skip it, or give its mask (input or cropped detector shape).
     edge_pixels : int, default 0
         Mask this many pixels along the detector edges.
     strict : bool, default False
@@ -596,7 +620,7 @@ def calibrate_with(dataset, options: CalibrateOptions, *, engine=None):
     if options.use_symmetry:
         state.symmetry_centre = _symmetry_centre_and_shadow(
             state.mean, state.mask, state.ds.calibration.origin, options.beam_stop, state.report,
-            n_averaged=state.ds.n_positions,
+            n_averaged=state.ds.n_positions, found_stop=state.found_stop,
         )
     _detector_binning(state)
     _scan_binning(state)
@@ -628,6 +652,7 @@ def _crop_and_given_masks(state: _State, dataset) -> None:
                 "give one value per detector pixel",
             )
         report.beam_stop_pixels = int((stop & ~mask).sum())
+        report.add_beam_stop_source("given")
         mask |= stop
 
 
@@ -678,6 +703,9 @@ def _found_masks(state: _State) -> None:
         for centre in centres:
             stop |= beam_stop_mask(mean, center=centre, mask=mask)
         report.beam_stop_pixels = int((stop & ~mask).sum())
+        if report.beam_stop_pixels:
+            report.add_beam_stop_source("dark region")
+        state.found_stop = stop & ~mask
         mask |= stop
     if mask.all():
         raise CalibrationError("the masks cover every detector pixel", "mask fewer pixels (edge_pixels, beam_stop)")

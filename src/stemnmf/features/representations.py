@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 
 import numpy as np
@@ -27,6 +28,21 @@ from stemnmf.features.raw import auto_bin, bin_patterns, raw_columns
 from stemnmf.features.statistics import PatternStatistics, find_origin
 
 __all__ = ["BraggFeatures", "RawFeatures"]
+
+#: A visible direct beam whose intensity is below this multiple of the brightest Bragg disk's is no probe image.
+#: Mean patterns of simulated 20 x 20 scans, com origin: unobstructed 1.6 ('crystals': the beam is weak) to 1300
+#: ('precipitates'); a beam leaking through an arm stop's 0.1 % 0.02-1.4 (where the penumbra leaks more, or the
+#: brightest blob taken for the beam is a Bragg disk: then a fine template anyway).
+MIN_BEAM_OVER_DISK = 0.5
+#: ... nor is one whose half-maximum radius is below this fraction of the Bragg disks' (same scans: unobstructed
+#: 1.04-1.9, cut by an arm stop's 1.5 px penumbra 0.66-0.79).
+MIN_BEAM_RADIUS_RATIO = 0.85
+
+#: Most passes of the disks' template, each with the radius the last one measured (from 3 px, 256-px
+#: patterns of disks 5.3 px in radius: 3.8, 4.7, 5.3, 5.3).
+MAX_TEMPLATE_PASSES = 5
+
+log = logging.getLogger(__name__)
 
 #: Bytes of float64 working arrays per sub-batch inside a chunk.
 SUB_BATCH_BYTES = 32 * 1024**2
@@ -129,6 +145,36 @@ def _raw_setup(opts: FeatureOptions, shape):
     return raw, settings
 
 
+def _beam_not_a_probe(stats: PatternStatistics, ref, radius, mask, *, compare_radius: bool) -> str:
+    """Why the visible direct beam of the mean pattern is no image of the probe ('' when it is one).
+
+    The unobstructed beam of a film carries at least about as many electrons
+    as its brightest Bragg disk; one with less than :data:`MIN_BEAM_OVER_DISK` x that disk's
+    intensity (both above the local background), or, with ``compare_radius``,
+    whose half-maximum ``radius`` is below :data:`MIN_BEAM_RADIUS_RATIO` x
+    that of the Bragg disks (cut by a stop's penumbra), is a beam leaking
+    through a stop. No Bragg disks: nothing to compare with, the beam is kept.
+    """
+    if radius is None:
+        return ""
+    if not radius >= 0.5:
+        return f"the direct beam has no measurable radius ({radius:.2f} px)"
+    mean = stats.mean_pattern
+    blocked = ~stats.valid if mask is None else mask | ~stats.valid
+    try:
+        beam = float(probe_template(mean, ref, radius).sum())
+        _, found, disks = disk_template(mean, ref, radius=max(radius, 2.0), mask=blocked, return_intensities=True)
+    except CalibrationError:
+        return ""
+    if disks.size and beam < MIN_BEAM_OVER_DISK * disks[0]:
+        return (f"the direct beam holds {beam / disks[0]:.2g} x the brightest Bragg disk's intensity "
+                f"(below {MIN_BEAM_OVER_DISK:g}: a beam leaking through a stop)")
+    if compare_radius and radius < MIN_BEAM_RADIUS_RATIO * found:
+        return (f"the direct beam's radius {radius:.2f} px is below {MIN_BEAM_RADIUS_RATIO:g} x the Bragg disks' "
+                f"{found:.2f} px (cut by a beam stop)")
+    return ""
+
+
 def _bd_setup(opts: FeatureOptions, stats: PatternStatistics | None, ref, beam_half, shape, mask):
     """Template, kernels and thresholds for BD; returns (kernel options, settings, template)."""
     template = opts.template
@@ -145,11 +191,22 @@ def _bd_setup(opts: FeatureOptions, stats: PatternStatistics | None, ref, beam_h
             radius = math.sqrt(np.count_nonzero(template >= 0.5 * template.max()) / math.pi)
         else:
             radius = beam_half
-    if kind == "beam" and beam_hidden(mask, ref):  # a beam stop over the direct beam: the Bragg disks are the probe
-        hidden = mask | ~stats.valid
-        t, found = disk_template(stats.mean_pattern, ref, radius=radius or 3.0, mask=hidden)
-        if opts.disk_radius is None:  # once more with the disks' own radius
-            t, radius = disk_template(stats.mean_pattern, ref, radius=found, mask=hidden)
+    reason = ""
+    if kind == "beam":
+        if beam_hidden(mask, ref):  # a beam stop over the direct beam: the Bragg disks are the probe
+            reason = "the direct beam is behind the mask"
+        else:  # a beam leaking through a stop is no image of the probe either
+            reason = _beam_not_a_probe(stats, ref, radius, mask, compare_radius=opts.disk_radius is None)
+    if reason:
+        log.info("BD probe template from the Bragg disks: %s", reason)
+        hidden = ~stats.valid if mask is None else mask | ~stats.valid
+        t, found = disk_template(stats.mean_pattern, ref, radius=opts.disk_radius or 3.0, mask=hidden)
+        if opts.disk_radius is None:  # again with the disks' own radius, until it settles (disks far from 3 px)
+            for _ in range(MAX_TEMPLATE_PASSES):
+                t, radius = disk_template(stats.mean_pattern, ref, radius=found, mask=hidden)
+                settled, found = abs(radius - found) < 0.1, radius
+                if settled:
+                    break
         kind = "disks"
     radius = float(radius)
     if not radius > 0:
@@ -183,7 +240,7 @@ def _bd_setup(opts: FeatureOptions, stats: PatternStatistics | None, ref, beam_h
         max_masked_fraction=float(opts.max_masked_fraction),
     )
     settings = dict(
-        template=kind, disk_radius=radius, kernel_background=opts.kernel_background,
+        template=kind, template_reason=reason, disk_radius=radius, kernel_background=opts.kernel_background,
         corr_power=bd["corr_power"], corr_sigma=bd["corr_sigma"], min_relative=bd["min_relative"],
         min_absolute=bd["min_absolute"], min_snr=bd["min_snr"], min_spacing=bd["min_spacing"], edge=bd["edge"], max_disks=bd["max_disks"],
         max_masked_fraction=bd["max_masked_fraction"], bin=float(opts.bd_bin), weight=opts.bd_weight,

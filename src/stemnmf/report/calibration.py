@@ -6,6 +6,7 @@ Figure, or None when the run recorded nothing to draw.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -57,6 +58,15 @@ def _quality_lines(results) -> tuple[list[str], bool]:
     masked = _value(results, "/calibration/quality/masked_fraction")
     if masked is not None:
         lines.append(f"masked: {100 * float(masked):.1f} % of the detector")
+    stop = _value(results, "/calibration/beam_stop_pixels")
+    if stop is not None and int(stop):
+        lines.append(f"beam stop: {int(stop)} px masked ({_text(_value(results, '/calibration/beam_stop_source'))})")
+    settings = _value(results, "/features/settings")
+    bd = json.loads(_text(settings)).get("bd") if settings is not None else None
+    if bd:
+        why = bd.get("template_reason")
+        lines.append(f"BD probe template: {bd.get('template')}, disk radius {float(bd.get('disk_radius', 0)):.2f} px"
+                     + (f" ({why})" if why else ""))
     reliable = _value(results, "/calibration/quality/reliable")
     ok = reliable is None or bool(int(reliable))
     if not ok:
