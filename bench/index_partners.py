@@ -27,6 +27,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from index_quality import simulate, summary  # noqa: E402
 
 
+def simulate_tilted(phase_name: str, seed: int, scan: int, workdir: str, tilt):
+    """The ``crystals`` preset, its orientations tilted off their zone axes by ``tilt`` (low, high) degrees (None: the preset's)."""
+    if tilt is None:
+        return simulate(phase_name, seed, scan, workdir)
+    cif = os.path.join(workdir, f"{phase_name}.cif")
+    if not os.path.exists(cif):
+        simulate(phase_name, seed, 4, workdir)  # writes the CIF
+    return stemnmf.simulate("crystals", scan=scan, det=128, seed=seed, crystal=cif, orientation_tilt=tuple(tilt))
+
+
 def region_errors(found, results, truth) -> np.ndarray:
     orientations = {k.split("/")[-1]: v for k, v in found.items()}
     errors = orientation_scores(orientations, results["/regions/maps"], truth)["orientation_errors"]
@@ -38,15 +48,17 @@ def main() -> None:
     parser.add_argument("--phase", default="LNMO")
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
     parser.add_argument("--scan", type=int, default=32)
+    parser.add_argument("--tilt", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="orientation_tilt of the simulation, degrees (default: the preset's, 0-1)")
     parser.add_argument("--thresholds", type=float, nargs="*", default=[0.0, 0.001, 0.002, 0.005, 0.01])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     plain, chosen, gains = [], [], []
     with tempfile.TemporaryDirectory(prefix="stemnmf-partners-") as workdir:
         cache = os.environ.get("STEMNMF_CACHE", os.path.join(workdir, "cache"))
-        print(f"load {os.getloadavg()[0]:.1f}; {args.phase}, crystals preset, {args.scan}x{args.scan}", flush=True)
+        print(f"load {os.getloadavg()[0]:.1f}; {args.phase}, crystals preset, {args.scan}x{args.scan}, tilt {args.tilt or 'preset'}", flush=True)
         for seed in args.seeds:
-            dataset, truth = simulate(args.phase, seed, args.scan, workdir)
+            dataset, truth = simulate_tilted(args.phase, seed, args.scan, workdir, args.tilt)
             results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
             t0 = time.perf_counter()
             before = region_errors(orientation_datasets(results, [args.phase], dataset=dataset, cache_dir=cache), results, truth)

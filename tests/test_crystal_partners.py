@@ -82,3 +82,18 @@ def test_kinematic_fit_tells_a_tilted_crystal_from_its_partner(spinel, uvw, tilt
         assert len(scores) == 2
         assert int(np.argmax(scores)) == right
         assert misorientation_angles(truth, rotations[right][None], symmetry)[0] < 0.5
+
+
+def test_partner_options_reach_the_indexing_and_are_checked(tmp_path):
+    from stemnmf.cli import build_parser
+    from stemnmf.cli.index import index_options
+    from stemnmf.config import Config, config_from_args
+    from stemnmf.crystal import IndexOptions
+    from stemnmf.errors import ConfigError
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["run", "scan.h5", "--partners"])).orientations.index_options()["partners"] is True
+    assert Config().orientations.index_options()["partners"] is False
+    assert index_options(parser.parse_args(["index", str(tmp_path), "--phase", "Ag", "--partners"]))["partners"] is True
+    with pytest.raises(ConfigError, match="partner_gain"):
+        IndexOptions(partner_gain=-0.1)
