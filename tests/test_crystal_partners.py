@@ -97,3 +97,39 @@ def test_partner_options_reach_the_indexing_and_are_checked(tmp_path):
     assert index_options(parser.parse_args(["index", str(tmp_path), "--phase", "Ag", "--partners"]))["partners"] is True
     with pytest.raises(ConfigError, match="partner_gain"):
         IndexOptions(partner_gain=-0.1)
+
+
+def test_regions_take_the_partner_that_their_core_positions_fit(spinel, tmp_path):
+    """Region 0's positions see one of a pair of partners (a spinel crystal 2° off [012] and its partner),
+    its mean pattern is the other's (by construction), whichever way round: with ``partners=True`` the region
+    gets the positions' crystal; region 1 ([001], no partner) keeps its orientation."""
+    from stemnmf.crystal import orientation_datasets, quaternions_to_matrices
+    from stemnmf.io.dataset import Calibration, Dataset4D
+    from stemnmf.io.results import Results
+
+    crystal, table, _, symmetry = spinel
+    first = _tilted(crystal, (0, 1, 2), 2.0)
+    pair = [first, projection_partners(first, table.g, table.intensity, symmetry, q_max=1.2)[0]]
+    other = _tilted(crystal, (0, 0, 1), 0.5)
+    calibration = Calibration(q_pixel=0.02, beam_energy=300.0, origin=(64.0, 64.0), convergence_angle=1.05)
+    maps = np.stack([np.tile(np.arange(10) // 5 == r, (5, 1)) for r in range(2)]).astype(np.float32)
+    rng = np.random.default_rng(4)
+    alone_errors = []
+    for seen, shown in ((0, 1), (1, 0)):
+        truth = np.stack([pair[seen], other])
+        expected = [diffraction_pattern(crystal, r, 150.0, OPTICS) * 1e5 for r in truth]
+        data = np.stack([rng.poisson(expected[col // 5]) for _ in range(5) for col in range(10)]).astype(np.float32)
+        means = np.stack([diffraction_pattern(crystal, pair[shown], 150.0, OPTICS) * 1e5, expected[1]]).astype(np.float32)
+        dataset = Dataset4D(data.reshape(5, 10, 128, 128), calibration=calibration)
+        results = Results({"/regions/maps": maps, "/regions/mean_patterns": means}, {"calibration": calibration.to_dict()})
+        options = dict(cache_dir=str(tmp_path), vote_positions=0)
+
+        def errors(found):
+            rotations = quaternions_to_matrices(found["/orientations/regions"])
+            return np.array([misorientation_angles(t, r[None], symmetry)[0] for t, r in zip(truth, rotations)])
+
+        alone = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, **options))
+        found = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, partners=True, **options))
+        alone_errors.append(alone[0])
+        assert found[0] < 1.0 and found[1] == pytest.approx(alone[1], abs=1e-9), (alone, found)
+    assert max(alone_errors) > 20, alone_errors  # the mean pattern alone takes the wrong one of the pair at least once
