@@ -37,6 +37,8 @@ def add_index_arguments(parser, *, required: bool) -> None:
                        help="positions per region whose matches vote with its mean pattern; 0: the mean pattern alone (default 16)")
     group.add_argument("--overlap-sums", action="store_true",
                        help="also fit each overlapped region's mean pattern as a sum of two crystals (regions_second)")
+    group.add_argument("--partners", action="store_true",
+                       help="choose each region's orientation among it and its projection partners by a kinematic fit of its core (slower)")
     group.add_argument("--template-cache", metavar="DIR", help="template cache (default ~/.cache/stemnmf/templates)")
 
 
@@ -49,6 +51,7 @@ def index_options(args) -> dict:
         "refine_model": args.refine_model,
         "vote_positions": args.vote_positions,
         "overlap_sums": args.overlap_sums,
+        "partners": args.partners,
         "cache_dir": args.template_cache,
     }
 

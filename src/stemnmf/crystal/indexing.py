@@ -14,6 +14,7 @@ import logging
 import math
 
 import numpy as np
+from scipy import ndimage
 from tqdm import tqdm
 
 from stemnmf.crystal.boundaries import boundary_table
@@ -34,6 +35,7 @@ from stemnmf.crystal.matching import (
 )
 from stemnmf.crystal.kinematics import reflection_table
 from stemnmf.crystal.overlap import index_sums
+from stemnmf.crystal.partners import fit_partners
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel
 from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
 from stemnmf.crystal.phases import load_phases, require_crystal_extra
@@ -113,6 +115,16 @@ class IndexOptions:
         Relative gain of the sum's score over the single crystal's needed to call it a sum [0.1].
     overlap_min_share : float
         Smallest share of the fitted intensity the weaker crystal must carry [0.15].
+    partners : bool
+        Decide each region's and component's orientation among it and its projection
+        partners (:mod:`.partners`: the orientations with the same zero-order pattern)
+        by the kinematic fit (:mod:`.refine`) of the mean pattern of the region's core
+        positions [False].
+    partner_gain : float
+        Relative gain of a partner's fitted score over the orientation's needed to take it [0.0].
+    partner_erosion : int
+        The core: the positions of a weight map above half its maximum, eroded by this
+        many positions (fewer where fewer than 8 would be left) [2].
     """
 
     resolution: float = 1.0
@@ -138,6 +150,9 @@ class IndexOptions:
     overlap_sums: bool = False
     overlap_gain: float = 0.1
     overlap_min_share: float = 0.15
+    partners: bool = False
+    partner_gain: float = 0.0
+    partner_erosion: int = 2
 
     def __post_init__(self):
         if not (0.1 <= float(self.resolution) <= 10):
@@ -159,6 +174,11 @@ class IndexOptions:
             raise ConfigError(f"vote_templates={self.vote_templates!r} is negative", "give 0 (every template) or more")
         if int(self.vote_positions) < 0:
             raise ConfigError(f"vote_positions={self.vote_positions!r} is negative", "give 0 (mean pattern only) or more")
+        if not (float(self.partner_gain) >= 0 and int(self.partner_erosion) >= 0):
+            raise ConfigError(
+                f"partner_gain={self.partner_gain!r} / partner_erosion={self.partner_erosion!r} out of range",
+                "give a gain >= 0 and an erosion >= 0 positions",
+            )
 
     @property
     def radius(self) -> float:
@@ -465,6 +485,47 @@ def _voting(indexer: Indexer, dataset, results, maps_path: str) -> bool:
     return dataset is not None and indexer.options.vote_positions > 0 and maps_path in results
 
 
+def _core_positions(weight_map, erosion: int, least: int = 8) -> np.ndarray:
+    """Flat indices of a weight map's core: above half its maximum, eroded by up to ``erosion`` positions."""
+    weights = np.nan_to_num(np.asarray(weight_map, dtype=np.float64))
+    inside = weights > 0.5 * weights.max() if weights.max() > 0 else np.zeros(weights.shape, bool)
+    for e in range(int(erosion), 0, -1):
+        core = ndimage.binary_erosion(inside, iterations=e)
+        if core.sum() >= least:
+            return np.flatnonzero(core)
+    return np.flatnonzero(inside)
+
+
+def _choose_partners(indexer: Indexer, result: MatchResult, patterns, weight_maps=None, dataset=None) -> np.ndarray:
+    """Replace each solution by the best kinematic fit among it and its projection partners; returns the gains (n,).
+
+    The pattern fitted is the mean of the core positions of each weight map when the scan is
+    given, else ``patterns[i]``. A partner is taken when its fitted score beats the solution's
+    by more than ``partner_gain`` (relative); the gain is its relative margin (0 without partners).
+    """
+    o = indexer.options
+    model = indexer.model
+    gains = np.zeros(len(result.score))
+    cores = None
+    if dataset is not None and weight_maps is not None:
+        cores = _read_positions(dataset, [_core_positions(w, o.partner_erosion) for w in weight_maps])
+    for i in range(len(result.score)):
+        phase = int(result.phase[i])
+        pattern = cores[i].mean(axis=0) if cores is not None and len(cores[i]) else patterns[i]
+        rotations, scores = fit_partners(
+            model, pattern, result.rotations[i], indexer.templates[phase].symmetry, phase=phase,
+            q_max=indexer.grid.r_max, search_deg=o.resolution,
+        )
+        if len(scores) < 2:
+            continue
+        best = 1 + int(np.argmax(scores[1:]))
+        gains[i] = (scores[best] - scores[0]) / abs(scores[0]) if scores[0] else 0.0
+        if gains[i] > float(o.partner_gain):
+            log.info("solution %d: projection partner %d fits better by %.2f %%", i, best, 100 * gains[i])
+            result.rotations[i] = rotations[best]
+    return gains
+
+
 def _region_result(indexer: Indexer, results, components: MatchResult | None, dataset=None):
     """The regions' solutions, and the vote's counts when the positions voted (else None)."""
     if "/regions/mean_patterns" in results:
@@ -544,11 +605,13 @@ def orientation_datasets(results, phases, *, dataset=None, per_position: bool = 
     }
     components, kinds, votes = _component_result(indexer, results, dataset)
     if components is not None:
+        out.update(_partner_datasets(indexer, results, "components", components, dataset))
         out.update(_datasets("components", components))
         out["/orientations/components_source"] = kinds
         out.update(_vote_datasets("components", votes))
     regions, votes = _region_result(indexer, results, components, dataset)
     if regions is not None:
+        out.update(_partner_datasets(indexer, results, "regions", regions, dataset))
         out.update(_datasets("regions", regions))
         out.update(_vote_datasets("regions", votes))
         out.update(_sum_datasets(indexer, results, regions))
@@ -569,6 +632,16 @@ def orientation_datasets(results, phases, *, dataset=None, per_position: bool = 
     settings.update({"q_pixel": indexer.q_pixel, "r_min": indexer.grid.r_min, "r_max": indexer.grid.r_max})
     out["/orientations/settings"] = _settings_json(settings)
     return out
+
+
+def _partner_datasets(indexer: Indexer, results, kind: str, result: MatchResult, dataset=None) -> dict:
+    """With ``partners``: the choice among projection partners (:func:`_choose_partners`) and ``{kind}_partner_gain``."""
+    path = f"/{kind}/mean_patterns"
+    if not indexer.options.partners or path not in results:
+        return {}
+    maps = np.asarray(results[f"/{kind}/maps"]) if f"/{kind}/maps" in results else None
+    gains = _choose_partners(indexer, result, np.asarray(results[path], dtype=np.float32), maps, dataset)
+    return {f"/orientations/{kind}_partner_gain": gains.astype(np.float64)}
 
 
 def _sum_datasets(indexer: Indexer, results, regions: MatchResult) -> dict:

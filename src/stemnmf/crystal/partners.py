@@ -1,0 +1,190 @@
+"""Projection partners: orientations whose zero-order (ZOLZ) pattern equals a crystal's.
+
+Near a zone axis ``u`` the kinematic pattern is mostly the zero-order Laue zone:
+the reflections g with g . u = 0. Its 2D point group (with Friedel's law) can be
+larger than the crystal's: a 2D rotation or mirror that maps the ZOLZ reflections
+and their |F|^2 onto themselves but is no symmetry of the crystal turns the
+crystal into a *partner* with the same zero-order pattern (spinel [012], [122],
+[133]; Σ3 twins about <111>). The 3D realisation of a 2D rotation by ``a`` is a
+turn by ``a`` about the beam, of a mirror along the line at angle ``psi`` a half
+turn about that in-plane line; the crystal's own tilt off the zone axis is then
+applied to the partner as well, so that its Laue circle lies where the crystal's
+does and the zero-order excitation errors are the same. Only the higher-order
+reflections and the ZOLZ spots off the zone plane (the Ewald sphere's curvature)
+can then tell the two apart.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from stemnmf.crystal.matching import misorientation_angles
+from stemnmf.crystal.refine import rotation_vector_matrix
+from stemnmf.crystal.rotations import axis_angle_matrix
+
+__all__ = ["zone_axis", "projection_partners", "fit_partners"]
+
+
+def _rotation_between(a, b) -> np.ndarray:
+    """Smallest rotation (3, 3) taking unit vector ``a`` onto unit vector ``b``."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    axis = np.cross(a, b)
+    sin, cos = float(np.linalg.norm(axis)), float(a @ b)
+    if sin < 1e-12:
+        return np.eye(3)
+    return axis_angle_matrix(axis / sin, math.degrees(math.atan2(sin, cos)))
+
+
+def _direct_vectors(g, n_short: int = 30, max_index: int = 6) -> np.ndarray:
+    """Lattice vectors (n, 3), crystal frame, from the reflections: the direct basis of the three shortest
+    non-coplanar reflections spanning the smallest cell, combined with indices up to ``max_index``."""
+    short = g[np.argsort(np.linalg.norm(g, axis=1))[:n_short]]
+    best, volume = None, np.inf
+    for i in range(len(short)):
+        for j in range(i + 1, len(short)):
+            cross = np.cross(short[i], short[j])
+            dets = np.abs(short[j + 1 :] @ cross)
+            ok = np.flatnonzero(dets > 1e-9 * float(np.linalg.norm(short[i])) ** 3)
+            if ok.size and dets[ok].min() < volume * (1 - 1e-9):
+                k = j + 1 + ok[dets[ok].argmin()]
+                best, volume = np.stack([short[i], short[j], short[k]]), float(dets[ok].min())
+    basis = np.linalg.inv(best).T  # rows: direct vectors a_i with a_i . b_j = delta_ij
+    n = np.arange(-max_index, max_index + 1)
+    indices = np.stack(np.meshgrid(n, n, n, indexing="ij"), axis=-1).reshape(-1, 3)
+    indices = indices[np.abs(indices).sum(axis=1) > 0]
+    return indices @ basis
+
+
+def zone_axis(rotation, g, *, max_angle: float = 6.0, floor: float = 0.25):
+    """The zone axis of a pattern: unit crystal-frame direction ``u`` and the lab rotation ``A`` with ``A R u = z``.
+
+    ``g`` (m, 3) are crystal-frame reciprocal vectors. Of the lattice directions within
+    ``max_angle`` degrees of the beam, the one with the smallest product of its period
+    |t| (the zone's index) and its tilt off the beam (plus ``floor`` degrees) wins: the
+    tilt moves the zero-order spots off the Ewald sphere by theta |g|, and the
+    higher-order layers lie 1 / |t| away. Returns None when there is none.
+    """
+    rotation = np.asarray(rotation, float)
+    beam = rotation.T @ np.array([0.0, 0.0, 1.0])
+    vectors = _direct_vectors(np.asarray(g, float))
+    length = np.linalg.norm(vectors, axis=1)
+    cosine = np.clip(vectors @ beam / length, -1.0, 1.0)
+    close = np.flatnonzero(cosine >= math.cos(math.radians(max_angle)))
+    if not close.size:
+        return None
+    cost = length[close] * (np.degrees(np.arccos(cosine[close])) + floor)
+    best = close[int(np.argmin(cost))]
+    u = vectors[best] / length[best]
+    return u, _rotation_between(rotation @ u, np.array([0.0, 0.0, 1.0]))
+
+
+def _maps_onto_itself(op2, points, intensity, tol: float) -> bool:
+    moved = points @ op2.T
+    distance = np.linalg.norm(moved[:, None, :] - points[None, :, :], axis=2)
+    nearest = distance.argmin(axis=1)
+    if np.any(distance[np.arange(len(points)), nearest] > tol):
+        return False
+    return bool(np.allclose(intensity[nearest], intensity, rtol=1e-3, atol=1e-6 * intensity.max()))
+
+
+def projection_partners(rotation, g, intensity, symmetry, *, q_max: float, max_angle: float = 6.0, distinct: float = 1.0):
+    """Partners (n, 3, 3) of a crystal -> sample rotation: same ZOLZ reflections and |F|^2, not symmetry-equivalent.
+
+    Parameters
+    ----------
+    rotation : array_like
+        (3, 3) crystal -> sample rotation, a few degrees off a zone axis.
+    g, intensity : numpy.ndarray
+        The phase's reflections (m, 3), crystal frame, 1/Å, and their |F|^2.
+    symmetry : numpy.ndarray
+        (s, 3, 3) proper rotations of the crystal's point group.
+    q_max : float
+        ZOLZ reflections out to this |g| (1/Å) must map onto each other.
+    max_angle : float
+        Largest tilt off the zone axis, degrees; farther off, no partners.
+    distinct : float
+        Partners nearer than this (degrees) to the rotation or to each other are dropped.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 3, 3), each tilted off its zone axis as the rotation is; empty when none.
+    """
+    rotation = np.asarray(rotation, float)
+    g, intensity = np.asarray(g, float), np.asarray(intensity, float)
+    found = zone_axis(rotation, g, max_angle=max_angle)
+    if found is None:
+        return np.zeros((0, 3, 3))
+    u, tilt = found
+    on_axis = tilt @ rotation
+    size = np.linalg.norm(g, axis=1)
+    zolz = (np.abs(g @ u) < 1e-6 * size.max()) & (size <= q_max) & (size > 0) & (intensity > 1e-4 * intensity.max())
+    points = (g[zolz] @ on_axis.T)[:, :2]
+    weights = intensity[zolz]
+    if len(points) < 2:
+        return np.zeros((0, 3, 3))
+    angles = np.arctan2(points[:, 1], points[:, 0])
+    lines = np.unique(np.round(np.concatenate([angles, angles + np.pi / 2]) % np.pi, 6))
+    ops = [axis_angle_matrix((0, 0, 1), a) for a in (60.0, 90.0, 120.0, 180.0)]
+    ops += [axis_angle_matrix((math.cos(p), math.sin(p), 0.0), 180.0) for p in lines]
+    tol = 1e-3 * float(np.linalg.norm(points, axis=1).min())
+    partners = []
+    for op in ops:
+        if not _maps_onto_itself(op[:2, :2], points, weights, tol):
+            continue
+        candidate = op @ on_axis
+        kept = [on_axis] + partners
+        if misorientation_angles(candidate, np.stack(kept), symmetry).min() > distinct:
+            partners.append(candidate)
+    if not partners:
+        return np.zeros((0, 3, 3))
+    return np.einsum("ji,njk->nik", tilt, np.stack(partners))  # tilt^T @ partner: the crystal's own tilt
+
+
+def fit_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, search_deg: float = 1.0):
+    """Fit a rotation and each of its projection partners to a pattern; the kinematic scores decide.
+
+    Parameters
+    ----------
+    model : PatternModel
+        The rendered-pattern model (:class:`.refine.PatternModel`).
+    pattern : numpy.ndarray
+        (qy, qx) calibrated pattern.
+    rotation : array_like
+        (3, 3) crystal -> sample rotation.
+    symmetry : numpy.ndarray
+        (s, 3, 3) proper rotations of the phase's point group.
+    phase : int
+        The phase's index in the model.
+    q_max, search_deg : float
+        As in :func:`projection_partners` and :meth:`.refine.PatternModel.refine`.
+
+    Returns
+    -------
+    rotations : numpy.ndarray
+        (1 + n, 3, 3): the rotation and its n partners, each refined.
+    scores : numpy.ndarray
+        (1 + n,) their fitted scores.
+    """
+    table = model.tables[phase]
+    partners = projection_partners(rotation, table.g, table.intensity, symmetry, q_max=q_max)
+    prepared = model.prepare(pattern)
+    fits = [_fit(model, prepared, r, phase, search_deg) for r in [np.asarray(rotation, float), *partners]]
+    return np.stack([f[0] for f in fits]), np.array([f[1] for f in fits])
+
+
+def _fit(model, prepared, rotation, phase: int, search_deg: float):
+    """The better of the model's refinement and a local fit from the rotation itself (its best thickness, then a fine polish).
+
+    The refinement starts from a thin crystal's tilt grid and can settle in a neighbouring
+    optimum; a partner built from the crystal is already at its own tilt.
+    """
+    refined, _, score = model.refine(prepared, rotation, phase, search_deg=search_deg)
+    thicknesses = np.geomspace(40.0, 640.0, 30)
+    t0 = thicknesses[int(np.argmax([model.score(prepared, rotation, t, phase) for t in thicknesses]))]
+    v, _, local = model._polish(prepared, rotation, phase, t0, np.zeros(3), math.radians(0.05), fit_thickness=True)
+    if local > score:
+        return rotation_vector_matrix(v) @ rotation, local
+    return refined, score

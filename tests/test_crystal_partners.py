@@ -1,0 +1,135 @@
+"""Projection partners: same zero-order pattern, told apart by the kinematic fit of a tilted crystal."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("orix")
+pytest.importorskip("diffsims")
+
+from stemnmf.crystal import load_phase  # noqa: E402
+from stemnmf.crystal.kinematics import kinematic_spots, reflection_table  # noqa: E402
+from stemnmf.crystal.matching import misorientation_angles  # noqa: E402
+from stemnmf.crystal.partners import fit_partners, projection_partners, zone_axis  # noqa: E402
+from stemnmf.crystal.refine import DetectorGeometry, PatternModel  # noqa: E402
+from stemnmf.crystal.rotations import axis_angle_matrix  # noqa: E402
+from stemnmf.crystal.templates import symmetry_matrices  # noqa: E402
+from stemnmf.io.dataset import electron_wavelength  # noqa: E402
+from stemnmf.simulate import Optics, diffraction_pattern, zone_axis_rotation  # noqa: E402
+from stemnmf.simulate.crystal import from_cif  # noqa: E402
+
+OPTICS = Optics(beam_energy=300.0, convergence_angle=1.05, q_pixel=0.02, det_shape=(128, 128), detector_blur=0.5)
+
+
+@pytest.fixture(scope="module")
+def spinel(tmp_path_factory):
+    phase = load_phase("LNMO")
+    cif = tmp_path_factory.mktemp("lnmo") / "LNMO.cif"
+    phase.structure.write(str(cif), "cif")
+    table = reflection_table(phase, q_max=1.9, wavelength=electron_wavelength(300.0))
+    geometry = DetectorGeometry((128, 128), 0.02, (64.0, 64.0), disk_radius=OPTICS.disk_radius, blur=0.5)
+    return from_cif(str(cif)), table, PatternModel([table], geometry, r_min=0.15), symmetry_matrices(phase)
+
+
+def _tilted(crystal, uvw, tilt):
+    return axis_angle_matrix((math.cos(0.7), math.sin(0.7), 0.0), tilt) @ zone_axis_rotation(crystal, uvw, in_plane=23.0)
+
+
+def _zolz_spots(table, rotation, u):
+    x, y, _ = kinematic_spots(table, rotation, 150.0)
+    size = np.linalg.norm(table.g, axis=1)
+    zolz = (np.abs(table.g @ u) < 1e-6 * size.max()) & (size > 0) & (size <= 1.2) & (table.intensity > 1e-4)
+    return np.stack([x[zolz], y[zolz]], axis=1), table.intensity[zolz]
+
+
+def test_partner_of_012_has_the_same_zero_order_pattern_and_tilt(spinel):
+    """[012] of spinel (projection 2mm, crystal 2): one partner, not equivalent, same ZOLZ spots and |F|^2, same tilt."""
+    crystal, table, _, symmetry = spinel
+    truth = _tilted(crystal, (0, 1, 2), 1.5)
+    partners = projection_partners(truth, table.g, table.intensity, symmetry, q_max=1.2)
+    assert len(partners) == 1
+    assert misorientation_angles(truth, partners, symmetry)[0] > 20
+    u, tilt = zone_axis(truth, table.g)
+    assert np.degrees(np.arccos(np.clip((np.trace(tilt) - 1) / 2, -1, 1))) == pytest.approx(1.5, abs=1e-6)
+    expected = np.array([0.0, 1.0, 2.0]) / math.sqrt(5)  # cubic: the direction [012] is the normal of its zone
+    assert abs(abs(float(u @ expected)) - 1) < 1e-9
+    mine, mine_f = _zolz_spots(table, truth, u)
+    u_partner = partners[0].T @ (truth @ u)  # the partner's zone axis lies where the crystal's does
+    theirs, theirs_f = _zolz_spots(table, partners[0], u_partner / np.linalg.norm(u_partner))
+    distance = np.linalg.norm(mine[:, None] - theirs[None], axis=2)
+    assert len(mine) == len(theirs) and distance.min(axis=1).max() < 1e-9
+    assert np.allclose(theirs_f[distance.argmin(axis=1)], mine_f, rtol=1e-6)
+
+
+def test_no_partner_on_a_cube_axis(spinel):
+    """[001] of a cubic crystal: its projection's symmetry (4mm) is the crystal's own: no partner."""
+    crystal, table, _, symmetry = spinel
+    assert len(projection_partners(_tilted(crystal, (0, 0, 1), 1.0), table.g, table.intensity, symmetry, q_max=1.2)) == 0
+
+
+@pytest.mark.parametrize("uvw, tilt", [((0, 1, 2), 2.0), ((1, 2, 2), 1.0)])
+def test_kinematic_fit_tells_a_tilted_crystal_from_its_partner(spinel, uvw, tilt):
+    """Simulated (Poisson) pattern of a crystal tilted off a zone axis: the truth fits better than its partner, from either start."""
+    crystal, table, model, symmetry = spinel
+    truth = _tilted(crystal, uvw, tilt)
+    partner = projection_partners(truth, table.g, table.intensity, symmetry, q_max=1.2)[0]
+    pattern = np.random.default_rng(3).poisson(diffraction_pattern(crystal, truth, 150.0, OPTICS) * 1e5).astype(np.float32)
+    for start, right in ((truth, 0), (partner, 1)):
+        rotations, scores = fit_partners(model, pattern, start, symmetry, q_max=1.2)
+        assert len(scores) == 2
+        assert int(np.argmax(scores)) == right
+        assert misorientation_angles(truth, rotations[right][None], symmetry)[0] < 0.5
+
+
+def test_partner_options_reach_the_indexing_and_are_checked(tmp_path):
+    from stemnmf.cli import build_parser
+    from stemnmf.cli.index import index_options
+    from stemnmf.config import Config, config_from_args
+    from stemnmf.crystal import IndexOptions
+    from stemnmf.errors import ConfigError
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["run", "scan.h5", "--partners"])).orientations.index_options()["partners"] is True
+    assert Config().orientations.index_options()["partners"] is False
+    assert index_options(parser.parse_args(["index", str(tmp_path), "--phase", "Ag", "--partners"]))["partners"] is True
+    with pytest.raises(ConfigError, match="partner_gain"):
+        IndexOptions(partner_gain=-0.1)
+
+
+def test_regions_take_the_partner_that_their_core_positions_fit(spinel, tmp_path):
+    """Region 0's positions see one of a pair of partners (a spinel crystal 2° off [012] and its partner),
+    its mean pattern is the other's (by construction), whichever way round: with ``partners=True`` the region
+    gets the positions' crystal; region 1 ([001], no partner) keeps its orientation."""
+    from stemnmf.crystal import orientation_datasets, quaternions_to_matrices
+    from stemnmf.io.dataset import Calibration, Dataset4D
+    from stemnmf.io.results import Results
+
+    crystal, table, _, symmetry = spinel
+    first = _tilted(crystal, (0, 1, 2), 2.0)
+    pair = [first, projection_partners(first, table.g, table.intensity, symmetry, q_max=1.2)[0]]
+    other = _tilted(crystal, (0, 0, 1), 0.5)
+    calibration = Calibration(q_pixel=0.02, beam_energy=300.0, origin=(64.0, 64.0), convergence_angle=1.05)
+    maps = np.stack([np.tile(np.arange(10) // 5 == r, (5, 1)) for r in range(2)]).astype(np.float32)
+    rng = np.random.default_rng(4)
+    alone_errors = []
+    for seen, shown in ((0, 1), (1, 0)):
+        truth = np.stack([pair[seen], other])
+        expected = [diffraction_pattern(crystal, r, 150.0, OPTICS) * 1e5 for r in truth]
+        data = np.stack([rng.poisson(expected[col // 5]) for _ in range(5) for col in range(10)]).astype(np.float32)
+        means = np.stack([diffraction_pattern(crystal, pair[shown], 150.0, OPTICS) * 1e5, expected[1]]).astype(np.float32)
+        dataset = Dataset4D(data.reshape(5, 10, 128, 128), calibration=calibration)
+        results = Results({"/regions/maps": maps, "/regions/mean_patterns": means}, {"calibration": calibration.to_dict()})
+        options = dict(cache_dir=str(tmp_path), vote_positions=0)
+
+        def errors(found):
+            rotations = quaternions_to_matrices(found["/orientations/regions"])
+            return np.array([misorientation_angles(t, r[None], symmetry)[0] for t, r in zip(truth, rotations)])
+
+        alone = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, **options))
+        found = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, partners=True, **options))
+        alone_errors.append(alone[0])
+        assert found[0] < 1.0 and found[1] == pytest.approx(alone[1], abs=1e-9), (alone, found)
+    assert max(alone_errors) > 20, alone_errors  # the mean pattern alone takes the wrong one of the pair at least once
