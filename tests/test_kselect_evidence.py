@@ -156,7 +156,7 @@ def combined(three_blocks):
 def test_select_k_combined_on_three_patterns(three_blocks, combined):
     selection = combined
     assert selection.chosen_k == 3
-    assert set(selection.votes) == {"knee", "iqa", "stability", "heldout", "coherence", "noise"}
+    assert set(selection.votes) == {"knee", "iqa", "stability", "heldout", "coherence", "noise", "peaks"}
     # three patterns under Poisson noise of gain 1/200: fits beyond 3 remove no more than noise would
     assert selection.votes["noise"] == 3
     assert selection.combined.noise.gain == pytest.approx(1 / 200, rel=0.1)
@@ -167,6 +167,7 @@ def test_select_k_combined_on_three_patterns(three_blocks, combined):
     assert json.loads(out["/kselect/votes"]) == selection.votes
     assert int(out["/kselect/chosen_k"]) == 3
     assert out["/kselect/coherence/least"].shape == (7,)
+    assert int(out["/kselect/peakgroups/vote"]) >= 1 and out["/kselect/peakgroups/labels"].shape == (24, 24)
     # the published two levels alone
     cao = select_k(three_blocks, k_values=range(2, 9), pattern_shape=(20, 20), random_state=0, pca=False,
                    evidence="cao")

@@ -68,6 +68,7 @@ from stemnmf.kselect.heldout import HeldOutEvidence, held_out_evidence
 from stemnmf.kselect.knee import find_knee
 from stemnmf.kselect.noise import NoiseEstimate, poisson_gain
 from stemnmf.kselect.orientation import OrientationEvidence, orientation_evidence
+from stemnmf.kselect.peakgroups import PeakGroups, peak_groups
 from stemnmf.kselect.shift import ShiftEvidence, shift_evidence
 
 __all__ = [
@@ -101,7 +102,7 @@ COHERENCE_FRACTION = 0.95
 #: energy a component fitted to pure noise removes (:func:`noise_vote`).
 NOISE_STEP_FACTOR = 2.0
 #: The kinds of evidence, in the order they are reported.
-SIGNALS = ("knee", "iqa", "stability", "heldout", "coherence", "noise")
+SIGNALS = ("knee", "iqa", "stability", "heldout", "coherence", "noise", "peaks")
 #: The votes that decide when all three are present (raw features with a scan shape).
 DECIDERS = ("knee", "coherence", "noise")
 #: Among :data:`DECIDERS`, the vote that leads: the combined k, unless every other decider lies above it.
@@ -124,6 +125,7 @@ _NAMES = {
     "heldout": "held-out error",
     "coherence": "map coherence",
     "noise": "noise",
+    "peaks": "peak groups",
 }
 
 
@@ -152,6 +154,9 @@ class CombinedChoice:
     orientation : OrientationEvidence or None
         Components of the voted fits that are the same orientation as a
         stronger one or hold no peaks (raw patterns only).
+    peakgroups : PeakGroups or None
+        Groups of scan blocks whose own Bragg peaks agree (raw patterns with a
+        scan shape; :mod:`stemnmf.kselect.peakgroups`).
     """
 
     chosen_k: int
@@ -164,6 +169,7 @@ class CombinedChoice:
     shift: ShiftEvidence | None = None
     raw_votes: dict | None = None
     orientation: OrientationEvidence | None = None
+    peakgroups: PeakGroups | None = None
 
     @property
     def coherence_threshold(self) -> float | None:
@@ -199,6 +205,8 @@ class CombinedChoice:
             out.update(self.shift.to_results(f"{prefix}/shift"))
         if self.orientation is not None:
             out.update(self.orientation.to_results(f"{prefix}/orientation"))
+        if self.peakgroups is not None:
+            out.update(self.peakgroups.to_results(f"{prefix}/peakgroups"))
         raw = self.votes if self.raw_votes is None else self.raw_votes
         out[f"{prefix}/votes_unmerged"] = json.dumps({name: int(k) for name, k in raw.items()})
         return out
@@ -377,13 +385,27 @@ def gather_evidence(
         if evidence is not None:
             counted = {name: evidence.distinct_at(k) for name, k in votes.items()}
             break
+    groups = _peak_groups(X, scan_shape, pattern_shape, noise)
+    if groups is not None:  # counts orientations itself, from the data: no fit to count in
+        votes["peaks"] = counted["peaks"] = int(np.clip(groups.vote, int(kloss.k[0]), int(kloss.k[-1])))
     merged = {name: counted[name] for name in votes if counted[name] != votes[name]}
     chosen, plausible = combined_choice(counted)
     reason = _reason_text(votes, chosen, plausible, merged)
     log.info("combined choice: %s", reason)
     return CombinedChoice(
-        chosen, counted, plausible, reason, heldout, coherence, noise, shifts, dict(votes), orientation
+        chosen, counted, plausible, reason, heldout, coherence, noise, shifts, dict(votes), orientation, groups
     )  # fmt: skip
+
+
+def _peak_groups(X, scan_shape, pattern_shape, noise) -> PeakGroups | None:
+    """The peak-group evidence (raw patterns with a scan shape and a noise estimate); None otherwise."""
+    if noise is None or scan_shape is None or pattern_shape is None:
+        return None
+    try:
+        return peak_groups(X, scan_shape, pattern_shape, noise.gain)
+    except DataValueError as err:
+        log.warning("no peak groups for k: %s", err)
+        return None
 
 
 def _orientation(X, kloss, pattern_shape, votes, fractions) -> OrientationEvidence | None:
