@@ -47,8 +47,9 @@ SEEN = ("rule4_tune_seed1.jsonl", "rule4_tune_seed3.jsonl", "rule4_heldout_seed2
 
 #: The grid of the peak-group vote's settings.
 GRID = {
-    "block": (2, 3),
+    "block": (2,),
     "sigmas": (4.0, 5.0, 6.0),
+    "relative": (0.0, 0.05, 0.1, 0.2),
     "grow": (0, 1),
     "agreement": (0.3, 0.4, 0.5, 0.6, 0.7),
     "min_fraction": (0.005, 0.01, 0.02, 0.03, 0.05),
@@ -113,11 +114,12 @@ def grid_votes(X, scan, shape):
         flat = blocks.reshape(-1, blocks.shape[-1])
         beam = direct_beam(flat.mean(axis=0).reshape(shape))
         scores = peak_scores(flat, shape, gain)
-        for sigmas, grow in itertools.product(GRID["sigmas"], GRID["grow"]):
-            peaks, counts = threshold_peaks(scores, beam=beam, sigmas=sigmas, grow=grow)
+        for sigmas, relative, grow in itertools.product(GRID["sigmas"], GRID["relative"], GRID["grow"]):
+            peaks, counts = threshold_peaks(scores, beam=beam, sigmas=sigmas, relative=relative, grow=grow)
             tree = block_tree(peaks, counts)
             for agreement, fraction in itertools.product(GRID["agreement"], GRID["min_fraction"]):
-                setting = dict(block=block, sigmas=sigmas, grow=grow, agreement=agreement, min_fraction=fraction)
+                setting = dict(block=block, sigmas=sigmas, relative=relative, grow=grow, agreement=agreement,
+                               min_fraction=fraction)
                 out[_key(setting)] = group_blocks(peaks, counts, agreement=agreement, min_fraction=fraction,
                                                   tree=tree)[0]  # fmt: skip
     return out

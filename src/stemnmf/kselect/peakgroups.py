@@ -16,7 +16,10 @@ sets of reflections occur, and over how much of the scan.
    ``sigmas`` Poisson deviations above its local median (``window x window``
    in the pattern): ``p - median > sigmas * sqrt(g * max(median, 1 g))``, with
    ``g`` the gain of :func:`stemnmf.kselect.noise.poisson_gain` (variance
-   ``g`` times the mean, for a block ``g`` as for one position). The direct
+   ``g`` times the mean, for a block ``g`` as for one position), and
+   ``p - median`` at least ``relative`` times the block's largest excess
+   outside the beam (at high dose the noise test alone keeps weak diffuse
+   features that every block shares, and merges everything). The direct
    beam and every group of peak entries touching it are left out
    (:func:`stemnmf.kselect.orientation.direct_beam`). Each peak set is grown
    by ``grow`` entries, so that a pattern moved by a descan of an entry still
@@ -58,6 +61,7 @@ __all__ = [
     "MAX_SIDE",
     "MIN_BLOCK_FRACTION",
     "PEAK_SIGMAS",
+    "RELATIVE",
     "PeakGroups",
     "block_patterns",
     "bin_patterns",
@@ -77,6 +81,9 @@ MAX_BLOCKS = 1600
 MAX_SIDE = 64
 #: Poisson deviations above the local median that make an entry a peak.
 PEAK_SIGMAS = 5.0
+#: A peak also stands at least this fraction of the block's strongest excess (outside the beam) above
+#: its local median: at high dose the noise test alone keeps weak diffuse features every block shares.
+RELATIVE = 0.1
 #: Side of the local median window in the pattern.
 PEAK_WINDOW = 7
 #: Entries a peak set is grown by before two are compared.
@@ -144,32 +151,41 @@ def block_patterns(X, scan_shape, block: int = BLOCK) -> np.ndarray:
     return out
 
 
-def peak_scores(patterns, pattern_shape, gain: float, *, window: int = PEAK_WINDOW) -> np.ndarray:
-    """(p, qy, qx) float64: Poisson deviations of every entry above its local median (``window x window``).
+def peak_scores(patterns, pattern_shape, gain: float, *, window: int = PEAK_WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    """(excess, deviations), each (p, qy, qx): every entry above its local median (``window x window``).
 
-    ``(p - median) / sqrt(g * max(median, g))``: the median stands for the expected background, whose
-    counts have variance ``g`` times their mean (at least one count's worth, ``g``).
+    The excess is ``p - median``; the deviations divide it by ``sqrt(g * max(median, g))``, the Poisson
+    noise of a background of that mean (at least one count's worth, ``g``).
     """
     qy, qx = (int(v) for v in pattern_shape)
     P = np.asarray(patterns, dtype=np.float64).reshape(-1, qy, qx)
     base = ndimage.median_filter(P, size=(1, int(window), int(window)), mode="nearest")
     g = max(float(gain), 1e-12)
-    return (P - base) / np.sqrt(g * np.maximum(base, g))
+    excess = P - base
+    return excess, excess / np.sqrt(g * np.maximum(base, g))
 
 
-def threshold_peaks(scores, *, beam=None, sigmas: float = PEAK_SIGMAS, grow: int = GROW) -> tuple[np.ndarray, np.ndarray]:
+def threshold_peaks(scores, *, beam=None, sigmas: float = PEAK_SIGMAS, relative: float = RELATIVE,
+                    grow: int = GROW) -> tuple[np.ndarray, np.ndarray]:
     """(peak sets grown by ``grow`` entries (p, m) bool, peak entries per pattern (p,)) of :func:`peak_scores`.
 
-    ``beam`` (qy, qx) bool: entries of the direct beam; they and every group of peak entries touching
-    them are left out before counting.
+    A peak stands ``sigmas`` deviations and ``relative`` times the pattern's largest excess outside
+    ``beam`` above its local median. ``beam`` (qy, qx) bool: entries of the direct beam; they and every
+    group of peak entries touching them are left out before counting.
     """
-    peaks = np.asarray(scores) > float(sigmas)
+    excess, deviations = scores
+    peaks = np.asarray(deviations) > float(sigmas)
+    if relative > 0:
+        outside = excess if beam is None else np.where(np.asarray(beam)[None], -np.inf, excess)
+        top = outside.reshape(outside.shape[0], -1).max(axis=1)
+        peaks &= excess > float(relative) * top[:, None, None]
     if beam is not None and np.any(beam):
-        for i in range(peaks.shape[0]):
-            labels, _ = ndimage.label(peaks[i])
-            touching = np.unique(labels[beam & peaks[i]])
-            peaks[i] &= ~np.isin(labels, touching[touching > 0])
-            peaks[i] &= ~beam
+        structure = np.zeros((3, 3, 3), bool)
+        structure[1] = ndimage.generate_binary_structure(2, 1)  # never across patterns
+        labels, _ = ndimage.label(peaks, structure=structure)
+        touching = np.unique(labels[peaks & np.asarray(beam)[None]])
+        peaks &= ~np.isin(labels, touching[touching > 0])
+        peaks &= ~np.asarray(beam)[None]
     counts = peaks.reshape(peaks.shape[0], -1).sum(axis=1)
     if grow > 0:
         peaks = ndimage.binary_dilation(peaks, structure=np.ones((1, 3, 3), bool), iterations=int(grow))
@@ -177,10 +193,10 @@ def threshold_peaks(scores, *, beam=None, sigmas: float = PEAK_SIGMAS, grow: int
 
 
 def block_peaks(patterns, pattern_shape, gain: float, *, beam=None, sigmas: float = PEAK_SIGMAS,
-                window: int = PEAK_WINDOW, grow: int = GROW) -> tuple[np.ndarray, np.ndarray]:
+                relative: float = RELATIVE, window: int = PEAK_WINDOW, grow: int = GROW) -> tuple[np.ndarray, np.ndarray]:
     """(peaks grown, peak counts) of a stack of patterns (p, m): :func:`peak_scores` then :func:`threshold_peaks`."""
     scores = peak_scores(patterns, pattern_shape, gain, window=window)
-    return threshold_peaks(scores, beam=beam, sigmas=sigmas, grow=grow)
+    return threshold_peaks(scores, beam=beam, sigmas=sigmas, relative=relative, grow=grow)
 
 
 def peak_groups(
@@ -191,6 +207,7 @@ def peak_groups(
     *,
     block: int = BLOCK,
     sigmas: float = PEAK_SIGMAS,
+    relative: float = RELATIVE,
     agreement: float = GROUP_AGREEMENT,
     min_fraction: float = MIN_BLOCK_FRACTION,
     min_blocks: int = MIN_BLOCKS,
@@ -208,7 +225,7 @@ def peak_groups(
         (qy, qx) with ``qy * qx == n_features``.
     gain : float
         Poisson gain of X (:func:`~stemnmf.kselect.noise.poisson_gain`).
-    block, sigmas, agreement, min_fraction, min_blocks, min_peaks, grow
+    block, sigmas, relative, agreement, min_fraction, min_blocks, min_peaks, grow
         See the module docstring.
 
     Returns
@@ -224,10 +241,11 @@ def peak_groups(
     by, bx = blocks.shape[:2]
     flat, (qy, qx) = bin_patterns(blocks.reshape(by * bx, -1), (qy, qx), MAX_SIDE)
     beam = direct_beam(flat.mean(axis=0).reshape(qy, qx))
-    peaks, counts = block_peaks(flat, (qy, qx), gain, beam=beam, sigmas=sigmas, grow=grow)
+    peaks, counts = block_peaks(flat, (qy, qx), gain, beam=beam, sigmas=sigmas, relative=relative, grow=grow)
     vote, labels, sizes = group_blocks(peaks, counts, agreement=agreement, min_fraction=min_fraction,
                                        min_blocks=min_blocks, min_peaks=min_peaks)  # fmt: skip
-    settings = {"block": int(block), "sigmas": float(sigmas), "window": PEAK_WINDOW, "grow": int(grow),
+    settings = {"block": int(block), "sigmas": float(sigmas), "relative": float(relative), "window": PEAK_WINDOW,
+                "grow": int(grow),
                 "min_peaks": int(min_peaks), "agreement": float(agreement), "min_fraction": float(min_fraction),
                 "min_blocks": int(min_blocks)}  # fmt: skip
     return PeakGroups(vote, labels.reshape(by, bx), sizes, counts.reshape(by, bx), settings)
