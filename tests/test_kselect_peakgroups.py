@@ -11,7 +11,7 @@ import pytest
 
 from stemnmf.errors import DataValueError
 from stemnmf.kselect.noise import poisson_gain
-from stemnmf.kselect.peakgroups import block_patterns, block_peaks, peak_groups
+from stemnmf.kselect.peakgroups import bin_patterns, block_patterns, block_peaks, peak_groups
 
 SIDE = 32  # pattern side, pixels
 SCAN = (24, 32)
@@ -114,3 +114,28 @@ def test_bad_shapes_raise():
         peak_groups(X, (3, 3), (4, 4), 1.0)
     with pytest.raises(DataValueError):
         peak_groups(X, (2, 5), (3, 5), 1.0)
+
+
+def test_weak_features_every_block_shares_do_not_join_at_high_dose():
+    # two domains, each with its own four strong reflections, both with the same 24 weak ones
+    # (a diffuse ring, say), at 1,000 times the dose: the weak ones stand far above the noise
+    rng = np.random.default_rng(2)
+    sets = _spot_sets(2, seed=2)
+    yy, xx = np.meshgrid(np.arange(SIDE, dtype=float), np.arange(SIDE, dtype=float), indexing="ij")
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    ring = sum(np.exp(-((yy - 16 - 6 * np.sin(a)) ** 2 + (xx - 16 - 6 * np.cos(a)) ** 2) / (2 * 0.6**2)) for a in angles)
+    expected = np.stack([(_pattern(s) + 0.4 * ring).ravel() for s in sets]) * 1000.0
+    labels = (np.arange(SCAN[1]) >= SCAN[1] // 2)[None, :].repeat(SCAN[0], axis=0).astype(int)
+    X = rng.poisson(expected[labels.ravel()]).astype(np.float32)
+    gain = poisson_gain(X, SCAN).gain
+    assert peak_groups(X, SCAN, (SIDE, SIDE), gain, relative=0.0).vote == 1  # the shared weak peaks dominate
+    assert peak_groups(X, SCAN, (SIDE, SIDE), gain).vote == 2
+
+
+def test_patterns_are_binned_to_max_side():
+    P = np.arange(2 * 130 * 130, dtype=np.float64).reshape(2, -1)
+    out, shape = bin_patterns(P, (130, 130), 64)
+    assert shape == (43, 43)  # factor 3, the trailing entry left out
+    assert out[0, 0] == P[0].reshape(130, 130)[:3, :3].sum()
+    same, shape = bin_patterns(P[:, : 64 * 64], (64, 64), 64)
+    assert shape == (64, 64) and np.array_equal(same, P[:, : 64 * 64])
