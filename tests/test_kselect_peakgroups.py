@@ -139,3 +139,14 @@ def test_patterns_are_binned_to_max_side():
     assert out[0, 0] == P[0].reshape(130, 130)[:3, :3].sum()
     same, shape = bin_patterns(P[:, : 64 * 64], (64, 64), 64)
     assert shape == (64, 64) and np.array_equal(same, P[:, : 64 * 64])
+
+
+def test_the_peak_group_vote_decides_by_hand():
+    from stemnmf.kselect.combine import PRIMARY, combined_choice, deciders_for, fits_choice, rule_text
+
+    every = {"knee": 5, "iqa": 3, "stability": 4, "heldout": 4, "coherence": 6, "noise": 9, "peaks": 12}
+    assert deciders_for(every) == PRIMARY == ("peaks",)
+    chosen, plausible = combined_choice(every)
+    assert chosen == 12 and plausible == (4, 12)  # second smallest .. second largest (9), widened to 12
+    assert fits_choice(every) == 9  # the fifth rule without it: noise 9, not below min(5, 6)
+    assert rule_text(deciders_for(every)) == "the peak-group vote"

@@ -77,12 +77,14 @@ __all__ = [
     "FALLBACK_DECIDERS",
     "LEAD",
     "NOISE_STEP_FACTOR",
+    "PRIMARY",
     "first_run_end",
     "STABILITY_THRESHOLD",
     "SIGNALS",
     "CombinedChoice",
     "combine_votes",
     "combined_choice",
+    "fits_choice",
     "gather_evidence",
     "heldout_knee",
     "noise_vote",
@@ -109,14 +111,23 @@ DECIDERS = ("knee", "coherence", "noise")
 LEAD = "noise"
 #: Without the noise vote (features other than raw patterns): these three decide (the second rule).
 FALLBACK_DECIDERS = ("knee", "heldout", "coherence")
+#: The vote that decides alone when present (the sixth rule): the peak groups, evidence from the
+#: data that no fit shares (:mod:`stemnmf.kselect.peakgroups`).
+PRIMARY = ("peaks",)
 
 
 def deciders_for(votes) -> tuple[str, ...] | None:
-    """:data:`DECIDERS` when all are among ``votes``, else :data:`FALLBACK_DECIDERS` when all are, else None (all decide)."""
-    for names in (DECIDERS, FALLBACK_DECIDERS):
+    """:data:`PRIMARY`, else :data:`DECIDERS`, else :data:`FALLBACK_DECIDERS`, the first whose votes are all there; else None."""
+    for names in (PRIMARY, DECIDERS, FALLBACK_DECIDERS):
         if all(name in votes for name in names):
             return names
     return None
+
+
+def fits_choice(votes: dict) -> int | None:
+    """The k the votes read off the fits choose without the peak groups (the fifth rule); None without votes."""
+    fits = {name: k for name, k in votes.items() if name not in PRIMARY}
+    return combined_choice(fits)[0] if fits else None
 
 _NAMES = {
     "knee": "loss knee",
@@ -207,6 +218,9 @@ class CombinedChoice:
             out.update(self.orientation.to_results(f"{prefix}/orientation"))
         if self.peakgroups is not None:
             out.update(self.peakgroups.to_results(f"{prefix}/peakgroups"))
+        fits = fits_choice(self.votes)
+        if fits is not None and any(name in self.votes for name in PRIMARY):
+            out[f"{prefix}/fits_k"] = np.int64(fits)
         raw = self.votes if self.raw_votes is None else self.raw_votes
         out[f"{prefix}/votes_unmerged"] = json.dumps({name: int(k) for name, k in raw.items()})
         return out
@@ -240,7 +254,8 @@ def combine_votes(votes: dict, *, deciders=None, lead=None) -> tuple[int, tuple[
 
 
 def combined_choice(votes: dict) -> tuple[int, tuple[int, int]]:
-    """(chosen k, plausible range) by the library's rule: :data:`DECIDERS` led by :data:`LEAD`, else the fallbacks."""
+    """(chosen k, plausible range) by the library's rule: :data:`PRIMARY` alone, else :data:`DECIDERS` led by
+    :data:`LEAD`, else the fallbacks."""
     deciders = deciders_for(votes)
     return combine_votes(votes, deciders=deciders, lead=LEAD if deciders == DECIDERS else None)
 
@@ -249,6 +264,8 @@ def rule_text(deciders) -> str:
     """How the deciders decide, in words (for the reason and the votes line)."""
     if deciders is None:
         return "the median of all votes"
+    if tuple(deciders) == PRIMARY:
+        return "the peak-group vote"
     if tuple(deciders) == DECIDERS:
         others = " and the ".join(_NAMES[n] for n in DECIDERS if n != LEAD)
         return f"the {_NAMES[LEAD]} vote, not below the smaller of the {others}"

@@ -91,7 +91,7 @@ GROW = 1
 #: Fewest peak entries of a block that holds a reflection.
 MIN_PEAKS = 8
 #: Two groups join while the mean Dice agreement of their blocks' peak sets is at least this.
-GROUP_AGREEMENT = 0.5
+GROUP_AGREEMENT = 0.4
 #: A group counts when it holds at least this fraction of the blocks with peaks ...
 MIN_BLOCK_FRACTION = 0.01
 #: ... and at least this many blocks.
