@@ -88,7 +88,6 @@ RULES = {
 
 
 def _range(votes, names=None):
-
     chosen = {n: v for n, v in votes.items() if names is None or n in names}
     values = sorted(chosen.values())
     return (values[1], values[-2]) if len(values) >= 4 else (values[0], values[-1])

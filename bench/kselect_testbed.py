@@ -160,9 +160,13 @@ def _ok(k, truth):
 
 def _warned(row):
     """Whether the run would carry the 'k UNCERTAIN' warning (the report's own test)."""
+    from stemnmf.kselect.combine import PRIMARY, fits_choice
     from stemnmf.report.warnings import k_uncertainty
 
-    return bool(k_uncertainty({"/kselect/plausible_range": np.asarray(row["range"]), "/kselect/chosen_k": row["chosen"]}))
+    results = {"/kselect/plausible_range": np.asarray(row["range"]), "/kselect/chosen_k": row["chosen"]}
+    if any(name in row["votes"] for name in PRIMARY):  # as CombinedChoice.to_results: the fits' own choice
+        results["/kselect/fits_k"] = fits_choice(row["votes"])
+    return bool(k_uncertainty(results))
 
 
 def _k_text(rows):
