@@ -150,3 +150,14 @@ def test_the_peak_group_vote_decides_by_hand():
     assert chosen == 12 and plausible == (4, 12)  # second smallest .. second largest (9), widened to 12
     assert fits_choice(every) == 9  # the fifth rule without it: noise 9, not below min(5, 6)
     assert rule_text(deciders_for(every)) == "the peak-group vote"
+
+
+@pytest.mark.parametrize("window", [3, 7])
+def test_local_median_is_the_median_filter(window):
+    from scipy import ndimage
+
+    from stemnmf.kselect.peakgroups import local_median
+
+    P = np.random.default_rng(4).poisson(3.0, (40, 17, 23)).astype(np.float64)
+    expected = ndimage.median_filter(P, size=(1, window, window), mode="nearest")
+    assert np.array_equal(local_median(P, window, chunk=7), expected)
