@@ -109,6 +109,9 @@ def record(family, seed, n, scan, det, k_low, k_high, n_folds=4):
         "heldout_floor": None if held.noise_floor is None else np.asarray(held.noise_floor).tolist(),
         "votes_unmerged": combined.raw_votes, "peaks": peaks, "beam_size": beam_size,
         "evidence_seconds": round(selection.seconds.get("evidence", 0.0), 1),
+        "peakgroups": None if combined.peakgroups is None else {
+            "vote": int(combined.peakgroups.vote), "sizes": combined.peakgroups.sizes[:40].tolist(),
+            "settings": combined.peakgroups.settings},
     }  # fmt: skip
 
 

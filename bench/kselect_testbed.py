@@ -14,7 +14,8 @@ tune --scan 48 --orientations 2 5 8 12``); ``held-out`` runs seed 2 (or ``--seed
 family and skips seed 1 of the tune families, so its table measures data the rule was not
 tuned on. Simulation seed: ``1000 * seed + n``.
 
-``--fourth-rule`` (with ``--from-curves``) decides by the fourth rule (median of loss knee,
+``--fifth-rule`` (with ``--from-curves``) leaves the peak-group vote out (the fifth rule on six
+votes). ``--fourth-rule`` (with ``--from-curves``) decides by the fourth rule (median of loss knee,
 coherence, noise) instead of the library's fifth (the noise vote, not below the smaller of the
 other two). ``--from-curves FILE.jsonl`` recomputes every vote and the combined choice with the library's
 own rules (``stemnmf.kselect.combine``) from the curves ``bench/kselect_curves.py`` recorded
@@ -100,14 +101,16 @@ def orientation_groups(row, k, peak_threshold=None, min_peaks=None, beamless=Tru
                                  None if threshold_any is False else threshold_any))  # fmt: skip
 
 
-def votes_from_curves(row, n_folds=2, shift_threshold=None, deciders=None, noise_factor=None, peaks=None):
+def votes_from_curves(row, n_folds=2, shift_threshold=None, deciders=None, noise_factor=None, peaks=None,
+                      peak_votes=True):
     """The row of one recorded scan, its votes recomputed with the library's rules.
 
     Rows recorded before the shift and noise evidence existed give the five older votes only; rows
     before the peak evidence count shifted copies only. ``shift_threshold`` (one of the recorded
     thresholds; default the library's), ``deciders`` and ``noise_factor`` change the rule for
     ablations; ``peaks`` (dict of :func:`orientation_groups` options, or False: shifted copies only)
-    the same-orientation rule.
+    the same-orientation rule. Rows with a recorded peak-group vote (``row["peakgroups"]``) vote with it
+    too unless ``peak_votes`` is False.
     """
     from stemnmf.kselect.combine import (
         COHERENCE_FRACTION, STABILITY_THRESHOLD, combine_votes, combined_choice, first_run_end, heldout_knee,
@@ -140,6 +143,8 @@ def votes_from_curves(row, n_folds=2, shift_threshold=None, deciders=None, noise
         t = SHIFT_THRESHOLD if shift_threshold is None else shift_threshold
         index = [round(v, 3) for v in row["shift_thresholds"]].index(round(t, 3))
         counted = {name: int(row["shift"][str(int(v))]["groups"][index]) for name, v in votes.items()}
+    if row.get("peakgroups") is not None and peak_votes:  # the peak-group vote (bench/kselect_peakgroups_add.py)
+        votes["peaks"] = counted["peaks"] = int(np.clip(row["peakgroups"]["vote"], k[0], k[-1]))
     chosen, plausible = combined_choice(counted) if deciders is None else combine_votes(counted, deciders=deciders)
     median_k, _ = combine_votes(counted)
     return {
@@ -155,9 +160,13 @@ def _ok(k, truth):
 
 def _warned(row):
     """Whether the run would carry the 'k UNCERTAIN' warning (the report's own test)."""
+    from stemnmf.kselect.combine import PRIMARY, fits_choice
     from stemnmf.report.warnings import k_uncertainty
 
-    return bool(k_uncertainty({"/kselect/plausible_range": np.asarray(row["range"]), "/kselect/chosen_k": row["chosen"]}))
+    results = {"/kselect/plausible_range": np.asarray(row["range"]), "/kselect/chosen_k": row["chosen"]}
+    if any(name in row["votes"] for name in PRIMARY):  # as CombinedChoice.to_results: the fits' own choice
+        results["/kselect/fits_k"] = fits_choice(row["votes"])
+    return bool(k_uncertainty(results))
 
 
 def _k_text(rows):
@@ -168,7 +177,7 @@ def _k_text(rows):
 
 
 def table(rows, args, load_start, load_end):
-    signals = ("knee", "iqa", "stability", "heldout", "coherence", "noise")
+    signals = ("knee", "iqa", "stability", "heldout", "coherence", "noise", "peaks")
     title = args.title or f"Choice of k across simulated families ({args.split})"
     lines = [f"## {title} (`bench/kselect_testbed.py`)", ""]
     lines.append(
@@ -181,8 +190,8 @@ def table(rows, args, load_start, load_end):
         f"--feature raw`; k = {_k_text(rows)}. Truth: distinct orientations in view. Pass: within +-1. A vote in brackets is the k before shifted copies of a pattern (and, where recorded, components with the same peaks) count once and peakless components are dropped."
     )
     lines.append("")
-    lines.append("| family | seed | n | truth | knee | IQA | stability | held-out | coherence | noise | **combined** | range | Cao | pass | Cao pass | s |")
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | :---: | :---: | ---: |")
+    lines.append("| family | seed | n | truth | knee | IQA | stability | held-out | coherence | noise | peak groups | **combined** | range | Cao | pass | Cao pass | s |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | :---: | :---: | ---: |")
     for r in rows:
         v, raw = r["votes"], r.get("raw_votes", r["votes"])
         cells = [str(v.get(s, "-")) + (f" ({raw[s]})" if s in raw and raw[s] != v.get(s) else "") for s in signals]
@@ -236,6 +245,8 @@ def main(argv=None):
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--from-curves", nargs="+", help="JSON-lines files of bench/kselect_curves.py: no fitting")
     parser.add_argument("--title", help="heading of the section written (default from --split)")
+    parser.add_argument("--fifth-rule", action="store_true",
+                        help="with --from-curves: leave the peak-group vote out (the fifth rule, six votes)")
     parser.add_argument("--fourth-rule", action="store_true",
                         help="with --from-curves: decide by the fourth rule (median of knee, coherence, noise)")
     args = parser.parse_args(argv)
@@ -246,7 +257,8 @@ def main(argv=None):
         deciders = ("knee", "coherence", "noise") if args.fourth_rule else None
         for path in args.from_curves:
             with open(path) as fh:
-                rows.extend(votes_from_curves(json.loads(line), deciders=deciders) for line in fh if line.strip())
+                rows.extend(votes_from_curves(json.loads(line), deciders=deciders, peak_votes=not args.fifth_rule)
+                            for line in fh if line.strip())  # fmt: skip
         args.scan = rows[0].get("scan", args.scan) if rows else args.scan
     for family, seed, n in ([] if args.from_curves else _cases(args)):
         row = run_case(family, seed, n, args.scan, args.det)

@@ -40,3 +40,15 @@ def test_warnings_reach_the_summary_and_the_top_of_the_report():
     head = html[: html.index("<table")]
     assert head.count('class="warning"') == 2 and "k UNCERTAIN" in head
     assert 'class="warning"' not in render_html(_results(8, 7, 9), explorer=False)
+
+
+def test_k_is_uncertain_when_the_peak_groups_and_the_fits_disagree():
+    def with_fits(chosen, fits, low, high):
+        results = _results(chosen, low, high)
+        results["/kselect/fits_k"] = np.int64(fits)
+        return results
+
+    assert k_uncertainty(with_fits(12, 11, 3, 12)) == ""  # the two kinds agree: a wide range alone does not warn
+    text = k_uncertainty(with_fits(12, 9, 9, 12))
+    assert text.startswith("k UNCERTAIN") and "k = 12" in text and "k = 9" in text and "--k" in text
+    assert k_uncertainty(with_fits(4, 6, 4, 6)).startswith("k UNCERTAIN")

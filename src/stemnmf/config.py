@@ -212,8 +212,8 @@ class NMFConfig:
         "combined",
         "--k auto: combined (the loss knee and IQA of Cao et al. vote beside split-half stability, held-out error, "
         "map coherence and a Poisson noise model, every vote counted as distinct orientations (shifted copies and "
-        "components with a stronger one's peaks once, peakless ones not); the noise vote "
-        "decides, not below the smaller of loss knee and map coherence) or cao (the two published levels alone) (docs/kselect.md)",
+        "components with a stronger one's peaks once, peakless ones not), and a vote of the data's own Bragg peaks "
+        "(groups of scan blocks with the same peaks), which decides; or cao (the two published levels alone) (docs/kselect.md)",
         choices=("combined", "cao"),
     )
     k_scan: str = option(

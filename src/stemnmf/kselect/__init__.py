@@ -11,9 +11,9 @@ subsample, the coherence of the component maps and a Poisson noise model vote
 too; every vote counts distinct orientations: a component whose pattern is a
 shifted copy of a stronger one (an uncorrected descan) or has its peaks
 (thickness) counts with it, one without peaks (carbon, background) not at
-all; the noise vote decides, raised to the smaller of the loss knee and the
-map coherence when both lie above it; all six give the plausible range
-(docs/kselect.md).
+all. A seventh vote reads no fit: the number of groups of scan blocks whose
+own Bragg peaks agree (:mod:`stemnmf.kselect.peakgroups`); it decides (the
+sixth rule), and all seven give the plausible range (docs/kselect.md).
 
 The pipeline calls :func:`select_k`; its :meth:`KSelection.to_results` holds
 everything under ``/kselect/`` in the results file.

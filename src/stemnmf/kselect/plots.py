@@ -23,6 +23,8 @@ _SIGNAL_NAMES = {
     "stability": "split-half stability",
     "heldout": "held-out error",
     "coherence": "map coherence",
+    "noise": "noise",
+    "peaks": "peak groups",
 }
 
 _TITLES = {"ssim": "SSIM", "psnr": "PSNR (dB)", "gmsd": "GMSD", "mdsi": "MDSI"}

@@ -319,9 +319,11 @@ def select_k(
        metrics' choices is Cao et al.'s k.
     3. With ``evidence='combined'``: split-half stability, held-out error and
        map coherence and (raw patterns) a noise model vote too
-       (:func:`~stemnmf.kselect.gather_evidence`); the noise vote decides,
-       not below the smaller of the loss knee and the coherence (without
-       it, the median of the loss knee, the held-out knee and the coherence).
+       and the groups of scan blocks with the same Bragg peaks
+       (:func:`~stemnmf.kselect.gather_evidence`); the peak groups decide
+       (without them, the noise vote, not below the smaller of the loss knee
+       and the coherence; without that, the median of the loss knee, the
+       held-out knee and the coherence).
 
     Parameters
     ----------

@@ -51,8 +51,9 @@ SECTIONS = [
     (
         "Choosing the number of components",
         "With --k auto: the k each kind of evidence votes for (the loss knee and IQA of Cao et al., split-half "
-        "stability and held-out error of NMF on a subsample, coherence of the component maps), the k "
-        "chosen (the noise vote, not below the smaller of the loss knee and the map coherence) and the plausible range, beside the curves behind the new votes; "
+        "stability and held-out error of NMF on a subsample, coherence of the component maps, a noise model, groups of "
+        "scan blocks with the same Bragg peaks), the k chosen (the peak-group vote) and the plausible range, beside the "
+        "curves behind the new votes; "
         "Cao et al.'s level 1, the K-component loss against k, its knee and the range of interest; "
         "level 2, the similarity of the chosen k's components by four image-quality metrics (high SSIM/PSNR, low "
         "GMSD/MDSI mean similar), each metric's most similar pair against its redundancy threshold, and the "
