@@ -23,6 +23,11 @@ matching does not recall (TPR_G >= 0.5) is put in one class:
   matching (largest weight sum) gives that region to another grain (a
   thicker grain over it); ``recall IoU 0.5`` counts it.
 
+When the restarts see a subset of the positions (``restart_positions``, scans
+over 5000 positions) only the final refit's fits are in the history, and
+*never split off* includes grains merged away inside the winning restart.
+A second table gives the issue's metrics with ``grain_recall_own_visible``.
+
 The factors are cached as ``bench/grain_regions.py`` caches them (same file
 names), so its rules can be run on the same fits.
 """
