@@ -87,6 +87,26 @@ def test_detection_scores_by_hand():
     assert d["grain_feret_median"] == pytest.approx(np.sqrt(200))
 
 
+def test_own_region_recall_tells_a_nested_grains_region_from_its_covers():
+    # grain 1 (8 x 8 = 64 positions) lies inside grain 0 (10 x 10) and is thicker there: visible
+    truth = squares((20, 20), [(0, 10, 0, 10), (1, 9, 1, 9)])
+    thickness = truth * np.array([100.0, 300.0])[:, None, None]
+    dominant = dominant_grain(truth, thickness)
+    # cluster 0: grain 1's extent and one row of grain 0 beside it (the blur of a real region), IoU 64/72 with
+    # grain 1; the weight-sum matching gives it to grain 0 (72 positions in 0, 64 in 1): recall by TPR misses grain 1
+    spill = squares((20, 20), [(1, 10, 1, 9)])
+    recalled = np.array([False, False])
+    d = detection_scores(spill, truth, dominant, recalled, min_visible=25, recall_iou=0.5)
+    assert d["per_grain"]["visible"].tolist() == [True, True]
+    assert d["per_grain"]["own"].tolist() == [False, True]
+    assert d["grain_recall_own_visible"] == 0.5 and d["grain_recall_own"] == 0.5
+    # the cover's region alone (grain 0's extent) covers grain 1 at IoU 0.64: recall at IoU counts grain 1, own does not
+    cover = squares((20, 20), [(0, 10, 0, 10)])
+    d = detection_scores(cover, truth, dominant, np.array([True, False]), min_visible=25, recall_iou=0.5)
+    assert d["grain_recall_iou_visible"] == 1.0
+    assert d["per_grain"]["own"].tolist() == [True, False] and d["grain_recall_own_visible"] == 0.5
+
+
 def test_no_cluster_finds_no_grain():
     truth = squares((20, 20), [(0, 10, 0, 10), (10, 20, 10, 20)])
     d = detection_scores(np.zeros((0, 20, 20)), truth, dominant_grain(truth), np.zeros(2, bool))

@@ -249,7 +249,10 @@ def detection_scores(
         ``n_visible_grains``; ``grain_recall_visible`` (recall at TPR_G over the
         visible grains); ``grain_recall_iou`` and ``grain_recall_iou_visible``
         (fractions of the grains, and of the visible ones, that some cluster
-        covers at IoU >= ``recall_iou``); ``clusters_per_grain`` and
+        covers at IoU >= ``recall_iou``); ``grain_recall_own`` and
+        ``grain_recall_own_visible`` (the same, counting only a cluster whose
+        grain of largest IoU the grain is: a region of its own, not the region
+        of a grain over or around it); ``clusters_per_grain`` and
         ``clusters_per_visible_grain``; the median area and maximum Feret
         diameter (in positions) of the clusters and of the grains'
         footprints, and the relative errors ``area_median_error`` and
@@ -269,6 +272,13 @@ def detection_scores(
     dominated = np.bincount(np.asarray(dominant).ravel()[np.asarray(dominant).ravel() >= 0], minlength=n_g)[:n_g]
     visible = dominated >= int(min_visible)
     found = best_iou >= recall_iou
+    # a cluster of its own: a cluster at IoU >= recall_iou whose grain of largest IoU this grain is
+    own = np.zeros(n_g, bool)
+    if n_c and n_g:
+        safe = np.nan_to_num(iou, nan=-1.0)
+        owner = safe.argmax(axis=1)
+        hit = safe[np.arange(n_c), owner] >= recall_iou
+        own[owner[hit]] = True
     recalled = np.asarray(recalled, bool)
 
     def share(flags, among):
@@ -283,6 +293,8 @@ def detection_scores(
         grain_recall_visible=share(recalled, visible),
         grain_recall_iou=share(found, everyone),
         grain_recall_iou_visible=share(found, visible),
+        grain_recall_own=share(own, everyone),
+        grain_recall_own_visible=share(own, visible),
         clusters_per_grain=float(_ratio(n_c, n_g)),
         clusters_per_visible_grain=float(_ratio(n_c, n_visible)),
         cluster_area_median=c_area,
@@ -291,7 +303,7 @@ def detection_scores(
         cluster_feret_median=c_feret,
         grain_feret_median=g_feret,
         feret_median_error=float(_ratio(c_feret, g_feret)) - 1.0,
-        per_grain=dict(visible=visible, best_IoU=best_iou),
+        per_grain=dict(visible=visible, best_IoU=best_iou, own=own),
     )
 
 
