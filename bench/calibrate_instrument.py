@@ -137,7 +137,8 @@ def main() -> None:
     features = args.features.split(",")
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}, "
           f"ag2 {args.scan} x {args.scan} x {args.det}^2")  # fmt: skip
-    header = "seed case feature TPR_G dTPR_G ARI dARI ARI_reg dARI_reg method origin_err_px a/b(true) angle(true) cal_s"
+    header = ("seed case feature TPR_G dTPR_G ARI dARI ARI_reg dARI_reg method origin_err_px a/b(true) angle(true) cal_s"
+              " [BD: disks per pattern]")
     print(header)
     for seed in (int(s) for s in args.seeds.split(",")):
         clean = {}
@@ -173,7 +174,8 @@ def main() -> None:
                     + " ".join(f"{v:.3f} {d:+.3f}" for v, d in zip(values, deltas))
                     + f" {method} {'-' if error is None else f'{error:.3f}'}"
                     + f" {'-' if ratio is None else f'{ratio:.4f}'}{truth_text} {'-' if angle is None else f'{angle:.1f}'}{angle_text}"
-                    + f" {results.timings.get('calibrate', float('nan')):.1f}",
+                    + f" {results.timings.get('calibrate', float('nan')):.1f}"
+                    + (f" {float(np.mean(results['/features/bd/n_disks'])):.1f}" if "/features/bd/n_disks" in results else ""),
                     flush=True,
                 )
             if case in ("clean", "all"):

@@ -17,7 +17,7 @@ from stemnmf.features import (
     rasterize_disks,
     synthetic_disk,
 )
-from stemnmf.features.bragg import grid_columns
+from stemnmf.features.bragg import _noise_model, grid_columns
 
 
 def disks(shape, centres, radius, amplitudes):
@@ -203,3 +203,67 @@ def test_bragg_vector_map_sums_positions():
     bvm = bragg_vector_map(disks_, (10.0, 10.0), half_width=8)
     assert bvm.shape == (17, 17)
     assert bvm[8 + 5, 8 - 2] == pytest.approx(6.0) and bvm.sum() == pytest.approx(6.0)
+
+
+def counted_pattern(rng, shape, centres, counts, radius, background, gain=1.0):
+    """Poisson counts (times ``gain``): disks holding ``counts`` electrons each on a flat ``background`` per pixel."""
+    mean = disks(shape, centres, radius, np.asarray(counts) / (math.pi * radius**2)) + background
+    return gain * rng.poisson(mean).astype(np.float32)
+
+
+def test_noise_model_recovers_the_gain_and_the_read_noise():
+    rng = np.random.default_rng(11)
+    shape = (128, 128)
+    y, x = np.mgrid[:128, :128]
+    smooth = 0.5 + 8 * np.exp(-np.hypot(y - 60, x - 70) / 30)  # 0.5-8.5 electrons per pixel
+    truth = random_centres(rng, 10, shape, 8, 12.0, (60.0, 70.0))
+    for gain, read in [(1.0, 0.0), (0.2, 0.0), (3.7, 0.0), (2.0, 1.5), (0.5, 1.0)]:
+        mean = smooth + disks(shape, truth, 3.0, np.r_[3000.0, rng.uniform(20, 200, 9)])  # per pixel
+        img = gain * rng.poisson(np.broadcast_to(mean, (4,) + shape)) + rng.normal(0, read, (4,) + shape)
+        mask = np.hypot(y - 60, x - 70) < 6  # the direct beam masked: the estimate uses the rest
+        for m in (None, mask):
+            g, v0 = _noise_model(img.astype(np.float32), m)
+            if read == 0:  # Poisson counts times a gain: exact
+                np.testing.assert_allclose(g, gain, rtol=0.1)
+            for level in (0.5, 8.5):  # the variance of the background, electrons per pixel
+                ratio = (g * gain * level + v0) / (gain**2 * level + read**2)
+                low, high = (0.9, 1.1) if read == 0 else (0.6, 1.5)  # the noise level within 5 %, or 25 %
+                assert np.all((ratio > low) & (ratio < high)), (gain, read, level, ratio)
+
+
+def test_pure_poisson_background_gives_no_disks():
+    rng = np.random.default_rng(12)
+    shape = (96, 96)
+    kft, rft = kernels(3.0, shape)
+    for level in (0.02, 0.3, 4.0):  # sparse counts (most pixels 0) to a dense background
+        for gain in (1.0, 3.7):
+            img = gain * rng.poisson(level, (8,) + shape).astype(np.float32)
+            found = find_disks(img, kft, refine_ft=rft, min_relative=0.0)
+            assert np.isfinite(found[..., 0]).sum() == 0, (level, gain)
+
+
+def test_the_same_disks_with_and_without_a_masked_direct_beam():
+    """The noise level comes from the counts near each maximum: hiding the beam finds the same disks."""
+    rng = np.random.default_rng(13)
+    shape = (128, 128)
+    y, x = np.mgrid[:128, :128]
+    beam = (63.6, 64.2)
+    mask = np.hypot(y - beam[0], x - beam[1]) < 7
+    kft, rft = kernels(3.0, shape)
+    for _ in range(4):
+        truth = random_centres(rng, 13, shape, 10, 12.0, beam)[1:]
+        truth = truth[np.hypot(truth[:, 0] - beam[0], truth[:, 1] - beam[1]) > 14]
+        counts = rng.uniform(150, 1500, len(truth))  # each disk well above the noise of its counts
+        halo = 0.1 + 3 * np.exp(-np.hypot(y - beam[0], x - beam[1]) / 10)  # sparse counts, diffuse round the beam
+        img = counted_pattern(rng, shape, np.vstack([beam, truth]), np.r_[2e5, counts], 3.0, halo)
+        seen = find_disks(img, kft, refine_ft=rft, min_relative=0.0)
+        hidden = find_disks(img, kft, refine_ft=rft, min_relative=0.0, mask=mask,
+                            masked_fraction_map=masked_fraction(mask, 3.0))
+        seen = seen[np.isfinite(seen[:, 0])]
+        hidden = hidden[np.isfinite(hidden[:, 0])]
+        assert math.hypot(seen[0, 0] - beam[0], seen[0, 1] - beam[1]) < 0.5  # the beam, strongest
+        to_found, to_truth = match(hidden, truth)
+        assert to_found.max() < 0.5 and to_truth.max() < 0.5  # every disk, nothing else
+        to_found, to_truth = match(seen[1:], truth)
+        assert to_found.max() < 0.5 and to_truth.max() < 0.5
+        assert hidden.shape[0] == seen.shape[0] - 1 == truth.shape[0]
