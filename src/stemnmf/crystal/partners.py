@@ -164,31 +164,36 @@ def fit_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: f
     Returns
     -------
     rotations : numpy.ndarray
-        (1 + n, 3, 3): the rotation, refined, and the n partners of the refined rotation, each
-        refined (the partners inherit the refined tilt); when a partner fits better, the rotation
-        is fitted once more from the partners of that partner's fit, and the better of its two
-        fits is kept (either candidate gets a start from the other's fitted tilt); (1, 3, 3), the rotation unrefined, when it has no partners.
+        (1 + n, 3, 3): the rotation and its n partners, each refined from two starts (its own, and
+        the partner of the other's refined rotation; the better fit is kept); (1, 3, 3), the rotation unrefined, when it has no partners.
     scores : numpy.ndarray
         (1 + n,) their fitted scores; ``[nan]`` without partners (nothing is fitted).
     """
     table = model.tables[phase]
     rotation = np.asarray(rotation, float)
-    if not len(projection_partners(rotation, table.g, table.intensity, symmetry, q_max=q_max)):
+    first = projection_partners(rotation, table.g, table.intensity, symmetry, q_max=q_max)
+    if not len(first):
         return rotation[None], np.array([np.nan])
     prepared = model.prepare(pattern)
-    fits = [_fit(model, prepared, rotation, phase, search_deg)]
-    # the partners of the fitted rotation: a partner inherits the rotation's tilt off the zone,
-    # and the fit's score is peaked to ~0.1° of tilt, so the fitted tilt is the better start
-    partners = projection_partners(fits[0][0], table.g, table.intensity, symmetry, q_max=q_max)
-    fits += [_fit(model, prepared, r, phase, search_deg) for r in partners]
-    best = 1 + int(np.argmax([f[1] for f in fits[1:]])) if len(fits) > 1 else 0
-    if best and fits[best][1] > fits[0][1]:
-        # the same chance for the rotation: fitted again from the partners of the winner's fit
-        for back in projection_partners(fits[best][0], table.g, table.intensity, symmetry, q_max=q_max):
-            if misorientation_angles(back, fits[0][0][None], symmetry)[0] < 5.0:
-                again = _fit(model, prepared, back, phase, search_deg)
-                fits[0] = again if again[1] > fits[0][1] else fits[0]
-    return np.stack([f[0] for f in fits]), np.array([f[1] for f in fits])
+
+    def fit(start):
+        return _fit(model, prepared, start, phase, search_deg)
+
+    # every candidate is fitted from its own start and from the other's fitted tilt: a partner inherits
+    # the tilt off the zone, the fit is peaked to ~0.1° of tilt, and a template solution's tilt is not
+    # that good; the better of the two fits counts
+    own = fit(rotation)
+    classes = [[own]] + [[fit(p)] for p in first]
+    for p in projection_partners(own[0], table.g, table.intensity, symmetry, q_max=q_max):
+        near = misorientation_angles(p, np.stack([c[0][0] for c in classes[1:]]), symmetry)
+        if near.min() < 5.0:
+            classes[1 + int(near.argmin())].append(fit(p))
+    best = [max(c, key=lambda f: f[1]) for c in classes]
+    winner = 1 + int(np.argmax([f[1] for f in best[1:]]))
+    for p in projection_partners(best[winner][0], table.g, table.intensity, symmetry, q_max=q_max):
+        if misorientation_angles(p, own[0][None], symmetry)[0] < 5.0:
+            best[0] = max(best[0], fit(p), key=lambda f: f[1])
+    return np.stack([f[0] for f in best]), np.array([f[1] for f in best])
 
 
 def _fit(model, prepared, rotation, phase: int, search_deg: float):
