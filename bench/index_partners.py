@@ -22,6 +22,7 @@ import numpy as np
 import stemnmf
 from stemnmf.crystal import orientation_datasets
 from stemnmf.crystal.scores import orientation_scores
+from stemnmf.io.results import load_results, save_results
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from index_quality import simulate, summary  # noqa: E402
@@ -43,6 +44,19 @@ def region_errors(found, results, truth) -> np.ndarray:
     return np.array([np.nan if e is None else float(e) for e in errors])
 
 
+def run_once(dataset, truth, args, seed: int):
+    """``stemnmf.run`` with raw features, or the run kept in ``args.runs`` from an earlier call."""
+    tag = f"{args.phase}-{seed}-{args.scan}-" + ("preset" if args.tilt is None else "-".join(f"{t:g}" for t in args.tilt))
+    path = os.path.join(args.runs, f"{tag}.h5") if args.runs else None
+    if path and os.path.exists(path):
+        return load_results(path)
+    results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
+    if path:
+        os.makedirs(args.runs, exist_ok=True)
+        save_results(results, path, overwrite=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", default="LNMO")
@@ -50,6 +64,7 @@ def main() -> None:
     parser.add_argument("--scan", type=int, default=32)
     parser.add_argument("--tilt", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="orientation_tilt of the simulation, degrees (default: the preset's, 0-1)")
+    parser.add_argument("--runs", default=None, help="folder that keeps each seed's run (results.h5) for reuse")
     parser.add_argument("--thresholds", type=float, nargs="*", default=[0.0, 0.001, 0.002, 0.005, 0.01])
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -59,7 +74,7 @@ def main() -> None:
         print(f"load {os.getloadavg()[0]:.1f}; {args.phase}, crystals preset, {args.scan}x{args.scan}, tilt {args.tilt or 'preset'}", flush=True)
         for seed in args.seeds:
             dataset, truth = simulate_tilted(args.phase, seed, args.scan, workdir, args.tilt)
-            results = stemnmf.run(dataset, {"features": {"representation": "raw"}, "run": {"report": False}}, truth=truth)
+            results = run_once(dataset, truth, args, seed)
             t0 = time.perf_counter()
             before = region_errors(orientation_datasets(results, [args.phase], dataset=dataset, cache_dir=cache), results, truth)
             t1 = time.perf_counter()

@@ -38,7 +38,7 @@ def add_index_arguments(parser, *, required: bool) -> None:
     group.add_argument("--overlap-sums", action="store_true",
                        help="also fit each overlapped region's mean pattern as a sum of two crystals (regions_second)")
     group.add_argument("--partners", action="store_true",
-                       help="choose each region's orientation among it and its projection partners by a kinematic fit of its core (slower)")
+                       help="choose each region's orientation among it and its projection partners by a kinematic fit of its core (slow: 50-220 s per 32 x 32 spinel scan)")
     group.add_argument("--template-cache", metavar="DIR", help="template cache (default ~/.cache/stemnmf/templates)")
 
 

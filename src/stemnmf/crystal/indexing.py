@@ -116,10 +116,10 @@ class IndexOptions:
     overlap_min_share : float
         Smallest share of the fitted intensity the weaker crystal must carry [0.15].
     partners : bool
-        Decide each region's and component's orientation among it and its projection
-        partners (:mod:`.partners`: the orientations with the same zero-order pattern)
-        by the kinematic fit (:mod:`.refine`) of the mean pattern of the region's core
-        positions [False].
+        Decide each region's orientation (each component's when the run has no regions)
+        among it and its projection partners (:mod:`.partners`: the orientations with the
+        same zero-order pattern) by the kinematic fit (:mod:`.refine`) of the mean pattern
+        of the region's core positions [False].
     partner_gain : float
         Relative gain of a partner's fitted score over the orientation's needed to take it [0.0].
     partner_erosion : int
@@ -605,7 +605,8 @@ def orientation_datasets(results, phases, *, dataset=None, per_position: bool = 
     }
     components, kinds, votes = _component_result(indexer, results, dataset)
     if components is not None:
-        out.update(_partner_datasets(indexer, results, "components", components, dataset))
+        if "/regions/mean_patterns" not in results:  # the regions' choice is the one scored; half the cost
+            out.update(_partner_datasets(indexer, results, "components", components, dataset))
         out.update(_datasets("components", components))
         out["/orientations/components_source"] = kinds
         out.update(_vote_datasets("components", votes))

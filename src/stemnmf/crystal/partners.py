@@ -164,15 +164,36 @@ def fit_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: f
     Returns
     -------
     rotations : numpy.ndarray
-        (1 + n, 3, 3): the rotation and its n partners, each refined.
+        (1 + n, 3, 3): the rotation and its n partners, each refined from two starts (its own, and
+        the partner of the other's refined rotation; the better fit is kept); (1, 3, 3), the rotation unrefined, when it has no partners.
     scores : numpy.ndarray
-        (1 + n,) their fitted scores.
+        (1 + n,) their fitted scores; ``[nan]`` without partners (nothing is fitted).
     """
     table = model.tables[phase]
-    partners = projection_partners(rotation, table.g, table.intensity, symmetry, q_max=q_max)
+    rotation = np.asarray(rotation, float)
+    first = projection_partners(rotation, table.g, table.intensity, symmetry, q_max=q_max)
+    if not len(first):
+        return rotation[None], np.array([np.nan])
     prepared = model.prepare(pattern)
-    fits = [_fit(model, prepared, r, phase, search_deg) for r in [np.asarray(rotation, float), *partners]]
-    return np.stack([f[0] for f in fits]), np.array([f[1] for f in fits])
+
+    def fit(start):
+        return _fit(model, prepared, start, phase, search_deg)
+
+    # every candidate is fitted from its own start and from the other's fitted tilt: a partner inherits
+    # the tilt off the zone, the fit is peaked to ~0.1° of tilt, and a template solution's tilt is not
+    # that good; the better of the two fits counts
+    own = fit(rotation)
+    classes = [[own]] + [[fit(p)] for p in first]
+    for p in projection_partners(own[0], table.g, table.intensity, symmetry, q_max=q_max):
+        near = misorientation_angles(p, np.stack([c[0][0] for c in classes[1:]]), symmetry)
+        if near.min() < 5.0:
+            classes[1 + int(near.argmin())].append(fit(p))
+    best = [max(c, key=lambda f: f[1]) for c in classes]
+    winner = 1 + int(np.argmax([f[1] for f in best[1:]]))
+    for p in projection_partners(best[winner][0], table.g, table.intensity, symmetry, q_max=q_max):
+        if misorientation_angles(p, own[0][None], symmetry)[0] < 5.0:
+            best[0] = max(best[0], fit(p), key=lambda f: f[1])
+    return np.stack([f[0] for f in best]), np.array([f[1] for f in best])
 
 
 def _fit(model, prepared, rotation, phase: int, search_deg: float):
