@@ -110,3 +110,30 @@ def test_a_ring_too_weak_for_the_sectors_is_refused():
     image = rng.poisson(np.broadcast_to(clean, (16, *SHAPE))).astype(float).mean(axis=0)
     with pytest.raises(CalibrationError, match="too weak"):
         fit_ellipse_profiles(image, center=CENTRE, r_min=8.0)
+
+
+def test_one_curve_through_all_sectors_outvotes_sectors_locked_on_a_neighbouring_ring():
+    """Correlations peak on a known 2-theta curve; a third of the sectors peak higher on a decoy 13 lags off.
+
+    The decoys (a sector whose spots match a neighbouring ring better) pull a curve through the sectors' own
+    maxima by several degrees; the curve that maximises the summed correlation is the true one.
+    """
+    from stemnmf.calibrate.ellipse_profiles import _curve_coefficients
+
+    rng = np.random.default_rng(11)
+    theta = (np.arange(36) + 0.5) * np.radians(10.0)
+    true_a, true_b = 6.4 * math.cos(np.radians(50.0)), 6.4 * math.sin(np.radians(50.0))
+    curve = true_a * np.cos(2 * theta) + true_b * np.sin(2 * theta)
+    lags = np.arange(-20, 21)
+    decoy = rng.random(36) < 1 / 3
+    offset = np.where(rng.random(36) < 0.5, -13.0, 13.0)
+    corr = np.exp(-((lags[None, :] - curve[:, None]) ** 2) / (2 * 1.5**2))
+    corr += np.where(decoy, 1.3, 0.0)[:, None] * np.exp(-((lags[None, :] - curve[:, None] - offset[:, None]) ** 2) / 4.5)
+    corr += 0.05 * rng.standard_normal(corr.shape)
+    own = lags[np.argmax(corr, axis=1)].astype(float)
+    design = np.stack([np.ones(36), np.cos(2 * theta), np.sin(2 * theta)], 1)
+    _, naive_a, naive_b = np.linalg.lstsq(design, own, rcond=None)[0]
+    assert abs(np.degrees(0.5 * (math.atan2(naive_b, naive_a) - math.atan2(true_b, true_a)))) > 3.0
+    a, b = _curve_coefficients(lags, corr, theta)
+    assert abs(np.degrees(0.5 * (math.atan2(b, a) - math.atan2(true_b, true_a)))) < 0.5
+    assert abs(math.hypot(a, b) - 6.4) < 0.2

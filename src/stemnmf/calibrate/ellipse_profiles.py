@@ -11,8 +11,13 @@ Friedel mate, which would pull the shift towards zero wherever they alone hold
 a ring), to a fraction of a sample. Every ring of the pattern takes part
 (close rings of a fine-grained film, a few Bragg spots per ring), unlike a fit
 to one ring's crest, which mixes neighbouring rings when they are a few pixels
-apart. Each sector is weighted by how well it matches (the square of its
-correlation peak). The mean profile is rebuilt from the aligned sectors and the shifts
+apart. Each sector is searched only near the one curve
+``A cos 2 theta + B sin 2 theta`` (in shift) that maximises the correlation
+summed over all the sectors: on spotty rings (a few grains) a sector's own
+best match often lies on a neighbouring ring or on noise, and a curve fitted
+through such maxima tilted the axis by 5-10 degrees. Each sector is weighted
+by how well it matches (the square of its correlation peak). The mean
+profile is rebuilt from the sectors aligned along that curve and the shifts
 measured again (the mean of a distorted pattern is blurred by the distortion).
 The axis ratio is ``sqrt(u_max / u_min)`` of ``u = 1 / s^2`` and the ``a`` axis
 lies where ``u`` is smallest; the boxcar average over a sector's width is
@@ -24,7 +29,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
+from scipy import interpolate, ndimage
 
 from stemnmf.calibrate.common import check_mask
 from stemnmf.calibrate.ellipse import EllipseFit, _polar, _ring_window, _sample_rays, pixel_noise
@@ -40,8 +45,8 @@ MAX_SCALE = 1.06
 #: matches the mean profile poorly and its shift is mostly noise.
 WEIGHT_POWER = 2
 
-#: After the first pass, each sector is searched only this far (in scale) from the smooth curve through all
-#: the sectors' shifts, so that no sector locks onto a neighbouring ring (311 and 222 are 4 % apart).
+#: Each sector is searched only this far (in scale) from the 2-theta curve that best fits all the sectors'
+#: correlations, so that no sector locks onto a neighbouring ring (311 and 222 are 4 % apart).
 REACH = 0.012
 
 #: Median correlation coefficient of the sectors' profiles with the mean below which the fit refuses: noise
@@ -94,11 +99,8 @@ def _references(aligned, ids, n_sectors):
     return refs / np.maximum(rms, 1e-300)
 
 
-def _register(profiles, references, max_lag, expected=None, reach=None):
-    """Sub-sample shift of each profile against its reference (parabola through the correlation peak).
-
-    With ``expected`` (one shift per profile), only lags within ``reach`` of it are searched.
-    """
+def _correlations(profiles, references, max_lag):
+    """(lags, (n_profiles, n_lags) correlation of each profile with its reference at every lag)."""
     n = references.shape[1]
     lags = np.arange(-max_lag, max_lag + 1)
     corr = np.empty((profiles.shape[0], lags.size))
@@ -107,11 +109,44 @@ def _register(profiles, references, max_lag, expected=None, reach=None):
             corr[:, j] = np.einsum("ki,ki->k", profiles[:, lag:], references[:, : n - lag])
         else:
             corr[:, j] = np.einsum("ki,ki->k", profiles[:, : n + lag], references[:, -lag:])
+    return lags, corr
+
+
+def _curve_coefficients(lags, corr, theta, rows=None):
+    """(A, B) of the lag curve ``A cos 2 theta + B sin 2 theta`` that maximises the summed correlation.
+
+    One curve for all the sectors at once: a sector whose own maximum lies on a neighbouring ring or on noise
+    (a spotty ring) cannot move it, and every sector counts by the correlation it holds. The correlations are
+    interpolated by cubic splines (linear interpolation pulls the curve onto whole lags); a grid of 0.5 lag,
+    then of 0.02 lag about its best point. ``rows`` picks (and may repeat) the sectors used.
+    """
+    rows = np.arange(theta.size) if rows is None else np.asarray(rows)
+    fine = np.arange(lags[0], lags[-1] + 1e-9, 0.02)
+    table = interpolate.CubicSpline(lags, corr[rows], axis=1)(fine)
+    cos2, sin2 = np.cos(2 * theta[rows]), np.sin(2 * theta[rows])
+    centre, half, step = (0.0, 0.0), float(lags[-1]), 0.5
+    for _ in range(2):
+        grid_a = centre[0] + np.arange(-half, half + step / 2, step)
+        grid_b = centre[1] + np.arange(-half, half + step / 2, step)
+        a, b = (g.ravel() for g in np.meshgrid(grid_a, grid_b, indexing="ij"))
+        curve = a[:, None] * cos2[None, :] + b[:, None] * sin2[None, :]
+        index = np.clip(np.rint((curve - fine[0]) / 0.02).astype(int), 0, fine.size - 1)
+        scores = table[np.arange(rows.size)[None, :], index].sum(axis=1)
+        best = int(np.argmax(scores))
+        centre, half, step = (a[best], b[best]), step, 0.02
+    return centre
+
+
+def _pick(lags, corr, expected=None, reach=None):
+    """Sub-sample lag of each row's correlation peak (parabola through it) and its height.
+
+    With ``expected`` (one lag per row), only lags within ``reach`` of it are searched.
+    """
     searched = corr
     if expected is not None:
         searched = np.where(np.abs(lags[None, :] - expected[:, None]) <= reach, corr, -np.inf)
     best = np.clip(np.argmax(searched, axis=1), 1, lags.size - 2)
-    rows = np.arange(profiles.shape[0])
+    rows = np.arange(corr.shape[0])
     minus, centre, plus = searched[rows, best - 1], searched[rows, best], searched[rows, best + 1]
     # a maximum on the edge of the searched lags is no match (the sector's structure lies elsewhere): peak 0
     inner = (minus < centre) & (plus <= centre) & np.isfinite(minus) & np.isfinite(plus)
@@ -179,7 +214,7 @@ def _bootstrap(theta, u, used, attenuation, weight, n_bootstrap, random_state) -
     return float(np.std(ratios)), float(np.std(spread) / 2)
 
 
-def _sector_shifts(polar, n_sectors, step, min_valid, n_iter=3, refine=True):
+def _sector_shifts(polar, n_sectors, step, min_valid, n_iter=3):
     """Shift (samples of ln r) of every usable sector against the aligned mean profile.
 
     Returns (shifts, usable sectors, their profiles, their correlation peaks).
@@ -200,21 +235,19 @@ def _sector_shifts(polar, n_sectors, step, min_valid, n_iter=3, refine=True):
     sigma = max(2.0, BACKGROUND / step)  # background: structure wider than BACKGROUND in ln r
     high = _high_pass(profiles[usable], sigma)
     per = n_angles // n_sectors
-    theta = ((np.arange(n_sectors) + 0.5) * per * (2 * np.pi / n_angles))[usable] if refine else None
+    theta = ((np.arange(n_sectors) + 0.5) * per * (2 * np.pi / n_angles))[usable]
     max_lag = int(math.ceil(math.log(MAX_SCALE) / step)) + 1
     ids = np.nonzero(usable)[0]
-    shifts = np.zeros(high.shape[0])
     references = _references(high, ids, n_sectors)
-    expected = None
     for _ in range(n_iter):
-        shifts, peak = _register(high, references, max_lag, expected, reach=math.log(1.0 + REACH) / step)
+        lags, corr = _correlations(high, references, max_lag)
+        # each sector is searched about the one 2-theta curve that best fits all the sectors' correlations
+        a, b = _curve_coefficients(lags, corr, theta)
+        expected = a * np.cos(2 * theta) + b * np.sin(2 * theta)
+        shifts, peak = _pick(lags, corr, expected, reach=math.log(1.0 + REACH) / step)
         shifts -= np.median(shifts)
-        references = _references(_shift_back(high, shifts), ids, n_sectors)
-        if theta is not None:  # the next search about the smooth 2-theta curve through these shifts
-            design = np.stack([np.ones_like(theta), np.cos(2 * theta), np.sin(2 * theta)], 1)
-            w = np.sqrt(np.maximum(peak, 0.0))
-            coef, *_ = np.linalg.lstsq(design * w[:, None], shifts * w, rcond=None)
-            expected = design @ coef
+        # the references are rebuilt from the sectors aligned along that curve (not their own, noisier peaks)
+        references = _references(_shift_back(high, expected), ids, n_sectors)
     return shifts, usable, profiles[usable], np.maximum(peak, 0.0) / high.shape[1]
 
 
