@@ -2,6 +2,7 @@
 
     nice -n 10 .venv/bin/python bench/calibrate_instrument.py [--scan 60] [--det 128] [--seeds 101]
                                                              [--features aa,bd] [--cases clean,descan,...]
+                                                             [--run-seeds 0,1,2]
 
 For every seed and case the ag2 film is simulated once in memory (the same sample and
 noise in every case: only the instrument differs) and ``stemnmf.run`` analyses it with
@@ -21,6 +22,9 @@ then once more after the seed-303 run, which is why seed 404 ran last), then 505
 at the paper geometry (``--scan 100 --det 256``), 707 (the leaking beam stop's fix was tuned on
 404, on 20 x 20 and 30 x 30 scans of seeds 31-43, and once on 505's beam-stop mask). The stop's
 penumbra is not scaled with ``--det`` in the beam-stop case (the 'realistic' preset scales it).
+``--run-seeds`` repeats every run with other random states (``run.seed``), each case compared
+with the clean twin of the same random state: the NMF's own spread, against which a difference
+to the clean twin is read.
 """
 
 from __future__ import annotations
@@ -127,6 +131,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="101")
     parser.add_argument("--features", default="aa,bd")
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--run-seeds", default="0", help="the runs' random states (the NMF's spread across restarts)")
     parser.add_argument("--calibration-only", action="store_true", help="time and check the calibration alone")
     args = parser.parse_args()
     if args.calibration_only:
@@ -145,8 +150,9 @@ def main() -> None:
         for case in args.cases.split(","):
             dataset, truth = sm.simulate("ag2", scan=args.scan, det=args.det, seed=seed, lazy=False, **_case(case, args.det))
             true_ellipse = truth.extra.get("instrument/ellipse")
-            for feature in features:
+            for feature, run_seed in ((f, r) for f in features for r in (int(v) for v in args.run_seeds.split(","))):
                 config = Config()
+                config.run.seed = run_seed
                 config.features.representation = feature
                 config.calibrate.ellipse = True
                 config.calibrate.on_unreliable = "warn"
@@ -157,20 +163,21 @@ def main() -> None:
                 try:
                     results = run(dataset, config, truth=truth)
                 except StemNMFError as err:  # a clear refusal is a result too
-                    print(f"{seed} {case} {feature} failed: {err}", flush=True)
+                    print(f"{seed} {case} {feature}/{run_seed} failed: {err}", flush=True)
                     continue
                 scores = json.loads(str(results["/scores/summary"]))
                 values = [scores.get("TPR_G"), scores.get("ARI"), scores.get("ARI_regions")]
                 if case == "clean":
-                    clean[feature] = values
-                deltas = [v - c if v is not None and c is not None else None for v, c in zip(values, clean.get(feature, values))]
+                    clean[feature, run_seed] = values
+                twin = clean.get((feature, run_seed), values)
+                deltas = [v - c if v is not None and c is not None else None for v, c in zip(values, twin)]
                 ratio, angle = _ellipse(results)
                 truth_text = "" if true_ellipse is None else f"({true_ellipse[0]:.3f})"
                 angle_text = "" if true_ellipse is None else f"({math.degrees(true_ellipse[1]):.1f})"
                 method = results["/calibration/origin_method"] if "/calibration/origin_method" in results else "-"
                 error = _origin_error(results, truth)
                 print(
-                    f"{seed} {case} {feature} "
+                    f"{seed} {case} {feature}{'' if args.run_seeds == '0' else f'/{run_seed}'} "
                     + " ".join(f"{v:.3f} {d:+.3f}" for v, d in zip(values, deltas))
                     + f" {method} {'-' if error is None else f'{error:.3f}'}"
                     + f" {'-' if ratio is None else f'{ratio:.4f}'}{truth_text} {'-' if angle is None else f'{angle:.1f}'}{angle_text}"
