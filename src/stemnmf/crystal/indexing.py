@@ -119,7 +119,8 @@ class IndexOptions:
         Decide each region's orientation (each component's when the run has no regions)
         among it and its projection partners (:mod:`.partners`: the orientations with the
         same zero-order pattern) by the kinematic fit (:mod:`.refine`) of the mean pattern
-        of the region's core positions [False].
+        of the region's core positions, and take the winner's fitted rotation (a solution
+        without partners is fitted alone) [False].
     partner_gain : float
         Relative gain of a partner's fitted score over the orientation's needed to take it [0.0].
     partner_erosion : int
