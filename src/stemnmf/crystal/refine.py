@@ -149,7 +149,8 @@ class PatternModel:
 
         :meth:`score` leaves out spots whose centre falls off the detector, so the scores of
         rotations within ``within_deg`` of ``rotation`` are unchanged; a fit near a start then
-        computes a quarter or less of a spinel's reflections (28 546 out to the detector's corner).
+        computes about a quarter of a spinel's reflections (8 323 of the indexer's 28 546 on a
+        128-pixel detector of 0.02 1/Å).
         """
         table = self.tables[phase]
         g_lab = table.g @ np.asarray(rotation, dtype=np.float64).T
@@ -233,7 +234,7 @@ class PatternModel:
         the rotation at 40 Å, then at 80 Å; the best
         of ``thicknesses`` (default: 40 to 640 Å in 30 steps of 10 %) at that rotation seeds a last search over the
         rotation and log t. Reflections that no rotation within ``search_deg`` + 5° of the start
-        puts on the detector are left out (:meth:`near`): the same scores, a quarter of the work.
+        puts on the detector are left out (:meth:`near`): the same scores in about half the time.
         """
         start = np.asarray(rotation, dtype=np.float64)
         model = self.near(start, phase, within_deg=float(search_deg) + 5.0)  # the same scores with fewer reflections
