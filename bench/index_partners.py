@@ -3,7 +3,9 @@
 For each seed: simulate the spinel ``crystals`` preset, `stemnmf.run` (raw features, k chosen by the
 run), `orientation_datasets` with every default setting and again with ``partners=True``
 (``partner_gain=0``); the regions' errors against their best-matching grains, each region's
-partner gain, and what every threshold on the gain would have given.
+partner gain, and what every threshold on the gain would have given had the regions below it kept
+the defaults' orientation (since round 8 ``partners=True`` keeps the fitted rotation of every
+region instead: the "as run" line).
 
     STEMNMF_CACHE=/tmp/cache nice -n 10 python bench/index_partners.py --seeds 3 4 5 10 11 12 13 14
 """
@@ -91,6 +93,8 @@ def main() -> None:
                   f"  gain (%) {np.round(100 * gain[keep], 2).tolist()}", flush=True)
     plain, chosen, gains = map(np.asarray, (plain, chosen, gains))
     print(f"all (n={len(plain)}): defaults {summary(plain)}")
+    print(f"  partners, as run (partner_gain 0): {summary(chosen)}")
+    # what a threshold would give if the regions below it kept the defaults' (unfitted) orientation
     for threshold in args.thresholds:
         taken = gains > threshold
         errors = np.where(taken, chosen, plain)

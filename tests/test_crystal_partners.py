@@ -102,7 +102,8 @@ def test_partner_options_reach_the_indexing_and_are_checked(tmp_path):
 def test_regions_take_the_partner_that_their_core_positions_fit(spinel, tmp_path):
     """Region 0's positions see one of a pair of partners (a spinel crystal 2° off [012] and its partner),
     its mean pattern is the other's (by construction), whichever way round: with ``partners=True`` the region
-    gets the positions' crystal; region 1 ([001], no partner) keeps its orientation."""
+    gets the positions' crystal; region 1 ([001], no partner) is fitted alone, to within 0.1° of its crystal
+    (the template refinement alone: 0.27°)."""
     from stemnmf.crystal import orientation_datasets, quaternions_to_matrices
     from stemnmf.io.dataset import Calibration, Dataset4D
     from stemnmf.io.results import Results
@@ -131,7 +132,7 @@ def test_regions_take_the_partner_that_their_core_positions_fit(spinel, tmp_path
         alone = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, **options))
         found = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, partners=True, **options))
         alone_errors.append(alone[0])
-        assert found[0] < 1.0 and found[1] == pytest.approx(alone[1], abs=1e-9), (alone, found)
+        assert found[0] < 1.0 and found[1] < min(0.1, alone[1]), (alone, found)
     assert max(alone_errors) > 20, alone_errors  # the mean pattern alone takes the wrong one of the pair at least once
 
 
@@ -157,3 +158,20 @@ def test_no_fit_without_partners(spinel):
     start = _tilted(crystal, (0, 0, 1), 1.0)
     rotations, scores = fit_partners(model, np.ones((128, 128), np.float32), start, symmetry, q_max=1.2)
     assert rotations.shape == (1, 3, 3) and np.allclose(rotations[0], start) and np.isnan(scores).all()
+
+
+def test_near_model_scores_as_the_whole_table(spinel):
+    """``PatternModel.near``: fewer reflections, the same score (to rounding) for rotations within its reach of the start."""
+    crystal, table, model, symmetry = spinel
+    start = _tilted(crystal, (1, 1, 2), 2.0)
+    pattern = np.random.default_rng(6).poisson(diffraction_pattern(crystal, start, 150.0, OPTICS) * 1e5).astype(np.float32)
+    prepared = model.prepare(pattern)
+    near = model.near(start, 0, within_deg=5.0)
+    assert len(near.tables[0].g) < 0.9 * len(table.g)
+    assert len(model.tables[0].g) == len(table.g)  # the model itself is left whole
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        axis = rng.normal(size=3)
+        turned = axis_angle_matrix(axis / np.linalg.norm(axis), rng.uniform(0.0, 5.0)) @ start
+        thickness = rng.uniform(40.0, 600.0)
+        assert near.score(prepared, turned, thickness) == pytest.approx(model.score(prepared, turned, thickness), abs=1e-12)

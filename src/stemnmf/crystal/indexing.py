@@ -35,7 +35,7 @@ from stemnmf.crystal.matching import (
 )
 from stemnmf.crystal.kinematics import reflection_table
 from stemnmf.crystal.overlap import index_sums
-from stemnmf.crystal.partners import fit_partners
+from stemnmf.crystal.partners import fit_alone, fit_partners
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel
 from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
 from stemnmf.crystal.phases import load_phases, require_crystal_extra
@@ -119,7 +119,8 @@ class IndexOptions:
         Decide each region's orientation (each component's when the run has no regions)
         among it and its projection partners (:mod:`.partners`: the orientations with the
         same zero-order pattern) by the kinematic fit (:mod:`.refine`) of the mean pattern
-        of the region's core positions [False].
+        of the region's core positions, and take the winner's fitted rotation (a solution
+        without partners is fitted alone) [False].
     partner_gain : float
         Relative gain of a partner's fitted score over the orientation's needed to take it [0.0].
     partner_erosion : int
@@ -500,8 +501,9 @@ def _choose_partners(indexer: Indexer, result: MatchResult, patterns, weight_map
     """Replace each solution by the best kinematic fit among it and its projection partners; returns the gains (n,).
 
     The pattern fitted is the mean of the core positions of each weight map when the scan is
-    given, else ``patterns[i]``. A partner is taken when its fitted score beats the solution's
-    by more than ``partner_gain`` (relative); the gain is its relative margin (0 without partners).
+    given, else ``patterns[i]``. A partner's fit is taken when its score beats the solution's
+    fit by more than ``partner_gain`` (relative), else the solution's own fit (a solution without
+    partners is fitted alone); the gain is the best partner's relative margin (0 without partners).
     """
     o = indexer.options
     model = indexer.model
@@ -517,12 +519,15 @@ def _choose_partners(indexer: Indexer, result: MatchResult, patterns, weight_map
             q_max=indexer.grid.r_max, search_deg=o.resolution,
         )
         if len(scores) < 2:
+            result.rotations[i] = fit_alone(model, pattern, result.rotations[i], phase=phase, search_deg=o.resolution)[0]
             continue
         best = 1 + int(np.argmax(scores[1:]))
         gains[i] = (scores[best] - scores[0]) / abs(scores[0]) if scores[0] else 0.0
         if gains[i] > float(o.partner_gain):
             log.info("solution %d: projection partner %d fits better by %.2f %%", i, best, 100 * gains[i])
             result.rotations[i] = rotations[best]
+        else:
+            result.rotations[i] = rotations[0]
     return gains
 
 

