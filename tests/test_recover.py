@@ -100,6 +100,7 @@ def test_the_merge_controls_stay_exact_with_the_recovery_on(scene_recovered):
     grains, model, W = scene_recovered
     share = {g: W[m.ravel()].sum(axis=0) / W.sum(axis=0) for g, m in grains.items()}
     assert model.recovered_ == []
+    assert model.to_results()["/decompose/recovered"].shape == (0,)
     assert model.n_components_ == 2
     assert np.count_nonzero(share["A"] > 0.5) == 1  # A: one component
     assert int(np.argmax(share["C"])) == int(np.argmax(share["D"])) != int(np.argmax(share["A"]))
