@@ -43,7 +43,7 @@ import numpy as np
 from scipy import ndimage
 
 from stemnmf.decompose._random import nndsvd_init
-from stemnmf.decompose.blocks import RowBlocks
+from stemnmf.decompose.blocks import RowBlocks, blas_limit
 from stemnmf.decompose.evidence import (
     FOOTPRINT_FRACTION,
     MERGE_TOLERANCE,
@@ -220,25 +220,30 @@ def recover_candidates(
     top = Wt64.max(axis=1, initial=0.0)
     tests = dict(gain=gain, min_size=min_size, continuity=continuity, novelty=novelty, min_peaks=min_peaks,
                  presence=presence)
-    out = []
-    for j in range(Wt64.shape[0]):
-        foot = (Wt64[j] >= FOOTPRINT_FRACTION * top[j]) & (top[j] > 0)
-        rows = np.flatnonzero(foot)
-        if len(rows) < 2 * min_size:
-            continue
-        Xf = _rows(X, rows)
-        R = Xf - Wt64[:, rows].T @ H64
-        local = (R * R).sum(axis=0)[None, :]
-        gate = float(local_noise_gates(np.asarray(row_sq, np.float64), local, foot[None, :], k=Wt64.shape[0],
-                                       tolerance=MERGE_TOLERANCE)[0])
-        Y = R + np.outer(Wt64[j, rows], H64[j])
-        U, s, Vt = _top_two(Y)
-        W0t, H0 = nndsvd_init(U, s, Vt)
-        Ws, Hs = _hals(Y, np.asarray(W0t, np.float64).T, np.asarray(H0, np.float64))
-        fall = (float((R * R).sum()) - float(((Y - Ws @ Hs) ** 2).sum())) / max(gate, 1e-300)
-        parts = [_test(j, rows, Xf, Ws, Hs, new, fall, sigma, scan_shape, **tests) for new in (0, 1)]
-        out.append(max(parts, key=lambda r: (r.kept, r.new_peaks)))
-    return out
+    with blas_limit(1):  # many small products and eigenproblems: a BLAS thread team only synchronises
+        return [r for j in range(Wt64.shape[0])
+                if (r := _candidate(X, Wt64, H64, j, top, sigma, row_sq, scan_shape, tests)) is not None]
+
+
+def _candidate(X, Wt64, H64, j, top, sigma, row_sq, scan_shape, tests) -> Recovery | None:
+    """The split of component j and its best part (None when its footprint is too small)."""
+    min_size = tests["min_size"]
+    foot = (Wt64[j] >= FOOTPRINT_FRACTION * top[j]) & (top[j] > 0)
+    rows = np.flatnonzero(foot)
+    if len(rows) < 2 * min_size:
+        return None
+    Xf = _rows(X, rows)
+    R = Xf - Wt64[:, rows].T @ H64
+    local = (R * R).sum(axis=0)[None, :]
+    gate = float(local_noise_gates(np.asarray(row_sq, np.float64), local, foot[None, :], k=Wt64.shape[0],
+                                   tolerance=MERGE_TOLERANCE)[0])
+    Y = R + np.outer(Wt64[j, rows], H64[j])
+    U, s, Vt = _top_two(Y)
+    W0t, H0 = nndsvd_init(U, s, Vt)
+    Ws, Hs = _hals(Y, np.asarray(W0t, np.float64).T, np.asarray(H0, np.float64))
+    fall = (float((R * R).sum()) - float(((Y - Ws @ Hs) ** 2).sum())) / max(gate, 1e-300)
+    parts = [_test(j, rows, Xf, Ws, Hs, new, fall, sigma, scan_shape, **tests) for new in (0, 1)]
+    return max(parts, key=lambda r: (r.kept, r.new_peaks))
 
 
 def _test(j, rows, Xf, Ws, Hs, new, fall, sigma, scan_shape, *, gain, min_size, continuity, novelty, min_peaks,
