@@ -465,6 +465,7 @@ def _factorise(X, config: Config, dataset, raw_shape, engine, seed):
             solver=n.solver,
             max_iter=n.max_iter,
             tol=n.tol,
+            scan_shape=tuple(dataset.scan_shape) if len(dataset.scan_shape) == 2 else None,
             random_state=seed,
         )
         W = model.fit_transform(X)

@@ -53,11 +53,14 @@ from stemnmf.decompose.evidence import (
     pattern_peaks,
     peak_agreement,
 )
+from stemnmf.decompose.recover import recover_candidates
 from stemnmf.decompose.results import to_results
 from stemnmf.decompose.scree import pca_scree
 from stemnmf.errors import ConfigError, DataValueError
 
-__all__ = ["IterativeNMF", "MERGE_THRESHOLDS", "MERGE_RULES", "MergeRule", "merge_groups", "merge_components"]
+__all__ = [
+    "IterativeNMF", "MERGE_THRESHOLDS", "MERGE_RULES", "MergeRule", "merge_groups", "merge_components", "recover_grains",
+]
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +266,56 @@ def _residual_pass(blocks: RowBlocks, Wt: np.ndarray, H: np.ndarray, n_threads: 
     return WtX, row_sq, col_sq, local
 
 
+def recover_grains(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: int = 200, tol: float = 1e-4,
+                   n_threads: int | None = None, **tests) -> tuple[np.ndarray, np.ndarray, list]:
+    """Split off the grains that the merges left inside other components, then refit (docs/nmf.md).
+
+    Every component is split in two on its footprint and a part is kept as a
+    new component when the data support it
+    (:func:`stemnmf.decompose.recover.recover_candidates`, whose tests
+    ``tests`` sets); the model with the kept parts appended is refitted once
+    by HALS and components that come out all zero are dropped.
+
+    Parameters
+    ----------
+    X : (n, m) array or RowBlocks
+        The data, rows in C order of ``scan_shape``.
+    Wt : (k, n), H : (k, m)
+        The fit.
+    scan_shape : (rows, cols)
+    max_iter, tol : int, float
+        Of the refit.
+
+    Returns
+    -------
+    Wt, H : float32
+        The new fit (unchanged when nothing was kept).
+    kept : list of Recovery
+        The parts kept, in order; part i is component ``k + i`` before the
+        all-zero ones are dropped.
+    """
+    blocks = as_blocks(X)
+    summary = blocks.summary()
+    setup = _Setup(loss="frobenius", solver="hals", max_iter=int(max_iter), tol=float(tol))
+    if n_threads is not None:
+        setup.n_threads = int(n_threads)
+    Wt = np.asarray(Wt, np.float32)
+    H = np.asarray(H, np.float32)
+    _, row_sq, col_sq, _ = _residual_pass(blocks, Wt, H, setup.threads)
+    kept = [c for c in recover_candidates(blocks, Wt, H, tuple(scan_shape), col_sq, row_sq, **tests) if c.kept]
+    if not kept:
+        return Wt, H, []
+    Wt = np.ascontiguousarray(np.vstack([Wt, np.stack([c.w for c in kept])]), dtype=np.float32)
+    H = np.ascontiguousarray(np.vstack([H, np.stack([c.h for c in kept])]), dtype=np.float32)
+    Wt[:, summary.zero_rows] = 0
+    H[:, summary.zero_cols] = 0
+    solve(blocks, Wt, H, setup, summary=summary)
+    alive = Wt.any(axis=1) & H.any(axis=1)
+    log.info("recovery: %d of %d components split off a grain; k %d -> %d", len(kept), len(alive) - len(kept),
+             len(alive) - len(kept), int(alive.sum()))
+    return np.ascontiguousarray(Wt[alive]), np.ascontiguousarray(H[alive]), kept
+
+
 def _restart(
     blocks: RowBlocks,
     summary: Summary,
@@ -345,6 +398,15 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     limit_footprints : bool, default False
         Evidence rule with ``link_tolerance``: same-footprint pairs too merge
         only within it (or with agreeing peaks); False: they merge whatever it costs.
+    scan_shape : (int, int), optional
+        The scan's (rows, cols); the rows of X are its positions in C order.
+        Needed by ``recover``: without it nothing is recovered.
+    recover : bool, default True
+        With ``scan_shape``: after the final refit, split every component in
+        two on its footprint and keep a part as a new component when it is a
+        grain stacked inside the component's grain: a significant, spatially
+        coherent part under which the component goes on, whose reflections the
+        rest of the component lacks (:func:`recover_grains`; docs/nmf.md).
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -378,6 +440,9 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         after it (tuples of component indices of that fit; a 1-tuple is a
         component that came out all zero and was dropped). The last step of a
         restart has no groups.
+    recovered_ : list of int
+        The component each recovered grain was split from (in the order the
+        new components were appended; empty without ``scan_shape``).
     final_history_ : list of (k, groups)
         The same for the refit of the winner on every position (one step with
         no groups when nothing more merged).
@@ -412,6 +477,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "link_tolerance": [Interval(numbers.Real, 0, None, closed="left"), None],
         "peak_agreement": [Interval(numbers.Real, 0, 1, closed="both"), None],
         "limit_footprints": ["boolean"],
+        "scan_shape": [tuple, list, None],
+        "recover": ["boolean"],
         "n_restarts": [Interval(numbers.Integral, 1, None, closed="left")],
         "solver": [StrOptions({"hals", "mu", "compressed"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -437,6 +504,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         link_tolerance=LINK_TOLERANCE,
         peak_agreement=PEAK_AGREEMENT,
         limit_footprints=False,
+        scan_shape=None,
+        recover=True,
         n_restarts=25,
         solver="hals",
         max_iter=200,
@@ -457,6 +526,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.link_tolerance = link_tolerance
         self.peak_agreement = peak_agreement
         self.limit_footprints = limit_footprints
+        self.scan_shape = scan_shape
+        self.recover = recover
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
@@ -495,6 +566,17 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         if self.n_jobs == 0:
             raise ConfigError(f"n_jobs={self.n_jobs!r} must be a non-zero integer or None")
 
+    def _scan_shape(self, n: int) -> tuple[int, int] | None:
+        if self.scan_shape is None:
+            return None
+        shape = tuple(self.scan_shape)
+        if len(shape) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in shape):
+            raise ConfigError(f"scan_shape={self.scan_shape!r} must be two positive integers (rows, cols)")
+        if shape[0] * shape[1] != n:
+            raise DataValueError(f"scan_shape {shape} has {shape[0] * shape[1]} positions but X has {n} rows",
+                                 "give the scan's shape in the order of X's rows")
+        return int(shape[0]), int(shape[1])
+
     def _rule(self) -> MergeRule | None:
         if self.merge_rule == "transitive":
             return None
@@ -519,6 +601,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         blocks = as_blocks(X)
         summary = blocks.summary()
         n, m = summary.shape
+        scan_shape = self._scan_shape(n)
         rng = check_random_state(self.random_state)
         if self.initial_components is None:
             scree = pca_scree(blocks, max_components=SCREE_COMPONENTS, random_state=rng)
@@ -571,6 +654,11 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Wt, H, final_history, final_iter = _merge_loop(
             blocks, summary, Wt, H, threshold, pattern_threshold, final, label="final refit", rule=rule
         )
+        recovered = []
+        if self.recover and scan_shape is not None and H.shape[0]:
+            Wt, H, kept = recover_grains(blocks, Wt, H, scan_shape, max_iter=int(self.max_iter), tol=float(self.tol),
+                                         n_threads=final.n_threads)
+            recovered = [int(c.host) for c in kept]
         final_errors = exact_errors(blocks, Wt, H, n_threads=final.threads, manage_blas=final.manage_blas)
         _, _, col_sq, _ = _residual_pass(blocks, Wt, H, final.threads)
         self.peak_agreement_ = peak_agreement(pattern_peaks(H, pattern_noise(Wt, col_sq)))
@@ -581,6 +669,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.mean_abs_err_ = float(final_errors["mean_abs"])
         self.merge_history_ = [r["history"] for r in results]
         self.final_history_ = final_history
+        self.recovered_ = recovered
         self.restart_positions_ = int(n if rows is None else len(rows))
         self.scree_ = scree
         self.initial_components_ = int(k0)

@@ -36,7 +36,8 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
         ``best_restart``, ``initial_components``, ``merge_threshold``,
         ``merge_history`` (JSON: per restart, a list of [k, groups]),
         ``final_history`` (JSON: the same for the winner's refit on every
-        position), ``restart_positions`` (positions the restarts saw) and
+        position), ``restart_positions`` (positions the restarts saw),
+        ``recovered`` (int64: the host component of each recovered grain) and
         ``/components/peak_agreement`` (k, k) float32, with a
         scree ``/decompose/scree/explained_variance_ratio`` (K,) and
         ``/decompose/scree/elbow``, and the choice of k: ``/kselect/chosen_k``
@@ -76,6 +77,8 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
             final = [[int(k_), [list(map(int, g)) for g in groups]] for k_, groups in model.final_history_]
             out["/decompose/final_history"] = json.dumps(final)
             out["/decompose/restart_positions"] = int(model.restart_positions_)
+        if hasattr(model, "recovered_"):
+            out["/decompose/recovered"] = np.asarray(model.recovered_, dtype=np.int64)
         if hasattr(model, "peak_agreement_"):
             out["/components/peak_agreement"] = np.asarray(model.peak_agreement_, dtype=np.float32)
         if model.scree_ is not None:
