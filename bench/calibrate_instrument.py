@@ -24,7 +24,11 @@ at the paper geometry (``--scan 100 --det 256``), 707 (the leaking beam stop's f
 penumbra is not scaled with ``--det`` in the beam-stop case (the 'realistic' preset scales it).
 ``--run-seeds`` repeats every run with other random states (``run.seed``), each case compared
 with the clean twin of the same random state: the NMF's own spread, against which a difference
-to the clean twin is read.
+to the clean twin is read. Since session 29 ``ellipse=True`` is run as a user would run it: the
+fitted ellipse is applied only when it stands ``ellipse_min_significance`` (5) bootstrap standard
+deviations from a circle, so the clean twin is no longer given a false ellipse; the printed
+ellipse says its significance and whether it was applied. Seeds 808, 909, 1111 were used in
+session 28; 1212 (paper geometry) and 1313 (60 x 60) first in session 29.
 """
 
 from __future__ import annotations
@@ -74,10 +78,14 @@ def _origin_error(results, truth) -> float | None:
 
 
 def _ellipse(results):
-    if "/calibration/ellipse" not in results:
-        return None, None
-    a, b, angle = (float(v) for v in results["/calibration/ellipse"])
-    return a / b, math.degrees(angle)
+    """(a/b, angle in degrees, significance, applied) of the fitted ellipse, applied or not; Nones without a fit."""
+    if "/calibration/ellipse" in results:
+        a, b, angle = (float(v) for v in results["/calibration/ellipse"])
+        return a / b, math.degrees(angle), float(results["/calibration/ellipse_significance"]), True
+    if "/calibration/ellipse_rejected" in results:
+        a, b, angle, _, _, significance = (float(v) for v in results["/calibration/ellipse_rejected"])
+        return a / b, math.degrees(angle), significance, False
+    return None, None, None, None
 
 
 def _time_calibration(dataset, repeats: int = 2) -> tuple[float, float]:
@@ -109,9 +117,11 @@ def calibration_only(scan: int, det: int, seeds, cases) -> None:
                 if origin == "auto":
                     error = None if true is None or out.origins is None else float(
                         np.sqrt(np.mean(np.sum((np.asarray(out.origins) - true) ** 2, axis=-1))))
-                    e = report.ellipse
+                    e = report.ellipse if report.ellipse is not None else report.ellipse_rejected
+                    applied = report.ellipse is not None
                     quality = report.quality
-            ellipse_text = "-" if e is None else f"{e.axis_ratio:.4f}+-{e.axis_ratio_std:.4f}"
+            ellipse_text = "-" if e is None else (f"{e.axis_ratio:.4f}+-{e.axis_ratio_std:.4f}"
+                                                  f"[{e.significance:.1f}sd,{'applied' if applied else 'not applied'}]")
             angle_text = "-" if e is None else f"{math.degrees(e.angle):.1f}+-{math.degrees(e.angle_std):.1f}"
             if true_ellipse is not None:
                 ellipse_text += f"({true_ellipse[0]:.3f})"
@@ -142,7 +152,8 @@ def main() -> None:
     features = args.features.split(",")
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}, "
           f"ag2 {args.scan} x {args.scan} x {args.det}^2")  # fmt: skip
-    header = ("seed case feature TPR_G dTPR_G ARI dARI ARI_reg dARI_reg method origin_err_px a/b(true) angle(true) cal_s"
+    header = ("seed case feature TPR_G dTPR_G ARI dARI ARI_reg dARI_reg method origin_err_px a/b(true) angle(true)"
+              " [significance,applied] cal_s"
               " [BD: disks per pattern]")
     print(header)
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -171,7 +182,7 @@ def main() -> None:
                     clean[feature, run_seed] = values
                 twin = clean.get((feature, run_seed), values)
                 deltas = [v - c if v is not None and c is not None else None for v, c in zip(values, twin)]
-                ratio, angle = _ellipse(results)
+                ratio, angle, significance, applied = _ellipse(results)
                 truth_text = "" if true_ellipse is None else f"({true_ellipse[0]:.3f})"
                 angle_text = "" if true_ellipse is None else f"({math.degrees(true_ellipse[1]):.1f})"
                 method = results["/calibration/origin_method"] if "/calibration/origin_method" in results else "-"
@@ -181,6 +192,7 @@ def main() -> None:
                     + " ".join(f"{v:.3f} {d:+.3f}" for v, d in zip(values, deltas))
                     + f" {method} {'-' if error is None else f'{error:.3f}'}"
                     + f" {'-' if ratio is None else f'{ratio:.4f}'}{truth_text} {'-' if angle is None else f'{angle:.1f}'}{angle_text}"
+                    + ("" if ratio is None else f" [{significance:.1f}sd,{'applied' if applied else 'not applied'}]")
                     + f" {results.timings.get('calibrate', float('nan')):.1f}"
                     + (f" {float(np.mean(results['/features/bd/n_disks'])):.1f}" if "/features/bd/n_disks" in results else ""),
                     flush=True,

@@ -5,7 +5,7 @@ import pytest
 
 from stemnmf.calibrate import calibrate, ellipse_points, fit_ellipse, fit_ellipse_to_points
 from stemnmf.engine import Engine
-from stemnmf.errors import CalibrationError
+from stemnmf.errors import CalibrationError, ConfigError
 from stemnmf.io import Dataset4D
 
 
@@ -133,3 +133,35 @@ def test_ellipse_from_a_bragg_vector_map():
     fit = fit_ellipse(bvm, center=center, ring=(30, 46))
     assert abs(fit.axis_ratio / (a / b) - 1) < 0.01
     assert abs(np.degrees(fit.angle) - 25.0) < 1.0
+
+
+def test_an_ellipse_no_better_than_a_circle_is_not_applied():
+    """A round ring with Poisson noise: the fitted a/b is noise, so no correction (kept in the report); 0 applies it."""
+    shape = (64, 64)
+    center = (31.2, 32.7)
+    base = 100 * ring(shape, center, 21.0, 21.0, 0.0) + disk(shape, center, 3, 1000) + 10
+    data = np.random.default_rng(1).poisson(np.broadcast_to(base, (3, 4, *shape))).astype(np.float32)
+    out, report = calibrate(Dataset4D(data), engine=Engine(progress=False), ellipse=True)
+    assert report.ellipse is None and out.calibration.ellipse is None
+    rejected = report.ellipse_rejected
+    assert rejected is not None and rejected.significance < 5.0
+    assert any("no ellipse correction is applied" in w for w in report.warnings)
+    results = report.to_results()
+    assert "/calibration/ellipse" not in results
+    assert results["/calibration/ellipse_rejected"][5] == pytest.approx(rejected.significance)
+    out, report = calibrate(Dataset4D(data), engine=Engine(progress=False), ellipse=True, ellipse_min_significance=0)
+    assert report.ellipse is not None and out.calibration.ellipse == report.ellipse.ellipse
+    with pytest.raises(ConfigError, match="ellipse_min_significance"):
+        calibrate(Dataset4D(data), engine=Engine(progress=False), ellipse=True, ellipse_min_significance=-1)
+
+
+def test_a_two_percent_ellipse_stands_out_and_is_applied():
+    shape = (64, 64)
+    center = (31.2, 32.7)
+    a, b, angle = 21.2, 20.8, np.radians(40)  # a/b 1.019
+    base = 100 * ring(shape, center, a, b, angle) + disk(shape, center, 3, 1000) + 10
+    data = np.random.default_rng(2).poisson(np.broadcast_to(base, (3, 4, *shape))).astype(np.float32)
+    out, report = calibrate(Dataset4D(data), engine=Engine(progress=False), ellipse=True)
+    assert report.ellipse_rejected is None and report.ellipse.significance > 5.0
+    assert abs(report.ellipse.axis_ratio - a / b) < 0.005
+    assert report.to_results()["/calibration/ellipse_significance"] == pytest.approx(report.ellipse.significance)

@@ -137,3 +137,31 @@ def test_one_curve_through_all_sectors_outvotes_sectors_locked_on_a_neighbouring
     a, b = _curve_coefficients(lags, corr, theta)
     assert abs(np.degrees(0.5 * (math.atan2(b, a) - math.atan2(true_b, true_a)))) < 0.5
     assert abs(math.hypot(a, b) - 6.4) < 0.2
+
+
+def test_significance_tells_round_rings_from_a_one_percent_ellipse():
+    """Spotty rings with Poisson noise: round ones stay below 5 bootstrap sd from a circle, a/b 1.01 stands above."""
+    for seed in range(4):
+        values = {}
+        for ratio in (1.0, 1.01):
+            rng = np.random.default_rng(seed)
+            clean = 40 * spots(ratio, 0.4, [21.0, 23.5, 33.5, 40.5], 40, rng) + beam() + 2.0
+            fit = fit_ellipse_profiles(rng.poisson(clean).astype(float), center=CENTRE, r_min=8.0)
+            values[ratio] = fit.significance
+        assert values[1.0] < 5.0 < values[1.01], values
+
+
+def test_bootstrap_spread_is_the_distance_in_standard_deviations():
+    """Refits scattered by a known sd around a known distortion: the significance is their ratio."""
+    from stemnmf.calibrate.ellipse import bootstrap_spread
+
+    rng = np.random.default_rng(0)
+    true = 0.010 * np.array([np.cos(2 * 0.3), np.sin(2 * 0.3)])  # a/b 1.01 at 0.3 rad
+    vectors = true + 0.002 * rng.standard_normal((4000, 2))
+    ratios = 1.0 + np.hypot(vectors[:, 0], vectors[:, 1])
+    angles = 0.5 * np.arctan2(vectors[:, 1], vectors[:, 0])
+    ratio_std, angle_std, significance = bootstrap_spread(ratios, angles, (1.01, 0.3))
+    assert abs(significance - 5.0) < 0.2
+    assert abs(ratio_std - 0.002) < 0.0002
+    assert abs(angle_std - 0.002 / 0.010 / 2) < 0.01  # 0.1 rad
+    assert np.isnan(bootstrap_spread(ratios[:2], angles[:2], (1.01, 0.3))[2])

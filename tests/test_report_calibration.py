@@ -88,3 +88,11 @@ def test_quality_panel_names_the_beam_stop_and_the_bd_template():
     text = fig_calibration_quality(results).texts[0].get_text()
     assert "beam stop: 80 px masked (shadow)" in text
     assert "BD probe template: disks, disk radius 2.60 px (the direct beam is behind the mask)" in text
+
+
+def test_quality_panel_names_an_ellipse_not_applied():
+    assert "not applied" not in fig_calibration_quality(_results()).texts[0].get_text()
+    results = _results()
+    results["/calibration/ellipse_rejected"] = np.array([21.09, 21.0, np.radians(-39.5), 0.0025, 0.3, 1.9])
+    text = fig_calibration_quality(results).texts[0].get_text()
+    assert "ellipse not applied: a/b = 1.0043 +- 0.0025 at -39.5 deg is 1.9 sd from a circle" in text

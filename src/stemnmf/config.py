@@ -120,6 +120,10 @@ class CalibrateConfig:
     origin_fit: str = option("plane", "surface fitted to the origins over the scan", choices=("plane", "quadratic", "none"))
     correct_shift: bool = option(False, "shift every pattern so its direct beam is at the mean origin")
     ellipse: bool = option(False, "fit elliptical distortion to a ring of the mean pattern")
+    ellipse_min_significance: float = option(
+        5.0, "apply the fitted ellipse only when it stands this many bootstrap standard deviations from a circle "
+        "(0: always)"
+    )
     beam_stop: str = option("auto", "beam-stop mask: auto, none, or a .npy image (True = masked)", metavar="auto|none|FILE")
     edge_pixels: int = option(0, "mask this many pixels at each detector edge")
     on_unreliable: str = option(

@@ -58,6 +58,12 @@ class EllipseFit:
     axis_ratio_std, angle_std : float
         Uncertainty (standard deviation over a block bootstrap of the ring
         points) of a / b and of the angle (radians).
+    significance : float
+        How far the fitted distortion stands from a circle: the Mahalanobis
+        distance of ``(a / b - 1) (cos 2 angle, sin 2 angle)`` from 0 under the
+        bootstrap's covariance of that vector (NaN without a bootstrap). A
+        circle fitted to noisy rings gives about 1-2; below 3 the ellipse is
+        not told apart from a circle.
     """
 
     center: tuple[float, float]
@@ -70,6 +76,7 @@ class EllipseFit:
     ring: tuple[float, float]
     axis_ratio_std: float = float("nan")
     angle_std: float = float("nan")
+    significance: float = float("nan")
 
     @property
     def axis_ratio(self) -> float:
@@ -535,7 +542,9 @@ def _fit_ray_points(center, theta, peaks_r, *, fix_center, width, n_bootstrap, r
     else:
         fitter = fit_ellipse_to_points
     ell_center, a, b, angle, rms, used = fitter(ys, xs)
-    ratio_std, angle_std = _block_bootstrap(ys, xs, used, width, n_bootstrap, random_state, fitter=fitter)
+    ratio_std, angle_std, significance = _block_bootstrap(
+        ys, xs, used, width, n_bootstrap, random_state, fitter=fitter, estimate=(a / b, angle)
+    )
     return EllipseFit(
         center=(float(ell_center[0]), float(ell_center[1])),
         a=float(a),
@@ -547,17 +556,44 @@ def _fit_ray_points(center, theta, peaks_r, *, fix_center, width, n_bootstrap, r
         ring=(0.0, 0.0),
         axis_ratio_std=ratio_std,
         angle_std=angle_std,
+        significance=significance,
     )
 
 
-def _block_bootstrap(ys, xs, used, block: int, n_bootstrap: int, random_state, fitter=None) -> tuple[float, float]:
-    """Standard deviations of a/b and of the angle over fits to resampled blocks of neighbouring directions.
+def bootstrap_spread(ratios, angles, estimate) -> tuple[float, float, float]:
+    """(sd of a/b, sd of the angle, significance) of bootstrap refits around the estimate ``(a/b, angle)``.
+
+    The significance is the Mahalanobis distance of the estimate's distortion
+    vector ``(a/b - 1) (cos 2 angle, sin 2 angle)`` from 0 under the refits'
+    covariance of that vector (a direction is defined modulo pi, hence the
+    doubled angle); NaN with fewer than 3 refits.
+    """
+    ratios, angles = np.asarray(ratios, dtype=np.float64), np.asarray(angles, dtype=np.float64)
+    if ratios.size < 2:
+        return float("nan"), float("nan"), float("nan")
+    doubled = 2 * angles
+    mean_dir = np.arctan2(np.sin(doubled).mean(), np.cos(doubled).mean())
+    spread = (doubled - mean_dir + np.pi) % (2 * np.pi) - np.pi
+    significance = float("nan")
+    if ratios.size >= 3:
+        vectors = (ratios - 1.0)[:, None] * np.stack([np.cos(doubled), np.sin(doubled)], axis=1)
+        cov = np.cov(vectors, rowvar=False) + 1e-18 * np.eye(2)
+        ratio, angle = estimate
+        point = (ratio - 1.0) * np.array([np.cos(2 * angle), np.sin(2 * angle)])
+        significance = float(np.sqrt(max(point @ np.linalg.solve(cov, point), 0.0)))
+    return float(np.std(ratios)), float(np.std(spread) / 2), significance
+
+
+def _block_bootstrap(
+    ys, xs, used, block: int, n_bootstrap: int, random_state, fitter=None, estimate=(1.0, 0.0)
+) -> tuple[float, float, float]:
+    """(sd of a/b, sd of the angle, significance) over fits to resampled blocks of neighbouring directions.
 
     Neighbouring directions share their sector average, so whole blocks of
-    ``block`` directions are resampled.
+    ``block`` directions are resampled; see :func:`bootstrap_spread`.
     """
     if n_bootstrap < 2:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
     index = np.nonzero(used)[0]
     n_blocks = max(2, int(np.ceil(ys.size / block)))
@@ -573,9 +609,4 @@ def _block_bootstrap(ys, xs, used, block: int, n_bootstrap: int, random_state, f
             continue
         ratios.append(a / b)
         angles.append(angle)
-    if len(ratios) < 2:
-        return float("nan"), float("nan")
-    doubled = 2 * np.asarray(angles)  # axis directions are defined modulo pi
-    mean_dir = np.arctan2(np.sin(doubled).mean(), np.cos(doubled).mean())
-    spread = (doubled - mean_dir + np.pi) % (2 * np.pi) - np.pi
-    return float(np.std(ratios)), float(np.std(spread) / 2)
+    return bootstrap_spread(ratios, angles, estimate)

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import interpolate, ndimage
 
 from stemnmf.calibrate.common import check_mask
-from stemnmf.calibrate.ellipse import EllipseFit, _polar, _ring_window, _sample_rays, pixel_noise
+from stemnmf.calibrate.ellipse import EllipseFit, _polar, _ring_window, _sample_rays, bootstrap_spread, pixel_noise
 from stemnmf.errors import CalibrationError, ConfigError, DataValueError
 
 __all__ = ["fit_ellipse_profiles"]
@@ -192,10 +192,10 @@ def _ratio_angle(coef) -> tuple[float, float]:
     return ratio, angle
 
 
-def _bootstrap(theta, u, used, attenuation, weight, n_bootstrap, random_state) -> tuple[float, float]:
-    """Standard deviations of the ratio and the angle over fits to resampled sectors."""
+def _bootstrap(theta, u, used, attenuation, weight, n_bootstrap, random_state, estimate) -> tuple[float, float, float]:
+    """(sd of the ratio, sd of the angle, significance) over fits to resampled sectors (``bootstrap_spread``)."""
     if n_bootstrap < 2:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
     index = np.nonzero(used)[0]
     ratios, angles = [], []
@@ -208,10 +208,7 @@ def _bootstrap(theta, u, used, attenuation, weight, n_bootstrap, random_state) -
         ratio, angle = _ratio_angle(coef)
         ratios.append(ratio)
         angles.append(angle)
-    doubled = 2 * np.asarray(angles)
-    mean_dir = math.atan2(np.sin(doubled).mean(), np.cos(doubled).mean())
-    spread = (doubled - mean_dir + np.pi) % (2 * np.pi) - np.pi
-    return float(np.std(ratios)), float(np.std(spread) / 2)
+    return bootstrap_spread(ratios, angles, estimate)
 
 
 def _sector_shifts(polar, n_sectors, step, min_valid, n_iter=3):
@@ -365,7 +362,9 @@ def fit_ellipse_profiles(
     weight = strength**WEIGHT_POWER
     coef, used = _harmonic_fit(sector_theta, u, attenuation, weight)
     ratio, angle = _ratio_angle(coef)
-    ratio_std, angle_std = _bootstrap(sector_theta, u, used, attenuation, weight, n_bootstrap, random_state)
+    ratio_std, angle_std, significance = _bootstrap(
+        sector_theta, u, used, attenuation, weight, n_bootstrap, random_state, (ratio, angle)
+    )
     # the ring's radius in the aligned profile (sectors moved to the median scale), then along the two axes
     radius = _peak_radius(_shift_back(np.nan_to_num(profiles), shifts).mean(axis=0), log_r, r_lo, r_hi)
     amplitude = min(math.hypot(coef[1], coef[2]), 0.999 * coef[0])
@@ -374,5 +373,5 @@ def fit_ellipse_profiles(
     return EllipseFit(
         center=(cy, cx), a=radius / math.sqrt(coef[0] - amplitude), b=radius / math.sqrt(coef[0] + amplitude),
         angle=angle, rms=float(radius * np.std(residual)), n_points=int(used.sum()), coverage=coverage,
-        ring=(r_min, r_max), axis_ratio_std=ratio_std, angle_std=angle_std,
+        ring=(r_min, r_max), axis_ratio_std=ratio_std, angle_std=angle_std, significance=significance,
     )

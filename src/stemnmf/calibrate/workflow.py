@@ -90,6 +90,10 @@ class CalibrationReport:
     max_shift : float
         Largest shift applied (px), 0 when none.
     ellipse : EllipseFit or None
+        The ellipse applied (``Calibration.ellipse``).
+    ellipse_rejected : EllipseFit or None
+        A fitted ellipse not applied: too close to a circle for its own
+        uncertainty (``ellipse_min_significance``).
     beam_stop_pixels, edge_pixels : int
         Pixels masked by the beam stop and the edge mask (unbinned grid).
     beam_stop_source : str
@@ -126,6 +130,7 @@ class CalibrationReport:
     shift_corrected: bool = False
     max_shift: float = 0.0
     ellipse: EllipseFit | None = None
+    ellipse_rejected: EllipseFit | None = None
     beam_stop_pixels: int = 0
     beam_stop_source: str = ""
     edge_pixels: int = 0
@@ -205,6 +210,12 @@ class CalibrationReport:
             out["/calibration/ellipse_axis_ratio"] = np.float64(e.axis_ratio)
             out["/calibration/ellipse_axis_ratio_std"] = np.float64(e.axis_ratio_std)
             out["/calibration/ellipse_angle_std"] = np.float64(e.angle_std)
+            out["/calibration/ellipse_significance"] = np.float64(e.significance)
+        if self.ellipse_rejected is not None:
+            e = self.ellipse_rejected
+            out["/calibration/ellipse_rejected"] = np.asarray(
+                [e.a, e.b, e.angle, e.axis_ratio_std, e.angle_std, e.significance], dtype=np.float64
+            )
         return out
 
     def summary(self) -> str:
@@ -229,8 +240,12 @@ class CalibrationReport:
         if self.ellipse is not None:
             e = self.ellipse
             lines.append(
-                f"ellipse a={e.a:.2f} b={e.b:.2f} px angle={np.degrees(e.angle):.1f} deg (rms {e.rms:.2f} px)"
+                f"ellipse a={e.a:.2f} b={e.b:.2f} px angle={np.degrees(e.angle):.1f} deg (rms {e.rms:.2f} px, "
+                f"{e.significance:.1f} sd from a circle)"
             )
+        if self.ellipse_rejected is not None:
+            e = self.ellipse_rejected
+            lines.append(f"ellipse not applied: a/b {e.axis_ratio:.4f} is {e.significance:.1f} sd from a circle")
         if self.quality is not None and not self.quality.reliable:
             lines.append("CALIBRATION UNRELIABLE: " + "; ".join(self.quality.problems))
         lines += [f"warning: {w}" for w in self.warnings]
@@ -393,6 +408,7 @@ class CalibrateOptions:
     strict: bool = False
     on_unreliable: str = "stop"
     symmetry_blocks: int = 10
+    ellipse_min_significance: float = 5.0
 
     def checked(self) -> CalibrateOptions:
         """The same options with the binning factors checked; :class:`ConfigError` on an invalid one."""
@@ -403,6 +419,9 @@ class CalibrateOptions:
         blocks = self.symmetry_blocks
         if isinstance(blocks, bool) or not isinstance(blocks, int | np.integer) or blocks < 1:
             raise ConfigError(f"symmetry_blocks={blocks!r} must be a positive integer")
+        significance = self.ellipse_min_significance
+        if isinstance(significance, bool) or not isinstance(significance, int | float) or not significance >= 0:
+            raise ConfigError(f"ellipse_min_significance={significance!r} must be a number >= 0")
         if self.origin_fit not in ("plane", "quadratic", None):
             raise ConfigError(f"origin_fit={self.origin_fit!r} is unknown", "use 'plane', 'quadratic' or None")
         if self.hot_pixel_reference not in ("mean", "max"):
@@ -435,7 +454,7 @@ class CalibrateOptions:
             ring=None if self.ring is None else list(self.ring),
             beam_stop=beam_stop if beam_stop is None or isinstance(beam_stop, str) else "array",
             edge_pixels=self.edge_pixels, strict=self.strict, on_unreliable=self.on_unreliable,
-            symmetry_blocks=self.symmetry_blocks,
+            symmetry_blocks=self.symmetry_blocks, ellipse_min_significance=self.ellipse_min_significance,
         )
 
 
@@ -514,6 +533,7 @@ def calibrate(
     strict: bool = False,
     on_unreliable: str = "stop",
     symmetry_blocks: int = 10,
+    ellipse_min_significance: float = 5.0,
 ):
     """Calibrate a 4D-STEM scan: bad pixels, crop and binning, masks, origins, shift, ellipse.
 
@@ -587,6 +607,11 @@ def calibrate(
         (``report.quality.problems``).
     symmetry_blocks : int, default 10
         The scan is cut into about this many blocks per side for 'symmetry'.
+    ellipse_min_significance : float, default 5
+        The fitted ellipse is applied only when it stands at least this many
+        bootstrap standard deviations from a circle (``EllipseFit.significance``);
+        otherwise it is kept in ``report.ellipse_rejected`` with a warning. 0
+        applies every fit.
 
     Returns
     -------
@@ -952,6 +977,15 @@ def _ellipse(state: _State) -> None:
         # from the frame of the re-centred mean to the mean origin of the data
         offset = np.asarray(report.origin) - np.asarray(centre)
         fit = dataclasses.replace(fit, center=tuple(float(v) for v in np.asarray(fit.center) + offset))
+    threshold = state.options.ellipse_min_significance
+    if threshold > 0 and np.isfinite(fit.significance) and fit.significance < threshold:
+        report.ellipse_rejected = fit
+        report.warn(
+            f"the fitted ellipse (a/b = {fit.axis_ratio:.4f} +- {fit.axis_ratio_std:.4f}, angle "
+            f"{np.degrees(fit.angle):.1f} +- {np.degrees(fit.angle_std):.1f} deg) is {fit.significance:.1f} standard "
+            f"deviations from a circle (< {threshold:g}): no ellipse correction is applied"
+        )
+        return
     if fit.axis_ratio_std > 0.005 or np.degrees(fit.angle_std) > 1.0:
         report.warn(
             f"the ellipse is poorly determined: a/b = {fit.axis_ratio:.4f} +- {fit.axis_ratio_std:.4f}, "

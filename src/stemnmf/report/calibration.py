@@ -55,6 +55,13 @@ def _quality_lines(results) -> tuple[list[str], bool]:
             f"ellipse a/b = {float(ratio):.4f} +- {float(_value(results, '/calibration/ellipse_axis_ratio_std')):.4f}, "
             f"angle {math.degrees(angle):.1f} +- {math.degrees(float(_value(results, '/calibration/ellipse_angle_std'))):.1f} deg"
         )
+    rejected = _value(results, "/calibration/ellipse_rejected")
+    if rejected is not None:
+        a, b, angle, ratio_std, _, significance = (float(v) for v in rejected)
+        lines.append(
+            f"ellipse not applied: a/b = {a / b:.4f} +- {ratio_std:.4f} at {math.degrees(angle):.1f} deg is "
+            f"{significance:.1f} sd from a circle"
+        )
     masked = _value(results, "/calibration/quality/masked_fraction")
     if masked is not None:
         lines.append(f"masked: {100 * float(masked):.1f} % of the detector")
