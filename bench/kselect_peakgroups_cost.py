@@ -5,7 +5,8 @@ The matrix of ``bench/kselect_speed.py`` (raw patterns of a 95 x 165 'crystals' 
 then in the same process: ``gather_evidence`` as the run calls it (every extra vote, the peak
 groups included), and the peak groups alone (blocks of 4 x 4 positions, patterns binned to 64 x 64).
 The scan plus ``gather_evidence`` is what issue 21's target (< 60 s) is about; the same sum without
-the peak groups is the baseline of the same run.
+the peak groups is the baseline of the same run; the peak groups without the split test (the sixth
+rule) are timed too.
 
 Run: ``nice -n 10 .venv/bin/python bench/kselect_peakgroups_cost.py`` (``--scan 40 64 --det 64``
 for a smoke run).
@@ -49,15 +50,19 @@ def main(argv=None):
     t0 = time.perf_counter()
     groups = peak_groups(X, tuple(args.scan), shape, poisson_gain(X, tuple(args.scan)).gain)
     groups_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sixth = peak_groups(X, tuple(args.scan), shape, poisson_gain(X, tuple(args.scan)).gain, split_ratio=None)
+    sixth_s = time.perf_counter() - t0
     print("| step | seconds |")
     print("| --- | ---: |")
     print(f"| k scan 3..20 (compressed) | {scan_s:.1f} |")
     print(f"| gather_evidence (every extra vote, peak groups included) | {evidence_s:.1f} |")
     print(f"| peak groups alone (gain and groups; block {groups.settings['block']}) | {groups_s:.1f} |")
+    print(f"| peak groups alone without the split test (the sixth rule) | {sixth_s:.1f} |")
     print(f"| scan + evidence without the peak groups (the baseline) | {scan_s + evidence_s - groups_s:.1f} |")
     print(f"| **scan + evidence** | **{scan_s + evidence_s:.1f}** |")
     print(f"votes {combined.raw_votes} -> {combined.votes}; chosen {combined.chosen_k}; peak groups {groups.vote} "
-          f"(sizes {groups.sizes[:12].tolist()}); load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+          f"(sizes {groups.sizes[:12].tolist()}; without the split test {sixth.vote}); load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end")
 
 
 if __name__ == "__main__":

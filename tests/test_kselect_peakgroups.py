@@ -11,7 +11,9 @@ import pytest
 
 from stemnmf.errors import DataValueError
 from stemnmf.kselect.noise import poisson_gain
-from stemnmf.kselect.peakgroups import bin_patterns, block_patterns, block_peaks, peak_groups
+from scipy.cluster import hierarchy
+
+from stemnmf.kselect.peakgroups import bin_patterns, block_patterns, block_peaks, peak_groups, split_tree
 
 SIDE = 32  # pattern side, pixels
 SCAN = (24, 32)
@@ -128,7 +130,8 @@ def test_weak_features_every_block_shares_do_not_join_at_high_dose():
     labels = (np.arange(SCAN[1]) >= SCAN[1] // 2)[None, :].repeat(SCAN[0], axis=0).astype(int)
     X = rng.poisson(expected[labels.ravel()]).astype(np.float32)
     gain = poisson_gain(X, SCAN).gain
-    assert peak_groups(X, SCAN, (SIDE, SIDE), gain, relative=0.0).vote == 1  # the shared weak peaks dominate
+    # the shared weak peaks dominate (the split test of step 4 left out: it would part them)
+    assert peak_groups(X, SCAN, (SIDE, SIDE), gain, relative=0.0, split_ratio=None).vote == 1
     assert peak_groups(X, SCAN, (SIDE, SIDE), gain).vote == 2
 
 
@@ -161,3 +164,62 @@ def test_local_median_is_the_median_filter(window):
     P = np.random.default_rng(4).poisson(3.0, (40, 17, 23)).astype(np.float64)
     expected = ndimage.median_filter(P, size=(1, window, window), mode="nearest")
     assert np.array_equal(local_median(P, window, chunk=7), expected)
+
+
+WIDE = (24, 64)  # stripes of at least 8 blocks across: places, not slivers (docs/kselect.md, limits)
+
+
+def _shared_scan(n, shared=5, own=5, seed=0, scan=WIDE):
+    """(X, labels): n vertical stripes; every stripe's peaks are the same ``shared`` spots plus ``own`` of its own."""
+    rng = np.random.default_rng(seed)
+    cells = _spot_sets(1, per=shared + n * own, seed=seed)[0]
+    common = cells[:shared]
+    sy, sx = scan
+    labels = np.minimum((np.arange(sx) * n) // sx, n - 1)[None, :].repeat(sy, axis=0)
+    expected = np.stack([_pattern(common + cells[shared + j * own : shared + (j + 1) * own]).ravel()
+                         for j in range(n)])  # fmt: skip
+    return rng.poisson(expected[labels.ravel()]).astype(np.float32), labels
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_domains_that_share_most_peaks_still_count_apart(n):
+    # five shared reflections and five of each domain's own: the stripes' peak sets agree about
+    # 2 * 5 / (2 * 5 + 5 + 5) = 0.5 across, about 1 within; the sixth rule (no split) joins them
+    X, labels = _shared_scan(n, seed=20 + n)
+    gain = poisson_gain(X, WIDE).gain
+    assert peak_groups(X, WIDE, (SIDE, SIDE), gain, split_ratio=None).vote == 1
+    groups = peak_groups(X, WIDE, (SIDE, SIDE), gain)
+    assert groups.vote == n
+    pure = labels[::2, ::2] == labels[::2, 1::2]
+    for d in range(n):  # every stripe is one group, and no group spans two stripes
+        assert np.unique(groups.labels[pure & (labels[::2, ::2] == d)]).size == 1
+    for g in np.unique(groups.labels[pure]):
+        assert np.unique(labels[::2, ::2][pure & (groups.labels == g)]).size == 1
+
+
+def _two_part_tree(side, across, part):
+    """(linkage, edges): side x side leaves on a grid, agreement 1 inside each part, ``across`` between them."""
+    same = part[:, None] == part[None, :]
+    distance = np.where(same, 0.0, 1.0 - across)
+    np.fill_diagonal(distance, 0.0)
+    i, j = np.triu_indices(part.size, k=1)
+    grid = np.arange(side * side).reshape(side, side)
+    edges = np.concatenate([np.stack([grid[:, :-1].ravel(), grid[:, 1:].ravel()], 1),
+                            np.stack([grid[:-1, :].ravel(), grid[1:, :].ravel()], 1)])  # fmt: skip
+    return hierarchy.linkage(distance[i, j], method="average"), edges
+
+
+def test_split_needs_low_agreement_across_and_two_places():
+    side = 8
+    rows = np.arange(side * side) // side
+    halves = (rows >= side // 2).astype(int)  # two places: top and bottom half
+    tree, edges = _two_part_tree(side, 0.6, halves)
+    assert np.unique(split_tree(tree, edges, agreement=0.4, enough=4)).size == 2  # 0.6 < 0.75 * 1, few contacts
+    assert np.unique(split_tree(tree, edges, agreement=0.4, enough=4, ratio=0.5)).size == 1  # 0.6 >= 0.5 * 1
+    tree, edges = _two_part_tree(side, 0.9, halves)
+    assert np.unique(split_tree(tree, edges, agreement=0.4, enough=4)).size == 1  # they agree as much as inside
+    checker = ((np.arange(side * side) // side + np.arange(side * side) % side) % 2).astype(int)
+    tree, edges = _two_part_tree(side, 0.6, checker)  # the same agreements, but salt and pepper
+    assert np.unique(split_tree(tree, edges, agreement=0.4, enough=4)).size == 1
+    tree, edges = _two_part_tree(side, 0.3, checker)  # below the cut: apart wherever they lie
+    assert np.unique(split_tree(tree, edges, agreement=0.4, enough=4)).size == 2

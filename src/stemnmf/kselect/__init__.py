@@ -12,7 +12,8 @@ too; every vote counts distinct orientations: a component whose pattern is a
 shifted copy of a stronger one (an uncorrected descan) or has its peaks
 (thickness) counts with it, one without peaks (carbon, background) not at
 all. A seventh vote reads no fit: the number of groups of scan blocks whose
-own Bragg peaks agree (:mod:`stemnmf.kselect.peakgroups`); it decides (the
+own Bragg peaks agree (:mod:`stemnmf.kselect.peakgroups`; a group that holds
+two places with different peaks counts two, the seventh rule); it decides (the
 sixth rule), and all seven give the plausible range (docs/kselect.md).
 
 The pipeline calls :func:`select_k`; its :meth:`KSelection.to_results` holds

@@ -32,16 +32,29 @@ sets of reflections occur, and over how much of the scan.
    two orientations share few. Average linkage does not chain through a
    border: a line of blocks holding both peak sets does not join two domains
    (a wide continuum of blends does: docs/kselect.md, limits).
-4. **Count.** The vote is the number of groups holding at least
+4. **Split.** Inside a group, a join of two parts that each hold enough
+   blocks to count is undone when both of two things hold: the mean
+   agreement between the parts is below ``split_ratio`` times the mean
+   agreement inside the tighter part (the parts' own agreement measures the
+   noise, so the test needs no fixed level: two orientations near one zone
+   axis agree 0.45-0.6 across and 0.8-1 within; the tighter, because a part
+   that still holds several orientations agrees less inside), and the parts touch at fewer
+   than ``split_contacts`` times the contacts (4-neighbour pairs of blocks)
+   that a random division of the same blocks would have: two orientations
+   are two places, a split by noise is salt and pepper. A part too small to
+   count is set aside while the test goes on inside the other part, then
+   joins the largest group found there.
+5. **Count.** The vote is the number of groups holding at least
    ``min_fraction`` of the blocks with peaks (and at least ``min_blocks``):
    border blocks and thickness steps form small groups of their own, an
    orientation fills squares.
 
 Constructed truth (``tests/test_kselect_peakgroups.py``): N blocks of
 positions with N distinct sparse peak sets give N; Poisson noise alone gives
-1 (no group: the vote is never below 1). The defaults were chosen on the 96
-seen scans of the test bed and tested on new seeds (docs/kselect.md, the
-sixth rule).
+1 (no group: the vote is never below 1); two domains whose peak sets share
+most reflections count two (step 4). The defaults were chosen on seen scans
+of the test bed and tested on new seeds (docs/kselect.md, the sixth and
+seventh rules).
 """
 
 from __future__ import annotations
@@ -67,6 +80,8 @@ __all__ = [
     "MIN_BLOCK_FRACTION",
     "PEAK_SIGMAS",
     "RELATIVE",
+    "SPLIT_CONTACTS",
+    "SPLIT_RATIO",
     "PeakGroups",
     "block_patterns",
     "bin_patterns",
@@ -76,6 +91,7 @@ __all__ = [
     "peak_scores",
     "threshold_peaks",
     "group_blocks",
+    "split_tree",
     "peak_groups",
 ]
 
@@ -102,6 +118,10 @@ GROUP_AGREEMENT = 0.4
 MIN_BLOCK_FRACTION = 0.01
 #: ... and at least this many blocks.
 MIN_BLOCKS = 2
+#: A join inside a group is undone when the parts agree less than this times the tighter part's own agreement ...
+SPLIT_RATIO = 0.75
+#: ... and touch at fewer than this fraction of the contacts a random division of their blocks would have.
+SPLIT_CONTACTS = 0.15
 
 
 @dataclasses.dataclass
@@ -240,6 +260,8 @@ def peak_groups(
     min_blocks: int = MIN_BLOCKS,
     min_peaks: int = MIN_PEAKS,
     grow: int = GROW,
+    split_ratio: float | None = SPLIT_RATIO,
+    split_contacts: float = SPLIT_CONTACTS,
 ) -> PeakGroups:
     """Count the groups of scan blocks whose own Bragg peaks agree (module docstring).
 
@@ -252,8 +274,8 @@ def peak_groups(
         (qy, qx) with ``qy * qx == n_features``.
     gain : float
         Poisson gain of X (:func:`~stemnmf.kselect.noise.poisson_gain`).
-    block, sigmas, relative, agreement, min_fraction, min_blocks, min_peaks, grow
-        See the module docstring.
+    block, sigmas, relative, agreement, min_fraction, min_blocks, min_peaks, grow, split_ratio, split_contacts
+        See the module docstring; ``split_ratio=None`` leaves step 4 out (the sixth rule).
 
     Returns
     -------
@@ -270,11 +292,14 @@ def peak_groups(
     beam = direct_beam(flat.mean(axis=0).reshape(qy, qx))
     peaks, counts = block_peaks(flat, (qy, qx), gain, beam=beam, sigmas=sigmas, relative=relative, grow=grow)
     vote, labels, sizes = group_blocks(peaks, counts, agreement=agreement, min_fraction=min_fraction,
-                                       min_blocks=min_blocks, min_peaks=min_peaks)  # fmt: skip
+                                       min_blocks=min_blocks, min_peaks=min_peaks, grid_shape=(by, bx),
+                                       split_ratio=split_ratio, split_contacts=split_contacts)  # fmt: skip
     settings = {"block": int(block), "sigmas": float(sigmas), "relative": float(relative), "window": PEAK_WINDOW,
                 "grow": int(grow),
                 "min_peaks": int(min_peaks), "agreement": float(agreement), "min_fraction": float(min_fraction),
-                "min_blocks": int(min_blocks)}  # fmt: skip
+                "min_blocks": int(min_blocks),
+                "split_ratio": None if split_ratio is None else float(split_ratio),
+                "split_contacts": float(split_contacts)}  # fmt: skip
     return PeakGroups(vote, labels.reshape(by, bx), sizes, counts.reshape(by, bx), settings)
 
 
@@ -302,28 +327,126 @@ def block_tree(peaks, counts, *, min_peaks: int = MIN_PEAKS):
 
 
 def group_blocks(peaks, counts, *, agreement: float = GROUP_AGREEMENT, min_fraction: float = MIN_BLOCK_FRACTION,
-                 min_blocks: int = MIN_BLOCKS, min_peaks: int = MIN_PEAKS, tree=None):
+                 min_blocks: int = MIN_BLOCKS, min_peaks: int = MIN_PEAKS, tree=None, grid_shape=None,
+                 split_ratio: float | None = SPLIT_RATIO, split_contacts: float = SPLIT_CONTACTS):
     """(vote, group of every block (0: no peaks), blocks per group largest first) from the blocks' peak sets.
 
     ``tree``: the result of :func:`block_tree` for the same peaks, to cut one tree at several agreements.
+    ``grid_shape``: (by, bx) of the blocks in the scan, for the split test (step 4 of the module
+    docstring); without it, or with ``split_ratio=None``, the tree is cut at ``agreement`` only.
     """
     counts = np.asarray(counts)
     keep, linkage = block_tree(peaks, counts, min_peaks=min_peaks) if tree is None else tree
     labels = np.zeros(counts.size, dtype=np.int64)
     if keep.size == 0:
         return 1, labels, np.zeros(0, np.int64)
+    enough = max(int(min_blocks), int(math.ceil(float(min_fraction) * keep.size)))
     if linkage is None:
         cluster = np.ones(keep.size, dtype=np.int64)
-    else:
+    elif grid_shape is None or split_ratio is None:
         cluster = hierarchy.fcluster(linkage, t=1.0 - float(agreement), criterion="distance")
+    else:
+        edges = _contacts(keep, grid_shape)
+        cluster = split_tree(linkage, edges, agreement=agreement, enough=enough, ratio=split_ratio,
+                             contacts=split_contacts)  # fmt: skip
     ids, sizes = np.unique(cluster, return_counts=True)
     order = np.argsort(-sizes, kind="stable")
     renumber = np.zeros(int(ids.max()) + 1, dtype=np.int64)
     renumber[ids[order]] = np.arange(1, ids.size + 1)
     labels[keep] = renumber[cluster]
     sizes = sizes[order].astype(np.int64)
-    enough = max(int(min_blocks), int(math.ceil(float(min_fraction) * keep.size)))
     return max(1, int((sizes >= enough).sum())), labels, sizes
+
+
+def split_tree(linkage, edges, *, agreement: float = GROUP_AGREEMENT, enough: int = MIN_BLOCKS,
+               ratio: float = SPLIT_RATIO, contacts: float = SPLIT_CONTACTS) -> np.ndarray:
+    """Group of every leaf (n,) int64 of an average-linkage tree on ``1 - agreement``, cut top-down.
+
+    A node is cut when its two children agree less than ``agreement``, or when both hold at least
+    ``enough`` leaves, agree less than ``ratio`` times the larger of their own mean agreements, and
+    share fewer than ``contacts`` times the ``edges`` (pairs of leaf indices, scan neighbours) a
+    random division of their leaves would give them. A child with fewer than ``enough`` leaves beside
+    one with more is set aside while the test goes on in the other, then joins the largest group
+    found there (so without a split the groups are those of the plain cut).
+    """
+    Z = np.asarray(linkage, dtype=np.float64)
+    n = Z.shape[0] + 1
+    size = np.ones(2 * n - 1, dtype=np.int64)
+    total = np.zeros(2 * n - 1)  # sum of the agreements of all pairs of leaves below a node
+    for i, (a, b, height, _) in enumerate(Z):
+        a, b = int(a), int(b)
+        size[n + i] = size[a] + size[b]
+        total[n + i] = total[a] + total[b] + (1.0 - height) * size[a] * size[b]
+
+    def inside(j):
+        return total[j] / (0.5 * size[j] * (size[j] - 1)) if size[j] > 1 else 1.0
+
+    groups, aside, stack = [], [], [2 * n - 2]
+    while stack:
+        j = stack.pop()
+        if j < n:
+            groups.append(j)
+            continue
+        a, b = int(Z[j - n, 0]), int(Z[j - n, 1])
+        between = 1.0 - Z[j - n, 2]
+        if between < agreement:
+            stack += [a, b]
+        elif min(size[a], size[b]) >= enough:
+            if between < ratio * max(inside(a), inside(b)) and _contact_ratio(Z, a, b, edges) < contacts:
+                stack += [a, b]
+            else:
+                groups.append(j)
+        elif max(size[a], size[b]) >= enough:
+            small, big = (a, b) if size[a] < size[b] else (b, a)
+            aside.append((small, big))
+            stack.append(big)
+        else:
+            groups.append(j)
+    cluster = np.zeros(n, dtype=np.int64)
+    for g, j in enumerate(groups, start=1):
+        cluster[_leaves(Z, j)] = g
+    for small, big in reversed(aside):  # a part set aside joins the largest group of its sibling
+        host = cluster[_leaves(Z, big)]
+        cluster[_leaves(Z, small)] = np.bincount(host[host > 0]).argmax()
+    return cluster
+
+
+def _leaves(Z, j) -> np.ndarray:
+    n = Z.shape[0] + 1
+    out, stack = [], [int(j)]
+    while stack:
+        k = stack.pop()
+        if k < n:
+            out.append(k)
+        else:
+            stack += [int(Z[k - n, 0]), int(Z[k - n, 1])]
+    return np.asarray(out, dtype=np.int64)
+
+
+def _contact_ratio(Z, a, b, edges) -> float:
+    """Contacts between the leaves of a and b over those of a random division of their leaves (0: none)."""
+    la, lb = _leaves(Z, a), _leaves(Z, b)
+    side = np.zeros(Z.shape[0] + 1, dtype=np.int8)
+    side[la], side[lb] = 1, 2
+    if len(edges) == 0:
+        return 0.0
+    x, y = side[edges[:, 0]], side[edges[:, 1]]
+    within = (x > 0) & (y > 0)
+    if not within.any():
+        return 0.0
+    p = la.size / float(la.size + lb.size)
+    return float(np.count_nonzero(within & (x != y))) / within.sum() / (2.0 * p * (1.0 - p))
+
+
+def _contacts(keep, grid_shape) -> np.ndarray:
+    """(e, 2) int64: pairs of indices into ``keep`` of blocks that are 4-neighbours in the scan."""
+    by, bx = (int(v) for v in grid_shape)
+    index = np.full(by * bx, -1, dtype=np.int64)
+    index[np.asarray(keep)] = np.arange(len(keep))
+    grid = index.reshape(by, bx)
+    pairs = np.concatenate([np.stack([grid[:, :-1].ravel(), grid[:, 1:].ravel()], axis=1),
+                            np.stack([grid[:-1, :].ravel(), grid[1:, :].ravel()], axis=1)])  # fmt: skip
+    return pairs[(pairs >= 0).all(axis=1)]
 
 
 def _condensed(distance: np.ndarray) -> np.ndarray:
