@@ -120,6 +120,7 @@ def calibration_only(scan: int, det: int, seeds, cases) -> None:
                     e = report.ellipse if report.ellipse is not None else report.ellipse_rejected
                     applied = report.ellipse is not None
                     quality = report.quality
+                    method = report.origin_method
             ellipse_text = "-" if e is None else (f"{e.axis_ratio:.4f}+-{e.axis_ratio_std:.4f}"
                                                   f"[{e.significance:.1f}sd,{'applied' if applied else 'not applied'}]")
             angle_text = "-" if e is None else f"{math.degrees(e.angle):.1f}+-{math.degrees(e.angle_std):.1f}"
@@ -127,7 +128,7 @@ def calibration_only(scan: int, det: int, seeds, cases) -> None:
                 ellipse_text += f"({true_ellipse[0]:.3f})"
                 angle_text += f"({math.degrees(true_ellipse[1]):.1f})"
             print(
-                f"{seed} {case} {report.origin_method} {'-' if error is None else f'{error:.3f}'} "
+                f"{seed} {case} {method} {'-' if error is None else f'{error:.3f}'} "
                 f"{'-' if quality.origin_rms is None else f'{quality.origin_rms:.3f}'} {ellipse_text} {angle_text} "
                 f"{times['auto']:.1f} {times['com']:.1f} {times['auto'] / times['com']:.2f}x {quality.reliable}",
                 flush=True,
