@@ -16,6 +16,7 @@ can then tell the two apart.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -37,9 +38,23 @@ def _rotation_between(a, b) -> np.ndarray:
     return axis_angle_matrix(axis / sin, math.degrees(math.atan2(sin, cos)))
 
 
+#: Lattice vectors of the reflection tables seen, by a digest of the table (they depend on nothing else).
+_DIRECT_CACHE: dict = {}
+
+
 def _direct_vectors(g, n_short: int = 30, max_index: int = 6) -> np.ndarray:
     """Lattice vectors (n, 3), crystal frame, from the reflections: the direct basis of the three shortest
     non-coplanar reflections spanning the smallest cell, combined with indices up to ``max_index``."""
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    key = (hashlib.blake2b(g.tobytes(), digest_size=16).digest(), n_short, max_index)
+    if key not in _DIRECT_CACHE:
+        if len(_DIRECT_CACHE) >= 8:
+            _DIRECT_CACHE.pop(next(iter(_DIRECT_CACHE)))
+        _DIRECT_CACHE[key] = _lattice_vectors(g, n_short, max_index)
+    return _DIRECT_CACHE[key]
+
+
+def _lattice_vectors(g, n_short: int, max_index: int) -> np.ndarray:
     short = g[np.argsort(np.linalg.norm(g, axis=1))[:n_short]]
     best, volume = None, np.inf
     for i in range(len(short)):
