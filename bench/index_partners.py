@@ -1,11 +1,13 @@
 """Region errors with and without the choice among projection partners (``partners=True``), same runs.
 
 For each seed: simulate the spinel ``crystals`` preset, `stemnmf.run` (raw features, k chosen by the
-run), `orientation_datasets` with every default setting and again with ``partners=True``
-(``partner_gain=0``); the regions' errors against their best-matching grains, each region's
-partner gain, and what every threshold on the gain would have given had the regions below it kept
-the defaults' orientation (since round 8 ``partners=True`` keeps the fitted rotation of every
-region instead: the "as run" line).
+run), `orientation_datasets` with ``partner_check=False`` (the defaults before round 9), with every
+default setting (since round 9 the quick check among partners, ``partner_check=True``) and, unless
+``--no-fit``, with ``partners=True`` (``partner_gain=0``); the regions' errors against their
+best-matching grains (and, on a second line, with touching crystals of one orientation counted as one
+grain: ``merge_equal=True``), each region's partner gain, and what every threshold on the fit's gain
+would have given had the regions below it kept the defaults' orientation (since round 8
+``partners=True`` keeps the fitted rotation of every region instead: the "as run" line).
 
     STEMNMF_CACHE=/tmp/cache nice -n 10 python bench/index_partners.py --seeds 3 4 5 10 11 12 13 14
 """
@@ -40,9 +42,9 @@ def simulate_tilted(phase_name: str, seed: int, scan: int, workdir: str, tilt):
     return stemnmf.simulate("crystals", scan=scan, det=128, seed=seed, crystal=cif, orientation_tilt=tuple(tilt))
 
 
-def region_errors(found, results, truth) -> np.ndarray:
+def region_errors(found, results, truth, merge_equal: bool = False) -> np.ndarray:
     orientations = {k.split("/")[-1]: v for k, v in found.items()}
-    errors = orientation_scores(orientations, results["/regions/maps"], truth)["orientation_errors"]
+    errors = orientation_scores(orientations, results["/regions/maps"], truth, merge_equal=merge_equal)["orientation_errors"]
     return np.array([np.nan if e is None else float(e) for e in errors])
 
 
@@ -68,37 +70,46 @@ def main() -> None:
                         help="orientation_tilt of the simulation, degrees (default: the preset's, 0-1)")
     parser.add_argument("--runs", default=None, help="folder that keeps each seed's run (results.h5) for reuse")
     parser.add_argument("--thresholds", type=float, nargs="*", default=[0.0, 0.001, 0.002, 0.005, 0.01])
+    parser.add_argument("--no-fit", action="store_true", help="leave out partners=True (the kinematic fits)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    plain, chosen, gains = [], [], []
+    names = ["no check", "defaults"] + ([] if args.no_fit else ["partners"])
+    options = [{"partner_check": False}, {}, {"partners": True}][: len(names)]
+    errors = {n: [] for n in names}
+    merged = {n: [] for n in names}
+    times = {n: [] for n in names}
+    gains = []
     with tempfile.TemporaryDirectory(prefix="stemnmf-partners-") as workdir:
         cache = os.environ.get("STEMNMF_CACHE", os.path.join(workdir, "cache"))
         print(f"load {os.getloadavg()[0]:.1f}; {args.phase}, crystals preset, {args.scan}x{args.scan}, tilt {args.tilt or 'preset'}", flush=True)
         for seed in args.seeds:
             dataset, truth = simulate_tilted(args.phase, seed, args.scan, workdir, args.tilt)
             results = run_once(dataset, truth, args, seed)
-            t0 = time.perf_counter()
-            before = region_errors(orientation_datasets(results, [args.phase], dataset=dataset, cache_dir=cache), results, truth)
-            t1 = time.perf_counter()
-            found = orientation_datasets(results, [args.phase], dataset=dataset, cache_dir=cache, partners=True)
-            t2 = time.perf_counter()
-            after = region_errors(found, results, truth)
-            gain = np.asarray(found["/orientations/regions_partner_gain"])
-            keep = np.isfinite(before)
-            plain += before[keep].tolist()
-            chosen += after[keep].tolist()
-            gains += gain[keep].tolist()
-            print(f"seed {seed} k={results.n_components} defaults {t1 - t0:.1f} s, partners {t2 - t1:.1f} s\n"
-                  f"  defaults {np.round(before[keep], 2).tolist()}\n  partners {np.round(after[keep], 2).tolist()}\n"
-                  f"  gain (%) {np.round(100 * gain[keep], 2).tolist()}", flush=True)
-    plain, chosen, gains = map(np.asarray, (plain, chosen, gains))
-    print(f"all (n={len(plain)}): defaults {summary(plain)}")
-    print(f"  partners, as run (partner_gain 0): {summary(chosen)}")
-    # what a threshold would give if the regions below it kept the defaults' (unfitted) orientation
+            lines = [f"seed {seed} k={results.n_components}"]
+            for name, extra in zip(names, options):
+                t0 = time.perf_counter()
+                found = orientation_datasets(results, [args.phase], dataset=dataset, cache_dir=cache, **extra)
+                times[name].append(time.perf_counter() - t0)
+                single, joined = region_errors(found, results, truth), region_errors(found, results, truth, merge_equal=True)
+                keep = np.isfinite(single)
+                errors[name] += single[keep].tolist()
+                merged[name] += joined[keep].tolist()
+                lines.append(f"  {name:9s} {times[name][-1]:6.1f} s {np.round(single[keep], 2).tolist()}")
+                if name == "partners":
+                    gain = np.asarray(found["/orientations/regions_partner_gain"])
+                    gains += gain[keep].tolist()
+                    lines.append(f"  fit gain (%) {np.round(100 * gain[keep], 2).tolist()}")
+            print("\n".join(lines), flush=True)
+    print(f"all (n={len(errors[names[0]])}), each region against its best-matching grain; then touching crystals of one orientation as one grain:")
+    for name in names:
+        print(f"  {name:9s} {summary(errors[name])}; merged {summary(merged[name])}; {min(times[name]):.1f}-{max(times[name]):.1f} s per scan")
+    if args.no_fit:
+        return
+    plain, chosen, gains = map(np.asarray, (errors["no check"], errors["partners"], gains))
+    # what a threshold would give if the regions below it kept the unchecked orientation
     for threshold in args.thresholds:
         taken = gains > threshold
-        errors = np.where(taken, chosen, plain)
-        print(f"  partners, gain > {100 * threshold:.1f} %: {summary(errors)} ({int(taken.sum())} regions changed)")
+        print(f"  partners, gain > {100 * threshold:.1f} %: {summary(np.where(taken, chosen, plain))} ({int(taken.sum())} regions changed)")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ and score each region against its best-matching grain (symmetry-reduced misorien
 separates the matching from the NMF.
 
 Speed (``--speed-seed S ...``, ``--speed-scan N``): in one process, on one N x N scan, the same
-Indexer (templates cached before timing) matches (a) the component and region patterns, (b) every
+Indexer (templates and the kinematic reflection table cached before timing) matches (a) the component and region patterns, (b) every
 position's pattern (no refinement: the per-pattern baseline); also timed end to end:
 `orientation_datasets` with every default setting (twice: before and after the baseline, as the
-load drifts) and with the vote against every template (``vote_templates=0``). Region-level
+load drifts), without the partner check (``partner_check=False``, twice) and with the vote against every template (``vote_templates=0``). Region-level
 accuracy: each region's error, and for the baseline the median over a region's positions of their
 error. Each
 quality line compares the vote with the mean pattern alone (``vote_positions=0``) on the same run.
@@ -134,7 +134,9 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
         timed.setdefault(label, []).append(time.perf_counter() - t0)
         return found
 
+    indexer.model  # the kinematic reflection table, cached on disk as the templates are (the partner check uses it)
     defaults = default_indexing("defaults")  # every default setting
+    default_indexing("no partner check", partner_check=False)  # the defaults before round 9
     every_template = default_indexing("vote against every template", vote_templates=0)
     if vote_positions != IndexOptions.vote_positions:
         default_indexing(f"vote of {vote_positions}", vote_positions=vote_positions)
@@ -144,6 +146,7 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
     per_position = indexer.match(data, refine=False)
     t_positions = time.perf_counter() - t0
     default_indexing("defaults")  # again after the long baseline: the load drifts
+    default_indexing("no partner check", partner_check=False)
     print(f"speed (seed {seed}, {sy}x{sx} scan, k={results.n_components}, {len(results['/regions/maps'])} regions, "
           f"{len(patterns)} component/region patterns; stemnmf run {t_run:.1f} s): per-position matching {t_positions:.1f} s; "
           f"components + regions unrefined {t_components:.2f} s ({t_positions / t_components:.0f}x), "

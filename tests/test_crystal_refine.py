@@ -119,3 +119,22 @@ def test_refinement_and_vote_options_reach_the_indexing_from_config_and_command_
         Config.from_dict({"orientations": {"vote_positions": -1}})
     args = parser.parse_args(["index", str(tmp_path), "--phase", "Ag", "--refine-model", "kinematic", "--vote-positions", "4"])
     assert index_options(args)["refine_model"] == "kinematic" and index_options(args)["vote_positions"] == 4
+
+
+def test_reflection_table_is_cached_on_disk(tmp_path, monkeypatch):
+    """The second call reads the stored table (the same arrays) and does not compute again; another q_max is another file."""
+    import stemnmf.crystal.kinematics as kinematics
+
+    phase = load_phase("Ag")
+    wavelength = electron_wavelength(300.0)
+    first = reflection_table(phase, q_max=1.5, wavelength=wavelength, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("reflections-Ag-*.npz"))) == 1
+    monkeypatch.setattr(kinematics, "_compute_table", lambda *args: pytest.fail("computed again"))
+    again = reflection_table(phase, q_max=1.5, wavelength=wavelength, cache_dir=tmp_path)
+    assert np.array_equal(again.g, first.g) and np.array_equal(again.intensity, first.intensity)
+    assert again.wave_number == first.wave_number
+    monkeypatch.undo()
+    other = reflection_table(phase, q_max=1.2, wavelength=wavelength, cache_dir=tmp_path)
+    assert len(other.g) < len(first.g) and len(list(tmp_path.glob("reflections-Ag-*.npz"))) == 2
+    # {111} of Ag: |g| = sqrt(3) / a, eight of them
+    assert np.sum(np.isclose(np.linalg.norm(first.g, axis=1), np.sqrt(3) / 4.0862, rtol=1e-4)) == 8

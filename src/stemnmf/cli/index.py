@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -39,6 +41,9 @@ def add_index_arguments(parser, *, required: bool) -> None:
                        help="also fit each overlapped region's mean pattern as a sum of two crystals (regions_second)")
     group.add_argument("--partners", action="store_true",
                        help="choose each region's orientation among it and its projection partners by a kinematic fit of its core (slow: 50-220 s per 32 x 32 spinel scan)")
+    group.add_argument("--partner-check", action=argparse.BooleanOptionalAction, default=True,
+                       help="without --partners: choose among each region's orientation and its projection partners by their kinematic score "
+                            "at their own rotations (no fit; default on)")
     group.add_argument("--template-cache", metavar="DIR", help="template cache (default ~/.cache/stemnmf/templates)")
 
 
@@ -52,6 +57,7 @@ def index_options(args) -> dict:
         "vote_positions": args.vote_positions,
         "overlap_sums": args.overlap_sums,
         "partners": args.partners,
+        "partner_check": args.partner_check,
         "cache_dir": args.template_cache,
     }
 

@@ -35,11 +35,11 @@ from stemnmf.crystal.matching import (
 )
 from stemnmf.crystal.kinematics import reflection_table
 from stemnmf.crystal.overlap import index_sums
-from stemnmf.crystal.partners import fit_alone, fit_partners
+from stemnmf.crystal.partners import check_partners, fit_alone, fit_partners
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel
 from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
 from stemnmf.crystal.phases import load_phases, require_crystal_extra
-from stemnmf.crystal.templates import SpotTable, make_templates
+from stemnmf.crystal.templates import SpotTable, default_cache_dir, make_templates
 from stemnmf.errors import ConfigError, ResultsError
 from stemnmf.io.dataset import electron_wavelength
 
@@ -121,8 +121,14 @@ class IndexOptions:
         same zero-order pattern) by the kinematic fit (:mod:`.refine`) of the mean pattern
         of the region's core positions, and take the winner's fitted rotation (a solution
         without partners is fitted alone) [False].
+    partner_check : bool
+        Without ``partners``: score each region's orientation (each component's when the run
+        has no regions) and its projection partners with the kinematic model at their own
+        rotations, each at its best thickness, on the mean pattern of the region's core, and
+        take the best (:func:`.partners.check_partners`; no fit, about 0.05 s a region)
+        [True].
     partner_gain : float
-        Relative gain of a partner's fitted score over the orientation's needed to take it [0.0].
+        Relative gain of a partner's fitted (or checked) score over the orientation's needed to take it [0.0].
     partner_erosion : int
         The core: the positions of a weight map above half its maximum, eroded by this
         many positions (fewer where fewer than 8 would be left) [2].
@@ -152,6 +158,7 @@ class IndexOptions:
     overlap_gain: float = 0.1
     overlap_min_share: float = 0.15
     partners: bool = False
+    partner_check: bool = True
     partner_gain: float = 0.0
     partner_erosion: int = 2
 
@@ -281,7 +288,8 @@ class Indexer:
         if self._model is None:
             qy, qx = self.pattern_shape
             q_max = (math.hypot(qy, qx) + self.disk_radius + 4) * self.q_pixel
-            tables = [reflection_table(phase, q_max=q_max, wavelength=self.wavelength) for phase in self.phases]
+            cache = self.options.cache_dir if self.options.cache_dir is not None else default_cache_dir()
+            tables = [reflection_table(phase, q_max=q_max, wavelength=self.wavelength, cache_dir=cache) for phase in self.phases]
             origin = self.origin if self.origin is not None else ((qy - 1) / 2, (qx - 1) / 2)
             o = self.options
             geometry = DetectorGeometry(
@@ -497,13 +505,15 @@ def _core_positions(weight_map, erosion: int, least: int = 8) -> np.ndarray:
     return np.flatnonzero(inside)
 
 
-def _choose_partners(indexer: Indexer, result: MatchResult, patterns, weight_maps=None, dataset=None) -> np.ndarray:
+def _choose_partners(indexer: Indexer, result: MatchResult, patterns, weight_maps=None, dataset=None, *, fit: bool = True) -> np.ndarray:
     """Replace each solution by the best kinematic fit among it and its projection partners; returns the gains (n,).
 
     The pattern fitted is the mean of the core positions of each weight map when the scan is
     given, else ``patterns[i]``. A partner's fit is taken when its score beats the solution's
     fit by more than ``partner_gain`` (relative), else the solution's own fit (a solution without
     partners is fitted alone); the gain is the best partner's relative margin (0 without partners).
+    With ``fit=False`` the candidates are scored as they are (:func:`.partners.check_partners`)
+    and a solution without partners is left as it is.
     """
     o = indexer.options
     model = indexer.model
@@ -514,12 +524,16 @@ def _choose_partners(indexer: Indexer, result: MatchResult, patterns, weight_map
     for i in range(len(result.score)):
         phase = int(result.phase[i])
         pattern = cores[i].mean(axis=0) if cores is not None and len(cores[i]) else patterns[i]
-        rotations, scores = fit_partners(
-            model, pattern, result.rotations[i], indexer.templates[phase].symmetry, phase=phase,
-            q_max=indexer.grid.r_max, search_deg=o.resolution,
-        )
+        symmetry = indexer.templates[phase].symmetry
+        if fit:
+            rotations, scores = fit_partners(
+                model, pattern, result.rotations[i], symmetry, phase=phase, q_max=indexer.grid.r_max, search_deg=o.resolution
+            )
+        else:
+            rotations, scores = check_partners(model, pattern, result.rotations[i], symmetry, phase=phase, q_max=indexer.grid.r_max)
         if len(scores) < 2:
-            result.rotations[i] = fit_alone(model, pattern, result.rotations[i], phase=phase, search_deg=o.resolution)[0]
+            if fit:
+                result.rotations[i] = fit_alone(model, pattern, result.rotations[i], phase=phase, search_deg=o.resolution)[0]
             continue
         best = 1 + int(np.argmax(scores[1:]))
         gains[i] = (scores[best] - scores[0]) / abs(scores[0]) if scores[0] else 0.0
@@ -641,12 +655,13 @@ def orientation_datasets(results, phases, *, dataset=None, per_position: bool = 
 
 
 def _partner_datasets(indexer: Indexer, results, kind: str, result: MatchResult, dataset=None) -> dict:
-    """With ``partners``: the choice among projection partners (:func:`_choose_partners`) and ``{kind}_partner_gain``."""
+    """With ``partners`` or ``partner_check``: the choice among projection partners (:func:`_choose_partners`) and ``{kind}_partner_gain``."""
     path = f"/{kind}/mean_patterns"
-    if not indexer.options.partners or path not in results:
+    o = indexer.options
+    if not (o.partners or o.partner_check) or path not in results:
         return {}
     maps = np.asarray(results[f"/{kind}/maps"]) if f"/{kind}/maps" in results else None
-    gains = _choose_partners(indexer, result, np.asarray(results[path], dtype=np.float32), maps, dataset)
+    gains = _choose_partners(indexer, result, np.asarray(results[path], dtype=np.float32), maps, dataset, fit=bool(o.partners))
     return {f"/orientations/{kind}_partner_gain": gains.astype(np.float64)}
 
 

@@ -16,6 +16,7 @@ can then tell the two apart.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -24,7 +25,7 @@ from stemnmf.crystal.matching import misorientation_angles
 from stemnmf.crystal.refine import rotation_vector_matrix
 from stemnmf.crystal.rotations import axis_angle_matrix
 
-__all__ = ["zone_axis", "projection_partners", "fit_partners", "fit_alone"]
+__all__ = ["zone_axis", "projection_partners", "check_partners", "fit_partners", "fit_alone"]
 
 
 def _rotation_between(a, b) -> np.ndarray:
@@ -37,9 +38,23 @@ def _rotation_between(a, b) -> np.ndarray:
     return axis_angle_matrix(axis / sin, math.degrees(math.atan2(sin, cos)))
 
 
+#: Lattice vectors of the reflection tables seen, by a digest of the table (they depend on nothing else).
+_DIRECT_CACHE: dict = {}
+
+
 def _direct_vectors(g, n_short: int = 30, max_index: int = 6) -> np.ndarray:
     """Lattice vectors (n, 3), crystal frame, from the reflections: the direct basis of the three shortest
     non-coplanar reflections spanning the smallest cell, combined with indices up to ``max_index``."""
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    key = (hashlib.blake2b(g.tobytes(), digest_size=16).digest(), n_short, max_index)
+    if key not in _DIRECT_CACHE:
+        if len(_DIRECT_CACHE) >= 8:
+            _DIRECT_CACHE.pop(next(iter(_DIRECT_CACHE)))
+        _DIRECT_CACHE[key] = _lattice_vectors(g, n_short, max_index)
+    return _DIRECT_CACHE[key]
+
+
+def _lattice_vectors(g, n_short: int, max_index: int) -> np.ndarray:
     short = g[np.argsort(np.linalg.norm(g, axis=1))[:n_short]]
     best, volume = None, np.inf
     for i in range(len(short)):
@@ -143,6 +158,34 @@ def projection_partners(rotation, g, intensity, symmetry, *, q_max: float, max_a
     return np.einsum("ji,njk->nik", tilt, np.stack(partners))  # tilt^T @ partner: the crystal's own tilt
 
 
+def check_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, thicknesses=None):
+    """Score a rotation and each of its projection partners against a pattern as they are, without a fit.
+
+    A partner inherits the rotation's tilt off the zone axis (:func:`projection_partners`), so
+    the two share whatever error the rotation's tilt has; each is scored by the kinematic model
+    (:meth:`.refine.PatternModel.thickness_scores`) at its best of ``thicknesses`` (default: 30
+    from 40 to 640 Å, 10 % apart).
+
+    Returns
+    -------
+    rotations : numpy.ndarray
+        (1 + n, 3, 3): the rotation and its n partners.
+    scores : numpy.ndarray
+        (1 + n,) their scores; ``[nan]`` without partners (nothing is scored).
+    """
+    table = model.tables[phase]
+    rotation = np.asarray(rotation, float)
+    partners = projection_partners(rotation, table.g, table.intensity, symmetry, q_max=q_max)
+    if not len(partners):
+        return rotation[None], np.array([np.nan])
+    thicknesses = np.geomspace(40.0, 640.0, 30) if thicknesses is None else np.asarray(thicknesses, dtype=np.float64)
+    prepared = model.prepare(pattern)
+    candidates = np.concatenate([rotation[None], partners])
+    # each candidate with the reflections it can put on the detector (a turn about the beam moves spots into the corners)
+    scores = np.array([model.near(r, phase, within_deg=1.0).thickness_scores(prepared, r, thicknesses, phase).max() for r in candidates])
+    return candidates, scores
+
+
 def fit_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, search_deg: float = 1.0):
     """Fit a rotation and each of its projection partners to a pattern; the kinematic scores decide.
 
@@ -210,7 +253,7 @@ def _fit(model, prepared, rotation, phase: int, search_deg: float):
     refined, _, score = model.refine(prepared, rotation, phase, search_deg=search_deg)
     model = model.near(rotation, phase)  # the same scores near the start, fewer reflections
     thicknesses = np.geomspace(40.0, 640.0, 30)
-    t0 = thicknesses[int(np.argmax([model.score(prepared, rotation, t, phase) for t in thicknesses]))]
+    t0 = thicknesses[int(np.argmax(model.thickness_scores(prepared, rotation, thicknesses, phase)))]
     v, _, local = model._polish(prepared, rotation, phase, t0, np.zeros(3), math.radians(0.05), fit_thickness=True)
     if local > score:
         return rotation_vector_matrix(v) @ rotation, local

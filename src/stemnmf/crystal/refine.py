@@ -200,6 +200,25 @@ class PatternModel:
         spread = float(intensity.sum()) - total * total / self.n_mask
         return float(amplitude @ sampled) / math.sqrt(spread) if spread > 0 else 0.0
 
+    def thickness_scores(self, prepared: np.ndarray, rotation, thicknesses, phase: int = 0) -> np.ndarray:
+        """:meth:`score` of one rotation at each of ``thicknesses`` (t,): the spots are placed and sampled once."""
+        table = self.tables[phase]
+        g_lab = table.g @ np.asarray(rotation, dtype=np.float64).T
+        s = -g_lab[:, 2] - np.einsum("ij,ij->i", g_lab, g_lab) * (0.5 / table.wave_number)
+        rows, cols = self.geometry.pixels(g_lab[:, 0], g_lab[:, 1])
+        qy, qx = self.geometry.shape
+        r0, c0 = np.rint(rows).astype(np.int64), np.rint(cols).astype(np.int64)
+        inside = (r0 >= 0) & (r0 < qy) & (c0 >= 0) & (c0 < qx)
+        inside[inside] = self.mask[r0[inside], c0[inside]]
+        sampled = ndimage.map_coordinates(prepared, np.stack([rows[inside], cols[inside]]), order=3, prefilter=False)
+        thicknesses = np.asarray(thicknesses, dtype=np.float64)
+        intensity = table.intensity[inside] * np.sinc(s[inside][None, :] * thicknesses[:, None]) ** 2  # (t, m)
+        amplitude = np.sqrt(intensity)
+        total = amplitude.sum(axis=1) * self.root_sum
+        spread = intensity.sum(axis=1) - total * total / self.n_mask
+        numerator = amplitude @ sampled
+        return np.where(spread > 0, numerator / np.sqrt(np.where(spread > 0, spread, 1.0)), 0.0)
+
     def rendered_score(self, prepared_image: np.ndarray, rotation, thickness: float, phase: int = 0) -> float:
         """:meth:`score` from a rendered model and a :func:`prepare_pattern` image (zero outside the mask); slow, for checks."""
         model = np.sqrt(np.clip(self.render(rotation, thickness, phase), 0.0, None)) * self.mask
