@@ -129,3 +129,51 @@ def test_bad_scan_shape():
         IterativeNMF(n_restarts=1, merge_threshold=0.4, scan_shape=(30, 30)).fit(X)
     with pytest.raises(ConfigError, match="scan_shape"):
         IterativeNMF(n_restarts=1, merge_threshold=0.4, scan_shape=(40, 40, 1)).fit(X)
+
+
+RICH_RINGS, RICH_SECTORS = 4, 36
+
+
+def two_stacked_scene(seed=0, counts=200.0):
+    """Grain B (32 x 32 positions, 20 reflections over 4 rings x 36 sectors) with two grains S1, S2 (10 x 12) stacked
+    inside it, apart; each has 16 reflections of its own (none shared with B or the other) and, like grains of one
+    phase in other orientations, also lights 20 of B's reflections; under them B keeps 0.7 of its intensity."""
+    rng = np.random.default_rng(seed)
+    order = np.random.default_rng(1).permutation(RICH_RINGS * RICH_SECTORS)
+    b_refl, own = order[:20], (order[20:36], order[36:52])
+    yy, xx = np.mgrid[0:40, 0:40]
+    B = (yy >= 4) & (yy < 36) & (xx >= 4) & (xx < 36)
+    S = ((yy >= 8) & (yy < 18) & (xx >= 8) & (xx < 20), (yy >= 22) & (yy < 32) & (xx >= 20) & (xx < 32))
+    stacked = (S[0] | S[1]).ravel()
+    X = np.zeros((1600, RICH_RINGS * RICH_SECTORS))
+    X[B.ravel()] = 0.03
+    X[np.ix_(B.ravel(), b_refl)] += np.where(stacked[B.ravel()], 0.7, 1.0)[:, None]
+    for s, reflections in zip(S, own):
+        X[np.ix_(s.ravel(), b_refl)] += 0.5
+        X[np.ix_(s.ravel(), reflections)] += 0.5
+    X = rng.poisson(X * counts) / counts
+    return X.astype(np.float32), B, S, own
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_two_grains_stacked_in_one_component_both_come_back(seed):
+    X, B, S, own = two_stacked_scene(seed)
+    Wt, H = one_component(X, B)  # the merges put S1 and S2 into B's component
+    Wt2, H2, kept = recover_grains(X, Wt, H, SHAPE)
+    assert len(Wt2) == 3 and len(kept) == 2  # one per round: the second round splits the host again
+    footprints = Wt2 >= 0.2 * Wt2.max(axis=1, keepdims=True)
+    for s, reflections in zip(S, own):
+        c = int(np.argmax([_iou(f, s.ravel()) for f in footprints]))
+        assert c > 0 and _iou(footprints[c], s.ravel()) > 0.8
+        assert (H2[c, reflections] > 0.2).all()  # the new component holds that grain's own reflections
+    assert _iou(footprints[0], B.ravel()) > 0.8
+    # the first part has 16 reflections of its own but under half of its peaks: it also holds the reflections of B
+    # and of the other grain, which the rest of the host shows
+    assert 15 <= kept[0].new_peaks < 0.5 * kept[0].peaks
+
+
+def test_one_round_or_the_share_of_new_peaks_alone_recover_less():
+    X, B, S, _ = two_stacked_scene()
+    Wt, H = one_component(X, B)
+    assert len(recover_grains(X, Wt, H, SHAPE, rounds=1)[2]) == 1
+    assert recover_grains(X, Wt, H, SHAPE, many_peaks=None)[2] == []

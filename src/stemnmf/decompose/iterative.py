@@ -53,7 +53,7 @@ from stemnmf.decompose.evidence import (
     pattern_peaks,
     peak_agreement,
 )
-from stemnmf.decompose.recover import recover_candidates
+from stemnmf.decompose.recover import RECOVER_ROUNDS, recover_candidates
 from stemnmf.decompose.results import to_results
 from stemnmf.decompose.scree import pca_scree
 from stemnmf.errors import ConfigError, DataValueError
@@ -267,14 +267,16 @@ def _residual_pass(blocks: RowBlocks, Wt: np.ndarray, H: np.ndarray, n_threads: 
 
 
 def recover_grains(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: int = 200, tol: float = 1e-4,
-                   n_threads: int | None = None, **tests) -> tuple[np.ndarray, np.ndarray, list]:
+                   n_threads: int | None = None, rounds: int = RECOVER_ROUNDS, **tests) -> tuple[np.ndarray, np.ndarray, list]:
     """Split off the grains that the merges left inside other components, then refit (docs/nmf.md).
 
     Every component is split in two on its footprint and a part is kept as a
     new component when the data support it
     (:func:`stemnmf.decompose.recover.recover_candidates`, whose tests
     ``tests`` sets); the model with the kept parts appended is refitted once
-    by HALS and components that come out all zero are dropped.
+    by HALS and components that come out all zero are dropped. This is
+    repeated on the refitted model (every component, new ones included) until
+    a round keeps nothing or ``rounds`` rounds have run.
 
     Parameters
     ----------
@@ -285,14 +287,16 @@ def recover_grains(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: in
     scan_shape : (rows, cols)
     max_iter, tol : int, float
         Of the refit.
+    rounds : int, default RECOVER_ROUNDS
+        Rounds of splitting, at the most.
 
     Returns
     -------
     Wt, H : float32
         The new fit (unchanged when nothing was kept).
     kept : list of Recovery
-        The parts kept, in order; part i is component ``k + i`` before the
-        all-zero ones are dropped.
+        The parts kept, in order; ``host`` is the component split, numbered
+        in the model of its round.
     """
     blocks = as_blocks(X)
     summary = blocks.summary()
@@ -301,19 +305,23 @@ def recover_grains(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: in
         setup.n_threads = int(n_threads)
     Wt = np.asarray(Wt, np.float32)
     H = np.asarray(H, np.float32)
-    _, row_sq, col_sq, _ = _residual_pass(blocks, Wt, H, setup.threads)
-    kept = [c for c in recover_candidates(blocks, Wt, H, tuple(scan_shape), col_sq, row_sq, **tests) if c.kept]
-    if not kept:
-        return Wt, H, []
-    Wt = np.ascontiguousarray(np.vstack([Wt, np.stack([c.w for c in kept])]), dtype=np.float32)
-    H = np.ascontiguousarray(np.vstack([H, np.stack([c.h for c in kept])]), dtype=np.float32)
-    Wt[:, summary.zero_rows] = 0
-    H[:, summary.zero_cols] = 0
-    solve(blocks, Wt, H, setup, summary=summary)
-    alive = Wt.any(axis=1) & H.any(axis=1)
-    log.info("recovery: %d of %d components split off a grain; k %d -> %d", len(kept), len(alive) - len(kept),
-             len(alive) - len(kept), int(alive.sum()))
-    return np.ascontiguousarray(Wt[alive]), np.ascontiguousarray(H[alive]), kept
+    kept_all = []
+    for _ in range(int(rounds)):
+        _, row_sq, col_sq, _ = _residual_pass(blocks, Wt, H, setup.threads)
+        kept = [c for c in recover_candidates(blocks, Wt, H, tuple(scan_shape), col_sq, row_sq, **tests) if c.kept]
+        if not kept:
+            break
+        Wt = np.ascontiguousarray(np.vstack([Wt, np.stack([c.w for c in kept])]), dtype=np.float32)
+        H = np.ascontiguousarray(np.vstack([H, np.stack([c.h for c in kept])]), dtype=np.float32)
+        Wt[:, summary.zero_rows] = 0
+        H[:, summary.zero_cols] = 0
+        solve(blocks, Wt, H, setup, summary=summary)
+        alive = Wt.any(axis=1) & H.any(axis=1)
+        log.info("recovery round: %d of %d components split off a grain; k %d -> %d", len(kept),
+                 len(alive) - len(kept), len(alive) - len(kept), int(alive.sum()))
+        Wt, H = np.ascontiguousarray(Wt[alive]), np.ascontiguousarray(H[alive])
+        kept_all += kept
+    return Wt, H, kept_all
 
 
 def _restart(
@@ -406,7 +414,9 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         two on its footprint and keep a part as a new component when it is a
         grain stacked inside the component's grain: a significant, spatially
         coherent part under which the component goes on, whose reflections the
-        rest of the component lacks (:func:`recover_grains`; docs/nmf.md).
+        rest of the component lacks; repeated on the refitted model until a
+        round keeps nothing, three rounds at the most (:func:`recover_grains`;
+        docs/nmf.md).
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -441,8 +451,9 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         component that came out all zero and was dropped). The last step of a
         restart has no groups.
     recovered_ : list of int
-        The component each recovered grain was split from (in the order the
-        new components were appended; empty without ``scan_shape``).
+        The component each recovered grain was split from, numbered in the
+        model of its round (in the order the new components were appended;
+        empty without ``scan_shape``).
     final_history_ : list of (k, groups)
         The same for the refit of the winner on every position (one step with
         no groups when nothing more merged).

@@ -22,16 +22,20 @@ component (the *host*) is therefore split once more, on its own footprint
      each other instead;
    * *new reflections*: at least ``min_peaks`` of the part's pattern peaks
      (:func:`~stemnmf.decompose.evidence.pattern_peaks`), and at least
-     ``novelty`` of them, are missing from the data on the rest of the host
-     (its footprint, two positions clear of the part). Missing: the rest's
-     mean excess over the local median (the peak test's background) lies
-     within ``presence`` standard errors of zero. A grain of another
-     orientation puts reflections where the grain around it has none; a
-     thickness-fringe piece has its grain's own reflections, which the rest of
-     the grain still shows, weaker or stronger.
+     ``novelty`` of them or at least ``many_peaks``, are missing from the
+     data on the rest of the host (its footprint, two positions clear of the
+     part). Missing: the rest's mean excess over the local median (the peak
+     test's background) lies within ``presence`` standard errors of zero. A
+     grain of another orientation puts reflections where the grain around it
+     has none; a thickness-fringe piece has its grain's own reflections, which
+     the rest of the grain still shows, weaker or stronger. The part of a
+     stacked grain also holds reflections of the host (or of another grain
+     stacked in it) where the host goes on under it, which dilutes the share;
+     ``many_peaks`` new reflections are evidence enough by their number.
 
-The kept parts are appended to the model, which is then refitted once
-(:class:`~stemnmf.decompose.IterativeNMF` with ``scan_shape``).
+The kept parts are appended to the model, which is then refitted
+(:func:`~stemnmf.decompose.iterative.recover_grains`; up to ``rounds`` times:
+a host holding two grains gives one per round).
 """
 
 from __future__ import annotations
@@ -58,8 +62,10 @@ __all__ = [
     "RECOVER_MIN_SIZE",
     "RECOVER_NOVELTY",
     "RECOVER_MIN_PEAKS",
+    "RECOVER_MANY_PEAKS",
     "RECOVER_PRESENCE",
     "RECOVER_CONTINUITY",
+    "RECOVER_ROUNDS",
     "Recovery",
     "recover_candidates",
 ]
@@ -74,10 +80,14 @@ RECOVER_MIN_SIZE = 25
 RECOVER_NOVELTY = 0.5
 #: New reflections (peaks the rest of the host lacks), at the least.
 RECOVER_MIN_PEAKS = 2
+#: New reflections that make a part new whatever share of its peaks they are.
+RECOVER_MANY_PEAKS = 15
 #: Standard errors above zero at which the rest's mean excess shows a reflection.
 RECOVER_PRESENCE = 6.0
 #: The host's mean weight under the new map, as a share of its weight around it, at the least.
 RECOVER_CONTINUITY = 0.5
+#: Rounds of splitting and refitting, at the most (a round that keeps nothing ends them).
+RECOVER_ROUNDS = 3
 #: HALS iterations of the rank-two split.
 SPLIT_ITER = 60
 #: The ring around a new map in which the host's weight is compared: between these dilations.
@@ -108,6 +118,9 @@ class Recovery:
         Peaks of the new pattern, and those the rest of the host lacks.
     rest : int
         Positions of the rest of the host.
+    part_gain : float
+        Fall of the squared residual, in noise gates of the part's own
+        positions (what one spare component fits of noise there).
     kept : bool
         Whether every test passed.
     """
@@ -121,6 +134,7 @@ class Recovery:
     peaks: int
     new_peaks: int
     rest: int
+    part_gain: float
     kept: bool
 
 
@@ -192,6 +206,7 @@ def recover_candidates(
     novelty: float = RECOVER_NOVELTY,
     min_peaks: int = RECOVER_MIN_PEAKS,
     presence: float = RECOVER_PRESENCE,
+    many_peaks: int | None = RECOVER_MANY_PEAKS,
 ) -> list[Recovery]:
     """Split every component of the fit ``(Wt, H)`` of X in two and test the parts (module docstring).
 
@@ -204,8 +219,8 @@ def recover_candidates(
     scan_shape : (rows, cols)
     col_sq, row_sq : (m,), (n,)
         Squared residual norms of the columns and rows of ``X - WH``.
-    gain, min_size, continuity, novelty, min_peaks, presence
-        The tests (module docstring).
+    gain, min_size, continuity, novelty, min_peaks, presence, many_peaks
+        The tests (module docstring); ``many_peaks`` None: the share alone.
 
     Returns
     -------
@@ -219,7 +234,7 @@ def recover_candidates(
     sigma = np.sqrt(np.maximum(np.asarray(col_sq, np.float64), 0.0) / max(n, 1))
     top = Wt64.max(axis=1, initial=0.0)
     tests = dict(gain=gain, min_size=min_size, continuity=continuity, novelty=novelty, min_peaks=min_peaks,
-                 presence=presence)
+                 presence=presence, many_peaks=many_peaks)
     with blas_limit(1):  # many small products and eigenproblems: a BLAS thread team only synchronises
         return [r for j in range(Wt64.shape[0])
                 if (r := _candidate(X, Wt64, H64, j, top, sigma, row_sq, scan_shape, tests)) is not None]
@@ -241,13 +256,15 @@ def _candidate(X, Wt64, H64, j, top, sigma, row_sq, scan_shape, tests) -> Recove
     U, s, Vt = _top_two(Y)
     W0t, H0 = nndsvd_init(U, s, Vt)
     Ws, Hs = _hals(Y, np.asarray(W0t, np.float64).T, np.asarray(H0, np.float64))
-    fall = (float((R * R).sum()) - float(((Y - Ws @ Hs) ** 2).sum())) / max(gate, 1e-300)
-    parts = [_test(j, rows, Xf, Ws, Hs, new, fall, sigma, scan_shape, **tests) for new in (0, 1)]
+    gate = max(gate, 1e-300)
+    fall = (float((R * R).sum()) - float(((Y - Ws @ Hs) ** 2).sum())) / gate
+    noise = (np.asarray(row_sq, np.float64)[rows], R * R, Wt64.shape[0], gate)
+    parts = [_test(j, rows, Xf, Ws, Hs, new, fall, sigma, scan_shape, noise, **tests) for new in (0, 1)]
     return max(parts, key=lambda r: (r.kept, r.new_peaks))
 
 
-def _test(j, rows, Xf, Ws, Hs, new, fall, sigma, scan_shape, *, gain, min_size, continuity, novelty, min_peaks,
-          presence) -> Recovery:
+def _test(j, rows, Xf, Ws, Hs, new, fall, sigma, scan_shape, noise_sq, *, gain, min_size, continuity, novelty, min_peaks,
+          presence, many_peaks) -> Recovery:
     """The tests of part ``new`` of the split ``(Ws, Hs)`` of host j on its footprint ``rows``."""
     n, old = int(np.prod(scan_shape)), 1 - new
     w, a = np.zeros(n), np.zeros(n)
@@ -268,7 +285,16 @@ def _test(j, rows, Xf, Ws, Hs, new, fall, sigma, scan_shape, *, gain, min_size, 
     peaks = pattern_peaks(Hs[new][None], noise[None], PEAK_SIGMAS)[0]
     shown = _present(Xf[rest], presence) if rest.sum() >= min_size else np.zeros_like(peaks)
     n_peaks, n_new = int(peaks.sum()), int((peaks & ~shown).sum())
+    row_f, R2, k, gate = noise_sq
+    if size:
+        local = part[rows]
+        pgate = float(local_noise_gates(row_f, R2[local].sum(axis=0)[None, :], local[None, :], k=k,
+                                        tolerance=MERGE_TOLERANCE)[0])
+        part_gain = fall * gate / max(pgate, 1e-300)
+    else:
+        part_gain = 0.0
     kept = bool(fall >= gain and coherent and carried >= continuity and rest.sum() >= min_size
-                and n_new >= min_peaks and n_new >= novelty * n_peaks)
+                and n_new >= min_peaks
+                and (n_new >= novelty * n_peaks or (many_peaks is not None and n_new >= many_peaks)))
     return Recovery(j, w.astype(np.float32), Hs[new].astype(np.float32), float(fall), size, carried, n_peaks, n_new,
-                    int(rest.sum()), kept)
+                    int(rest.sum()), float(part_gain), kept)
