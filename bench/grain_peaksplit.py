@@ -130,6 +130,51 @@ def choose(totals: dict) -> str:
     return max(eligible, key=lambda r: (totals[r]["met"], -list(RULES).index(r)))
 
 
+def timing(path: Path, feature: str, cache: Path, restarts: int, seed: int, split: float, repeats: int = 2) -> None:
+    """Seconds of the analysis stage as ``stemnmf run`` calls it (the calibrated dataset given: vacuum,
+    patterns and dissimilarity passes), without and with the split (its blocks made from the dataset),
+    alternated in one process on the cached factors: one Markdown row per call."""
+    from stemnmf.calibrate import calibrate
+    from stemnmf.config import Config
+    from stemnmf.engine import Engine
+    from stemnmf.io import load
+
+    c = cached(path, [feature], cache, restarts, seed)
+    engine = Engine(progress=False)
+    dataset, _ = calibrate(load(path), engine=engine, **Config().calibrate.calibrate_options())
+    z = c[feature]
+    print(f"# analysis stage, {path.stem} {feature.upper()}, load {os.getloadavg()[0]:.1f}")
+    print("| call | peak_split | regions | seconds |\n| --- | --- | --- | --- |")
+    for i in range(repeats):
+        for value in (None, split):
+            t0 = time.perf_counter()
+            result = analyze(z["W"], z["H"], dataset=dataset, feature=feature, engine=engine,
+                             peak_agreement=z["agreement"], peak_split=value)
+            print(f"| {i} | {value} | {result.regions.n_regions} | {time.perf_counter() - t0:.1f} |", flush=True)
+
+
+def combine(outputs) -> None:
+    """Totals and the committed choice over the rows of several runs of this script (film rows only)."""
+    totals = {}
+    for name in outputs:
+        for line in Path(name).read_text().splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) != len(SCORES) + 7 or cells[2] not in RULES:
+                continue
+            sc = dict(zip(SCORES, map(float, cells[3 : 3 + len(SCORES)])))
+            clusters, grains = cells[3 + len(SCORES)].split(" (")[0].split(" / ")
+            sc["ratio"] = int(clusters) / int(grains)
+            t = totals.setdefault(cells[2], {"met": 0, "rows": []})
+            t["met"] += int(cells[-2])
+            t["rows"].append(sc)
+    print("| rule | pairs | targets met | " + " | ".join(SCORES) + " | regions / grains |\n" + "| --- " * (len(SCORES) + 4) + "|")
+    for rule, t in totals.items():
+        means = {key: float(np.mean([sc[key] for sc in t["rows"]])) for key in SCORES + ("ratio",)}
+        t["visible"], t["own"] = means["grain_recall_visible"], means["grain_recall_own_visible"]
+        print(f"| {rule} | {len(t['rows'])} | {t['met']} | " + " | ".join(f"{means[k]:.3f}" for k in SCORES + ("ratio",)) + " |")
+    print(f"\nchosen by the committed criterion: {choose(totals)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("films", nargs="+")
@@ -139,7 +184,18 @@ def main() -> None:
     parser.add_argument("--cache", default="/tmp/reg16/cache")
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--cache-only", action="store_true")
+    parser.add_argument("--combine", action="store_true", help="FILMS are this script's outputs: total their rows")
+    parser.add_argument("--time", type=float, default=None, metavar="T",
+                        help="time the analysis stage of the first film and feature with and without peak_split=T")
     args = parser.parse_args()
+    if args.time is not None:
+        path = Path(args.films[0])
+        seed = args.seed if args.seed is not None else int(path.stem.split("_s")[1].split("_")[0])
+        timing(path, args.features.split(",")[0], Path(args.cache), args.restarts, seed, args.time)
+        return
+    if args.combine:
+        combine(args.films)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)

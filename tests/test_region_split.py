@@ -29,13 +29,14 @@ def scene(kind: str, seed: int = 0):
     """Poisson patterns (n, Q * Q) of a 40 x 40 scan and the grains' masks by construction.
 
     ``side``: grain A in columns 0-19, grain B (other reflections) in columns 20-39;
-    ``stack``: grain A everywhere, grain B (a disc of radius 8) on top of it, where both scatter;
+    ``stack``: grain A everywhere, grain B (a disc of radius 8, 12 reflections) on top of it, where both
+    scatter;
     ``one``: grain A everywhere, its reflections at one intensity.
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:Q, :Q]
     beam = 200.0 * np.exp(-((yy - Q // 2) ** 2 + (xx - Q // 2) ** 2) / 4.0)
-    A, B = spot_set(rng), spot_set(rng)
+    A, B = spot_set(rng), spot_set(rng, n=12 if kind == "stack" else 8)
     ay, ax = np.mgrid[: SCAN[0], : SCAN[1]]
     if kind == "side":
         grain_b = ax >= 20
@@ -72,7 +73,7 @@ def test_two_grains_side_by_side_in_one_region_become_two_regions():
 
 def test_a_grain_stacked_in_another_gets_its_own_region_and_the_other_keeps_its_extent():
     X, (host, inner) = scene("stack")
-    out = split_regions(one_region(), PeakBlocks.from_positions(X, SCAN, (Q, Q)), agreement=0.75)
+    out = split_regions(one_region(), PeakBlocks.from_positions(X, SCAN, (Q, Q)))
     assert out.n_regions == 2
     masks = sorted(out.masks, key=lambda m: -m.sum())
     assert iou(masks[0], host) > 0.99  # the host goes on under the stacked grain
@@ -120,3 +121,12 @@ def test_bad_input():
         PeakBlocks.from_positions(X[:10], SCAN, (Q, Q))
     with pytest.raises(ConfigError, match="region_peaks"):
         analyze(np.ones((1600, 1), np.float32), None, SCAN, region_peaks="yes")
+
+
+def test_config_options_of_the_split():
+    from stemnmf.config import Config
+
+    config = Config.from_dict({"analysis": {"region_split": "false", "split_agreement": 0.6}})
+    assert config.analysis.region_split is False and config.analysis.split_agreement == 0.6
+    with pytest.raises(ConfigError, match="split_agreement"):
+        Config.from_dict({"analysis": {"split_agreement": 1.5}})

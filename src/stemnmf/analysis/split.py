@@ -34,7 +34,7 @@ __all__ = ["PeakBlocks", "peak_blocks", "split_regions", "SPLIT_AGREEMENT", "SPL
 log = logging.getLogger(__name__)
 
 #: Blocks of a region join while the mean Dice agreement of their peak sets is at least this.
-SPLIT_AGREEMENT = 0.75
+SPLIT_AGREEMENT = 0.7
 #: A reflection of one part is missing from another where it stands less than this fraction as high there.
 SPLIT_ABSENT = 0.1
 #: A part at least this much inside other regions is a grain found already: it stays in the region.
