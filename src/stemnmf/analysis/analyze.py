@@ -39,6 +39,7 @@ from stemnmf.analysis.scores import Scores, score_clusters
 from stemnmf.engine import Engine
 from stemnmf.errors import ConfigError, DataValueError, ResultsError
 from stemnmf.kselect import representative_patterns
+from stemnmf.kselect.peakgroups import MAX_SIDE
 
 __all__ = ["Analysis", "analyze", "score_results", "DISSIMILARITY_DTYPE", "EDGE_FRACTIONS", "MIN_COHERENCE"]
 
@@ -395,7 +396,7 @@ def analyze(
         merge = None if peak_agreement is None or region_agreement is None else (peak_agreement, region_agreement)
         split = None
         if peak_split is not None:
-            blocks = _region_peaks(region_peaks, dataset)
+            blocks = _region_peaks(region_peaks, dataset, engine)
             split = None if blocks is None else (blocks, float(peak_split))
         _refine(result, H, scan_step=scan_step, min_region_size=min_region_size, clean=clean, closing=closing,
                 min_coherence=min_coherence, merge=merge, fragment_size=fragment_size, split=split)
@@ -435,12 +436,22 @@ def _vacuum_map(vacuum, dataset, engine, scan_shape):
     return None if vacuum is None else np.asarray(vacuum, bool).reshape(scan_shape)
 
 
-def _region_peaks(region_peaks, dataset):
-    """The :class:`PeakBlocks` of ``analyze``'s ``region_peaks`` option, or None."""
+def _region_peaks(region_peaks, dataset, engine):
+    """The :class:`PeakBlocks` of ``analyze``'s ``region_peaks`` option, or None (also when the blocks of
+    a dataset would take more than a quarter of the engine's memory budget: no split, with a warning)."""
     if isinstance(region_peaks, str):
         if region_peaks != "auto":
             raise ConfigError(f"region_peaks={region_peaks!r} is not known", "give PeakBlocks, 'auto' or None")
-        return None if dataset is None else peak_blocks(dataset)
+        if dataset is None:
+            return None
+        sy, sx = dataset.scan_shape
+        f = max(1, -(-max(dataset.pattern_shape) // MAX_SIDE))
+        size = 4 * (sy // 2) * (sx // 2) * (dataset.pattern_shape[0] // f) * (dataset.pattern_shape[1] // f)
+        if engine is not None and size > engine.memory_budget // 4:
+            log.warning("regions not split by their peaks: the blocks (%d MiB) exceed a quarter of the memory budget",
+                        size >> 20)
+            return None
+        return peak_blocks(dataset)
     if region_peaks is not None and not isinstance(region_peaks, PeakBlocks):
         raise ConfigError("region_peaks must be PeakBlocks, 'auto' or None")
     return region_peaks

@@ -24,6 +24,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from stemnmf.analysis.refine import Regions
 from stemnmf.errors import ConfigError, DataValueError
 from stemnmf.kselect.noise import poisson_gain
 from stemnmf.kselect.orientation import direct_beam
@@ -42,6 +43,7 @@ COVERED = 0.5
 #: Parts stay apart when one shows at least this many peak entries that the other lacks.
 MIN_NEW = 4
 _GAIN_ROWS = 64
+_CHUNK = 256  # blocks whose peaks are found at once (each block on its own: the result does not depend on it)
 
 
 @dataclasses.dataclass
@@ -69,9 +71,15 @@ class PeakBlocks:
         :func:`stemnmf.kselect.peakgroups.block_peaks` with the direct beam of the mean block left out."""
         if self._peaks is None:
             flat = self.patterns.reshape(-1, self.patterns.shape[-1])
-            beam = direct_beam(flat.mean(axis=0).reshape(self.pattern_shape))
-            self._peaks = block_peaks(flat, self.pattern_shape, self.gain, beam=beam)
+            beam = direct_beam(flat.mean(axis=0, dtype=np.float64).reshape(self.pattern_shape))
+            parts = [block_peaks(flat[i : i + _CHUNK], self.pattern_shape, self.gain, beam=beam)
+                     for i in range(0, flat.shape[0], _CHUNK)]  # fmt: skip
+            self._peaks = (np.concatenate([p for p, _ in parts]), np.concatenate([c for _, c in parts]))
         return self._peaks
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.patterns.nbytes)
 
     @classmethod
     def from_positions(cls, X, scan_shape, pattern_shape, gain=None, block: int = 2) -> PeakBlocks:
@@ -91,22 +99,25 @@ class PeakBlocks:
 
 
 def peak_blocks(dataset, *, block: int = 2) -> PeakBlocks:
-    """:class:`PeakBlocks` of a dataset in one pass over its scan rows (patterns binned to 64 a side)."""
+    """:class:`PeakBlocks` of a dataset in one pass over its scan rows (patterns binned to 64 a side,
+    summed in float32: exact for counts below 2**24 per entry)."""
     sy, sx = dataset.scan_shape
+    qy, qx = dataset.pattern_shape
     b = int(block)
     by, bx = sy // b, sx // b
-    out, shape, sample = None, None, []
-    for i in range(by):
-        rows = np.asarray(dataset.read_rows(i * b, (i + 1) * b), np.float64).reshape(b * sx, -1)
-        flat, shape = bin_patterns(rows, dataset.pattern_shape, MAX_SIDE)
-        if out is None:
-            out = np.zeros((by, bx, flat.shape[1]))
-        if i * b < _GAIN_ROWS:
-            sample.append(flat.astype(np.float32))
-        out[i] = flat.reshape(b, sx, -1)[:, : bx * b].reshape(b, bx, b, -1).sum(axis=(0, 2))
+    f = max(1, int(math.ceil(max(qy, qx) / float(MAX_SIDE))))
+    ny, nx = qy // f, qx // f
+    out = np.zeros((by, bx, ny * nx), np.float32)
+    sample = []
+    for y in range(by * b):
+        row = np.asarray(dataset.read_rows(y, y + 1))[0, :, : ny * f, : nx * f]
+        binned = row.reshape(sx, ny, f, nx, f).sum(axis=(2, 4), dtype=np.float32).reshape(sx, -1)
+        if y < _GAIN_ROWS:
+            sample.append(binned)
+        out[y // b] += binned[: bx * b].reshape(bx, b, -1).sum(axis=1)
     sample = np.concatenate(sample)
     gain = poisson_gain(sample, (sample.shape[0] // sx, sx)).gain
-    return PeakBlocks(out, tuple(shape), float(gain), b)
+    return PeakBlocks(out, (ny, nx), float(gain), b)
 
 
 def split_regions(regions, blocks: PeakBlocks, *, min_size: int = 25, agreement: float = SPLIT_AGREEMENT,
@@ -132,8 +143,6 @@ def split_regions(regions, blocks: PeakBlocks, *, min_size: int = 25, agreement:
         A split region is replaced by its parts, in place, each with the region's component and
         its weights.
     """
-    from stemnmf.analysis.refine import Regions
-
     if not 0.0 < float(agreement) <= 1.0:
         raise ConfigError(f"split agreement {agreement} must be in (0, 1]", "give a Dice agreement such as 0.4")
     b = int(blocks.block)
