@@ -99,14 +99,14 @@ def test_analyze_splits_with_the_datasets_blocks_and_not_without_them():
     blocks = peak_blocks(dataset)
     direct = PeakBlocks.from_positions(X, SCAN, (Q, Q))
     assert np.allclose(blocks.patterns, direct.patterns) and blocks.gain == pytest.approx(direct.gain)
-    with_data = analyze(W, None, SCAN, region_peaks=blocks, truth=truth, vacuum=None)
+    with_data = analyze(W, None, SCAN, region_peaks=blocks, truth=truth, vacuum=None, peak_split=0.7)
     assert with_data.regions.n_regions == 2
     assert with_data.scores.summary()["grain_recall"] == 1.0
-    from_dataset = analyze(W, None, dataset=dataset, truth=truth, vacuum=None)
+    from_dataset = analyze(W, None, dataset=dataset, truth=truth, vacuum=None, peak_split=0.7)
     assert np.array_equal(from_dataset.regions.maps, with_data.regions.maps)
     without = analyze(W, None, SCAN, truth=truth, vacuum=None)
     assert without.regions.n_regions == 1 and without.scores.summary()["grain_recall"] == 0.5
-    off = analyze(W, None, dataset=dataset, peak_split=None, truth=truth, vacuum=None)
+    off = analyze(W, None, dataset=dataset, truth=truth, vacuum=None)  # the default: off
     assert off.regions.n_regions == 1
 
 
@@ -120,7 +120,7 @@ def test_bad_input():
     with pytest.raises(DataValueError, match="do not fit"):
         PeakBlocks.from_positions(X[:10], SCAN, (Q, Q))
     with pytest.raises(ConfigError, match="region_peaks"):
-        analyze(np.ones((1600, 1), np.float32), None, SCAN, region_peaks="yes")
+        analyze(np.ones((1600, 1), np.float32), None, SCAN, region_peaks="yes", peak_split=0.7)
 
 
 def test_config_options_of_the_split():

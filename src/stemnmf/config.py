@@ -258,7 +258,7 @@ class AnalysisConfig:
     region_merge: bool = option(True, "iterative NMF: join touching regions of components whose Bragg peaks agree (one region per grain)")
     region_agreement: float = option(0.65, "peak agreement (Dice) at which touching regions join", metavar="A")
     fragment_size: int = option(0, "drop regions of fewer positions lying at least half inside another region; 0 keeps them", metavar="N")
-    region_split: bool = option(True, "split a region whose raw patterns show groups of blocks with reflections the others lack (one region per grain)")
+    region_split: bool = option(False, "split a region whose raw patterns show groups of blocks with reflections the others lack (one region per grain)")
     split_agreement: float = option(0.7, "peak agreement (Dice) below which blocks of a region's raw patterns form separate groups", metavar="A")
 
 

@@ -302,7 +302,7 @@ def analyze(
     peak_agreement=None,
     region_agreement: float | None = REGION_AGREEMENT,
     fragment_size: int = 0,
-    peak_split: float | None = SPLIT_AGREEMENT,
+    peak_split: float | None = None,
     region_peaks="auto",
 ) -> Analysis:
     """Turn NMF factors into cluster, overlap and region maps, patterns and scores.
