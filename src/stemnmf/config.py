@@ -258,6 +258,8 @@ class AnalysisConfig:
     region_merge: bool = option(True, "iterative NMF: join touching regions of components whose Bragg peaks agree (one region per grain)")
     region_agreement: float = option(0.65, "peak agreement (Dice) at which touching regions join", metavar="A")
     fragment_size: int = option(0, "drop regions of fewer positions lying at least half inside another region; 0 keeps them", metavar="N")
+    region_split: bool = option(False, "split a region whose raw patterns show groups of blocks with reflections the others lack (one region per grain)")
+    split_agreement: float = option(0.7, "peak agreement (Dice) below which blocks of a region's raw patterns form separate groups", metavar="A")
 
 
 @dataclasses.dataclass
@@ -351,6 +353,8 @@ class Config:
             raise ConfigError("nmf.max_iter and nmf.n_restarts must be at least 1")
         if self.analysis.min_region_size < 1:
             raise ConfigError("analysis.min_region_size must be at least 1")
+        if not 0 < self.analysis.split_agreement <= 1:
+            raise ConfigError(f"analysis.split_agreement={self.analysis.split_agreement} must be in (0, 1]", "e.g. 0.75")
         thresholds = [float(t) for t in self.analysis.overlap_thresholds]
         if not thresholds or not all(0 < t <= 1 for t in thresholds):
             raise ConfigError("analysis.overlap_thresholds must be numbers in (0, 1]", "e.g. 0.75,0.8,0.85,0.9,0.95")

@@ -34,10 +34,12 @@ from stemnmf.analysis.refine import (
     spatial_coherence,
 )
 from stemnmf.analysis.regions import region_confidence, region_table
+from stemnmf.analysis.split import SPLIT_AGREEMENT, PeakBlocks, peak_blocks, split_regions
 from stemnmf.analysis.scores import Scores, score_clusters
 from stemnmf.engine import Engine
 from stemnmf.errors import ConfigError, DataValueError, ResultsError
 from stemnmf.kselect import representative_patterns
+from stemnmf.kselect.peakgroups import MAX_SIDE
 
 __all__ = ["Analysis", "analyze", "score_results", "DISSIMILARITY_DTYPE", "EDGE_FRACTIONS", "MIN_COHERENCE"]
 
@@ -300,6 +302,8 @@ def analyze(
     peak_agreement=None,
     region_agreement: float | None = REGION_AGREEMENT,
     fragment_size: int = 0,
+    peak_split: float | None = None,
+    region_peaks="auto",
 ) -> Analysis:
     """Turn NMF factors into cluster, overlap and region maps, patterns and scores.
 
@@ -390,8 +394,12 @@ def analyze(
     result.edge_fraction = _edge_fraction(edge_fraction, feature)
     if refine is not None:
         merge = None if peak_agreement is None or region_agreement is None else (peak_agreement, region_agreement)
+        split = None
+        if peak_split is not None:
+            blocks = _region_peaks(region_peaks, dataset, engine)
+            split = None if blocks is None else (blocks, float(peak_split))
         _refine(result, H, scan_step=scan_step, min_region_size=min_region_size, clean=clean, closing=closing,
-                min_coherence=min_coherence, merge=merge, fragment_size=fragment_size)
+                min_coherence=min_coherence, merge=merge, fragment_size=fragment_size, split=split)
     if dataset is not None:
         _patterns(result, dataset, W, H, member, feature, pattern_shape, engine)
     if truth is not None:
@@ -426,6 +434,27 @@ def _vacuum_map(vacuum, dataset, engine, scan_shape):
             raise ConfigError(f"vacuum={vacuum!r} is not a mask", "give a (sy, sx) bool mask, 'auto' or None")
         vacuum = None if dataset is None else vacuum_mask(dataset, engine=engine)
     return None if vacuum is None else np.asarray(vacuum, bool).reshape(scan_shape)
+
+
+def _region_peaks(region_peaks, dataset, engine):
+    """The :class:`PeakBlocks` of ``analyze``'s ``region_peaks`` option, or None (also when the blocks of
+    a dataset would take more than a quarter of the engine's memory budget: no split, with a warning)."""
+    if isinstance(region_peaks, str):
+        if region_peaks != "auto":
+            raise ConfigError(f"region_peaks={region_peaks!r} is not known", "give PeakBlocks, 'auto' or None")
+        if dataset is None:
+            return None
+        sy, sx = dataset.scan_shape
+        f = max(1, -(-max(dataset.pattern_shape) // MAX_SIDE))
+        size = 4 * (sy // 2) * (sx // 2) * (dataset.pattern_shape[0] // f) * (dataset.pattern_shape[1] // f)
+        if engine is not None and size > engine.memory_budget // 4:
+            log.warning("regions not split by their peaks: the blocks (%d MiB) exceed a quarter of the memory budget",
+                        size >> 20)
+            return None
+        return peak_blocks(dataset)
+    if region_peaks is not None and not isinstance(region_peaks, PeakBlocks):
+        raise ConfigError("region_peaks must be PeakBlocks, 'auto' or None")
+    return region_peaks
 
 
 def _edge_fraction(edge_fraction, feature: str) -> float:
@@ -467,15 +496,18 @@ def _clusters(W, scan_shape, typical, member, *, significance, presence_threshol
 
 
 def _refine(result: Analysis, H, *, scan_step, min_region_size, clean, closing, min_coherence, merge=None,
-            fragment_size=0) -> None:
-    """Spatially refined regions of ``result``'s maps (vacuum left out), joined by ``merge`` = (agreement,
-    threshold) when given, fragments dropped; their labels and table."""
+            fragment_size=0, split=None) -> None:
+    """Spatially refined regions of ``result``'s maps (vacuum left out), split by ``split`` = (peak blocks,
+    agreement) and joined by ``merge`` = (agreement, threshold) when given, fragments dropped; their labels
+    and table."""
     maps, k = result.maps, result.maps.shape[0]
     source = maps if result.vacuum is None else np.where(result.vacuum[None], np.float32(0), maps)
     regions = refine_regions(
         source, method=result.refine, min_size=min_region_size, clean=clean, closing=closing,
         edge_fraction=result.edge_fraction, min_coherence=min_coherence,
     )
+    if split is not None:
+        regions = split_regions(regions, split[0], min_size=min_region_size, agreement=split[1])
     if merge is not None:
         regions = merge_regions(regions, merge[0], threshold=merge[1])
     regions = drop_fragments(regions, fragment_size)
