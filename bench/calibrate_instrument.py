@@ -88,16 +88,31 @@ def _ellipse(results):
     return None, None, None, None
 
 
-def _time_calibration(dataset, repeats: int = 2) -> tuple[float, float]:
-    best = {}
-    for origin in ("com", "auto"):
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
+def _time_calibration(dataset, repeats: int = 2) -> dict[str, tuple[float, float]]:
+    """Best (wall, CPU) seconds of the calibration with origin 'com' and 'auto', alternated in every repeat."""
+    best = {"com": (math.inf, math.inf), "auto": (math.inf, math.inf)}
+    for _ in range(repeats):
+        for origin in ("com", "auto"):
+            wall, cpu = time.perf_counter(), time.process_time()
             calibrate(dataset, engine=Engine(progress=False), origin=origin, ellipse=True, on_unreliable="warn")
-            times.append(time.perf_counter() - started)
-        best[origin] = min(times)
-    return best["com"], best["auto"]
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[origin] = (min(best[origin][0], wall), min(best[origin][1], cpu))
+    return best
+
+
+def _time_text(case: str, best) -> str:
+    (com, com_cpu), (auto, auto_cpu) = best["com"], best["auto"]
+    return (f"# calibration time {case}: com {com:.2f} s, auto {auto:.2f} s, ratio {auto / com:.2f}x"
+            f" (CPU com {com_cpu:.2f} s, auto {auto_cpu:.2f} s, ratio {auto_cpu / com_cpu:.2f}x)")
+
+
+def time_in_memory(scan: int, det: int, seeds, cases, repeats: int) -> None:
+    """The calibration stage alone on scans held in memory: 'auto' against 'com' (best of ``repeats``)."""
+    for seed in seeds:
+        for case in cases:
+            dataset, _ = sm.simulate("ag2", scan=scan, det=det, seed=seed, lazy=False, **_case(case, det))
+            print(f"{seed} {_time_text(case, _time_calibration(dataset, repeats))}", flush=True)
+            del dataset
 
 
 def calibration_only(scan: int, det: int, seeds, cases) -> None:
@@ -144,7 +159,15 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--run-seeds", default="0", help="the runs' random states (the NMF's spread across restarts)")
     parser.add_argument("--calibration-only", action="store_true", help="time and check the calibration alone")
+    parser.add_argument("--time-in-memory", type=int, default=0, metavar="REPEATS",
+                        help="only time the calibration stage on scans in memory, best of REPEATS")
     args = parser.parse_args()
+    if args.time_in_memory:
+        print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}, "
+              f"ag2 {args.scan} x {args.scan} x {args.det}^2, calibration stage in memory")  # fmt: skip
+        time_in_memory(args.scan, args.det, [int(s) for s in args.seeds.split(",")], args.cases.split(","),
+                       args.time_in_memory)
+        return
     if args.calibration_only:
         print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}, "
               f"ag2 {args.scan} x {args.scan} x {args.det}^2, calibration only")  # fmt: skip
@@ -199,8 +222,7 @@ def main() -> None:
                     flush=True,
                 )
             if case in ("clean", "all"):
-                com, auto = _time_calibration(dataset)
-                print(f"# calibration time {case}: com {com:.2f} s, auto {auto:.2f} s, ratio {auto / com:.2f}x", flush=True)
+                print(_time_text(case, _time_calibration(dataset)), flush=True)
 
 
 if __name__ == "__main__":
