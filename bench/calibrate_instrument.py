@@ -158,6 +158,8 @@ def main() -> None:
     parser.add_argument("--features", default="aa,bd")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--run-seeds", default="0", help="the runs' random states (the NMF's spread across restarts)")
+    parser.add_argument("--one-state-cases", default="",
+                        help="cases run with the first of --run-seeds only (the clean twin runs with all of them)")
     parser.add_argument("--calibration-only", action="store_true", help="time and check the calibration alone")
     parser.add_argument("--time-in-memory", type=int, default=0, metavar="REPEATS",
                         help="only time the calibration stage on scans in memory, best of REPEATS")
@@ -185,7 +187,10 @@ def main() -> None:
         for case in args.cases.split(","):
             dataset, truth = sm.simulate("ag2", scan=args.scan, det=args.det, seed=seed, lazy=False, **_case(case, args.det))
             true_ellipse = truth.extra.get("instrument/ellipse")
-            for feature, run_seed in ((f, r) for f in features for r in (int(v) for v in args.run_seeds.split(","))):
+            run_seeds = [int(v) for v in args.run_seeds.split(",")]
+            if case in args.one_state_cases.split(","):
+                run_seeds = run_seeds[:1]
+            for feature, run_seed in ((f, r) for f in features for r in run_seeds):
                 config = Config()
                 config.run.seed = run_seed
                 config.features.representation = feature
