@@ -28,7 +28,12 @@ to the clean twin is read. Since session 29 ``ellipse=True`` is run as a user wo
 fitted ellipse is applied only when it stands ``ellipse_min_significance`` (5) bootstrap standard
 deviations from a circle, so the clean twin is no longer given a false ellipse; the printed
 ellipse says its significance and whether it was applied. Seeds 808, 909, 1111 were used in
-session 28; 1212 (paper geometry) and 1313 (60 x 60) first in session 29.
+session 28; 1212 (paper geometry) in session 29; 1313 (paper geometry) first in session 30.
+``--one-state-cases`` runs the cases it names with the first random state only.
+
+``--time-in-memory N`` only times the calibration stage on scans held in memory (best of N,
+'com' and 'auto' alternated in every repeat, wall and CPU seconds): the stage's own cost,
+not diluted by drawing lazy patterns as ``--calibration-only`` is.
 """
 
 from __future__ import annotations
