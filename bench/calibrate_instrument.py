@@ -28,7 +28,12 @@ to the clean twin is read. Since session 29 ``ellipse=True`` is run as a user wo
 fitted ellipse is applied only when it stands ``ellipse_min_significance`` (5) bootstrap standard
 deviations from a circle, so the clean twin is no longer given a false ellipse; the printed
 ellipse says its significance and whether it was applied. Seeds 808, 909, 1111 were used in
-session 28; 1212 (paper geometry) and 1313 (60 x 60) first in session 29.
+session 28; 1212 (paper geometry) in session 29; 1313 (paper geometry) first in session 30.
+``--one-state-cases`` runs the cases it names with the first random state only.
+
+``--time-in-memory N`` only times the calibration stage on scans held in memory (best of N,
+'com' and 'auto' alternated in every repeat, wall and CPU seconds): the stage's own cost,
+not diluted by drawing lazy patterns as ``--calibration-only`` is.
 """
 
 from __future__ import annotations
@@ -88,16 +93,31 @@ def _ellipse(results):
     return None, None, None, None
 
 
-def _time_calibration(dataset, repeats: int = 2) -> tuple[float, float]:
-    best = {}
-    for origin in ("com", "auto"):
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
+def _time_calibration(dataset, repeats: int = 2) -> dict[str, tuple[float, float]]:
+    """Best (wall, CPU) seconds of the calibration with origin 'com' and 'auto', alternated in every repeat."""
+    best = {"com": (math.inf, math.inf), "auto": (math.inf, math.inf)}
+    for _ in range(repeats):
+        for origin in ("com", "auto"):
+            wall, cpu = time.perf_counter(), time.process_time()
             calibrate(dataset, engine=Engine(progress=False), origin=origin, ellipse=True, on_unreliable="warn")
-            times.append(time.perf_counter() - started)
-        best[origin] = min(times)
-    return best["com"], best["auto"]
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[origin] = (min(best[origin][0], wall), min(best[origin][1], cpu))
+    return best
+
+
+def _time_text(case: str, best) -> str:
+    (com, com_cpu), (auto, auto_cpu) = best["com"], best["auto"]
+    return (f"# calibration time {case}: com {com:.2f} s, auto {auto:.2f} s, ratio {auto / com:.2f}x"
+            f" (CPU com {com_cpu:.2f} s, auto {auto_cpu:.2f} s, ratio {auto_cpu / com_cpu:.2f}x)")
+
+
+def time_in_memory(scan: int, det: int, seeds, cases, repeats: int) -> None:
+    """The calibration stage alone on scans held in memory: 'auto' against 'com' (best of ``repeats``)."""
+    for seed in seeds:
+        for case in cases:
+            dataset, _ = sm.simulate("ag2", scan=scan, det=det, seed=seed, lazy=False, **_case(case, det))
+            print(f"{seed} {_time_text(case, _time_calibration(dataset, repeats))}", flush=True)
+            del dataset
 
 
 def calibration_only(scan: int, det: int, seeds, cases) -> None:
@@ -143,8 +163,18 @@ def main() -> None:
     parser.add_argument("--features", default="aa,bd")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--run-seeds", default="0", help="the runs' random states (the NMF's spread across restarts)")
+    parser.add_argument("--one-state-cases", default="",
+                        help="cases run with the first of --run-seeds only (the clean twin runs with all of them)")
     parser.add_argument("--calibration-only", action="store_true", help="time and check the calibration alone")
+    parser.add_argument("--time-in-memory", type=int, default=0, metavar="REPEATS",
+                        help="only time the calibration stage on scans in memory, best of REPEATS")
     args = parser.parse_args()
+    if args.time_in_memory:
+        print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}, "
+              f"ag2 {args.scan} x {args.scan} x {args.det}^2, calibration stage in memory")  # fmt: skip
+        time_in_memory(args.scan, args.det, [int(s) for s in args.seeds.split(",")], args.cases.split(","),
+                       args.time_in_memory)
+        return
     if args.calibration_only:
         print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}, "
               f"ag2 {args.scan} x {args.scan} x {args.det}^2, calibration only")  # fmt: skip
@@ -162,7 +192,10 @@ def main() -> None:
         for case in args.cases.split(","):
             dataset, truth = sm.simulate("ag2", scan=args.scan, det=args.det, seed=seed, lazy=False, **_case(case, args.det))
             true_ellipse = truth.extra.get("instrument/ellipse")
-            for feature, run_seed in ((f, r) for f in features for r in (int(v) for v in args.run_seeds.split(","))):
+            run_seeds = [int(v) for v in args.run_seeds.split(",")]
+            if case in args.one_state_cases.split(","):
+                run_seeds = run_seeds[:1]
+            for feature, run_seed in ((f, r) for f in features for r in run_seeds):
                 config = Config()
                 config.run.seed = run_seed
                 config.features.representation = feature
@@ -199,8 +232,7 @@ def main() -> None:
                     flush=True,
                 )
             if case in ("clean", "all"):
-                com, auto = _time_calibration(dataset)
-                print(f"# calibration time {case}: com {com:.2f} s, auto {auto:.2f} s, ratio {auto / com:.2f}x", flush=True)
+                print(_time_text(case, _time_calibration(dataset)), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 import stemnmf.simulate as sm
 from stemnmf.calibrate import calibrate
-from stemnmf.calibrate.symmetry import block_edges, shadow_mask, symmetry_center, symmetry_centers
+from stemnmf.calibrate.symmetry import block_edges, block_sums_kernel, shadow_mask, symmetry_center, symmetry_centers
 from stemnmf.cli import main
 from stemnmf.engine import Engine
 from stemnmf.errors import CalibrationError
@@ -69,6 +69,56 @@ def test_shadow_mask_finds_an_arm_and_the_stop_it_holds():
 def test_block_edges_cover_the_scan():
     rows, cols = block_edges((100, 37), 10)
     assert rows.tolist() == list(range(0, 101, 10)) and cols[0] == 0 and cols[-1] == 37 and len(cols) == 11
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7, 100])
+def test_block_sums_are_the_sums_of_their_positions_for_any_chunking(rows):
+    data = np.random.default_rng(4).poisson(5.0, (11, 9, 6, 5)).astype(np.float32)
+    row_edges, col_edges = block_edges((11, 9), 3)  # blocks of 4 x 3 positions, the last row of blocks 3 high
+    total, peak, blocks = Engine(chunk_rows=rows, **ENGINE).reduce(
+        block_sums_kernel, Dataset4D(data), combine=["sum", "max", "sum"],
+        kwargs=dict(row_edges=row_edges, col_edges=col_edges),
+    )
+    for by in range(len(row_edges) - 1):
+        for bx in range(len(col_edges) - 1):
+            part = data[row_edges[by]:row_edges[by + 1], col_edges[bx]:col_edges[bx + 1]]
+            np.testing.assert_array_equal(blocks[by, bx], part.sum(axis=(0, 1), dtype=np.float64))  # integer counts
+    np.testing.assert_array_equal(total, data.sum(axis=(0, 1), dtype=np.float64))
+    np.testing.assert_array_equal(peak, data.max(axis=(0, 1)))
+
+
+def _ring_and_a_fixed_blob(sy=12, sx=12, size=128, seed=6):
+    """Friedel pairs and a ring about an origin that moves 0.4 px per position (descan), no direct beam,
+    and a bright compact spot that stays put 20 px from the centre (what 'com' takes for the beam)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.indices((size, size)).astype(float)
+    data = np.empty((sy, sx, size, size), np.float32)
+    truth = np.empty((sy, sx, 2))
+    blob = 400.0 * np.exp(-0.5 * ((yy - 63.5) ** 2 + (xx - 83.5) ** 2) / 2.0**2)
+    for i in range(sy):
+        for j in range(sx):
+            truth[i, j] = (61.0 + 0.4 * i, 62.0 + 0.4 * j)
+            image = _spots_and_ring(truth[i, j], (size, size), seed=seed, n_pairs=8, ring=40.0)
+            data[i, j] = rng.poisson(image + blob)
+    return data, truth
+
+
+def test_auto_checks_com_on_a_binned_detector_and_switches_to_symmetry_when_they_disagree():
+    data, truth = _ring_and_a_fixed_blob()
+    out, report = calibrate(Dataset4D(data), engine=Engine(**ENGINE), beam_stop=None, on_unreliable="warn")
+    assert report.origin_method == "symmetry" and "from the symmetry centres" in report.origin_choice
+    error = np.sqrt(np.mean(np.sum((out.origins - truth) ** 2, axis=-1)))
+    assert error < 0.5  # the ring's centre, not the fixed spot 20 px away
+
+
+def test_the_binned_check_of_com_lands_on_the_true_origins():
+    # 128-pixel detector: the check bins it 2 x 2; its centres must come back in the detector's pixels
+    dataset, truth = sm.simulate("ag2", scan=16, det=128, seed=23, descan=3.0, descan_jitter=0.05)
+    out, report = calibrate(dataset, engine=Engine(**ENGINE))
+    assert report.origin_method == "com" and "px rms from the symmetry centres" in report.origin_choice
+    true = truth.extra["instrument/origin"]
+    assert report.symmetry.centers.shape[:2] == (4, 4)  # 8 x 8 blocks of 2 x 2 positions, merged 2 x 2
+    assert np.sqrt(np.mean(np.sum((report.symmetry_fit.fitted - true) ** 2, axis=-1))) < 0.25  # 0.5 px off without the bin offset
 
 
 @pytest.fixture(scope="module")

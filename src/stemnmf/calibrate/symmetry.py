@@ -276,16 +276,21 @@ def block_sums_kernel(block, chunk, *, row_edges, col_edges):
     :func:`~stemnmf.calibrate.calibrate` keeps them within 1/64 of the memory
     budget); the first two outputs are those of
     :func:`stemnmf.calibrate.pattern_statistics`, so one pass gives all three.
+    Each block's part of the chunk is summed once in float64 and the total is
+    the sum of those parts, so the block sums cost no more than the total.
     """
     own = block[chunk.own]
     out = np.zeros((len(row_edges) - 1, len(col_edges) - 1, *own.shape[2:]), dtype=np.float32)
-    rows = np.arange(chunk.start, chunk.stop)
-    index = np.searchsorted(row_edges, rows, side="right") - 1
-    starts = col_edges[:-1]
-    for i, by in enumerate(index):
-        out[by] += np.add.reduceat(own[i], starts, axis=0, dtype=np.float32)
-    flat = own.reshape(-1, *own.shape[2:])
-    return flat.sum(axis=0, dtype=np.float64), flat.max(axis=0), out
+    total = np.zeros(own.shape[2:], dtype=np.float64)
+    first = int(np.searchsorted(row_edges, chunk.start, side="right")) - 1
+    last = int(np.searchsorted(row_edges, chunk.stop - 1, side="right")) - 1
+    for by in range(first, last + 1):
+        r0, r1 = max(row_edges[by], chunk.start) - chunk.start, min(row_edges[by + 1], chunk.stop) - chunk.start
+        for bx in range(len(col_edges) - 1):
+            part = own[r0:r1, col_edges[bx] : col_edges[bx + 1]].sum(axis=(0, 1), dtype=np.float64)
+            total += part
+            out[by, bx] = part
+    return total, own.reshape(-1, *own.shape[2:]).max(axis=0), out
 
 
 @dataclasses.dataclass
