@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bruefach_quality import prepare  # noqa: E402
 
 from stemnmf.analysis import analyze  # noqa: E402
+from stemnmf.analysis.absorb import ABSORB_MIN_ROWS, absorb_fragments  # noqa: E402
 from stemnmf.analysis.split import PeakBlocks  # noqa: E402
 from stemnmf.decompose import IterativeNMF  # noqa: E402
 from stemnmf.decompose.evidence import pattern_noise, pattern_peaks, peak_agreement  # noqa: E402
@@ -109,6 +112,15 @@ RULES = {
     "absorb2": dict(absorb=2, region_peaks="P"),
     "absorb4": dict(absorb=4, region_peaks="P"),
     "absorb8": dict(absorb=8, region_peaks="P"),
+    # added after the new-reflection evidence of every touching pair on ag1 s10 and ag2 s10 (tuning): the
+    # neighbour's blocks that do not touch the region (far 1), at least 3 (small regions get judged)
+    "absorb4f1": dict(absorb=4, region_peaks="P", far=1, rows=3),
+    "absorb8f1": dict(absorb=8, region_peaks="P", far=1, rows=3),
+    "kabsorb1+absorb8f1": dict(components=1, absorb=8, region_peaks="P", far=1, rows=3),
+    # added after ag3 s10 (tuning): regions of other grains joined where the neighbour's data show their
+    # reflections (stacked or overlapping grains); both regions must show nothing new to each other
+    "absorb4m": dict(absorb=4, region_peaks="P", far=1, rows=3, mutual=True),
+    "absorb8m": dict(absorb=8, region_peaks="P", far=1, rows=3, mutual=True),
     # components that are pieces of a touching component's grain joined in IterativeNMF's last step
     # (``IterativeNMF(absorb=True)``, applied here to the cached factors: the same computation)
     "kabsorb1": dict(components=1),
@@ -163,7 +175,9 @@ def absorbed(off, after) -> str:
     if off.regions is None or after.regions is None or off.scores is None:
         return ""
     a, b = off.regions.masks, after.regions.masks
-    home = [int(np.argmax((b & m[None]).reshape(len(b), -1).sum(axis=1))) for m in a]
+    same = [np.flatnonzero((b == m[None]).reshape(len(b), -1).all(axis=1)) for m in a]
+    home = [int(s[0]) if s.size else int(np.argmax((b & m[None]).reshape(len(b), -1).sum(axis=1)))
+            for s, m in zip(same, a)]
     per = off.scores.grain["per_cluster"]
     lines, good, bad = [], 0, 0
     for j in range(len(b)):
@@ -189,7 +203,7 @@ def k_met(k: int, sc: dict) -> int:
 
 #: Session 31's rules, in the order of the choice's ties.
 RULES31 = ("off", "absorb1", "absorb2", "absorb4", "absorb8", "kabsorb1", "kabsorb2", "kabsorb1+absorb1",
-           "kabsorb2+absorb2")
+           "kabsorb2+absorb2", "absorb4f1", "absorb8f1", "kabsorb1+absorb8f1", "absorb4m", "absorb8m")
 
 
 def choose31(totals: dict) -> str:
@@ -308,9 +322,13 @@ def main() -> None:
                         log.info("%s %s: absorption (min_new %d) k %d -> %d, %.1f s", path.stem, feature, n,
                                  H.shape[0], factors[n][1].shape[0], factors[n][3])
                     Wr, Hr, agr, _ = factors[n]
+                far, rows = options.pop("far", 2), options.pop("rows", ABSORB_MIN_ROWS)
+                mutual = options.pop("mutual", False)
                 t0 = time.perf_counter()
-                result = analyze(Wr, Hr, c["scan"], vacuum=c["vacuum"], truth=truth, feature=feature,
-                                 peak_agreement=agr, **options)
+                with mock.patch.object(sys.modules["stemnmf.analysis.analyze"], "absorb_fragments",
+                                       functools.partial(absorb_fragments, far=far, min_rows=rows, mutual=mutual)):
+                    result = analyze(Wr, Hr, c["scan"], vacuum=c["vacuum"], truth=truth, feature=feature,
+                                     peak_agreement=agr, **options)
                 seconds = time.perf_counter() - t0
                 first = result if first is None else first
                 if args.diagnose and "absorb" in RULES[rule]:

@@ -124,3 +124,12 @@ def test_config_option_of_the_absorption():
     assert Config.from_dict({"analysis": {"absorb": 2}}).analysis.absorb == 2
     with pytest.raises(ConfigError, match="absorb"):
         Config.from_dict({"analysis": {"absorb": -1}})
+
+
+def test_mutual_absorption_needs_both_regions_to_show_nothing_new():
+    X, cut, (grain_a, _) = scene("fringe")
+    blocks = blocks_of(X)
+    out = absorb_fragments(cut, blocks, mutual=True, far=1, min_rows=3)
+    assert out.n_regions == 2 and (out.masks[0] == grain_a).all()  # the fringe pieces show each other's
+    X, cut, _ = scene("stack")
+    assert absorb_fragments(cut, blocks_of(X), mutual=True, far=1, min_rows=3).n_regions == 2

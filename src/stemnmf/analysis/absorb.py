@@ -64,7 +64,7 @@ class _Judge:
     def __init__(self, blocks: PeakBlocks, *, sigmas: float, far: int):
         self.blocks = blocks
         self.flat = blocks.patterns.reshape(-1, blocks.patterns.shape[-1])
-        self.excess = peak_scores(self.flat, blocks.pattern_shape, blocks.gain)[0].reshape(self.flat.shape[0], -1)
+        self.excess = blocks.excess()
         self.beam = direct_beam(self.flat.mean(axis=0, dtype=np.float64).reshape(blocks.pattern_shape))
         self.sigmas, self.far = float(sigmas), int(far)
         self.grid = blocks.patterns.shape[:2]
@@ -121,7 +121,7 @@ def _evidence(judge: _Judge, mask, neighbour, min_rows) -> tuple[int, int] | Non
 
 def absorb_fragments(regions: Regions, blocks: PeakBlocks, *, min_new: int = ABSORB_MIN_NEW,
                      min_peaks: int = ABSORB_MIN_PEAKS, min_rows: int = ABSORB_MIN_ROWS,
-                     sigmas: float = PRESENCE_SIGMAS, far: int = 2, gap: int = 1) -> Regions:
+                     sigmas: float = PRESENCE_SIGMAS, far: int = 2, gap: int = 1, mutual: bool = False) -> Regions:
     """Join every region that shows no reflection its touching neighbour lacks to that neighbour (module docstring).
 
     Regions are taken from the smallest up; a region that passes against several neighbours joins the one
@@ -143,6 +143,8 @@ def absorb_fragments(regions: Regions, blocks: PeakBlocks, *, min_new: int = ABS
     far : int, default 2
     gap : int, default 1
         Regions this many positions apart or less touch.
+    mutual : bool, default False
+        Join only when the neighbour too shows no reflection the region's data lack (whatever the sizes).
 
     Returns
     -------
@@ -167,7 +169,8 @@ def absorb_fragments(regions: Regions, blocks: PeakBlocks, *, min_new: int = ABS
     cache: dict = {}
     joined = 0
     while True:
-        target = _next_absorption(maps, version, cache, judge, int(min_new), int(min_peaks), int(min_rows), int(gap))
+        target = _next_absorption(maps, version, cache, judge, int(min_new), int(min_peaks), int(min_rows), int(gap),
+                                  bool(mutual))
         if target is None:
             break
         a, host = target
@@ -184,7 +187,7 @@ def absorb_fragments(regions: Regions, blocks: PeakBlocks, *, min_new: int = ABS
                    regions.thresholds, regions.coherence)
 
 
-def _next_absorption(maps, version, cache, judge, min_new, min_peaks, min_rows, gap) -> tuple[int, int] | None:
+def _next_absorption(maps, version, cache, judge, min_new, min_peaks, min_rows, gap, mutual) -> tuple[int, int] | None:
     """(region, the neighbour it joins) of the smallest region that passes, or None."""
     masks = [m > 0 for m in maps]
     sizes = [int(m.sum()) for m in masks]
@@ -204,7 +207,7 @@ def _next_absorption(maps, version, cache, judge, min_new, min_peaks, min_rows, 
                 continue
             # into a smaller neighbour only when that one shows nothing new either (a grain stacked on
             # the region's grain shows the region's reflections and its own: the region is not its piece)
-            if sizes[host] < sizes[a] and not passes(host, a):
+            if (mutual or sizes[host] < sizes[a]) and not passes(host, a):
                 continue
             shared = int((grown[a] & masks[host]).sum())
             if shared > contact:

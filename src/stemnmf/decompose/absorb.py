@@ -68,6 +68,14 @@ def piece_evidence(X, Wt, H, scan_shape, col_sq, *, presence: float = PRESENCE_S
     contact = np.zeros((k, k), np.int64)
     grown = [ndimage.binary_dilation(f, _EIGHT, iterations=int(gap)) for f in feet]
     clear = [ndimage.binary_dilation(f, _EIGHT, iterations=int(far)) for f in feet]
+    covered = np.flatnonzero(np.logical_or.reduce(feet).ravel()) if k else np.zeros(0, np.int64)
+    if covered.size == 0:
+        return peaks.sum(axis=1), new, contact
+    Xc = _rows(X, covered)  # every footprint's rows, their excess over the local median found once
+    excess = (Xc - ndimage.median_filter(Xc, size=(1, PEAK_WINDOW), mode="nearest")).astype(np.float32)
+    del Xc
+    where = np.full(int(np.prod(scan_shape)), -1, np.int64)
+    where[covered] = np.arange(len(covered))
     for a in range(k):
         for b in range(k):
             if a == b or not (grown[a] & feet[b]).any():
@@ -76,8 +84,7 @@ def piece_evidence(X, Wt, H, scan_shape, col_sq, *, presence: float = PRESENCE_S
             rows = np.flatnonzero((feet[b] & ~clear[a]).ravel())
             if len(rows) < int(min_rows) or not peaks[a].any():
                 continue
-            Xr = _rows(X, rows)
-            shown = shown_entries(Xr - ndimage.median_filter(Xr, size=(1, PEAK_WINDOW), mode="nearest"), presence)
+            shown = shown_entries(excess[where[rows]], presence)
             new[a, b] = int((peaks[a] & ~shown).sum())
     return peaks.sum(axis=1), new, contact
 
