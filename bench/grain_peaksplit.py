@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bruefach_quality import prepare  # noqa: E402
 
 from stemnmf.analysis import analyze  # noqa: E402
-from stemnmf.analysis.absorb import ABSORB_MIN_ROWS, absorb_fragments  # noqa: E402
+from stemnmf.analysis.absorb import absorb_fragments  # noqa: E402
 from stemnmf.analysis.split import PeakBlocks  # noqa: E402
 from stemnmf.decompose import IterativeNMF  # noqa: E402
 from stemnmf.decompose.evidence import pattern_noise, pattern_peaks, peak_agreement  # noqa: E402
@@ -217,10 +217,12 @@ def choose31(totals: dict) -> str:
     return max(eligible, key=lambda r: (totals[r]["met"] + totals[r]["kmet"], totals[r]["tpr"], -RULES31.index(r)))
 
 
-def timing(path: Path, feature: str, cache: Path, restarts: int, seed: int, split: float, repeats: int = 2) -> None:
+def timing(path: Path, feature: str, cache: Path, restarts: int, seed: int, split: float, repeats: int = 2,
+           option: str = "peak_split") -> None:
     """Seconds of the analysis stage as ``stemnmf run`` calls it (the calibrated dataset given: vacuum,
-    patterns and dissimilarity passes), without and with the split (its blocks made from the dataset),
-    alternated in one process on the cached factors: one Markdown row per call."""
+    patterns and dissimilarity passes), without and with ``option`` = ``split`` (the split's or the
+    absorption's blocks made from the dataset), alternated in one process on the cached factors: one
+    Markdown row per call."""
     from stemnmf.calibrate import calibrate
     from stemnmf.config import Config
     from stemnmf.engine import Engine
@@ -231,12 +233,13 @@ def timing(path: Path, feature: str, cache: Path, restarts: int, seed: int, spli
     dataset, _ = calibrate(load(path), engine=engine, **Config().calibrate.calibrate_options())
     z = c[feature]
     print(f"# analysis stage, {path.stem} {feature.upper()}, load {os.getloadavg()[0]:.1f}")
-    print("| call | peak_split | regions | seconds |\n| --- | --- | --- | --- |")
+    print(f"| call | {option} | regions | seconds |\n| --- | --- | --- | --- |")
+    off = {"peak_split": None, "absorb": 0}[option]
     for i in range(repeats):
-        for value in (None, split):
+        for value in (off, split if option == "peak_split" else int(split)):
             t0 = time.perf_counter()
             result = analyze(z["W"], z["H"], dataset=dataset, feature=feature, engine=engine,
-                             peak_agreement=z["agreement"], peak_split=value)
+                             peak_agreement=z["agreement"], **{option: value})
             print(f"| {i} | {value} | {result.regions.n_regions} | {time.perf_counter() - t0:.1f} |", flush=True)
 
 
@@ -283,11 +286,14 @@ def main() -> None:
     parser.add_argument("--combine", action="store_true", help="FILMS are this script's outputs: total their rows")
     parser.add_argument("--time", type=float, default=None, metavar="T",
                         help="time the analysis stage of the first film and feature with and without peak_split=T")
+    parser.add_argument("--time-option", default="peak_split", choices=("peak_split", "absorb"),
+                        help="the analyze option --time sets (absorb: T new peak entries)")
     args = parser.parse_args()
     if args.time is not None:
         path = Path(args.films[0])
         seed = args.seed if args.seed is not None else int(path.stem.split("_s")[1].split("_")[0])
-        timing(path, args.features.split(",")[0], Path(args.cache), args.restarts, seed, args.time)
+        timing(path, args.features.split(",")[0], Path(args.cache), args.restarts, seed, args.time,
+               option=args.time_option)
         return
     if args.combine:
         combine(args.films)
@@ -322,7 +328,7 @@ def main() -> None:
                         log.info("%s %s: absorption (min_new %d) k %d -> %d, %.1f s", path.stem, feature, n,
                                  H.shape[0], factors[n][1].shape[0], factors[n][3])
                     Wr, Hr, agr, _ = factors[n]
-                far, rows = options.pop("far", 2), options.pop("rows", ABSORB_MIN_ROWS)
+                far, rows = options.pop("far", 2), options.pop("rows", 6)  # the rules as declared (session 31)
                 mutual = options.pop("mutual", False)
                 t0 = time.perf_counter()
                 with mock.patch.object(sys.modules["stemnmf.analysis.analyze"], "absorb_fragments",

@@ -8,7 +8,8 @@ the neighbour's grain and joins its region. Missing: the peak test of the
 k-selection layer (:func:`stemnmf.kselect.peakgroups.peak_scores`,
 ``PEAK_SIGMAS`` Poisson deviations and ``RELATIVE`` of the strongest, the
 direct beam left out) finds the region's reflections in the sum of its blocks;
-the neighbour's blocks at least ``far`` blocks clear of the region show one
+the neighbour's blocks at least ``far`` blocks from the region (by default
+those not touching it) show one
 when their mean excess over the local median stands
 :data:`~stemnmf.decompose.evidence.PRESENCE_SIGMAS` standard errors above zero
 (:func:`~stemnmf.decompose.evidence.shown_entries`, the grain recovery's
@@ -38,16 +39,20 @@ from stemnmf.errors import ConfigError, DataValueError
 from stemnmf.kselect.orientation import direct_beam
 from stemnmf.kselect.peakgroups import peak_scores, threshold_peaks
 
-__all__ = ["absorb_fragments", "fragment_evidence", "ABSORB_MIN_NEW", "ABSORB_MIN_PEAKS", "ABSORB_MIN_ROWS"]
+__all__ = ["absorb_fragments", "fragment_evidence", "ABSORB_MIN_NEW", "ABSORB_MIN_PEAKS", "ABSORB_MIN_ROWS",
+           "ABSORB_FAR"]
 
 log = logging.getLogger(__name__)
 
-#: A region stays apart from a neighbour when it shows at least this many peak entries the neighbour lacks.
-ABSORB_MIN_NEW = 1
+#: A region stays apart from a neighbour when it shows at least this many peak entries the neighbour lacks
+#: (chosen on the tuning films, bench/RESULTS-quality.md, session 31).
+ABSORB_MIN_NEW = 4
 #: Fewest peak entries of a region that can be judged (fewer: it stays).
 ABSORB_MIN_PEAKS = 4
 #: Fewest blocks of the neighbour, clear of the region, whose data can be judged.
-ABSORB_MIN_ROWS = 6
+ABSORB_MIN_ROWS = 3
+#: The neighbour's blocks at least this many blocks from any block the region touches (1: not touching it).
+ABSORB_FAR = 1
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -91,7 +96,7 @@ class _Judge:
         return shown_entries(self.excess[rows.ravel()], self.sigmas)
 
 
-def fragment_evidence(mask, neighbour, blocks: PeakBlocks, *, sigmas: float = PRESENCE_SIGMAS, far: int = 2,
+def fragment_evidence(mask, neighbour, blocks: PeakBlocks, *, sigmas: float = PRESENCE_SIGMAS, far: int = ABSORB_FAR,
                       min_rows: int = ABSORB_MIN_ROWS) -> tuple[int, int] | None:
     """(peak entries of the region ``mask``, those the data of ``neighbour`` lack), or None when it cannot
     be judged (no whole block inside ``mask``, or too few blocks of ``neighbour`` clear of it).
@@ -101,7 +106,7 @@ def fragment_evidence(mask, neighbour, blocks: PeakBlocks, *, sigmas: float = PR
     mask, neighbour : (sy, sx) bool
     blocks : PeakBlocks
     sigmas : float, default PRESENCE_SIGMAS
-    far : int, default 2
+    far : int, default ABSORB_FAR
         The neighbour's blocks at least this many blocks from any block the region touches.
     min_rows : int, default ABSORB_MIN_ROWS
     """
@@ -121,7 +126,8 @@ def _evidence(judge: _Judge, mask, neighbour, min_rows) -> tuple[int, int] | Non
 
 def absorb_fragments(regions: Regions, blocks: PeakBlocks, *, min_new: int = ABSORB_MIN_NEW,
                      min_peaks: int = ABSORB_MIN_PEAKS, min_rows: int = ABSORB_MIN_ROWS,
-                     sigmas: float = PRESENCE_SIGMAS, far: int = 2, gap: int = 1, mutual: bool = False) -> Regions:
+                     sigmas: float = PRESENCE_SIGMAS, far: int = ABSORB_FAR, gap: int = 1,
+                     mutual: bool = False) -> Regions:
     """Join every region that shows no reflection its touching neighbour lacks to that neighbour (module docstring).
 
     Regions are taken from the smallest up; a region that passes against several neighbours joins the one
@@ -140,7 +146,7 @@ def absorb_fragments(regions: Regions, blocks: PeakBlocks, *, min_new: int = ABS
     min_peaks : int, default :data:`ABSORB_MIN_PEAKS`
     min_rows : int, default :data:`ABSORB_MIN_ROWS`
     sigmas : float, default PRESENCE_SIGMAS
-    far : int, default 2
+    far : int, default ABSORB_FAR
     gap : int, default 1
         Regions this many positions apart or less touch.
     mutual : bool, default False
