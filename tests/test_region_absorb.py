@@ -108,9 +108,9 @@ def test_analyze_absorbs_with_the_option_and_not_without():
     X, cut, (grain_a, _) = scene("fringe")
     W = cut.maps.reshape(3, -1).T * 1.0
     blocks = blocks_of(X)
-    off = analyze(W, None, SCAN, vacuum=None, edge_fraction=0, min_coherence=None, region_peaks=blocks, absorb=0)
-    on = analyze(W, None, SCAN, vacuum=None, edge_fraction=0, min_coherence=None, region_peaks=blocks)  # default
-    without_data = analyze(W, None, SCAN, vacuum=None, edge_fraction=0, min_coherence=None)
+    off = analyze(W, None, SCAN, vacuum=None, edge_fraction=0, min_coherence=None, region_peaks=blocks)  # default
+    on = analyze(W, None, SCAN, vacuum=None, edge_fraction=0, min_coherence=None, region_peaks=blocks, absorb=4)
+    without_data = analyze(W, None, SCAN, vacuum=None, edge_fraction=0, min_coherence=None, absorb=4)
     assert off.regions.n_regions == 3 and on.regions.n_regions == 2 and without_data.regions.n_regions == 3
     assert on.region_table.shape[0] == 2 and on.region_table["component"][1] == 2
     assert (on.region_labels[grain_a] == on.region_labels[0, 0]).all()
@@ -121,7 +121,7 @@ def test_analyze_absorbs_with_the_option_and_not_without():
 def test_config_option_of_the_absorption():
     from stemnmf.config import Config
 
-    assert Config().analysis.absorb == 4
+    assert Config().analysis.absorb == 0
     assert Config.from_dict({"analysis": {"absorb": 2}}).analysis.absorb == 2
     with pytest.raises(ConfigError, match="absorb"):
         Config.from_dict({"analysis": {"absorb": -1}})

@@ -260,7 +260,7 @@ class AnalysisConfig:
     fragment_size: int = option(0, "drop regions of fewer positions lying at least half inside another region; 0 keeps them", metavar="N")
     region_split: bool = option(False, "split a region whose raw patterns show groups of blocks with reflections the others lack (one region per grain)")
     split_agreement: float = option(0.7, "peak agreement (Dice) below which blocks of a region's raw patterns form separate groups", metavar="A")
-    absorb: int = option(4, "join a region to a touching one whose raw data show all but fewer than N of its peak entries (a thickness-fringe piece of that grain); 0: off", metavar="N")
+    absorb: int = option(0, "join a region to a touching one whose raw data show all but fewer than N of its peak entries (a thickness-fringe piece of that grain; 4 as tuned); 0: off", metavar="N")
 
 
 @dataclasses.dataclass

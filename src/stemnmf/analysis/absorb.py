@@ -45,7 +45,7 @@ __all__ = ["absorb_fragments", "fragment_evidence", "ABSORB_MIN_NEW", "ABSORB_MI
 log = logging.getLogger(__name__)
 
 #: A region stays apart from a neighbour when it shows at least this many peak entries the neighbour lacks
-#: (chosen on the tuning films, bench/RESULTS-quality.md, session 31).
+#: (chosen on the tuning films, bench/RESULTS-quality.md, session 31; ``analyze`` leaves the absorption off).
 ABSORB_MIN_NEW = 4
 #: Fewest peak entries of a region that can be judged (fewer: it stays).
 ABSORB_MIN_PEAKS = 4

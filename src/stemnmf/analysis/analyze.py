@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from stemnmf.analysis.absorb import ABSORB_MIN_NEW, absorb_fragments
+from stemnmf.analysis.absorb import absorb_fragments
 from stemnmf.analysis.maps import as_weights, cluster_labels, component_maps, presence, typical_weights
 from stemnmf.analysis.overlap import (
     DEFAULT_THRESHOLDS,
@@ -305,7 +305,7 @@ def analyze(
     fragment_size: int = 0,
     peak_split: float | None = None,
     region_peaks="auto",
-    absorb: int = ABSORB_MIN_NEW,
+    absorb: int = 0,
 ) -> Analysis:
     """Turn NMF factors into cluster, overlap and region maps, patterns and scores.
 
@@ -382,10 +382,11 @@ def analyze(
     region_peaks : PeakBlocks, 'auto' or None, default 'auto'
         The summed raw patterns that ``peak_split`` and ``absorb`` read; 'auto': from the dataset (one
         more pass), nothing without one.
-    absorb : int, default 4 (``ABSORB_MIN_NEW``)
+    absorb : int, default 0
         With ``region_peaks`` (or a dataset): join a region that shows fewer than this many peak entries its touching neighbour's data lack to
         the neighbour (a thickness-fringe piece of its grain; :func:`stemnmf.analysis.absorb_fragments`
-        with ``min_new=absorb``), after the merge; 0: no absorption.
+        with ``min_new=absorb``), after the merge; 0: no absorption (the default: it lost visible grains on held-out films; 4 is the
+        setting chosen on the tuning films, ``ABSORB_MIN_NEW``).
 
     Returns
     -------
