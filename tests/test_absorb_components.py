@@ -78,3 +78,14 @@ def test_too_few_peaks_to_judge_stay_apart():
     contact = np.array([[0, 10], [10, 0]])
     assert piece_groups(peaks, new, contact, [50, 200]) == [[0], [1]]  # two peaks: below ABSORB_MIN_PEAKS
     assert piece_groups(peaks, new, contact, [50, 200], min_peaks=2) == [[0, 1]]
+
+
+def test_shown_entries_finds_the_mean_excess_six_standard_errors_above_zero():
+    from stemnmf.decompose.evidence import shown_entries
+
+    rng = np.random.default_rng(1)
+    d = rng.normal(0.0, 1.0, (400, 3))  # standard error 0.05
+    d[:, 0] += 1.0  # 20 standard errors: shown
+    d[:, 1] += 0.1  # 2 standard errors: not shown
+    assert shown_entries(d).tolist() == [True, False, False]
+    assert shown_entries(d[:1]).tolist() == [False, False, False]  # one row: no standard error, nothing shown
