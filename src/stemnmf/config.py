@@ -260,6 +260,7 @@ class AnalysisConfig:
     fragment_size: int = option(0, "drop regions of fewer positions lying at least half inside another region; 0 keeps them", metavar="N")
     region_split: bool = option(False, "split a region whose raw patterns show groups of blocks with reflections the others lack (one region per grain)")
     split_agreement: float = option(0.7, "peak agreement (Dice) below which blocks of a region's raw patterns form separate groups", metavar="A")
+    absorb: int = option(0, "join a region to a touching one whose raw data show all but fewer than N of its peak entries (a thickness-fringe piece of that grain; 4 as tuned); 0: off", metavar="N")
 
 
 @dataclasses.dataclass
@@ -353,6 +354,8 @@ class Config:
             raise ConfigError("nmf.max_iter and nmf.n_restarts must be at least 1")
         if self.analysis.min_region_size < 1:
             raise ConfigError("analysis.min_region_size must be at least 1")
+        if self.analysis.absorb < 0:
+            raise ConfigError(f"analysis.absorb={self.analysis.absorb} must not be negative", "0 (off) or a count such as 1")
         if not 0 < self.analysis.split_agreement <= 1:
             raise ConfigError(f"analysis.split_agreement={self.analysis.split_agreement} must be in (0, 1]", "e.g. 0.75")
         thresholds = [float(t) for t in self.analysis.overlap_thresholds]

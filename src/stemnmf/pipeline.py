@@ -289,6 +289,7 @@ def _analyze(W, H, dataset: Dataset4D, raw_shape, config: Config, engine: Engine
         region_agreement=a.region_agreement if a.region_merge else None,
         fragment_size=a.fragment_size,
         peak_split=a.split_agreement if a.region_split else None,
+        absorb=a.absorb,
     )
     datasets = analysis.to_results()
     datasets.update(_cluster_nsd(datasets, dataset.mask))

@@ -6,6 +6,7 @@ and :func:`analyze`, the single entry the pipeline calls. Definitions and
 formulas: docs/analysis.md.
 """
 
+from stemnmf.analysis.absorb import absorb_fragments, fragment_evidence
 from stemnmf.analysis.analyze import DISSIMILARITY_DTYPE, EDGE_FRACTIONS, MIN_COHERENCE, Analysis, analyze, score_results
 from stemnmf.analysis.maps import (
     as_weights,
@@ -80,6 +81,8 @@ __all__ = [
     "refine_regions",
     "merge_regions",
     "drop_fragments",
+    "absorb_fragments",
+    "fragment_evidence",
     "REGION_AGREEMENT",
     "spatial_coherence",
     "region_labels",

@@ -65,6 +65,17 @@ class PeakBlocks:
     gain: float
     block: int = 2
     _peaks: tuple | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    _excess: np.ndarray | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def excess(self) -> np.ndarray:
+        """(by * bx, m) float32: every block's excess over its local median
+        (:func:`stemnmf.kselect.peakgroups.peak_scores`), found once."""
+        if self._excess is None:
+            flat = self.patterns.reshape(-1, self.patterns.shape[-1])
+            parts = [peak_scores(flat[i : i + _CHUNK], self.pattern_shape, self.gain)[0].reshape(-1, flat.shape[1])
+                     for i in range(0, flat.shape[0], _CHUNK)]  # fmt: skip
+            self._excess = np.concatenate(parts).astype(np.float32)
+        return self._excess
 
     def peak_sets(self) -> tuple[np.ndarray, np.ndarray]:
         """(grown peak sets (by * bx, m) bool, peak entries per block (by * bx,)) of every block, found once:

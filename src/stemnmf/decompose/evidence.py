@@ -53,6 +53,8 @@ __all__ = [
     "PEAK_WINDOW",
     "pattern_noise",
     "pattern_peaks",
+    "PRESENCE_SIGMAS",
+    "shown_entries",
     "peak_agreement",
     "complete_linkage_groups",
     "merge_rank_one",
@@ -70,6 +72,8 @@ FOOTPRINT_THRESHOLD = 0.5
 PEAK_SIGMAS = 9.0
 #: Entries along the feature axis over which the local median (the background under a peak) is taken.
 PEAK_WINDOW = 9
+#: Standard errors above zero at which the data's mean excess shows a reflection (:func:`shown_entries`).
+PRESENCE_SIGMAS = 6.0
 
 
 def _grams(Wt: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -279,6 +283,22 @@ def pattern_peaks(H: np.ndarray, noise: np.ndarray, sigmas: float = PEAK_SIGMAS,
         return np.zeros(H.shape, bool)
     base = ndimage.median_filter(H, size=(1, int(window)), mode="nearest")
     return (H - base) > float(sigmas) * np.asarray(noise, np.float64)
+
+
+def shown_entries(excess: np.ndarray, sigmas: float = PRESENCE_SIGMAS) -> np.ndarray:
+    """(m,) bool: entries whose mean excess over the rows stands ``sigmas`` standard errors above zero.
+
+    ``excess`` (r, m): patterns of r positions (or blocks) less their local
+    median (the peak tests' background). The test of a *new reflection*: a
+    peak of one pattern that the data elsewhere do not show at this level is
+    missing there (a thickness fringe weakens a grain's own reflections but
+    leaves them in its mean; another orientation has none there).
+    """
+    d = np.asarray(excess, np.float64)
+    if d.shape[0] < 2:
+        return np.zeros(d.shape[1:], bool)
+    se = d.std(axis=0, ddof=1) / np.sqrt(d.shape[0])
+    return d.mean(axis=0) > float(sigmas) * np.where(se > 0, se, np.inf)
 
 
 def peak_agreement(peaks: np.ndarray) -> np.ndarray:

@@ -53,6 +53,7 @@ from stemnmf.decompose.evidence import (
     pattern_peaks,
     peak_agreement,
 )
+from stemnmf.decompose.absorb import ABSORB_MIN_NEW, piece_evidence, piece_groups
 from stemnmf.decompose.recover import RECOVER_ROUNDS, recover_candidates
 from stemnmf.decompose.results import to_results
 from stemnmf.decompose.scree import pca_scree
@@ -60,6 +61,7 @@ from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = [
     "IterativeNMF", "MERGE_THRESHOLDS", "MERGE_RULES", "MergeRule", "merge_groups", "merge_components", "recover_grains",
+    "absorb_pieces",
 ]
 
 log = logging.getLogger(__name__)
@@ -324,6 +326,49 @@ def recover_grains(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: in
     return Wt, H, kept_all
 
 
+def absorb_pieces(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: int = 200, tol: float = 1e-4,
+                  n_threads: int | None = None, min_new: int = ABSORB_MIN_NEW) -> tuple[np.ndarray, np.ndarray, list]:
+    """Join every component that is a piece of a touching component's grain to it, then refit (docs/nmf.md).
+
+    A component whose pattern's peaks the data of a touching component all show
+    (fewer than ``min_new`` missing) is a thickness-fringe piece of that grain
+    (:mod:`stemnmf.decompose.absorb`); each group of a grain and its pieces
+    becomes one component (:func:`~stemnmf.decompose.evidence.merge_rank_one`)
+    and the model is refitted once by HALS.
+
+    Returns
+    -------
+    Wt, H : float32
+        The new fit (unchanged when no component is a piece).
+    groups : list of list of int
+        The components of the fit given that became each new one.
+    """
+    blocks = as_blocks(X)
+    summary = blocks.summary()
+    setup = _Setup(loss="frobenius", solver="hals", max_iter=int(max_iter), tol=float(tol))
+    if n_threads is not None:
+        setup.n_threads = int(n_threads)
+    Wt = np.asarray(Wt, np.float32)
+    H = np.asarray(H, np.float32)
+    _, _, col_sq, _ = _residual_pass(blocks, Wt, H, setup.threads)
+    with blas_limit(1):
+        peaks, new, contact = piece_evidence(blocks, Wt, H, tuple(scan_shape), col_sq)
+    top = Wt.max(axis=1, initial=0.0)
+    sizes = ((Wt >= 0.2 * top[:, None]) & (top[:, None] > 0)).sum(axis=1)
+    groups = piece_groups(peaks, new, contact, sizes, min_new=int(min_new))
+    if len(groups) == Wt.shape[0]:
+        return Wt, H, groups
+    Wt, H = merge_rank_one(Wt, H, groups)
+    Wt[:, summary.zero_rows] = 0
+    H[:, summary.zero_cols] = 0
+    solve(blocks, Wt, H, setup, summary=summary)
+    alive = Wt.any(axis=1) & H.any(axis=1)
+    log.info("absorption: %d components were pieces of another's grain; k %d -> %d", len(peaks) - len(groups),
+             len(peaks), int(alive.sum()))
+    groups = [g for g, keep in zip(groups, alive) if keep]
+    return np.ascontiguousarray(Wt[alive]), np.ascontiguousarray(H[alive]), groups
+
+
 def _restart(
     blocks: RowBlocks,
     summary: Summary,
@@ -417,6 +462,11 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         rest of the component lacks; repeated on the refitted model until a
         round keeps nothing, three rounds at the most (:func:`recover_grains`;
         docs/nmf.md).
+    absorb : bool, default False
+        With ``scan_shape``: after the recovery, join every component whose
+        pattern's peaks the data of a touching component all show (a
+        thickness-fringe piece of that grain) to it, then refit
+        (:func:`absorb_pieces`; docs/nmf.md).
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -454,6 +504,9 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         The component each recovered grain was split from, numbered in the
         model of its round (in the order the new components were appended;
         empty without ``scan_shape``).
+    absorbed_ : list of list of int
+        With ``absorb``: each group of components (numbered after the
+        recovery) that became one; empty when none did.
     final_history_ : list of (k, groups)
         The same for the refit of the winner on every position (one step with
         no groups when nothing more merged).
@@ -490,6 +543,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "limit_footprints": ["boolean"],
         "scan_shape": [tuple, list, None],
         "recover": ["boolean"],
+        "absorb": ["boolean"],
         "n_restarts": [Interval(numbers.Integral, 1, None, closed="left")],
         "solver": [StrOptions({"hals", "mu", "compressed"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -517,6 +571,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         limit_footprints=False,
         scan_shape=None,
         recover=True,
+        absorb=False,
         n_restarts=25,
         solver="hals",
         max_iter=200,
@@ -539,6 +594,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.limit_footprints = limit_footprints
         self.scan_shape = scan_shape
         self.recover = recover
+        self.absorb = absorb
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
@@ -670,6 +726,11 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             Wt, H, kept = recover_grains(blocks, Wt, H, scan_shape, max_iter=int(self.max_iter), tol=float(self.tol),
                                          n_threads=final.n_threads)
             recovered = [int(c.host) for c in kept]
+        self.absorbed_ = []
+        if self.absorb and scan_shape is not None and H.shape[0] > 1:
+            Wt, H, groups = absorb_pieces(blocks, Wt, H, scan_shape, max_iter=int(self.max_iter), tol=float(self.tol),
+                                          n_threads=final.n_threads)
+            self.absorbed_ = [g for g in groups if len(g) > 1]
         final_errors = exact_errors(blocks, Wt, H, n_threads=final.threads, manage_blas=final.manage_blas)
         _, _, col_sq, _ = _residual_pass(blocks, Wt, H, final.threads)
         self.peak_agreement_ = peak_agreement(pattern_peaks(H, pattern_noise(Wt, col_sq)))

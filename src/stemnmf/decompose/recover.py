@@ -53,8 +53,10 @@ from stemnmf.decompose.evidence import (
     MERGE_TOLERANCE,
     PEAK_SIGMAS,
     PEAK_WINDOW,
+    PRESENCE_SIGMAS,
     local_noise_gates,
     pattern_peaks,
+    shown_entries,
 )
 
 __all__ = [
@@ -83,7 +85,7 @@ RECOVER_MIN_PEAKS = 2
 #: New reflections that make a part new whatever share of its peaks they are.
 RECOVER_MANY_PEAKS = 15
 #: Standard errors above zero at which the rest's mean excess shows a reflection.
-RECOVER_PRESENCE = 6.0
+RECOVER_PRESENCE = PRESENCE_SIGMAS
 #: The host's mean weight under the new map, as a share of its weight around it, at the least.
 RECOVER_CONTINUITY = 0.5
 #: Rounds of splitting and refitting, at the most (a round that keeps nothing ends them).
@@ -174,9 +176,7 @@ def _top_two(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _present(Xr: np.ndarray, z: float) -> np.ndarray:
     """(m,) bool: entries whose mean excess over the local median of the rows ``Xr`` is ``z`` standard errors
     above zero (the median over ``PEAK_WINDOW`` neighbouring entries, as in :func:`pattern_peaks`)."""
-    d = Xr - ndimage.median_filter(Xr, size=(1, PEAK_WINDOW), mode="nearest")
-    se = d.std(axis=0, ddof=1) / np.sqrt(len(d))
-    return d.mean(axis=0) > z * np.where(se > 0, se, np.inf)
+    return shown_entries(Xr - ndimage.median_filter(Xr, size=(1, PEAK_WINDOW), mode="nearest"), z)
 
 
 def _rows(X, rows: np.ndarray) -> np.ndarray:
