@@ -38,8 +38,8 @@ each case is compared with the clean twin of its stream. This sets the module co
 ``stemnmf.simulate.render.NOISE_STREAM`` and ``stemnmf.simulate.instrument.INSTRUMENT_NOISE_STREAM``
 (public names of the simulator's modules, changed here for the bench only). ``--origin-jitter
 auto,surface`` runs every case with each ``calibrate.origin_jitter`` setting in the same process
-('surface' is the behaviour before session 31; when both give the same calibrated origins the
-second is not rerun and its line says "same"). ``--true-origins`` adds, for every distorted
+('surface' is the behaviour before session 31; when 'auto' kept the surface, 'surface' calibrates
+the same way and is not rerun: its line says "same"). ``--true-origins`` adds, for every distorted
 case, a run whose features use the simulator's true per-position origins (``origin='none'``):
 the control of what the best origins would give. Each line also gives the number of regions,
 those with TPR_G < 0.5, the recall of visible grains, and the origin-jitter check.
@@ -118,6 +118,11 @@ def _regions(results) -> tuple[int, list[float]]:
     """(number of regions, the TPR_G of those below 0.5)."""
     tpr = np.asarray(results["/scores/tpr_g"], dtype=np.float64) if "/scores/tpr_g" in results else np.zeros(0)
     return int(tpr.size), [float(v) for v in tpr if v < 0.5]
+
+
+def _followed(results) -> bool:
+    key = "/calibration/origin_jitter/followed"
+    return key in results and bool(int(results[key]))
 
 
 def _jitter_text(results) -> str:
@@ -250,16 +255,13 @@ def _score_cases(args, seed: int, stream: int, features) -> None:
             previous = None
             for mode in modes:
                 label = f"{feature}{'' if args.run_seeds == '0' else f'/{run_seed}'}:{mode}"
-                results = _run_one(dataset, truth, args, feature, run_seed, origin_jitter=mode)
+                # 'auto' that kept the surface calibrates exactly as 'surface' does: the run is not repeated
+                same = previous is not None and previous[1] == "auto" and mode == "surface" and not _followed(previous[0])
+                results = previous[0] if same else _run_one(dataset, truth, args, feature, run_seed, origin_jitter=mode)
                 if results is None:
                     print(f"{seed} {stream} {case} {label} failed", flush=True)
                     continue
-                origins = results["/calibration/origins"] if "/calibration/origins" in results else None
-                same = (previous is not None and origins is not None
-                        and np.array_equal(np.asarray(origins), np.asarray(previous[1])))  # fmt: skip
-                if same:
-                    results = previous[0]
-                previous = (results, origins)
+                previous = (results, mode)
                 _print_line(results, truth, args, seed, stream, case, label + (" (same)" if same else ""),
                             clean, (feature, run_seed, mode))
             if args.true_origins and case != "clean" and truth.extra.get("instrument/origin") is not None:
