@@ -28,7 +28,8 @@ to the clean twin is read. Since session 29 ``ellipse=True`` is run as a user wo
 fitted ellipse is applied only when it stands ``ellipse_min_significance`` (5) bootstrap standard
 deviations from a circle, so the clean twin is no longer given a false ellipse; the printed
 ellipse says its significance and whether it was applied. Seeds 808, 909, 1111 were used in
-session 28; 1212 (paper geometry) in session 29; 1313 (paper geometry) first in session 30.
+session 28; 1212 (paper geometry) in session 29; 1313 (paper geometry) first in session 30;
+1414 (paper geometry) first in session 31.
 ``--one-state-cases`` runs the cases it names with the first random state only.
 
 ``--noise-streams 2,10,11`` draws every film once per Poisson noise stream (the simulator's
