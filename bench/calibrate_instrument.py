@@ -28,8 +28,22 @@ to the clean twin is read. Since session 29 ``ellipse=True`` is run as a user wo
 fitted ellipse is applied only when it stands ``ellipse_min_significance`` (5) bootstrap standard
 deviations from a circle, so the clean twin is no longer given a false ellipse; the printed
 ellipse says its significance and whether it was applied. Seeds 808, 909, 1111 were used in
-session 28; 1212 (paper geometry) in session 29; 1313 (paper geometry) first in session 30.
+session 28; 1212 (paper geometry) in session 29; 1313 (paper geometry) first in session 30;
+1414 (paper geometry) first in session 31.
 ``--one-state-cases`` runs the cases it names with the first random state only.
+
+``--noise-streams 2,10,11`` draws every film once per Poisson noise stream (the simulator's
+per-row noise tags; 2 is its own, the others redraw the counts of the same sample and the same
+instrument): the clean twin and the distorted film of one stream share their noise draw, and
+each case is compared with the clean twin of its stream. This sets the module constants
+``stemnmf.simulate.render.NOISE_STREAM`` and ``stemnmf.simulate.instrument.INSTRUMENT_NOISE_STREAM``
+(public names of the simulator's modules, changed here for the bench only). ``--origin-jitter
+auto,surface`` runs every case with each ``calibrate.origin_jitter`` setting in the same process
+('surface' is the behaviour before session 31; when 'auto' kept the surface, 'surface' calibrates
+the same way and is not rerun: its line says "same"). ``--true-origins`` adds, for every distorted
+case, a run whose features use the simulator's true per-position origins (``origin='none'``):
+the control of what the best origins would give. Each line also gives the number of regions,
+those with TPR_G < 0.5, the recall of visible grains, and the origin-jitter check.
 
 ``--time-in-memory N`` only times the calibration stage on scans held in memory (best of N,
 'com' and 'auto' alternated in every repeat, wall and CPU seconds): the stage's own cost,
@@ -48,6 +62,8 @@ import time
 import numpy as np
 
 import stemnmf.simulate as sm
+import stemnmf.simulate.instrument as sm_instrument
+import stemnmf.simulate.render as sm_render
 from stemnmf.calibrate import calibrate
 from stemnmf.config import Config
 from stemnmf.engine import Engine
@@ -91,6 +107,33 @@ def _ellipse(results):
         a, b, angle, _, _, significance = (float(v) for v in results["/calibration/ellipse_rejected"])
         return a / b, math.degrees(angle), significance, False
     return None, None, None, None
+
+
+def _set_noise_stream(stream: int) -> None:
+    """The simulator's per-row Poisson noise draws from ``spawn_key=(stream, row)`` (2 is its own)."""
+    sm_render.NOISE_STREAM = int(stream)
+    sm_instrument.INSTRUMENT_NOISE_STREAM = int(stream)
+
+
+def _regions(results) -> tuple[int, list[float]]:
+    """(number of regions, the TPR_G of those below 0.5)."""
+    tpr = np.asarray(results["/scores/tpr_g"], dtype=np.float64) if "/scores/tpr_g" in results else np.zeros(0)
+    return int(tpr.size), [float(v) for v in tpr if v < 0.5]
+
+
+def _followed(results) -> bool:
+    key = "/calibration/origin_jitter/followed"
+    return key in results and bool(int(results[key]))
+
+
+def _jitter_text(results) -> str:
+    if "/calibration/origin_jitter/ratio" not in results:
+        return "jitter:-"
+    ratio = np.asarray(results["/calibration/origin_jitter/ratio"])
+    noise = np.asarray(results["/calibration/origin_jitter/noise_sd"])
+    followed = bool(int(results["/calibration/origin_jitter/followed"]))
+    return (f"jitter:{'followed' if followed else 'surface'},ratio={'/'.join(f'{v:.0f}' for v in ratio)},"
+            f"noise={'/'.join(f'{v:.3f}' for v in noise)}")
 
 
 def _time_calibration(dataset, repeats: int = 2) -> dict[str, tuple[float, float]]:
@@ -166,6 +209,13 @@ def main() -> None:
     parser.add_argument("--one-state-cases", default="",
                         help="cases run with the first of --run-seeds only (the clean twin runs with all of them)")
     parser.add_argument("--calibration-only", action="store_true", help="time and check the calibration alone")
+    parser.add_argument("--noise-streams", default="2",
+                        help="the simulator's Poisson noise streams, one film per stream (2: its own)")
+    parser.add_argument("--origin-jitter", default="auto",
+                        help="calibrate.origin_jitter settings run on every case ('surface': before session 31)")
+    parser.add_argument("--true-origins", action="store_true",
+                        help="also run every distorted case with the simulator's true per-position origins")
+    parser.add_argument("--no-timing", action="store_true", help="skip the calibration timing of clean and all")
     parser.add_argument("--time-in-memory", type=int, default=0, metavar="REPEATS",
                         help="only time the calibration stage on scans in memory, best of REPEATS")
     args = parser.parse_args()
@@ -183,57 +233,98 @@ def main() -> None:
     features = args.features.split(",")
     print(f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}, "
           f"ag2 {args.scan} x {args.scan} x {args.det}^2")  # fmt: skip
-    header = ("seed case feature TPR_G dTPR_G ARI dARI ARI_reg dARI_reg method origin_err_px a/b(true) angle(true)"
-              " [significance,applied] cal_s"
-              " [BD: disks per pattern]")
+    header = ("seed stream case feature[/run seed][:origin_jitter] TPR_G dTPR_G ARI dARI ARI_reg dARI_reg method"
+              " origin_err_px a/b(true) angle(true) [significance,applied] cal_s [BD: disks per pattern]"
+              " regions low(<0.5) recall_visible jitter-check")
     print(header)
     for seed in (int(s) for s in args.seeds.split(",")):
-        clean = {}
-        for case in args.cases.split(","):
-            dataset, truth = sm.simulate("ag2", scan=args.scan, det=args.det, seed=seed, lazy=False, **_case(case, args.det))
-            true_ellipse = truth.extra.get("instrument/ellipse")
-            run_seeds = [int(v) for v in args.run_seeds.split(",")]
-            if case in args.one_state_cases.split(","):
-                run_seeds = run_seeds[:1]
-            for feature, run_seed in ((f, r) for f in features for r in run_seeds):
-                config = Config()
-                config.run.seed = run_seed
-                config.features.representation = feature
-                config.calibrate.ellipse = True
-                config.calibrate.on_unreliable = "warn"
-                # the direct beam is behind the stop in some cases: the features cannot find where it ends,
-                # so every case (the clean twin too) starts its rings past the stop's shadow
-                config.features.r_min = 14.0 * args.det / 256
-                config.run.report = False
-                try:
-                    results = run(dataset, config, truth=truth)
-                except StemNMFError as err:  # a clear refusal is a result too
-                    print(f"{seed} {case} {feature}/{run_seed} failed: {err}", flush=True)
-                    continue
-                scores = json.loads(str(results["/scores/summary"]))
-                values = [scores.get("TPR_G"), scores.get("ARI"), scores.get("ARI_regions")]
-                if case == "clean":
-                    clean[feature, run_seed] = values
-                twin = clean.get((feature, run_seed), values)
-                deltas = [v - c if v is not None and c is not None else None for v, c in zip(values, twin)]
-                ratio, angle, significance, applied = _ellipse(results)
-                truth_text = "" if true_ellipse is None else f"({true_ellipse[0]:.3f})"
-                angle_text = "" if true_ellipse is None else f"({math.degrees(true_ellipse[1]):.1f})"
-                method = results["/calibration/origin_method"] if "/calibration/origin_method" in results else "-"
-                error = _origin_error(results, truth)
-                print(
-                    f"{seed} {case} {feature}{'' if args.run_seeds == '0' else f'/{run_seed}'} "
-                    + " ".join(f"{v:.3f} {d:+.3f}" for v, d in zip(values, deltas))
-                    + f" {method} {'-' if error is None else f'{error:.3f}'}"
-                    + f" {'-' if ratio is None else f'{ratio:.4f}'}{truth_text} {'-' if angle is None else f'{angle:.1f}'}{angle_text}"
-                    + ("" if ratio is None else f" [{significance:.1f}sd,{'applied' if applied else 'not applied'}]")
-                    + f" {results.timings.get('calibrate', float('nan')):.1f}"
-                    + (f" {float(np.mean(results['/features/bd/n_disks'])):.1f}" if "/features/bd/n_disks" in results else ""),
-                    flush=True,
-                )
-            if case in ("clean", "all"):
-                print(_time_text(case, _time_calibration(dataset)), flush=True)
+        for stream in (int(v) for v in args.noise_streams.split(",")):
+            _set_noise_stream(stream)
+            _score_cases(args, seed, stream, features)
 
+
+def _score_cases(args, seed: int, stream: int, features) -> None:
+    """Every case of one seed and noise stream, against the clean twin of the same stream."""
+    clean = {}
+    modes = args.origin_jitter.split(",")
+    for case in args.cases.split(","):
+        dataset, truth = sm.simulate("ag2", scan=args.scan, det=args.det, seed=seed, lazy=False, **_case(case, args.det))
+        run_seeds = [int(v) for v in args.run_seeds.split(",")]
+        if case in args.one_state_cases.split(","):
+            run_seeds = run_seeds[:1]
+        for feature, run_seed in ((f, r) for f in features for r in run_seeds):
+            previous = None
+            for mode in modes:
+                label = f"{feature}{'' if args.run_seeds == '0' else f'/{run_seed}'}:{mode}"
+                # 'auto' that kept the surface calibrates exactly as 'surface' does: the run is not repeated
+                same = previous is not None and previous[1] == "auto" and mode == "surface" and not _followed(previous[0])
+                results = previous[0] if same else _run_one(dataset, truth, args, feature, run_seed, origin_jitter=mode)
+                if results is None:
+                    print(f"{seed} {stream} {case} {label} failed", flush=True)
+                    continue
+                previous = (results, mode)
+                _print_line(results, truth, args, seed, stream, case, label + (" (same)" if same else ""),
+                            clean, (feature, run_seed, mode))
+            if args.true_origins and case != "clean" and truth.extra.get("instrument/origin") is not None:
+                true = np.asarray(truth.extra["instrument/origin"], np.float32)
+                given = dataset.replace(origins=true, calibration=dataset.calibration.replace(
+                    origin=tuple(float(v) for v in true.reshape(-1, 2).mean(axis=0))))
+                results = _run_one(given, truth, args, feature, run_seed, origin="none")
+                if results is not None:
+                    _print_line(results, truth, args, seed, stream, case, f"{feature}:true-origins", clean,
+                                (feature, run_seed, modes[0]))
+        if case in ("clean", "all") and not args.no_timing:
+            print(_time_text(case, _time_calibration(dataset)), flush=True)
+        del dataset
+
+
+def _run_one(dataset, truth, args, feature, run_seed, *, origin_jitter="auto", origin=None):
+    config = Config()
+    config.run.seed = run_seed
+    config.features.representation = feature
+    config.calibrate.ellipse = True
+    config.calibrate.on_unreliable = "warn"
+    config.calibrate.origin_jitter = origin_jitter
+    if origin is not None:
+        config.calibrate.origin = origin
+    # the direct beam is behind the stop in some cases: the features cannot find where it ends,
+    # so every case (the clean twin too) starts its rings past the stop's shadow
+    config.features.r_min = 14.0 * args.det / 256
+    config.run.report = False
+    try:
+        return run(dataset, config, truth=truth)
+    except StemNMFError as err:  # a clear refusal is a result too
+        print(f"# failed: {err}", flush=True)
+        return None
+
+
+def _print_line(results, truth, args, seed, stream, case, label, clean, key) -> None:
+    scores = json.loads(str(results["/scores/summary"]))
+    values = [scores.get("TPR_G"), scores.get("ARI"), scores.get("ARI_regions")]
+    if case == "clean" and "true-origins" not in label:
+        clean[key] = values
+    twin = clean.get(key, values)
+    deltas = [v - c if v is not None and c is not None else None for v, c in zip(values, twin)]
+    true_ellipse = truth.extra.get("instrument/ellipse")
+    ratio, angle, significance, applied = _ellipse(results)
+    truth_text = "" if true_ellipse is None else f"({true_ellipse[0]:.3f})"
+    angle_text = "" if true_ellipse is None else f"({math.degrees(true_ellipse[1]):.1f})"
+    method = results["/calibration/origin_method"] if "/calibration/origin_method" in results else "-"
+    error = _origin_error(results, truth)
+    n_regions, low = _regions(results)
+    recall = scores.get("grain_recall_visible")
+    print(
+        f"{seed} {stream} {case} {label} "
+        + " ".join(f"{v:.3f} {d:+.3f}" for v, d in zip(values, deltas))
+        + f" {method} {'-' if error is None else f'{error:.3f}'}"
+        + f" {'-' if ratio is None else f'{ratio:.4f}'}{truth_text} {'-' if angle is None else f'{angle:.1f}'}{angle_text}"
+        + ("" if ratio is None else f" [{significance:.1f}sd,{'applied' if applied else 'not applied'}]")
+        + f" {results.timings.get('calibrate', float('nan')):.1f}"
+        + (f" {float(np.mean(results['/features/bd/n_disks'])):.1f}" if "/features/bd/n_disks" in results else "")
+        + f" {n_regions} {len(low)}({','.join(f'{v:.2f}' for v in low)})"
+        + f" {'-' if recall is None else f'{recall:.3f}'} {_jitter_text(results)}",
+        flush=True,
+    )
 
 if __name__ == "__main__":
     main()

@@ -96,3 +96,17 @@ def test_quality_panel_names_an_ellipse_not_applied():
     results["/calibration/ellipse_rejected"] = np.array([21.09, 21.0, np.radians(-39.5), 0.0025, 0.3, 1.9])
     text = fig_calibration_quality(results).texts[0].get_text()
     assert "ellipse not applied: a/b = 1.0043 +- 0.0025 at -39.5 deg is 1.9 sd from a circle" in text
+
+
+def test_quality_panel_says_whether_the_origins_follow_scan_jitter():
+    assert "origin scatter" not in fig_calibration_quality(_results()).texts[0].get_text()
+    results = _results()
+    for followed in (1, 0):
+        results["/calibration/origin_jitter/followed"] = np.uint8(followed)
+        results["/calibration/origin_jitter/residual_sd"] = np.array([0.2, 0.19])
+        results["/calibration/origin_jitter/noise_sd"] = np.array([0.009, 0.0096])
+        results["/calibration/origin_jitter/ratio"] = np.array([494.0, 400.0])
+        text = fig_calibration_quality(results).texts[0].get_text()
+        assert "origin scatter 0.200/0.190 px (qy/qx), noise 0.009/0.010 px" in text
+        assert ("follow the measured jitter" in text) == bool(followed)
+        assert ("follow the surface" in text) == (not followed)

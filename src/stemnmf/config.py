@@ -118,6 +118,12 @@ class CalibrateConfig:
         choices=("auto", "com", "xcorr", "symmetry", "none"),
     )
     origin_fit: str = option("plane", "surface fitted to the origins over the scan", choices=("plane", "quadratic", "none"))
+    origin_jitter: str = option(
+        "auto",
+        "per-position origins (com, with a surface): follow the measurements where they scatter about the surface "
+        "by more than their own noise (auto), always (follow), or keep the surface (surface)",
+        choices=("auto", "follow", "surface"),
+    )
     correct_shift: bool = option(False, "shift every pattern so its direct beam is at the mean origin")
     ellipse: bool = option(False, "fit elliptical distortion to a ring of the mean pattern")
     ellipse_min_significance: float = option(

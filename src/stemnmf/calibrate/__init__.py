@@ -26,6 +26,7 @@ from stemnmf.calibrate.geometry import (
 )
 from stemnmf.calibrate.masks import beam_stop_mask, combine_masks, edge_mask
 from stemnmf.calibrate.origin import (
+    JitterCheck,
     OriginFit,
     OriginMeasurement,
     ProbeEstimate,
@@ -33,6 +34,7 @@ from stemnmf.calibrate.origin import (
     correct_shift,
     estimate_probe,
     fit_origin_surface,
+    follow_jitter,
     measure_origins,
     probe_template,
     shift_patterns,
@@ -52,6 +54,7 @@ __all__ = [
     "CalibrateOptions",
     "CalibrationReport",
     "EllipseFit",
+    "JitterCheck",
     "OriginFit",
     "OriginMeasurement",
     "ProbeEstimate",
@@ -79,6 +82,7 @@ __all__ = [
     "fit_ellipse_profiles",
     "fit_ellipse_to_points",
     "fit_origin_surface",
+    "follow_jitter",
     "local_sorted_intensity",
     "measure_origins",
     "pattern_statistics",

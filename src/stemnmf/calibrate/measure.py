@@ -171,7 +171,11 @@ def _brightest_blob(work, *, radius, guess, search_radius):
 
 
 def _beam_centre_of_mass(work, mask, cy, cx, *, radius, n_iter):
-    """Centre of mass of the beam's own pixels (above half its height, grown by one pixel), ``n_iter`` times."""
+    """Centre of mass of the beam's own pixels (above half its height, grown by one pixel), ``n_iter`` times.
+
+    Returns (cy, cx, beam, halves): ``halves`` (n, 2) is the centre of mass of the final weights on the
+    pixels with an even ``row + column`` minus that on the odd ones (NaN where a half is empty).
+    """
     n, qy, qx = work.shape
     window = 1.5 * radius + 2.0
     half = int(np.ceil(window)) + 2
@@ -209,7 +213,19 @@ def _beam_centre_of_mass(work, mask, cy, cx, *, radius, n_iter):
             new_x = (weights.sum(axis=1) * rx).sum(axis=1) / beam
         cy = np.where(ok, new_y, cy)
         cx = np.where(ok, new_x, cx)
-    return cy, cx, beam
+    return cy, cx, beam, _checkerboard_halves(weights, ry, rx)
+
+
+def _checkerboard_halves(weights, ry, rx):
+    """(n, 2) centre of mass of ``weights`` on the even pixels (row + column even) minus that on the odd ones."""
+    even = ((ry[:, :, None] + rx[:, None, :]) % 2) == 0
+    centres = []
+    for part in (np.where(even, weights, 0.0), np.where(even, 0.0, weights)):
+        total = part.sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centres.append(np.stack([(part.sum(axis=2) * ry).sum(axis=1) / total,
+                                     (part.sum(axis=1) * rx).sum(axis=1) / total], axis=1))
+    return centres[0] - centres[1]
 
 
 def com_origins(
@@ -220,7 +236,8 @@ def com_origins(
     search_radius: float | None = None,
     mask=None,
     n_iter: int = 3,
-) -> tuple[np.ndarray, np.ndarray]:
+    return_halves: bool = False,
+):
     """Direct-beam centre of every pattern by windowed centre of mass.
 
     The brightest probe-sized blob (box filter) near ``guess`` gives a first
@@ -245,6 +262,11 @@ def com_origins(
         Masked pixels carry no weight.
     n_iter : int, default 3
         Centre-of-mass iterations.
+    return_halves : bool, default False
+        Also return the difference of the centres of mass of the two
+        checkerboard halves of the beam's pixels (rows + columns even, odd).
+        With noise independent from pixel to pixel its spread is twice the
+        origin's measurement noise, whatever the detector's gain.
 
     Returns
     -------
@@ -252,6 +274,8 @@ def com_origins(
         (..., 2) float64 (qy, qx); NaN where the window holds no intensity.
     beam : numpy.ndarray
         (...,) float64: background-subtracted intensity in the final window.
+    halves : numpy.ndarray
+        (..., 2) float64 even-half minus odd-half centre; only with ``return_halves``.
     """
     stack, lead = as_stack(patterns)
     n, qy, qx = stack.shape
@@ -261,18 +285,19 @@ def com_origins(
     if n > 4 * _BATCH:  # a few at a time: the temporaries stay small
         parts = [
             com_origins(stack[i : i + 4 * _BATCH], radius=radius, guess=guess, search_radius=search_radius,
-                        mask=mask, n_iter=n_iter)
+                        mask=mask, n_iter=n_iter, return_halves=True)
             for i in range(0, n, 4 * _BATCH)
         ]
-        origins = np.concatenate([p[0] for p in parts])
-        beam = np.concatenate([p[1] for p in parts])
-        return origins.reshape(*lead, 2), beam.reshape(lead)
-    work = np.where(mask[None], np.float32(0), stack) if mask.any() else stack
-    cy, cx = _brightest_blob(work, radius=radius, guess=guess, search_radius=search_radius)
-    cy, cx, beam = _beam_centre_of_mass(work, mask, cy, cx, radius=radius, n_iter=n_iter)
-    origins = np.stack([cy, cx], axis=1)
-    origins[~(beam > 0)] = np.nan
-    return origins.reshape(*lead, 2), beam.reshape(lead)
+        origins, beam, halves = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    else:
+        work = np.where(mask[None], np.float32(0), stack) if mask.any() else stack
+        cy, cx = _brightest_blob(work, radius=radius, guess=guess, search_radius=search_radius)
+        cy, cx, beam, halves = _beam_centre_of_mass(work, mask, cy, cx, radius=radius, n_iter=n_iter)
+        origins = np.stack([cy, cx], axis=1)
+        origins[~(beam > 0)] = np.nan
+        halves[~(beam > 0)] = np.nan
+    out = (origins.reshape(*lead, 2), beam.reshape(lead))
+    return (*out, halves.reshape(*lead, 2)) if return_halves else out
 
 
 def _row_median(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -415,23 +440,26 @@ def xcorr_origins(
 
 
 def _measure(patterns, method, options):
+    """(origins, beam, halves) of (n, qy, qx) patterns; ``halves`` NaN for 'xcorr' (no checkerboard split)."""
     if method == "com":
-        return com_origins(patterns, **options)
-    return xcorr_origins(patterns, **options)
+        return com_origins(patterns, return_halves=True, **options)
+    origins, peak = xcorr_origins(patterns, **options)
+    return origins, peak, np.full_like(origins, np.nan)
 
 
 def _origin_kernel(block, chunk, *, method, options, recentre_to, prepare):
     """Engine reduce kernel: packed per-position origins and beam, and the re-centred pattern sum.
 
-    The per-position part is packed as ``[first position, count, origins..., beam...]``
+    The per-position part is packed as ``[first position, count, origins..., beam..., halves...]``
     so that partial results combine by concatenation.
     """
     own = block[chunk.own]
     patterns = own.reshape(-1, *own.shape[2:])
     if prepare is not None:
         patterns = prepare[0](patterns, **prepare[1])
-    origins, beam = _measure(patterns, method, options)
-    packed = np.concatenate([[chunk.positions.start, chunk.n_positions], origins.ravel(), beam.ravel()])
+    origins, beam, halves = _measure(patterns, method, options)
+    packed = np.concatenate([[chunk.positions.start, chunk.n_positions], origins.ravel(), beam.ravel(),
+                             halves.ravel()])
     total = np.zeros(patterns.shape[1:], dtype=np.float64)
     coverage = np.zeros(patterns.shape[1:], dtype=np.float64)
     count = np.zeros(1, dtype=np.float64)
@@ -452,16 +480,18 @@ def _concatenate(a, b):
     return np.concatenate([a, b])
 
 
-def _unpack(packed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _unpack(packed: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     origins = np.full((n, 2), np.nan)
     beam = np.full(n, np.nan)
+    halves = np.full((n, 2), np.nan)
     i = 0
     while i < packed.size:
         start, m = int(packed[i]), int(packed[i + 1])
         origins[start : start + m] = packed[i + 2 : i + 2 + 2 * m].reshape(m, 2)
         beam[start : start + m] = packed[i + 2 + 2 * m : i + 2 + 3 * m]
-        i += 2 + 3 * m
-    return origins, beam
+        halves[start : start + m] = packed[i + 2 + 3 * m : i + 2 + 5 * m].reshape(m, 2)
+        i += 2 + 5 * m
+    return origins, beam, halves
 
 
 @dataclasses.dataclass
@@ -484,6 +514,10 @@ class OriginMeasurement:
     recentred_mask : numpy.ndarray or None
         (qy, qx) pixels of ``recentred_mean`` covered by fewer than 90 % of the
         patterns (detector edges, masked pixels moved around).
+    halves : numpy.ndarray or None
+        (sy, sx, 2) difference of the centres of mass of the two checkerboard
+        halves of the beam's pixels ('com'; see :func:`com_origins`), NaN
+        where no beam; its spread is twice the measurement noise. None for 'xcorr'.
     """
 
     origins: np.ndarray
@@ -491,6 +525,7 @@ class OriginMeasurement:
     probe: ProbeEstimate
     recentred_mean: np.ndarray | None = None
     recentred_mask: np.ndarray | None = None
+    halves: np.ndarray | None = None
 
 
 def _method_options(method, estimate, source, mask, upsample) -> dict:
@@ -590,13 +625,14 @@ def measure_origins(
         ),
         desc=f"origins ({method})",
     )
-    origins, beam = _unpack(np.asarray(packed), dataset.n_positions)
+    origins, beam, halves = _unpack(np.asarray(packed), dataset.n_positions)
     finite = np.isfinite(beam) & (beam > 0)
     if not finite.any():
         raise CalibrationError("no direct beam found in any pattern", "check the data or use origin=None")
     level = np.median(beam[finite])
     weak = ~finite | (beam < min_beam_fraction * level)
     origins[weak] = np.nan
+    halves[weak] = np.nan
     if weak.any():
         log.info("no direct beam in %d of %d patterns", int(weak.sum()), weak.size)
     mean, mean_mask = _recentred(total, coverage, count) if recentred_mean else (None, None)
@@ -606,4 +642,5 @@ def measure_origins(
         probe=estimate,
         recentred_mean=mean,
         recentred_mask=mean_mask,
+        halves=halves.reshape(*dataset.scan_shape, 2) if method == "com" else None,
     )

@@ -22,17 +22,19 @@ from stemnmf.calibrate.measure import (
     xcorr_origins,
 )
 from stemnmf.calibrate.shift import correct_shift, shift_patterns, shifted_mask, shifted_sum
-from stemnmf.calibrate.surface import OriginFit, fit_origin_surface
+from stemnmf.calibrate.surface import JitterCheck, OriginFit, fit_origin_surface, follow_jitter
 
 __all__ = [
     "ProbeEstimate",
     "OriginFit",
+    "JitterCheck",
     "OriginMeasurement",
     "estimate_probe",
     "probe_template",
     "com_origins",
     "xcorr_origins",
     "fit_origin_surface",
+    "follow_jitter",
     "shift_patterns",
     "shifted_sum",
     "shifted_mask",

@@ -25,7 +25,7 @@ from stemnmf.calibrate.geometry import (
 from stemnmf.calibrate.masks import beam_stop_mask, edge_mask
 from stemnmf.calibrate.measure import estimate_probe, measure_origins
 from stemnmf.calibrate.shift import shift_patterns, shifted_mask
-from stemnmf.calibrate.surface import OriginFit, fit_origin_surface
+from stemnmf.calibrate.surface import JitterCheck, OriginFit, fit_origin_surface, follow_jitter
 from stemnmf.calibrate.pixels import find_dead_pixels, find_hot_pixels, replace_pixels
 from stemnmf.calibrate.quality import CalibrationQuality, assess_calibration, disk_radius_pixels
 from stemnmf.calibrate.symmetry import (
@@ -83,12 +83,16 @@ class CalibrationReport:
         (sy, sx, 2) measured origins (NaN where no beam), final grid.
     origin_fit : OriginFit or None
         The surface fitted over the scan, with residuals and outliers.
+    origin_jitter : JitterCheck or None
+        The measured origins' scatter about the surface against their own
+        noise, and whether the origins follow them (``origin_jitter``).
     n_no_beam : int
         Positions without a direct beam.
     origins : numpy.ndarray or None
         (sy, sx, 2) per-position origins of the calibrated dataset
-        (``Dataset4D.origins``: the fitted surface, or all equal to
-        ``origin`` after shift correction).
+        (``Dataset4D.origins``: the fitted surface, moved towards the
+        measurements where they show scan jitter, or all equal to ``origin``
+        after shift correction).
     origin : tuple of float or None
         Mean origin (qy, qx) = ``Calibration.origin`` of the result.
     shift_corrected : bool
@@ -129,6 +133,7 @@ class CalibrationReport:
     quality: CalibrationQuality | None = None
     origins_measured: np.ndarray | None = None
     origin_fit: OriginFit | None = None
+    origin_jitter: JitterCheck | None = None
     n_no_beam: int = 0
     origins: np.ndarray | None = None
     origin: tuple[float, float] | None = None
@@ -194,6 +199,14 @@ class CalibrationReport:
             out["/calibration/origin_fit/coefficients"] = np.asarray(fit.coefficients, dtype=np.float64)
             out["/calibration/origin_fit/residual_rms"] = np.float64(fit.residual_rms)
             out["/calibration/origin_fit/outliers"] = np.asarray(fit.outliers, dtype=np.uint8)
+        if self.origin_jitter is not None:
+            check = self.origin_jitter
+            out["/calibration/origin_jitter/followed"] = np.uint8(check.followed)
+            out["/calibration/origin_jitter/residual_sd"] = np.asarray(check.residual_sd, dtype=np.float64)
+            out["/calibration/origin_jitter/noise_sd"] = np.asarray(check.noise_sd, dtype=np.float64)
+            out["/calibration/origin_jitter/ratio"] = np.asarray(check.ratio, dtype=np.float64)
+            out["/calibration/origin_jitter/threshold"] = np.float64(check.threshold)
+            out["/calibration/origin_jitter/shrink"] = np.asarray(check.shrink, dtype=np.float64)
         if self.origin_choice:
             out["/calibration/origin_choice"] = self.origin_choice
         if self.symmetry is not None:
@@ -240,6 +253,8 @@ class CalibrationReport:
                 f"origin {self.origin_fit.model} fit: rms {self.origin_fit.residual_rms:.3f} px, "
                 f"{int(self.origin_fit.outliers.sum())} outliers"
             )
+        if self.origin_jitter is not None:
+            lines.append(_jitter_text(self.origin_jitter))
         if self.shift_corrected:
             lines.append(f"shift corrected (max {self.max_shift:.2f} px)")
         if self.ellipse is not None:
@@ -255,6 +270,16 @@ class CalibrationReport:
             lines.append("CALIBRATION UNRELIABLE: " + "; ".join(self.quality.problems))
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _jitter_text(check: JitterCheck) -> str:
+    """One line on the origins' scatter about their surface against their noise, and what was used."""
+    used = ("the measurements (residuals kept x " + "/".join(f"{v:.2f}" for v in check.shrink) + ")"
+            if check.followed else "the surface")
+    return (f"origin scatter about the surface {'/'.join(f'{v:.3f}' for v in check.residual_sd)} px (qy/qx), "
+            f"measurement noise {'/'.join(f'{v:.3f}' for v in check.noise_sd)} px: "
+            f"variance ratio {'/'.join(f'{v:.1f}' for v in check.ratio)} (threshold {check.threshold:.1f}); "
+            f"origins from {used}")
 
 
 def _prepare(patterns, *, bad, mask, factor):
@@ -369,6 +394,7 @@ def _use_symmetry(report, blocks, mask):
         )
     report.origin_method = "symmetry"
     report.origin_fit = fit
+    report.origin_jitter = None
     report.origins_measured = symmetry.per_position.astype(np.float32)
     report.n_no_beam = 0
     origins = (fit.fitted if fit is not None else symmetry.per_position).astype(np.float32)
@@ -420,6 +446,7 @@ class CalibrateOptions:
     crop_scan: Any = None
     origin: str | None = "auto"
     origin_fit: str | None = "plane"
+    origin_jitter: str = "auto"
     correct_shift: bool = False
     probe: Any = None
     ellipse: bool = False
@@ -445,6 +472,8 @@ class CalibrateOptions:
             raise ConfigError(f"ellipse_min_significance={significance!r} must be a number >= 0")
         if self.origin_fit not in ("plane", "quadratic", None):
             raise ConfigError(f"origin_fit={self.origin_fit!r} is unknown", "use 'plane', 'quadratic' or None")
+        if self.origin_jitter not in ("auto", "follow", "surface"):
+            raise ConfigError(f"origin_jitter={self.origin_jitter!r} is unknown", "use 'auto', 'follow' or 'surface'")
         if self.hot_pixel_reference not in ("mean", "max"):
             raise ConfigError(f"hot_pixel_reference={self.hot_pixel_reference!r} is unknown", "use 'mean' or 'max'")
         if self.auto_beam_stop is False and isinstance(self.beam_stop, str):
@@ -471,7 +500,8 @@ class CalibrateOptions:
             dead_pixels=self.dead_pixels, dead_pixel_threshold=self.dead_pixel_threshold, bin_q=self.bin_q,
             bin_scan=self.bin_scan, crop_q=None if self.crop_q is None else list(self.crop_q),
             crop_scan=None if self.crop_scan is None else list(self.crop_scan), origin=self.origin,
-            origin_fit=self.origin_fit, correct_shift=self.correct_shift, ellipse=self.ellipse,
+            origin_fit=self.origin_fit, origin_jitter=self.origin_jitter, correct_shift=self.correct_shift,
+            ellipse=self.ellipse,
             ring=None if self.ring is None else list(self.ring),
             beam_stop=beam_stop if beam_stop is None or isinstance(beam_stop, str) else "array",
             edge_pixels=self.edge_pixels, strict=self.strict, on_unreliable=self.on_unreliable,
@@ -545,6 +575,7 @@ def calibrate(
     crop_scan=None,
     origin: str | None = "auto",
     origin_fit: str | None = "plane",
+    origin_jitter: str = "auto",
     correct_shift: bool = False,
     probe=None,
     ellipse: bool = False,
@@ -598,6 +629,13 @@ def calibrate(
         Surface fitted over the scan; its values replace the measurements
         (outliers and positions without a beam included). None keeps the
         measurements (missing ones filled with their median).
+    origin_jitter : {'auto', 'follow', 'surface'}, default 'auto'
+        With 'com' origins and a surface: 'auto' compares the measurements'
+        scatter about the surface with their own noise (from the checkerboard
+        halves of each beam) and, where the scatter's variance is at least
+        four times the noise's (scan jitter), keeps the measurements shrunk
+        towards the surface by the noise-to-scatter variance ratio; 'follow'
+        always does; 'surface' keeps the surface (``report.origin_jitter``).
     correct_shift : bool, default False
         Shift every pattern so its origin lands on the mean origin (bilinear,
         sub-pixel); the mask grows by the largest shift.
@@ -913,7 +951,10 @@ def _measured_origins(state: _State) -> None:
             state.fallback(err, "per-position origins were not set")
         else:
             report.origin_fit = fit
-            state.origins = fit.fitted.astype(np.float32)
+            state.origins, report.origin_jitter = follow_jitter(measured, fit, measurement.halves,
+                                                                mode=opts.origin_jitter)
+            if report.origin_jitter is not None:
+                log.info(_jitter_text(report.origin_jitter))
             if report.n_no_beam:
                 report.warn(
                     f"no direct beam in {report.n_no_beam} of {missing.size} patterns; "

@@ -48,6 +48,16 @@ def _quality_lines(results) -> tuple[list[str], bool]:
             + (f" (disk radius {float(radius):.1f} px)" if radius is not None else "")
             + (f", {100 * float(inliers):.0f} % inliers" if inliers is not None else "")
         )
+    jitter = _value(results, "/calibration/origin_jitter/ratio")
+    if jitter is not None:
+        residual = np.asarray(_value(results, "/calibration/origin_jitter/residual_sd"), dtype=np.float64)
+        noise = np.asarray(_value(results, "/calibration/origin_jitter/noise_sd"), dtype=np.float64)
+        followed = bool(int(_value(results, "/calibration/origin_jitter/followed")))
+        lines.append(
+            f"origin scatter {'/'.join(f'{v:.3f}' for v in residual)} px (qy/qx), noise "
+            f"{'/'.join(f'{v:.3f}' for v in noise)} px: origins follow "
+            + ("the measured jitter" if followed else "the surface")
+        )
     ratio = _value(results, "/calibration/ellipse_axis_ratio")
     if ratio is not None:
         angle = float(_value(results, "/calibration/ellipse")[2])
