@@ -158,13 +158,13 @@ def projection_partners(rotation, g, intensity, symmetry, *, q_max: float, max_a
     return np.einsum("ji,njk->nik", tilt, np.stack(partners))  # tilt^T @ partner: the crystal's own tilt
 
 
-def check_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, thicknesses=None):
+def check_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, thicknesses=None, prepared=None):
     """Score a rotation and each of its projection partners against a pattern as they are, without a fit.
 
     A partner inherits the rotation's tilt off the zone axis (:func:`projection_partners`), so
     the two share whatever error the rotation's tilt has; each is scored by the kinematic model
     (:meth:`.refine.PatternModel.thickness_scores`) at its best of ``thicknesses`` (default: 30
-    from 40 to 640 Å, 10 % apart).
+    from 40 to 640 Å, 10 % apart). ``prepared``: the pattern as ``model.prepare`` gives it, when at hand.
 
     Returns
     -------
@@ -179,7 +179,7 @@ def check_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max:
     if not len(partners):
         return rotation[None], np.array([np.nan])
     thicknesses = np.geomspace(40.0, 640.0, 30) if thicknesses is None else np.asarray(thicknesses, dtype=np.float64)
-    prepared = model.prepare(pattern)
+    prepared = model.prepare(pattern) if prepared is None else prepared
     candidates = np.concatenate([rotation[None], partners])
     # each candidate with the reflections it can put on the detector (a turn about the beam moves spots into the corners)
     scores = np.array([model.near(r, phase, within_deg=1.0).thickness_scores(prepared, r, thicknesses, phase).max() for r in candidates])
