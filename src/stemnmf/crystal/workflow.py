@@ -124,7 +124,7 @@ def describe(results: Results) -> list[str]:
 
 
 def ambiguous_regions(results) -> list[str]:
-    """Why each region flagged ``/orientations/regions_ambiguous`` is, one string each ("3: a projection partner at 60.0° scores within 0.12 %").
+    """Why each region flagged ``/orientations/regions_ambiguous`` is, one string each ("3: a projection partner at 60.0° scores within 0.12 % of it").
 
     A partner within the margin, or a positions' vote without a majority; ``[]`` when none is flagged.
     """
@@ -139,7 +139,8 @@ def ambiguous_regions(results) -> list[str]:
     for r in flagged:
         why = []
         if np.isfinite(margin[r]) and np.isfinite(angle[r]):
-            why.append(f"a projection partner at {angle[r]:.1f}° scores within {100 * abs(margin[r]):.2f} %")
+            side = f"within {100 * margin[r]:.2f} % of it" if margin[r] >= 0 else f"{-100 * margin[r]:.2f} % above it"
+            why.append(f"a projection partner at {angle[r]:.1f}° scores {side}")
         if np.isfinite(votes[r]) and 2 * votes[r] <= candidates[r]:
             why.append(f"no majority in its positions' vote ({int(votes[r])} of {int(candidates[r])})")
         out.append(f"{r}: " + ("; ".join(why) or "flagged"))
