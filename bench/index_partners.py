@@ -2,8 +2,9 @@
 
 For each seed: simulate the spinel ``crystals`` preset, `stemnmf.run` (raw features, k chosen by the
 run), `orientation_datasets` with ``partner_check=False, tilt_search=False`` (the defaults before round 9),
-``tilt_search=False`` (the defaults of round 9: the quick check among partners), with every default
-setting (since round 10 the check and the tilt search) and, unless
+``tilt_search=False`` (the defaults of round 9: the quick check among partners), ``partner_switch=False``
+(the defaults of round 10: the check, then the tilt search), with every default setting (since round 11
+the switch to a partner that scores higher at the searched tilt too) and, unless
 ``--no-fit``, with ``partners=True`` (``partner_gain=0``); the regions' errors against their
 best-matching grains (and, on a second line, with touching crystals of one orientation counted as one
 grain: ``merge_equal=True``), each region's partner gain, and what every threshold on the fit's gain
@@ -74,8 +75,9 @@ def main() -> None:
     parser.add_argument("--no-fit", action="store_true", help="leave out partners=True (the kinematic fits)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    names = ["no check", "no search", "defaults"] + ([] if args.no_fit else ["partners"])
-    options = [{"partner_check": False, "tilt_search": False}, {"tilt_search": False}, {}, {"partners": True}][: len(names)]
+    names = ["no check", "no search", "no switch", "defaults"] + ([] if args.no_fit else ["partners"])
+    options = [{"partner_check": False, "tilt_search": False}, {"tilt_search": False}, {"partner_switch": False}, {},
+               {"partners": True}][: len(names)]
     errors = {n: [] for n in names}
     merged = {n: [] for n in names}
     times = {n: [] for n in names}

@@ -13,7 +13,7 @@ pytest.importorskip("diffsims")
 from stemnmf.crystal import load_phase  # noqa: E402
 from stemnmf.crystal.kinematics import kinematic_spots, reflection_table  # noqa: E402
 from stemnmf.crystal.matching import misorientation_angles  # noqa: E402
-from stemnmf.crystal.partners import check_partners, fit_partners, projection_partners, zone_axis  # noqa: E402
+from stemnmf.crystal.partners import check_partners, fit_partners, projection_partners, switch_partner, zone_axis  # noqa: E402
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel  # noqa: E402
 from stemnmf.crystal.rotations import axis_angle_matrix  # noqa: E402
 from stemnmf.crystal.templates import symmetry_matrices  # noqa: E402
@@ -100,6 +100,19 @@ def test_partner_options_reach_the_indexing_and_are_checked(tmp_path):
     assert index_options(parser.parse_args(["index", str(tmp_path), "--phase", "Ag", "--no-partner-check"]))["partner_check"] is False
     with pytest.raises(ConfigError, match="partner_gain"):
         IndexOptions(partner_gain=-0.1)
+
+
+def test_partner_switch_option_reaches_the_indexing():
+    from stemnmf.cli import build_parser
+    from stemnmf.cli.index import index_options
+    from stemnmf.config import Config, config_from_args
+    from stemnmf.crystal import IndexOptions
+
+    parser = build_parser()
+    assert Config().orientations.index_options()["partner_switch"] is True and IndexOptions().partner_switch is True
+    assert config_from_args(parser.parse_args(["run", "scan.h5", "--no-partner-switch"])).orientations.index_options()["partner_switch"] is False
+    assert index_options(parser.parse_args(["index", "out", "--phase", "Ag", "--no-partner-switch"]))["partner_switch"] is False
+    assert index_options(parser.parse_args(["index", "out", "--phase", "Ag"]))["partner_switch"] is True
 
 
 def test_regions_take_the_partner_that_their_core_positions_fit(spinel, tmp_path):
@@ -278,3 +291,29 @@ def test_tilt_search_finds_the_tilt_from_a_few_degrees_off(spinel, offset):
     found, score = model.tilt_search(model.prepare(pattern), start)
     assert misorientation_angles(truth, start[None], symmetry)[0] > 0.9
     assert misorientation_angles(truth, found[None], symmetry)[0] < 0.15 and score > 0
+
+
+@pytest.mark.parametrize("uvw, tilt", [((0, 1, 2), 2.0), ((1, 1, 2), 3.0)])
+def test_switch_takes_the_partner_that_scores_higher_and_keeps_a_clear_choice(spinel, uvw, tilt):
+    """Poisson pattern of a crystal T tilted off a zone axis with a partner P. Started from P (T's own tilt, by
+    construction, plus a 0.3° error) the switch takes T, its tilt searched (within 0.5° of T; P is 30-60° away); started from
+    T (the same error) nothing changes; with a gain above P's deficit, nothing changes either."""
+    crystal, table, model, symmetry = spinel
+    truth = _tilted(crystal, uvw, tilt)
+    partner = projection_partners(truth, table.g, table.intensity, symmetry, q_max=1.2)[0]
+    pattern = np.random.default_rng(3).poisson(diffraction_pattern(crystal, truth, 150.0, OPTICS) * 1e5).astype(np.float32)
+    error = axis_angle_matrix((math.cos(0.4), math.sin(0.4), 0.0), 0.3)
+    found, switched, rotations, scores = switch_partner(model, pattern, error @ partner, symmetry, q_max=1.2)
+    assert switched and np.allclose(rotations[0], found) and scores[0] >= scores[1:].max(), scores
+    assert misorientation_angles(truth, found[None], symmetry)[0] < 0.5 and misorientation_angles(truth, partner[None], symmetry)[0] > 20
+    kept, switched, _, scores = switch_partner(model, pattern, error @ truth, symmetry, q_max=1.2)
+    assert not switched and np.array_equal(kept, error @ truth) and scores[0] > scores[1:].max()
+    _, switched, _, scores = switch_partner(model, pattern, error @ partner, symmetry, q_max=1.2, gain=1.0)
+    assert not switched and scores[1:].max() > scores[0]
+
+
+def test_switch_without_partners_keeps_the_rotation(spinel):
+    crystal, table, model, symmetry = spinel
+    start = _tilted(crystal, (0, 0, 1), 1.0)
+    kept, switched, rotations, scores = switch_partner(model, np.ones((128, 128), np.float32), start, symmetry, q_max=1.2)
+    assert not switched and np.array_equal(kept, start) and rotations.shape == (1, 3, 3) and np.isnan(scores).all()

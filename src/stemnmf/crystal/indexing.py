@@ -35,7 +35,7 @@ from stemnmf.crystal.matching import (
 )
 from stemnmf.crystal.kinematics import reflection_table
 from stemnmf.crystal.overlap import index_sums
-from stemnmf.crystal.partners import check_partners, fit_alone, fit_partners
+from stemnmf.crystal.partners import check_partners, fit_alone, fit_partners, switch_partner
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel
 from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
 from stemnmf.crystal.phases import load_phases, require_crystal_extra
@@ -137,6 +137,10 @@ class IndexOptions:
         the kinematic score of its core (a grid of tilts within 2°, then a compass search:
         :meth:`.refine.PatternModel.tilt_search`; the template refinement can stop 2-4° off), and
         take the margin over its partners at that tilt [True].
+    partner_switch : bool
+        With ``tilt_search`` and ``partner_check``: where a projection partner scores above the
+        chosen rotation by more than ``partner_gain`` at the searched tilt, take the partner and
+        search its own tilt (:func:`.partners.switch_partner`) [True].
     ambiguous_margin : float
         A region (component) is flagged ambiguous (``regions_ambiguous``) when the runner-up among
         it and its projection partners scores within this relative margin of the chosen one, or
@@ -171,6 +175,7 @@ class IndexOptions:
     partner_gain: float = 0.0
     partner_erosion: int = 2
     tilt_search: bool = True
+    partner_switch: bool = True
     ambiguous_margin: float = 0.005
 
     def __post_init__(self):
@@ -602,6 +607,12 @@ def _check_one(indexer: Indexer, pattern, rotation, phase: int):
         if o.partner_check:
             rotations, scores = check_partners(model, pattern, rotation, symmetry, phase=phase, q_max=indexer.grid.r_max, prepared=prepared)
             margin, angle = _margin(rotations, scores, 0, symmetry) if len(scores) > 1 else (np.nan, np.nan)
+            if o.partner_switch and len(scores) > 1:
+                rotation, switched, rotations, scores = switch_partner(
+                    model, pattern, rotation, symmetry, phase=phase, q_max=indexer.grid.r_max, gain=float(o.partner_gain),
+                    prepared=prepared, checked=(rotations, scores))
+                if switched:
+                    margin, angle = _margin(rotations, scores, 0, symmetry) if len(scores) > 1 else (np.nan, np.nan)
     return rotation, gain, margin, angle
 
 
