@@ -608,12 +608,22 @@ def _check_one(indexer: Indexer, pattern, rotation, phase: int):
             rotations, scores = check_partners(model, pattern, rotation, symmetry, phase=phase, q_max=indexer.grid.r_max, prepared=prepared)
             margin, angle = _margin(rotations, scores, 0, symmetry) if len(scores) > 1 else (np.nan, np.nan)
             if o.partner_switch and len(scores) > 1:
-                rotation, switched, rotations, scores = switch_partner(
-                    model, pattern, rotation, symmetry, phase=phase, q_max=indexer.grid.r_max, gain=float(o.partner_gain),
-                    prepared=prepared, checked=(rotations, scores))
-                if switched:
-                    margin, angle = _margin(rotations, scores, 0, symmetry) if len(scores) > 1 else (np.nan, np.nan)
+                rotation, margin, angle = _switch(indexer, pattern, prepared, rotation, (rotations, scores), phase, margin, angle)
     return rotation, gain, margin, angle
+
+
+def _switch(indexer: Indexer, pattern, prepared, rotation, checked, phase: int, margin: float, angle: float):
+    """``partner_switch`` (:func:`.partners.switch_partner`). A switched region keeps the smaller margin, the one at
+    the tilt it left (negative: a partner scored above the choice there), so it is flagged ambiguous: its choice
+    changed with the tilt. Returns the rotation, the margin and the runner-up's angle."""
+    model, symmetry = indexer.model, indexer.templates[phase].symmetry
+    taken, switched, rotations, scores = switch_partner(
+        model, pattern, rotation, symmetry, phase=phase, q_max=indexer.grid.r_max,
+        gain=float(indexer.options.partner_gain), prepared=prepared, checked=checked)
+    if not switched:
+        return rotation, margin, angle
+    after, angle_after = _margin(rotations, scores, 0, symmetry) if len(scores) > 1 else (np.inf, np.nan)
+    return (taken, margin, angle) if margin <= after else (taken, after, angle_after)
 
 
 def _region_result(indexer: Indexer, results, components: MatchResult | None, dataset=None):
