@@ -109,10 +109,10 @@ def test_partner_switch_option_reaches_the_indexing():
     from stemnmf.crystal import IndexOptions
 
     parser = build_parser()
-    assert Config().orientations.index_options()["partner_switch"] is True and IndexOptions().partner_switch is True
-    assert config_from_args(parser.parse_args(["run", "scan.h5", "--no-partner-switch"])).orientations.index_options()["partner_switch"] is False
-    assert index_options(parser.parse_args(["index", "out", "--phase", "Ag", "--no-partner-switch"]))["partner_switch"] is False
-    assert index_options(parser.parse_args(["index", "out", "--phase", "Ag"]))["partner_switch"] is True
+    assert Config().orientations.index_options()["partner_switch"] is False and IndexOptions().partner_switch is False
+    assert config_from_args(parser.parse_args(["run", "scan.h5", "--partner-switch"])).orientations.index_options()["partner_switch"] is True
+    assert index_options(parser.parse_args(["index", "out", "--phase", "Ag", "--partner-switch"]))["partner_switch"] is True
+    assert index_options(parser.parse_args(["index", "out", "--phase", "Ag"]))["partner_switch"] is False
 
 
 def test_regions_take_the_partner_that_their_core_positions_fit(spinel, tmp_path):

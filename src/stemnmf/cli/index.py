@@ -47,9 +47,9 @@ def add_index_arguments(parser, *, required: bool) -> None:
     group.add_argument("--tilt-search", action=argparse.BooleanOptionalAction, default=True,
                        help="without --partners: search each region's tilt on the kinematic score of its core after the partner check "
                             "(a grid within 2 degrees, then halving steps; default on)")
-    group.add_argument("--partner-switch", action=argparse.BooleanOptionalAction, default=True,
+    group.add_argument("--partner-switch", action=argparse.BooleanOptionalAction, default=False,
                        help="after the tilt search: where a projection partner scores above the region's orientation at the searched tilt, "
-                            "take the partner, its tilt searched too (default on)")
+                            "take the partner, its tilt searched too (default off)")
     group.add_argument("--template-cache", metavar="DIR", help="template cache (default ~/.cache/stemnmf/templates)")
 
 

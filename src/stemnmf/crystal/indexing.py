@@ -140,7 +140,9 @@ class IndexOptions:
     partner_switch : bool
         With ``tilt_search`` and ``partner_check``: where a projection partner scores above the
         chosen rotation by more than ``partner_gain`` at the searched tilt, take the partner and
-        search its own tilt (:func:`.partners.switch_partner`) [True].
+        search its own tilt (:func:`.partners.switch_partner`); a switched region is flagged ambiguous
+        [False: on held-out spinel scans 3 regions wrong -> right and 2 right -> wrong, and one right
+        region of a two-phase film wrong (bench/RESULTS-index.md, round 11)].
     ambiguous_margin : float
         A region (component) is flagged ambiguous (``regions_ambiguous``) when the runner-up among
         it and its projection partners scores within this relative margin of the chosen one, or
@@ -175,7 +177,7 @@ class IndexOptions:
     partner_gain: float = 0.0
     partner_erosion: int = 2
     tilt_search: bool = True
-    partner_switch: bool = True
+    partner_switch: bool = False
     ambiguous_margin: float = 0.005
 
     def __post_init__(self):
