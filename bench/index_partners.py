@@ -1,8 +1,10 @@
 """Region errors with and without the choice among projection partners (``partners=True``), same runs.
 
 For each seed: simulate the spinel ``crystals`` preset, `stemnmf.run` (raw features, k chosen by the
-run), `orientation_datasets` with ``partner_check=False`` (the defaults before round 9), with every
-default setting (since round 9 the quick check among partners, ``partner_check=True``) and, unless
+run), `orientation_datasets` with ``partner_check=False, tilt_search=False`` (the defaults before round 9),
+``tilt_search=False`` (the defaults of round 9: the quick check among partners), ``partner_switch=False``
+(the defaults of rounds 10 and 11: the check, then the tilt search), ``partner_switch=True`` (round 11's
+option: the switch to a partner that scores higher at the searched tilt) and, unless
 ``--no-fit``, with ``partners=True`` (``partner_gain=0``); the regions' errors against their
 best-matching grains (and, on a second line, with touching crystals of one orientation counted as one
 grain: ``merge_equal=True``), each region's partner gain, and what every threshold on the fit's gain
@@ -73,12 +75,13 @@ def main() -> None:
     parser.add_argument("--no-fit", action="store_true", help="leave out partners=True (the kinematic fits)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    names = ["no check", "defaults"] + ([] if args.no_fit else ["partners"])
-    options = [{"partner_check": False}, {}, {"partners": True}][: len(names)]
+    names = ["no check", "no search", "no switch", "switch"] + ([] if args.no_fit else ["partners"])
+    options = [{"partner_check": False, "tilt_search": False}, {"tilt_search": False}, {"partner_switch": False}, {"partner_switch": True},
+               {"partners": True}][: len(names)]
     errors = {n: [] for n in names}
     merged = {n: [] for n in names}
     times = {n: [] for n in names}
-    gains = []
+    gains, flags = [], []
     with tempfile.TemporaryDirectory(prefix="stemnmf-partners-") as workdir:
         cache = os.environ.get("STEMNMF_CACHE", os.path.join(workdir, "cache"))
         print(f"load {os.getloadavg()[0]:.1f}; {args.phase}, crystals preset, {args.scan}x{args.scan}, tilt {args.tilt or 'preset'}", flush=True)
@@ -95,6 +98,11 @@ def main() -> None:
                 errors[name] += single[keep].tolist()
                 merged[name] += joined[keep].tolist()
                 lines.append(f"  {name:9s} {times[name][-1]:6.1f} s {np.round(single[keep], 2).tolist()}")
+                if name == "switch" and "/orientations/regions_partner_margin" in found:
+                    margin = np.asarray(found["/orientations/regions_partner_margin"])[keep]
+                    flagged = np.asarray(found["/orientations/regions_ambiguous"])[keep]
+                    lines.append(f"  margin (%) {np.round(100 * margin, 3).tolist()}, ambiguous {np.flatnonzero(flagged).tolist()}")
+                    flags.append(np.stack([single[keep], margin, flagged]))
                 if name == "partners":
                     gain = np.asarray(found["/orientations/regions_partner_gain"])
                     gains += gain[keep].tolist()
@@ -103,6 +111,14 @@ def main() -> None:
     print(f"all (n={len(errors[names[0]])}), each region against its best-matching grain; then touching crystals of one orientation as one grain:")
     for name in names:
         print(f"  {name:9s} {summary(errors[name])}; merged {summary(merged[name])}; {min(times[name]):.1f}-{max(times[name]):.1f} s per scan")
+    if flags:
+        err, margin, flagged = np.concatenate(flags, axis=1)
+        wrong = err > 2
+        print(f"  ambiguous (switch): {int(flagged.sum())} flagged, {int((flagged > 0)[wrong].sum())} of the {int(wrong.sum())} wrong regions, "
+              f"{int((flagged > 0)[~wrong].sum())} of the {int((~wrong).sum())} right ones")
+        for threshold in (0.001, 0.002, 0.005, 0.01, 0.02):
+            low = np.nan_to_num(margin, nan=np.inf) < threshold
+            print(f"    margin < {100 * threshold:.1f} %: {int(low[wrong].sum())} wrong, {int(low[~wrong].sum())} right flagged")
     if args.no_fit:
         return
     plain, chosen, gains = map(np.asarray, (errors["no check"], errors["partners"], gains))

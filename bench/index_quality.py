@@ -10,7 +10,8 @@ Speed (``--speed-seed S ...``, ``--speed-scan N``): in one process, on one N x N
 Indexer (templates and the kinematic reflection table cached before timing) matches (a) the component and region patterns, (b) every
 position's pattern (no refinement: the per-pattern baseline); also timed end to end:
 `orientation_datasets` with every default setting (twice: before and after the baseline, as the
-load drifts), without the partner check (``partner_check=False``, twice) and with the vote against every template (``vote_templates=0``). Region-level
+load drifts), without the tilt search (``tilt_search=False``, round 9's defaults, twice), without the partner check
+(``partner_check=False, tilt_search=False``, twice) and with the vote against every template (``vote_templates=0``). Region-level
 accuracy: each region's error, and for the baseline the median over a region's positions of their
 error. Each
 quality line compares the vote with the mean pattern alone (``vote_positions=0``) on the same run.
@@ -136,7 +137,8 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
 
     indexer.model  # the kinematic reflection table, cached on disk as the templates are (the partner check uses it)
     defaults = default_indexing("defaults")  # every default setting
-    default_indexing("no partner check", partner_check=False)  # the defaults before round 9
+    default_indexing("no tilt search", tilt_search=False)  # the defaults of round 9
+    default_indexing("no partner check", partner_check=False, tilt_search=False)  # the defaults before round 9
     every_template = default_indexing("vote against every template", vote_templates=0)
     if vote_positions != IndexOptions.vote_positions:
         default_indexing(f"vote of {vote_positions}", vote_positions=vote_positions)
@@ -146,7 +148,8 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
     per_position = indexer.match(data, refine=False)
     t_positions = time.perf_counter() - t0
     default_indexing("defaults")  # again after the long baseline: the load drifts
-    default_indexing("no partner check", partner_check=False)
+    default_indexing("no tilt search", tilt_search=False)
+    default_indexing("no partner check", partner_check=False, tilt_search=False)
     print(f"speed (seed {seed}, {sy}x{sx} scan, k={results.n_components}, {len(results['/regions/maps'])} regions, "
           f"{len(patterns)} component/region patterns; stemnmf run {t_run:.1f} s): per-position matching {t_positions:.1f} s; "
           f"components + regions unrefined {t_components:.2f} s ({t_positions / t_components:.0f}x), "

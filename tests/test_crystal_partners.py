@@ -13,7 +13,7 @@ pytest.importorskip("diffsims")
 from stemnmf.crystal import load_phase  # noqa: E402
 from stemnmf.crystal.kinematics import kinematic_spots, reflection_table  # noqa: E402
 from stemnmf.crystal.matching import misorientation_angles  # noqa: E402
-from stemnmf.crystal.partners import check_partners, fit_partners, projection_partners, zone_axis  # noqa: E402
+from stemnmf.crystal.partners import check_partners, fit_partners, projection_partners, switch_partner, zone_axis  # noqa: E402
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel  # noqa: E402
 from stemnmf.crystal.rotations import axis_angle_matrix  # noqa: E402
 from stemnmf.crystal.templates import symmetry_matrices  # noqa: E402
@@ -102,11 +102,25 @@ def test_partner_options_reach_the_indexing_and_are_checked(tmp_path):
         IndexOptions(partner_gain=-0.1)
 
 
+def test_partner_switch_option_reaches_the_indexing():
+    from stemnmf.cli import build_parser
+    from stemnmf.cli.index import index_options
+    from stemnmf.config import Config, config_from_args
+    from stemnmf.crystal import IndexOptions
+
+    parser = build_parser()
+    assert Config().orientations.index_options()["partner_switch"] is False and IndexOptions().partner_switch is False
+    assert config_from_args(parser.parse_args(["run", "scan.h5", "--partner-switch"])).orientations.index_options()["partner_switch"] is True
+    assert index_options(parser.parse_args(["index", "out", "--phase", "Ag", "--partner-switch"]))["partner_switch"] is True
+    assert index_options(parser.parse_args(["index", "out", "--phase", "Ag"]))["partner_switch"] is False
+
+
 def test_regions_take_the_partner_that_their_core_positions_fit(spinel, tmp_path):
     """Region 0's positions see one of a pair of partners (a spinel crystal 2° off [012] and its partner),
     its mean pattern is the other's (by construction), whichever way round: with ``partners=True`` the region
     gets the positions' crystal; region 1 ([001], no partner) is fitted alone, to within 0.1° of its crystal
-    (the template refinement alone: 0.27°)."""
+    (the template refinement alone: 0.27°). The check (no fit) chooses region 0's crystal too; the tilt search
+    after it keeps that choice and brings region 1 within 0.1° too."""
     from stemnmf.crystal import orientation_datasets, quaternions_to_matrices
     from stemnmf.io.dataset import Calibration, Dataset4D
     from stemnmf.io.results import Results
@@ -132,12 +146,14 @@ def test_regions_take_the_partner_that_their_core_positions_fit(spinel, tmp_path
             rotations = quaternions_to_matrices(found["/orientations/regions"])
             return np.array([misorientation_angles(t, r[None], symmetry)[0] for t, r in zip(truth, rotations)])
 
-        alone = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, partner_check=False, **options))
-        checked = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, **options))  # the default: the quick check
+        alone = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, partner_check=False, tilt_search=False, **options))
+        checked = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, tilt_search=False, **options))  # round 9: the check
+        searched = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, **options))  # the defaults: the check, the search
         found = errors(orientation_datasets(results, ["LNMO"], dataset=dataset, partners=True, **options))
         alone_errors.append(alone[0])
         assert found[0] < 1.0 and found[1] < min(0.1, alone[1]), (alone, found)
         assert checked[0] < 1.0 and checked[1] == pytest.approx(alone[1], abs=1e-9), (alone, checked)  # region 1: no partner, unchanged
+        assert searched[0] < 1.0 and searched[1] < min(0.1, alone[1]), (alone, searched)  # both searched, partner or not
     assert max(alone_errors) > 20, alone_errors  # the mean pattern alone takes the wrong one of the pair at least once
 
 
@@ -215,3 +231,89 @@ def test_quick_check_without_partners_scores_nothing(spinel):
     start = _tilted(crystal, (0, 0, 1), 1.0)
     rotations, scores = check_partners(model, np.ones((128, 128), np.float32), start, symmetry, q_max=1.2)
     assert rotations.shape == (1, 3, 3) and np.allclose(rotations[0], start) and np.isnan(scores).all()
+
+
+def test_a_region_through_two_partners_is_flagged_ambiguous(spinel, tmp_path):
+    """Three regions: one crystal 2° off [012] (decided: its partner scores well behind), every position through
+    that crystal and its partner in equal parts (undecidable by construction: flagged, the partner's angle
+    reported), and [001] (no partner: no margin, not flagged)."""
+    from stemnmf.crystal import orientation_datasets
+    from stemnmf.io.dataset import Calibration, Dataset4D
+    from stemnmf.io.results import Results
+
+    crystal, table, _, symmetry = spinel
+    first = _tilted(crystal, (0, 1, 2), 2.0)
+    partner = projection_partners(first, table.g, table.intensity, symmetry, q_max=1.2)[0]
+    single, other = (diffraction_pattern(crystal, r, 150.0, OPTICS) * 1e5 for r in (first, _tilted(crystal, (0, 0, 1), 0.5)))
+    both = 0.5 * (single + diffraction_pattern(crystal, partner, 150.0, OPTICS) * 1e5)
+    expected = [single, both, other]
+    rng = np.random.default_rng(5)
+    data = np.stack([rng.poisson(expected[col // 5]) for _ in range(5) for col in range(15)]).astype(np.float32)
+    maps = np.stack([np.tile(np.arange(15) // 5 == r, (5, 1)) for r in range(3)]).astype(np.float32)
+    calibration = Calibration(q_pixel=0.02, beam_energy=300.0, origin=(64.0, 64.0), convergence_angle=1.05)
+    results = Results({"/regions/maps": maps, "/regions/mean_patterns": np.stack(expected).astype(np.float32)},
+                      {"calibration": calibration.to_dict()})
+    dataset = Dataset4D(data.reshape(5, 15, 128, 128), calibration=calibration)
+    found = orientation_datasets(results, ["LNMO"], dataset=dataset, cache_dir=str(tmp_path), vote_positions=0)
+    margin, angle = found["/orientations/regions_partner_margin"], found["/orientations/regions_partner_angle"]
+    assert list(found["/orientations/regions_ambiguous"]) == [False, True, False], margin
+    assert margin[0] > 0.005 and abs(margin[1]) < 0.005 and np.isnan(margin[2]) and np.isnan(angle[2])
+    assert angle[:2] == pytest.approx([misorientation_angles(first, partner[None], symmetry)[0]] * 2, abs=1.0)
+
+
+def test_excited_model_keeps_every_reflection_near_the_ewald_sphere_within_reach(spinel):
+    """Rotations up to 3° from the start: every reflection whose exact excitation error k - |k_in + g| is below
+    s_max at one of them is kept; the rest are most of the table."""
+    crystal, table, model, _ = spinel
+    start = _tilted(crystal, (0, 1, 1), 2.0)
+    excited = model.excited(start, within_deg=3.0, s_max=0.1)
+    kept = {tuple(np.round(g, 9)) for g in excited.tables[0].g}
+    assert len(kept) < 0.5 * len(table.g)
+    rng = np.random.default_rng(0)
+    k = table.wave_number
+    for _ in range(20):
+        axis = rng.normal(size=3)
+        turned = axis_angle_matrix(axis / np.linalg.norm(axis), rng.uniform(0, 3.0)) @ start
+        g_lab = table.g @ turned.T
+        s = k - np.linalg.norm(g_lab + np.array([0.0, 0.0, k]), axis=1)
+        close = np.abs(s) < 0.1
+        assert close.sum() > 10 and all(tuple(np.round(g, 9)) in kept for g in table.g[close])
+
+
+@pytest.mark.parametrize("offset", [(2.0, -1.5, 0.3), (-0.8, 0.6, -0.4)])
+def test_tilt_search_finds_the_tilt_from_a_few_degrees_off(spinel, offset):
+    """A crystal 2.5° off [011] (no partner), Poisson counts; the search starts 2.5° (or 1°) off it, with an in-plane
+    error too, and ends within 0.15° of it."""
+    crystal, table, model, symmetry = spinel
+    truth = _tilted(crystal, (0, 1, 1), 2.5)
+    pattern = np.random.default_rng(11).poisson(diffraction_pattern(crystal, truth, 200.0, OPTICS) * 1e5).astype(np.float32)
+    start = axis_angle_matrix((1, 0, 0), offset[0]) @ axis_angle_matrix((0, 1, 0), offset[1]) @ axis_angle_matrix((0, 0, 1), offset[2]) @ truth
+    found, score = model.tilt_search(model.prepare(pattern), start)
+    assert misorientation_angles(truth, start[None], symmetry)[0] > 0.9
+    assert misorientation_angles(truth, found[None], symmetry)[0] < 0.15 and score > 0
+
+
+@pytest.mark.parametrize("uvw, tilt", [((0, 1, 2), 2.0), ((1, 1, 2), 3.0)])
+def test_switch_takes_the_partner_that_scores_higher_and_keeps_a_clear_choice(spinel, uvw, tilt):
+    """Poisson pattern of a crystal T tilted off a zone axis with a partner P. Started from P (T's own tilt, by
+    construction, plus a 0.3° error) the switch takes T, its tilt searched (within 0.5° of T; P is 30-60° away); started from
+    T (the same error) nothing changes; with a gain above P's deficit, nothing changes either."""
+    crystal, table, model, symmetry = spinel
+    truth = _tilted(crystal, uvw, tilt)
+    partner = projection_partners(truth, table.g, table.intensity, symmetry, q_max=1.2)[0]
+    pattern = np.random.default_rng(3).poisson(diffraction_pattern(crystal, truth, 150.0, OPTICS) * 1e5).astype(np.float32)
+    error = axis_angle_matrix((math.cos(0.4), math.sin(0.4), 0.0), 0.3)
+    found, switched, rotations, scores = switch_partner(model, pattern, error @ partner, symmetry, q_max=1.2)
+    assert switched and np.allclose(rotations[0], found) and scores[0] >= scores[1:].max(), scores
+    assert misorientation_angles(truth, found[None], symmetry)[0] < 0.5 and misorientation_angles(truth, partner[None], symmetry)[0] > 20
+    kept, switched, _, scores = switch_partner(model, pattern, error @ truth, symmetry, q_max=1.2)
+    assert not switched and np.array_equal(kept, error @ truth) and scores[0] > scores[1:].max()
+    _, switched, _, scores = switch_partner(model, pattern, error @ partner, symmetry, q_max=1.2, gain=1.0)
+    assert not switched and scores[1:].max() > scores[0]
+
+
+def test_switch_without_partners_keeps_the_rotation(spinel):
+    crystal, table, model, symmetry = spinel
+    start = _tilted(crystal, (0, 0, 1), 1.0)
+    kept, switched, rotations, scores = switch_partner(model, np.ones((128, 128), np.float32), start, symmetry, q_max=1.2)
+    assert not switched and np.array_equal(kept, start) and rotations.shape == (1, 3, 3) and np.isnan(scores).all()

@@ -296,6 +296,8 @@ class OrientationsConfig:
     overlap_sums: bool = option(False, "also fit each overlapped region's mean pattern as a sum of two crystals (regions_second)")
     partners: bool = option(False, "choose each region's orientation among it and its projection partners by a kinematic fit of its core, and keep the fitted rotation (slow: 1-2 min per 32 x 32 spinel scan)")
     partner_check: bool = option(True, "without --partners: choose each region's orientation among it and its projection partners by the kinematic score of its core at their own rotations (no fit; about 0.05 s a region)")
+    tilt_search: bool = option(True, "without --partners: after the partner check, search each region's tilt on the kinematic score of its core (a grid within 2 degrees, then halving steps; about 0.05 s a region)")
+    partner_switch: bool = option(False, "after the tilt search: where a projection partner scores above the region's orientation at the searched tilt, take the partner (its tilt searched too; a coin on spinel scans, off by default)")
 
     def index_options(self) -> dict[str, Any]:
         """Keyword options of :func:`stemnmf.crystal.orientation_datasets`."""
@@ -308,6 +310,8 @@ class OrientationsConfig:
             "overlap_sums": bool(self.overlap_sums),
             "partners": bool(self.partners),
             "partner_check": bool(self.partner_check),
+            "tilt_search": bool(self.tilt_search),
+            "partner_switch": bool(self.partner_switch),
         }
 
 

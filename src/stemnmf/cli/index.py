@@ -44,6 +44,12 @@ def add_index_arguments(parser, *, required: bool) -> None:
     group.add_argument("--partner-check", action=argparse.BooleanOptionalAction, default=True,
                        help="without --partners: choose among each region's orientation and its projection partners by their kinematic score "
                             "at their own rotations (no fit; default on)")
+    group.add_argument("--tilt-search", action=argparse.BooleanOptionalAction, default=True,
+                       help="without --partners: search each region's tilt on the kinematic score of its core after the partner check "
+                            "(a grid within 2 degrees, then halving steps; default on)")
+    group.add_argument("--partner-switch", action=argparse.BooleanOptionalAction, default=False,
+                       help="after the tilt search: where a projection partner scores above the region's orientation at the searched tilt, "
+                            "take the partner, its tilt searched too (default off)")
     group.add_argument("--template-cache", metavar="DIR", help="template cache (default ~/.cache/stemnmf/templates)")
 
 
@@ -58,6 +64,8 @@ def index_options(args) -> dict:
         "overlap_sums": args.overlap_sums,
         "partners": args.partners,
         "partner_check": args.partner_check,
+        "tilt_search": args.tilt_search,
+        "partner_switch": args.partner_switch,
         "cache_dir": args.template_cache,
     }
 

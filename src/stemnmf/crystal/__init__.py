@@ -19,11 +19,12 @@ from stemnmf.crystal.phases import BUILTIN_PHASES, load_phase, load_phases, requ
 from stemnmf.crystal.rotations import matrices_to_quaternions, quaternions_to_matrices
 from stemnmf.crystal.scores import best_matching_grains, orientation_scores
 from stemnmf.crystal.templates import TemplateSet, make_templates
-from stemnmf.crystal.workflow import describe, index
+from stemnmf.crystal.workflow import ambiguous_regions, describe, index
 
 __all__ = [
     "index",
     "describe",
+    "ambiguous_regions",
     "index_patterns",
     "orientation_datasets",
     "IndexOptions",

@@ -17,6 +17,7 @@ can then tell the two apart.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 
 import numpy as np
@@ -25,7 +26,9 @@ from stemnmf.crystal.matching import misorientation_angles
 from stemnmf.crystal.refine import rotation_vector_matrix
 from stemnmf.crystal.rotations import axis_angle_matrix
 
-__all__ = ["zone_axis", "projection_partners", "check_partners", "fit_partners", "fit_alone"]
+log = logging.getLogger(__name__)
+
+__all__ = ["zone_axis", "projection_partners", "check_partners", "switch_partner", "fit_partners", "fit_alone"]
 
 
 def _rotation_between(a, b) -> np.ndarray:
@@ -158,13 +161,13 @@ def projection_partners(rotation, g, intensity, symmetry, *, q_max: float, max_a
     return np.einsum("ji,njk->nik", tilt, np.stack(partners))  # tilt^T @ partner: the crystal's own tilt
 
 
-def check_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, thicknesses=None):
+def check_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, thicknesses=None, prepared=None):
     """Score a rotation and each of its projection partners against a pattern as they are, without a fit.
 
     A partner inherits the rotation's tilt off the zone axis (:func:`projection_partners`), so
     the two share whatever error the rotation's tilt has; each is scored by the kinematic model
     (:meth:`.refine.PatternModel.thickness_scores`) at its best of ``thicknesses`` (default: 30
-    from 40 to 640 Å, 10 % apart).
+    from 40 to 640 Å, 10 % apart). ``prepared``: the pattern as ``model.prepare`` gives it, when at hand.
 
     Returns
     -------
@@ -179,11 +182,41 @@ def check_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max:
     if not len(partners):
         return rotation[None], np.array([np.nan])
     thicknesses = np.geomspace(40.0, 640.0, 30) if thicknesses is None else np.asarray(thicknesses, dtype=np.float64)
-    prepared = model.prepare(pattern)
+    prepared = model.prepare(pattern) if prepared is None else prepared
     candidates = np.concatenate([rotation[None], partners])
     # each candidate with the reflections it can put on the detector (a turn about the beam moves spots into the corners)
     scores = np.array([model.near(r, phase, within_deg=1.0).thickness_scores(prepared, r, thicknesses, phase).max() for r in candidates])
     return candidates, scores
+
+
+def switch_partner(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, gain: float = 0.0, prepared=None, checked=None):
+    """Take the best projection partner of a rotation where it scores above it by more than ``gain`` at the rotation's tilt.
+
+    The scores are :func:`check_partners`' (``checked``: its answer for ``rotation``, when at
+    hand); a partner taken has its own tilt searched (:meth:`.refine.PatternModel.tilt_search`).
+
+    Returns
+    -------
+    rotation : numpy.ndarray
+        (3, 3): the partner, searched, or the rotation itself.
+    switched : bool
+        Whether the partner was taken.
+    rotations, scores : numpy.ndarray
+        :func:`check_partners` at the returned rotation.
+    """
+    prepared = model.prepare(pattern) if prepared is None else prepared
+    rotation = np.asarray(rotation, dtype=np.float64)
+    rotations, scores = checked if checked is not None else check_partners(
+        model, pattern, rotation, symmetry, phase=phase, q_max=q_max, prepared=prepared)
+    if len(scores) < 2:
+        return rotation, False, rotations, scores
+    best = 1 + int(np.argmax(scores[1:]))
+    if not (scores[0] and (scores[best] - scores[0]) / abs(scores[0]) > gain):
+        return rotation, False, rotations, scores
+    log.info("a projection partner scores above the choice at its tilt by %.2f %%: taken", 100 * (scores[best] - scores[0]) / abs(scores[0]))
+    rotation, _ = model.tilt_search(prepared, rotations[best], phase)
+    rotations, scores = check_partners(model, pattern, rotation, symmetry, phase=phase, q_max=q_max, prepared=prepared)
+    return rotation, True, rotations, scores
 
 
 def fit_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, search_deg: float = 1.0):

@@ -15,7 +15,7 @@ from stemnmf.errors import ResultsError
 from stemnmf.io import load
 from stemnmf.io.results import Results, load_results, save_results
 
-__all__ = ["index"]
+__all__ = ["ambiguous_regions", "index"]
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +109,43 @@ def _input_dataset(results: Results):
 
 
 def describe(results: Results) -> list[str]:
-    """One line per phase: how many regions were indexed as it, and their median score."""
+    """One line per phase: how many regions were indexed as it, and their median score; then one per ambiguous region."""
     if "/orientations/regions_phase" not in results:
         return []
     names = np.atleast_1d(results["/orientations/phases"])
     phase = np.asarray(results["/orientations/regions_phase"])
     score = np.asarray(results["/orientations/regions_score"])
-    return [
+    lines = [
         f"{name}: {int((phase == p).sum())} regions, median score {np.median(score[phase == p]):.3f}"
         for p, name in enumerate(names)
         if (phase == p).any()
     ]
+    return lines + [f"AMBIGUOUS region {why}" for why in ambiguous_regions(results)]
+
+
+def ambiguous_regions(results) -> list[str]:
+    """Why each region flagged ``/orientations/regions_ambiguous`` is, one string each ("3: a projection partner at 60.0° scores within 0.12 % of it").
+
+    A partner within the margin, or a positions' vote without a majority; ``[]`` when none is flagged.
+    """
+    if "/orientations/regions_ambiguous" not in results:
+        return []
+    flagged = np.flatnonzero(np.asarray(results["/orientations/regions_ambiguous"], dtype=bool))
+    margin = _optional(results, "/orientations/regions_partner_margin", len(np.asarray(results["/orientations/regions_ambiguous"])))
+    angle = _optional(results, "/orientations/regions_partner_angle", len(margin))
+    votes = _optional(results, "/orientations/regions_votes", len(margin))
+    candidates = _optional(results, "/orientations/regions_candidates", len(margin))
+    out = []
+    for r in flagged:
+        why = []
+        if np.isfinite(margin[r]) and np.isfinite(angle[r]):
+            side = f"within {100 * margin[r]:.2f} % of it" if margin[r] >= 0 else f"{-100 * margin[r]:.2f} % above it"
+            why.append(f"a projection partner at {angle[r]:.1f}° scores {side}")
+        if np.isfinite(votes[r]) and 2 * votes[r] <= candidates[r]:
+            why.append(f"no majority in its positions' vote ({int(votes[r])} of {int(candidates[r])})")
+        out.append(f"{r}: " + ("; ".join(why) or "flagged"))
+    return out
+
+
+def _optional(results, path: str, n: int) -> np.ndarray:
+    return np.asarray(results[path], dtype=np.float64) if path in results else np.full(n, np.nan)

@@ -16,6 +16,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from stemnmf.crystal.rotations import quaternions_to_matrices
+from stemnmf.crystal.workflow import ambiguous_regions
 
 __all__ = ["ipf_z_colors", "fig_orientation_map", "fig_phase_map", "fig_boundary_map", "boundary_table_html"]
 
@@ -172,14 +173,16 @@ def boundary_table_html(results, max_rows: int = 200) -> str:
     score = np.asarray(results["/orientations/regions_score"])
     confidence = np.asarray(results["/orientations/regions_confidence"])
     second = _second_crystals(results, names, len(q))
+    why = {int(line.split(":", 1)[0]): line.split(":", 1)[1].strip() for line in ambiguous_regions(results)}
     rows = [
         f"<tr><td>{r}</td><td>{html.escape(names[phase[r]])}</td><td>{', '.join(f'{v:.4f}' for v in q[r])}</td>"
-        f"<td>{score[r]:.3f}</td><td>{confidence[r]:.3f}</td><td>{second[r]}</td></tr>"
+        f"<td>{score[r]:.3f}</td><td>{confidence[r]:.3f}</td><td>{second[r]}</td>"
+        f"<td>{'AMBIGUOUS: ' + html.escape(why[r]) if r in why else ''}</td></tr>"
         for r in range(min(len(q), max_rows))
     ]
     out = (
         "<h3>Region orientations</h3><table><tr><th>region</th><th>phase</th><th>quaternion (w, x, y, z)</th>"
-        "<th>score</th><th>confidence</th><th>second crystal (overlap)</th></tr>" + "".join(rows) + "</table>"
+        "<th>score</th><th>confidence</th><th>second crystal (overlap)</th><th>ambiguous</th></tr>" + "".join(rows) + "</table>"
     )
     if "/orientations/boundaries" in results and len(results["/orientations/boundaries"]):
         table = results["/orientations/boundaries"]

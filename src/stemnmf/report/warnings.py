@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from stemnmf.crystal.workflow import ambiguous_regions
+
 __all__ = ["k_uncertainty", "run_warnings"]
 
 
@@ -40,7 +42,7 @@ def k_uncertainty(results) -> str:
 
 
 def run_warnings(results) -> list[str]:
-    """Every warning of a run: an unreliable calibration, an uncertain k."""
+    """Every warning of a run: an unreliable calibration, an uncertain k, ambiguous region orientations."""
     warnings = []
     if "/calibration/quality/reliable" in results and not int(results["/calibration/quality/reliable"]):
         problems = [str(p) for p in np.atleast_1d(results["/calibration/quality/problems"])]
@@ -48,4 +50,10 @@ def run_warnings(results) -> list[str]:
     uncertain = k_uncertainty(results)
     if uncertain:
         warnings.append(uncertain)
+    ambiguous = ambiguous_regions(results)
+    if ambiguous:
+        warnings.append(
+            f"ORIENTATIONS AMBIGUOUS for {len(ambiguous)} region(s), the data cannot decide between these: region "
+            + "; region ".join(ambiguous)
+        )
     return warnings
