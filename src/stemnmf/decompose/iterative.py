@@ -268,6 +268,15 @@ def _residual_pass(blocks: RowBlocks, Wt: np.ndarray, H: np.ndarray, n_threads: 
     return WtX, row_sq, col_sq, local
 
 
+def _refit_setup(X, Wt, H, max_iter, tol, n_threads):
+    """(blocks, their summary, a HALS set-up, Wt, H as float32) for refitting a model on ``X``."""
+    blocks = as_blocks(X)
+    setup = _Setup(loss="frobenius", solver="hals", max_iter=int(max_iter), tol=float(tol))
+    if n_threads is not None:
+        setup.n_threads = int(n_threads)
+    return blocks, blocks.summary(), setup, np.asarray(Wt, np.float32), np.asarray(H, np.float32)
+
+
 def recover_grains(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: int = 200, tol: float = 1e-4,
                    n_threads: int | None = None, rounds: int = RECOVER_ROUNDS, **tests) -> tuple[np.ndarray, np.ndarray, list]:
     """Split off the grains that the merges left inside other components, then refit (docs/nmf.md).
@@ -300,13 +309,7 @@ def recover_grains(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: in
         The parts kept, in order; ``host`` is the component split, numbered
         in the model of its round.
     """
-    blocks = as_blocks(X)
-    summary = blocks.summary()
-    setup = _Setup(loss="frobenius", solver="hals", max_iter=int(max_iter), tol=float(tol))
-    if n_threads is not None:
-        setup.n_threads = int(n_threads)
-    Wt = np.asarray(Wt, np.float32)
-    H = np.asarray(H, np.float32)
+    blocks, summary, setup, Wt, H = _refit_setup(X, Wt, H, max_iter, tol, n_threads)
     kept_all = []
     for _ in range(int(rounds)):
         _, row_sq, col_sq, _ = _residual_pass(blocks, Wt, H, setup.threads)
@@ -343,13 +346,7 @@ def absorb_pieces(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: int
     groups : list of list of int
         The components of the fit given that became each new one.
     """
-    blocks = as_blocks(X)
-    summary = blocks.summary()
-    setup = _Setup(loss="frobenius", solver="hals", max_iter=int(max_iter), tol=float(tol))
-    if n_threads is not None:
-        setup.n_threads = int(n_threads)
-    Wt = np.asarray(Wt, np.float32)
-    H = np.asarray(H, np.float32)
+    blocks, summary, setup, Wt, H = _refit_setup(X, Wt, H, max_iter, tol, n_threads)
     _, _, col_sq, _ = _residual_pass(blocks, Wt, H, setup.threads)
     with blas_limit(1):
         peaks, new, contact = piece_evidence(blocks, Wt, H, tuple(scan_shape), col_sq)
