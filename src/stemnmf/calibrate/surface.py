@@ -139,12 +139,6 @@ def fit_origin_surface(
     )
 
 
-# -- shift correction --------------------------------------------------------------------
-
-
-#: Patterns processed together inside the per-pattern kernels (bounds their temporaries).
-
-
 @dataclasses.dataclass
 class JitterCheck:
     """Do the measured origins scatter about their surface by more than their measurement noise?
