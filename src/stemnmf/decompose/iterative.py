@@ -54,6 +54,7 @@ from stemnmf.decompose.evidence import (
     peak_agreement,
 )
 from stemnmf.decompose.absorb import ABSORB_MIN_NEW, piece_evidence, piece_groups
+from stemnmf.decompose.prune import MIN_COHERENCE, incoherent, refit_patterns
 from stemnmf.decompose.recover import RECOVER_ROUNDS, recover_candidates
 from stemnmf.decompose.results import to_results
 from stemnmf.decompose.scree import pca_scree
@@ -61,7 +62,7 @@ from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = [
     "IterativeNMF", "MERGE_THRESHOLDS", "MERGE_RULES", "MergeRule", "merge_groups", "merge_components", "recover_grains",
-    "absorb_pieces",
+    "absorb_pieces", "prune_components",
 ]
 
 log = logging.getLogger(__name__)
@@ -366,6 +367,49 @@ def absorb_pieces(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: int
     return np.ascontiguousarray(Wt[alive]), np.ascontiguousarray(H[alive]), groups
 
 
+def prune_components(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, min_coherence: float = MIN_COHERENCE,
+                     max_iter: int = 200, tol: float = 1e-4,
+                     n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+    """Drop the components whose map is more noise than structure, then refit the patterns (docs/nmf.md).
+
+    A component whose map's spatial coherence (Moran's I,
+    :func:`~stemnmf.decompose.prune.spatial_coherence`) is below
+    ``min_coherence`` is dropped (none when every map is:
+    :func:`~stemnmf.decompose.prune.incoherent`); the kept maps stay as fitted
+    and the kept patterns are refitted to X by non-negative least squares
+    (:func:`~stemnmf.decompose.prune.refit_patterns`, one pass over X).
+
+    Parameters
+    ----------
+    X : (n, m) array or RowBlocks
+        The data, rows in C order of ``scan_shape``.
+    Wt : (k, n), H : (k, m)
+        The fit.
+    scan_shape : (rows, cols)
+    min_coherence : float, default MIN_COHERENCE
+    max_iter, tol : int, float
+        Of the patterns' refit.
+
+    Returns
+    -------
+    Wt, H : float32
+        The kept components (unchanged when none is dropped).
+    dropped : list of int
+        The components of the fit given that were dropped.
+    """
+    blocks, _, setup, Wt, H = _refit_setup(X, Wt, H, max_iter, tol, n_threads)
+    low = incoherent(Wt, tuple(scan_shape), min_coherence)
+    if not low.any():
+        return Wt, H, []
+    keep = np.flatnonzero(~low)
+    Wt, H = np.ascontiguousarray(Wt[keep]), np.ascontiguousarray(H[keep])
+    WtX = _residual_pass(blocks, Wt, H, setup.threads)[0]
+    H = refit_patterns(Wt, H, WtX, max_iter=max_iter, tol=tol)
+    log.info("pruning: %d of %d components have maps more noise than structure; k %d -> %d", int(low.sum()),
+             len(low), len(low), len(keep))
+    return Wt, H, [int(j) for j in np.flatnonzero(low)]
+
+
 def _restart(
     blocks: RowBlocks,
     summary: Summary,
@@ -464,6 +508,11 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         pattern's peaks the data of a touching component all show (a
         thickness-fringe piece of that grain) to it, then refit
         (:func:`absorb_pieces`; docs/nmf.md).
+    min_coherence : float or None, default None
+        With ``scan_shape``: after the recovery, drop every component whose
+        map's spatial coherence (Moran's I) is below this (more noise than
+        structure: it gives no region) and refit the kept patterns with the
+        maps fixed (:func:`prune_components`; docs/nmf.md). None: keep all.
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -501,9 +550,12 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         The component each recovered grain was split from, numbered in the
         model of its round (in the order the new components were appended;
         empty without ``scan_shape``).
+    pruned_ : list of int
+        With ``min_coherence``: the components dropped, numbered after the
+        recovery; empty when none was.
     absorbed_ : list of list of int
         With ``absorb``: each group of components (numbered after the
-        recovery) that became one; empty when none did.
+        recovery and the pruning) that became one; empty when none did.
     final_history_ : list of (k, groups)
         The same for the refit of the winner on every position (one step with
         no groups when nothing more merged).
@@ -541,6 +593,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "scan_shape": [tuple, list, None],
         "recover": ["boolean"],
         "absorb": ["boolean"],
+        "min_coherence": [Interval(numbers.Real, -1, 1, closed="both"), None],
         "n_restarts": [Interval(numbers.Integral, 1, None, closed="left")],
         "solver": [StrOptions({"hals", "mu", "compressed"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -569,6 +622,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         scan_shape=None,
         recover=True,
         absorb=False,
+        min_coherence=None,
         n_restarts=25,
         solver="hals",
         max_iter=200,
@@ -592,6 +646,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.scan_shape = scan_shape
         self.recover = recover
         self.absorb = absorb
+        self.min_coherence = min_coherence
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
@@ -723,6 +778,11 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             Wt, H, kept = recover_grains(blocks, Wt, H, scan_shape, max_iter=int(self.max_iter), tol=float(self.tol),
                                          n_threads=final.n_threads)
             recovered = [int(c.host) for c in kept]
+        self.pruned_ = []
+        if self.min_coherence is not None and scan_shape is not None and H.shape[0] > 1:
+            Wt, H, self.pruned_ = prune_components(blocks, Wt, H, scan_shape, min_coherence=float(self.min_coherence),
+                                                   max_iter=int(self.max_iter), tol=float(self.tol),
+                                                   n_threads=final.n_threads)
         self.absorbed_ = []
         if self.absorb and scan_shape is not None and H.shape[0] > 1:
             Wt, H, groups = absorb_pieces(blocks, Wt, H, scan_shape, max_iter=int(self.max_iter), tol=float(self.tol),
