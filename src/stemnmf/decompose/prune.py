@@ -41,7 +41,7 @@ def spatial_coherence(maps) -> np.ndarray:
 
     Examples
     --------
-    >>> ramp = np.add.outer(np.arange(8.0), np.arange(8.0))[None]
+    >>> ramp = np.add.outer(np.arange(16.0), np.arange(16.0))[None]
     >>> bool(spatial_coherence(ramp)[0] > 0.9)
     True
     """
