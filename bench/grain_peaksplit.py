@@ -37,9 +37,7 @@ from stemnmf.analysis.absorb import absorb_fragments  # noqa: E402
 from stemnmf.analysis.split import PeakBlocks  # noqa: E402
 from stemnmf.decompose import IterativeNMF  # noqa: E402
 from stemnmf.decompose.evidence import pattern_noise, pattern_peaks, peak_agreement  # noqa: E402
-from stemnmf.decompose.iterative import _refit_setup, _residual_pass, absorb_pieces, prune_components  # noqa: E402  (private names: bench only)
-from stemnmf.decompose.nmf import solve  # noqa: E402
-from stemnmf.decompose.prune import incoherent  # noqa: E402
+from stemnmf.decompose.iterative import _residual_pass, absorb_pieces, prune_components  # noqa: E402  (a private name: bench only)
 from stemnmf.decompose.blocks import as_blocks  # noqa: E402
 from stemnmf.features.scaling import scale_features  # noqa: E402
 from stemnmf.io import load_truth  # noqa: E402
@@ -181,15 +179,9 @@ def pruned_factors(z: dict, scan, prune) -> tuple[np.ndarray, np.ndarray, np.nda
     patterns alone), the agreement as ``fit_transform`` then computes it."""
     t0 = time.perf_counter()
     X = z["X"]
-    if isinstance(prune, tuple):
-        blocks, summary, setup, Wt, H = _refit_setup(X, z["W"].T, z["H"], 400, 1e-4, None)
-        keep = ~incoherent(Wt, scan, prune[0])
-        Wt, H = np.ascontiguousarray(Wt[keep]), np.ascontiguousarray(H[keep])
-        solve(blocks, Wt, H, setup, summary=summary)
-        alive = Wt.any(axis=1) & H.any(axis=1)
-        Wt, H = np.ascontiguousarray(Wt[alive]), np.ascontiguousarray(H[alive])
-    else:
-        Wt, H, _ = prune_components(X, z["W"].T, z["H"], scan, min_coherence=prune, max_iter=400, tol=1e-4)
+    coherence, refit = prune if isinstance(prune, tuple) else (prune, "patterns")
+    Wt, H, _ = prune_components(X, z["W"].T, z["H"], scan, min_coherence=coherence, refit=refit, max_iter=400,
+                                tol=1e-4)
     _, _, col_sq, _ = _residual_pass(as_blocks(X), Wt, H, 1)
     agreement = peak_agreement(pattern_peaks(H, pattern_noise(Wt, col_sq)))
     return np.ascontiguousarray(Wt.T), H, agreement, time.perf_counter() - t0

@@ -11,10 +11,10 @@ structure, and the analysis gives such a component no region
 (:func:`stemnmf.analysis.refine_regions`).
 
 :func:`stemnmf.decompose.iterative.prune_components` drops these components
-from a fit and refits the patterns of the others with their maps fixed
-(:func:`refit_patterns`): refitting the maps too hands the dropped
-components' noise to the grains' maps (measured, bench/RESULTS-quality.md,
-session 32).
+from a fit and refits it: every factor by HALS (the default), or the kept
+patterns alone with the maps fixed (:func:`refit_patterns`), which keeps the
+dropped components' noise out of the grains' maps (measured,
+bench/RESULTS-quality.md, session 32).
 """
 
 from __future__ import annotations
