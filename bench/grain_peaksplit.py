@@ -127,9 +127,10 @@ RULES = {
     "kabsorb2": dict(components=2),
     "kabsorb1+absorb1": dict(components=1, absorb=1, region_peaks="P"),
     "kabsorb2+absorb2": dict(components=2, absorb=2, region_peaks="P"),
-    # session 32 (issue 21): components whose map is more noise than structure dropped in IterativeNMF's last
-    # step (``IterativeNMF(min_coherence=0.5)``, applied here to the cached factors: the same computation);
-    # ``coh50full``: the maps refitted too (an ablation: HALS on every factor after the drop)
+    # session 32 (issue 21): components whose map is more noise than structure dropped after the recovery
+    # (``IterativeNMF(min_coherence=0.5)``, applied here to the cached factors: the same computation);
+    # ``coh50``: the kept patterns refitted, maps fixed (``prune_refit="patterns"``); ``coh50full``: every
+    # factor refitted by HALS (``prune_refit="full"``, the default chosen on the tuning films)
     "coh50": dict(prune=0.5),
     "coh50full": dict(prune=(0.5, "full")),
 }
