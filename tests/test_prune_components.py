@@ -118,7 +118,7 @@ def fits():
     W1 = plain.fit_transform(X)
     pruned = IterativeNMF(min_coherence=0.5, prune_refit="patterns", **options)
     W2 = pruned.fit_transform(X)
-    full = IterativeNMF(**options)  # the defaults: min_coherence 0.5, full refit
+    full = IterativeNMF(min_coherence=0.5, **options)  # the full refit (prune_refit's default)
     W3 = full.fit_transform(X)
     return plain, W1, pruned, W2, full, W3, grains
 
@@ -132,7 +132,7 @@ def test_the_estimator_drops_exactly_the_incoherent_components_of_the_same_fit(f
     np.testing.assert_array_equal(W2, W1[:, ~low])  # the kept maps as fitted
     assert (spatial_coherence(W2.T.reshape(-1, 40, 40)) >= 0.5).all()
     assert plain.pruned_ == [] and pruned.to_results()["/decompose/pruned"].tolist() == pruned.pruned_
-    # the default refits every factor after the same drop: the same components are left, each on the same grain
+    # the full refit refits every factor after the same drop: the same components are left, each on the same grain
     assert full.pruned_ == pruned.pruned_ and full.n_components_ == pruned.n_components_
     on = np.stack([m.ravel() for m in grains.values()])  # (grains, positions)
     assert ((on @ W3).argmax(axis=0) == (on @ W2).argmax(axis=0)).all()

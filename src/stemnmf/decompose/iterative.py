@@ -522,11 +522,12 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         pattern's peaks the data of a touching component all show (a
         thickness-fringe piece of that grain) to it, then refit
         (:func:`absorb_pieces`; docs/nmf.md).
-    min_coherence : float or None, default MIN_COHERENCE (0.5)
+    min_coherence : float or None, default None
         With ``scan_shape``: after the recovery, drop every component whose
         map's spatial coherence (Moran's I) is below this (more noise than
-        structure: it gives no region) and refit (:func:`prune_components`;
-        docs/nmf.md). None: keep all.
+        structure: it gives no region; ``MIN_COHERENCE`` = 0.5 as tuned) and
+        refit (:func:`prune_components`; docs/nmf.md). None: keep all (the
+        default: rejected on held-out films).
     prune_refit : {'full', 'patterns'}, default 'full'
         With ``min_coherence``: refit every factor by HALS (also when none was
         dropped), or only the kept patterns with the maps fixed.
@@ -640,7 +641,7 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         scan_shape=None,
         recover=True,
         absorb=False,
-        min_coherence=MIN_COHERENCE,
+        min_coherence=None,
         prune_refit="full",
         n_restarts=25,
         solver="hals",
