@@ -231,7 +231,7 @@ def test_estimator_basics():
         "solver", "max_iter", "tol", "random_state", "n_jobs",
         "pattern_threshold", "restart_tol", "restart_positions",
         "merge_rule", "merge_tolerance", "footprint_threshold", "link_tolerance", "peak_agreement", "limit_footprints",
-        "scan_shape", "recover", "absorb",
+        "scan_shape", "recover", "absorb", "min_coherence", "prune_refit",
     }
 
 

@@ -239,6 +239,10 @@ class NMFConfig:
     n_restarts: int = option(25, "iterative NMF: seeded restarts, the best is kept")
     merge_threshold: float | None = option(None, "iterative NMF: map correlation at which components merge (default per feature)")
     scree_factor: int = option(5, "iterative NMF: initial components = PCA scree elbow x this")
+    drop_incoherent: bool = option(
+        False, "iterative NMF: drop components whose map is more noise than structure (Moran's I below 0.5: they give "
+        "no region), then refit the model (docs/nmf.md)"
+    )
 
     def method(self, representation: str) -> str | int:
         """``k`` as set, or the default for the features: 'auto' when they start with raw, else 'iterative'.

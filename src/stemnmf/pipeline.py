@@ -27,6 +27,7 @@ from stemnmf.config import Config, load_config, parse_k_range
 from stemnmf.crystal import load_phases, orientation_datasets
 from stemnmf.decompose import NMF, IterativeNMF, RowBlocks
 from stemnmf.decompose.blocks import BLOCK_BYTES, default_threads
+from stemnmf.decompose.prune import MIN_COHERENCE
 from stemnmf.engine import Engine, format_bytes, parse_bytes
 from stemnmf.errors import ConfigError, DataValueError, ResultsError
 from stemnmf.features import featurize
@@ -468,6 +469,7 @@ def _factorise(X, config: Config, dataset, raw_shape, engine, seed):
             max_iter=n.max_iter,
             tol=n.tol,
             scan_shape=tuple(dataset.scan_shape) if len(dataset.scan_shape) == 2 else None,
+            min_coherence=MIN_COHERENCE if n.drop_incoherent else None,
             random_state=seed,
         )
         W = model.fit_transform(X)

@@ -37,6 +37,7 @@ from stemnmf.analysis.refine import (
 from stemnmf.analysis.regions import region_confidence, region_table
 from stemnmf.analysis.split import SPLIT_AGREEMENT, PeakBlocks, peak_blocks, split_regions
 from stemnmf.analysis.scores import Scores, score_clusters
+from stemnmf.decompose.prune import MIN_COHERENCE as PRUNE_COHERENCE
 from stemnmf.engine import Engine
 from stemnmf.errors import ConfigError, DataValueError, ResultsError
 from stemnmf.kselect import representative_patterns
@@ -49,8 +50,9 @@ log = logging.getLogger(__name__)
 #: Default region edge (fraction of each region's peak weight) per feature
 #: representation; see docs/analysis.md ("Spatial refinement") for how they were set.
 EDGE_FRACTIONS = {"aa": 0.22, "bd": 0.15, "rv": 0.05}
-#: Components whose map is less spatially coherent than this give no refined region.
-MIN_COHERENCE = 0.5
+#: Components whose map is less spatially coherent than this give no refined region (the value
+#: below which ``IterativeNMF(min_coherence=...)`` drops a component: :mod:`stemnmf.decompose.prune`).
+MIN_COHERENCE = PRUNE_COHERENCE
 
 #: Fields of ``/analysis/dissimilarity``: one row per cluster (components, then regions).
 DISSIMILARITY_DTYPE = np.dtype(

@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
+from stemnmf.decompose.prune import spatial_coherence  # the decompose layer drops incoherent components too
 from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = [
@@ -110,40 +111,6 @@ def threshold_map(image: np.ndarray, method: str | None = "yen", floor: float = 
         value = float(func(image, nbins=_NBINS))
     value += 0.5 * (float(image.max()) - float(image.min())) / _NBINS
     return max(value, float(floor))
-
-
-def spatial_coherence(maps) -> np.ndarray:
-    """Spatial coherence of each map: Moran's I with 4-neighbour weights, (k,) float32.
-
-    ``I = (N / P) sum_{pairs (i, j)} z_i z_j / sum_i z_i^2`` over the P pairs
-    of horizontally or vertically adjacent positions, ``z`` the map minus its
-    mean. A map that varies smoothly over the scan (a grain spread over many
-    positions) has I near 1, white noise near 0; for a smooth signal plus
-    independent noise I is about the signal's share of the map's variance, so
-    I < 0.5 means more noise than structure. A constant map gives 0.
-
-    Examples
-    --------
-    >>> ramp = np.add.outer(np.arange(8.0), np.arange(8.0))[None]
-    >>> bool(spatial_coherence(ramp)[0] > 0.9)
-    True
-    """
-    maps = np.asarray(maps, dtype=np.float64)
-    if maps.ndim != 3:
-        raise DataValueError(f"maps must be shaped (k, sy, sx), got {maps.shape}")
-    k, sy, sx = maps.shape
-    pairs = sy * (sx - 1) + sx * (sy - 1)
-    out = np.zeros(k, np.float32)
-    if pairs == 0:
-        return out
-    for c in range(k):
-        z = maps[c] - maps[c].mean()
-        total = float(np.einsum("ij,ij->", z, z))
-        if total <= 0:
-            continue
-        cross = float(np.einsum("ij,ij->", z[:, 1:], z[:, :-1]) + np.einsum("ij,ij->", z[1:], z[:-1]))
-        out[c] = (sy * sx / pairs) * cross / total
-    return out
 
 
 def _check_method(method):

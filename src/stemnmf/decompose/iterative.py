@@ -54,6 +54,7 @@ from stemnmf.decompose.evidence import (
     peak_agreement,
 )
 from stemnmf.decompose.absorb import ABSORB_MIN_NEW, piece_evidence, piece_groups
+from stemnmf.decompose.prune import MIN_COHERENCE, incoherent, refit_patterns
 from stemnmf.decompose.recover import RECOVER_ROUNDS, recover_candidates
 from stemnmf.decompose.results import to_results
 from stemnmf.decompose.scree import pca_scree
@@ -61,7 +62,7 @@ from stemnmf.errors import ConfigError, DataValueError
 
 __all__ = [
     "IterativeNMF", "MERGE_THRESHOLDS", "MERGE_RULES", "MergeRule", "merge_groups", "merge_components", "recover_grains",
-    "absorb_pieces",
+    "absorb_pieces", "prune_components",
 ]
 
 log = logging.getLogger(__name__)
@@ -366,6 +367,63 @@ def absorb_pieces(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: int
     return np.ascontiguousarray(Wt[alive]), np.ascontiguousarray(H[alive]), groups
 
 
+def prune_components(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, min_coherence: float = MIN_COHERENCE,
+                     refit: str = "full", max_iter: int = 200, tol: float = 1e-4,
+                     n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+    """Drop the components whose map is more noise than structure, then refit (docs/nmf.md).
+
+    A component whose map's spatial coherence (Moran's I,
+    :func:`~stemnmf.decompose.prune.spatial_coherence`) is below
+    ``min_coherence`` is dropped (none when every map is:
+    :func:`~stemnmf.decompose.prune.incoherent`).
+
+    Parameters
+    ----------
+    X : (n, m) array or RowBlocks
+        The data, rows in C order of ``scan_shape``.
+    Wt : (k, n), H : (k, m)
+        The fit.
+    scan_shape : (rows, cols)
+    min_coherence : float, default MIN_COHERENCE
+    refit : {'full', 'patterns'}, default 'full'
+        'full': the kept factors are refitted by HALS (also when none was
+        dropped, as the rule was measured) and components that come out all
+        zero are dropped too; 'patterns': the kept maps stay as fitted and the
+        kept patterns are refitted by non-negative least squares
+        (:func:`~stemnmf.decompose.prune.refit_patterns`, one pass over X;
+        nothing changes when none is dropped).
+    max_iter, tol : int, float
+        Of the refit.
+
+    Returns
+    -------
+    Wt, H : float32
+        The new fit.
+    dropped : list of int
+        The components of the fit given that were dropped.
+    """
+    if refit not in ("full", "patterns"):
+        raise ConfigError(f"refit={refit!r} is not known", "give 'full' or 'patterns'")
+    blocks, summary, setup, Wt, H = _refit_setup(X, Wt, H, max_iter, tol, n_threads)
+    low = incoherent(Wt, tuple(scan_shape), min_coherence)
+    if refit == "patterns" and not low.any():
+        return Wt, H, []
+    keep = np.flatnonzero(~low)
+    Wt, H = np.ascontiguousarray(Wt[keep]), np.ascontiguousarray(H[keep])
+    if refit == "patterns":
+        H = refit_patterns(Wt, H, _residual_pass(blocks, Wt, H, setup.threads)[0], max_iter=max_iter, tol=tol)
+    else:
+        Wt[:, summary.zero_rows] = 0
+        H[:, summary.zero_cols] = 0
+        solve(blocks, Wt, H, setup, summary=summary)
+        alive = Wt.any(axis=1) & H.any(axis=1)
+        Wt, H, keep = np.ascontiguousarray(Wt[alive]), np.ascontiguousarray(H[alive]), keep[alive]
+    dropped = sorted(set(range(len(low))) - {int(j) for j in keep})
+    log.info("pruning: %d of %d components have maps more noise than structure; k %d -> %d (%s refit)",
+             int(low.sum()), len(low), len(low), len(keep), refit)
+    return Wt, H, dropped
+
+
 def _restart(
     blocks: RowBlocks,
     summary: Summary,
@@ -464,6 +522,15 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         pattern's peaks the data of a touching component all show (a
         thickness-fringe piece of that grain) to it, then refit
         (:func:`absorb_pieces`; docs/nmf.md).
+    min_coherence : float or None, default None
+        With ``scan_shape``: after the recovery, drop every component whose
+        map's spatial coherence (Moran's I) is below this (more noise than
+        structure: it gives no region; ``MIN_COHERENCE`` = 0.5 as tuned) and
+        refit (:func:`prune_components`; docs/nmf.md). None: keep all (the
+        default: rejected on held-out films).
+    prune_refit : {'full', 'patterns'}, default 'full'
+        With ``min_coherence``: refit every factor by HALS (also when none was
+        dropped), or only the kept patterns with the maps fixed.
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -501,9 +568,12 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         The component each recovered grain was split from, numbered in the
         model of its round (in the order the new components were appended;
         empty without ``scan_shape``).
+    pruned_ : list of int
+        With ``min_coherence``: the components dropped, numbered after the
+        recovery; empty when none was.
     absorbed_ : list of list of int
         With ``absorb``: each group of components (numbered after the
-        recovery) that became one; empty when none did.
+        recovery and the pruning) that became one; empty when none did.
     final_history_ : list of (k, groups)
         The same for the refit of the winner on every position (one step with
         no groups when nothing more merged).
@@ -541,6 +611,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         "scan_shape": [tuple, list, None],
         "recover": ["boolean"],
         "absorb": ["boolean"],
+        "min_coherence": [Interval(numbers.Real, -1, 1, closed="both"), None],
+        "prune_refit": [StrOptions({"full", "patterns"})],
         "n_restarts": [Interval(numbers.Integral, 1, None, closed="left")],
         "solver": [StrOptions({"hals", "mu", "compressed"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -569,6 +641,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         scan_shape=None,
         recover=True,
         absorb=False,
+        min_coherence=None,
+        prune_refit="full",
         n_restarts=25,
         solver="hals",
         max_iter=200,
@@ -592,6 +666,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self.scan_shape = scan_shape
         self.recover = recover
         self.absorb = absorb
+        self.min_coherence = min_coherence
+        self.prune_refit = prune_refit
         self.n_restarts = n_restarts
         self.solver = solver
         self.max_iter = max_iter
@@ -723,6 +799,11 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             Wt, H, kept = recover_grains(blocks, Wt, H, scan_shape, max_iter=int(self.max_iter), tol=float(self.tol),
                                          n_threads=final.n_threads)
             recovered = [int(c.host) for c in kept]
+        self.pruned_ = []
+        if self.min_coherence is not None and scan_shape is not None and H.shape[0] > 1:
+            Wt, H, self.pruned_ = prune_components(blocks, Wt, H, scan_shape, min_coherence=float(self.min_coherence),
+                                                   refit=self.prune_refit, max_iter=int(self.max_iter),
+                                                   tol=float(self.tol), n_threads=final.n_threads)
         self.absorbed_ = []
         if self.absorb and scan_shape is not None and H.shape[0] > 1:
             Wt, H, groups = absorb_pieces(blocks, Wt, H, scan_shape, max_iter=int(self.max_iter), tol=float(self.tol),

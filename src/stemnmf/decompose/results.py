@@ -37,7 +37,8 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
         ``merge_history`` (JSON: per restart, a list of [k, groups]),
         ``final_history`` (JSON: the same for the winner's refit on every
         position), ``restart_positions`` (positions the restarts saw),
-        ``recovered`` (int64: the host component of each recovered grain) and
+        ``recovered`` (int64: the host component of each recovered grain),
+        ``pruned`` (int64: the components dropped as more noise than structure) and
         ``/components/peak_agreement`` (k, k) float32, with a
         scree ``/decompose/scree/explained_variance_ratio`` (K,) and
         ``/decompose/scree/elbow``, and the choice of k: ``/kselect/chosen_k``
@@ -79,6 +80,8 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
             out["/decompose/restart_positions"] = int(model.restart_positions_)
         if hasattr(model, "recovered_"):
             out["/decompose/recovered"] = np.asarray(model.recovered_, dtype=np.int64)
+        if hasattr(model, "pruned_"):
+            out["/decompose/pruned"] = np.asarray(model.pruned_, dtype=np.int64)
         if hasattr(model, "peak_agreement_"):
             out["/components/peak_agreement"] = np.asarray(model.peak_agreement_, dtype=np.float32)
         if model.scree_ is not None:
