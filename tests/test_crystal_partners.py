@@ -235,10 +235,11 @@ def test_quick_check_without_partners_scores_nothing(spinel):
     assert rotations.shape == (1, 3, 3) and np.allclose(rotations[0], start) and np.isnan(scores).all()
 
 
-def test_a_region_through_two_partners_is_flagged_ambiguous(spinel, tmp_path):
+@pytest.mark.parametrize("polish", [False, True])
+def test_a_region_through_two_partners_is_flagged_ambiguous(spinel, tmp_path, polish):
     """Three regions: one crystal 2° off [012] (decided: its partner scores well behind), every position through
     that crystal and its partner in equal parts (undecidable by construction: flagged, the partner's angle
-    reported), and [001] (no partner: no margin, not flagged)."""
+    reported), and [001] (no partner: no margin, not flagged); the same with ``partner_polish``."""
     from stemnmf.crystal import orientation_datasets
     from stemnmf.io.dataset import Calibration, Dataset4D
     from stemnmf.io.results import Results
@@ -256,7 +257,7 @@ def test_a_region_through_two_partners_is_flagged_ambiguous(spinel, tmp_path):
     results = Results({"/regions/maps": maps, "/regions/mean_patterns": np.stack(expected).astype(np.float32)},
                       {"calibration": calibration.to_dict()})
     dataset = Dataset4D(data.reshape(5, 15, 128, 128), calibration=calibration)
-    found = orientation_datasets(results, ["LNMO"], dataset=dataset, cache_dir=str(tmp_path), vote_positions=0)
+    found = orientation_datasets(results, ["LNMO"], dataset=dataset, cache_dir=str(tmp_path), vote_positions=0, partner_polish=polish)
     margin, angle = found["/orientations/regions_partner_margin"], found["/orientations/regions_partner_angle"]
     assert list(found["/orientations/regions_ambiguous"]) == [False, True, False], margin
     assert margin[0] > 0.005 and abs(margin[1]) < 0.005 and np.isnan(margin[2]) and np.isnan(angle[2])

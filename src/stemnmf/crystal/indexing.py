@@ -147,8 +147,9 @@ class IndexOptions:
         With ``tilt_search`` and ``partner_check``: where the margin over the best projection partner
         at the searched tilt is below ``ambiguous_margin``, polish the rotation and each partner (each
         from its own searched tilt; :func:`.partners.polish_partners`) and take the best; the region
-        keeps the smaller margin, before or after (it stays flagged) [True: on seen spinel scans 15
-        regions wrong -> right and 6 right -> wrong (bench/RESULTS-index.md, round 12)].
+        keeps the smaller margin, before or after (it stays flagged) [False: on seen spinel scans 15
+        regions wrong -> right and 6 right -> wrong, on held-out ones 3 and 4 (bench/RESULTS-index.md,
+        round 12)].
     ambiguous_margin : float
         A region (component) is flagged ambiguous (``regions_ambiguous``) when the runner-up among
         it and its projection partners scores within this relative margin of the chosen one, or
@@ -184,7 +185,7 @@ class IndexOptions:
     partner_erosion: int = 2
     tilt_search: bool = True
     partner_switch: bool = False
-    partner_polish: bool = True
+    partner_polish: bool = False
     ambiguous_margin: float = 0.005
 
     def __post_init__(self):
