@@ -96,8 +96,10 @@ def one_film(dataset, truth, phases, crystals, args, label) -> dict:
         # regions only (the components are not scored): a copy of the results without the component patterns
         regions_only = Results({p: results[p] for p in results if not p.startswith("/components/")}, results.attrs)
         again = orientation_datasets(regions_only, list(phases), dataset=dataset, refine_model=model, overlap_sums=False,
-                                     partner_check=not args.also_no_check, tilt_search=not args.also_no_search,
-                                     partner_switch=not args.also_no_switch)
+                                     **({"partner_check": False} if args.also_no_check else {}),
+                                     **({"tilt_search": False} if args.also_no_search else {}),
+                                     **({"partner_switch": False} if args.also_no_switch else {}),
+                                     **({"partner_polish": False} if args.also_no_polish else {}))
         again = {k.split("/")[-1]: v for k, v in again.items()}
         other = orientation_scores(again, results["/regions/maps"], truth, truth_phases=truth_phases)
         other_err = [e for e, g in zip(other["orientation_errors"], grains) if g >= 0]
@@ -107,7 +109,8 @@ def one_film(dataset, truth, phases, crystals, args, label) -> dict:
         ALSO[model]["strong"] += picked
         ALSO[model]["phase"].append(other["phase_accuracy"] * len(other_err))
         print(f"{label}, same run, refine_model={model}{', no partner check' if args.also_no_check else ''}"
-              f"{', no tilt search' if args.also_no_search else ''}{', no partner switch' if args.also_no_switch else ''}: phase right {other['phase_accuracy']:.0%}; all regions "
+              f"{', no tilt search' if args.also_no_search else ''}{', no partner switch' if args.also_no_switch else ''}"
+              f"{', no partner polish' if args.also_no_polish else ''}: phase right {other['phase_accuracy']:.0%}; all regions "
               f"median {np.median(other_err):.2f} deg, within 2 deg {np.mean(np.array(other_err) <= 2):.0%}; "
               f">= {args.min_strong} strong: {np.round(picked, 2).tolist()}; {time.perf_counter() - t1:.0f} s", flush=True)
     errors = scores["orientation_errors"]
@@ -174,6 +177,7 @@ def main() -> None:
     parser.add_argument("--also-no-check", action="store_true", help="the --also runs without the partner check (partner_check=False)")
     parser.add_argument("--also-no-search", action="store_true", help="the --also runs without the tilt search (tilt_search=False)")
     parser.add_argument("--also-no-switch", action="store_true", help="the --also runs without the partner switch (partner_switch=False)")
+    parser.add_argument("--also-no-polish", action="store_true", help="the --also runs without the partner polish (partner_polish=False)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)

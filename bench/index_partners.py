@@ -4,7 +4,9 @@ For each seed: simulate the spinel ``crystals`` preset, `stemnmf.run` (raw featu
 run), `orientation_datasets` with ``partner_check=False, tilt_search=False`` (the defaults before round 9),
 ``tilt_search=False`` (the defaults of round 9: the quick check among partners), ``partner_switch=False``
 (the defaults of rounds 10 and 11: the check, then the tilt search), ``partner_switch=True`` (round 11's
-option: the switch to a partner that scores higher at the searched tilt) and, unless
+option: the switch to a partner that scores higher at the searched tilt; since round 12 not printed),
+``partner_polish=False`` and ``partner_polish=True`` (round 12: the polish of the choice and its partners where
+the margin is below ``ambiguous_margin``) and, unless
 ``--no-fit``, with ``partners=True`` (``partner_gain=0``); the regions' errors against their
 best-matching grains (and, on a second line, with touching crystals of one orientation counted as one
 grain: ``merge_equal=True``), each region's partner gain, and what every threshold on the fit's gain
@@ -75,8 +77,8 @@ def main() -> None:
     parser.add_argument("--no-fit", action="store_true", help="leave out partners=True (the kinematic fits)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    names = ["no check", "no search", "no switch", "switch"] + ([] if args.no_fit else ["partners"])
-    options = [{"partner_check": False, "tilt_search": False}, {"tilt_search": False}, {"partner_switch": False}, {"partner_switch": True},
+    names = ["no check", "no search", "no polish", "polish"] + ([] if args.no_fit else ["partners"])
+    options = [{"partner_check": False, "tilt_search": False}, {"tilt_search": False}, {"partner_polish": False}, {"partner_polish": True},
                {"partners": True}][: len(names)]
     errors = {n: [] for n in names}
     merged = {n: [] for n in names}
@@ -98,7 +100,7 @@ def main() -> None:
                 errors[name] += single[keep].tolist()
                 merged[name] += joined[keep].tolist()
                 lines.append(f"  {name:9s} {times[name][-1]:6.1f} s {np.round(single[keep], 2).tolist()}")
-                if name == "switch" and "/orientations/regions_partner_margin" in found:
+                if name == "polish" and "/orientations/regions_partner_margin" in found:
                     margin = np.asarray(found["/orientations/regions_partner_margin"])[keep]
                     flagged = np.asarray(found["/orientations/regions_ambiguous"])[keep]
                     lines.append(f"  margin (%) {np.round(100 * margin, 3).tolist()}, ambiguous {np.flatnonzero(flagged).tolist()}")
@@ -114,7 +116,7 @@ def main() -> None:
     if flags:
         err, margin, flagged = np.concatenate(flags, axis=1)
         wrong = err > 2
-        print(f"  ambiguous (switch): {int(flagged.sum())} flagged, {int((flagged > 0)[wrong].sum())} of the {int(wrong.sum())} wrong regions, "
+        print(f"  ambiguous (polish): {int(flagged.sum())} flagged, {int((flagged > 0)[wrong].sum())} of the {int(wrong.sum())} wrong regions, "
               f"{int((flagged > 0)[~wrong].sum())} of the {int((~wrong).sum())} right ones")
         for threshold in (0.001, 0.002, 0.005, 0.01, 0.02):
             low = np.nan_to_num(margin, nan=np.inf) < threshold

@@ -137,6 +137,7 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
 
     indexer.model  # the kinematic reflection table, cached on disk as the templates are (the partner check uses it)
     defaults = default_indexing("defaults")  # every default setting
+    default_indexing("no partner polish", partner_polish=False)  # the defaults of rounds 10 and 11
     default_indexing("no tilt search", tilt_search=False)  # the defaults of round 9
     default_indexing("no partner check", partner_check=False, tilt_search=False)  # the defaults before round 9
     every_template = default_indexing("vote against every template", vote_templates=0)
@@ -148,6 +149,7 @@ def speed(phase_name: str, seed: int, scan: int, workdir: str, cache: str, vote_
     per_position = indexer.match(data, refine=False)
     t_positions = time.perf_counter() - t0
     default_indexing("defaults")  # again after the long baseline: the load drifts
+    default_indexing("no partner polish", partner_polish=False)
     default_indexing("no tilt search", tilt_search=False)
     default_indexing("no partner check", partner_check=False, tilt_search=False)
     print(f"speed (seed {seed}, {sy}x{sx} scan, k={results.n_components}, {len(results['/regions/maps'])} regions, "

@@ -13,7 +13,9 @@ pytest.importorskip("diffsims")
 from stemnmf.crystal import load_phase  # noqa: E402
 from stemnmf.crystal.kinematics import kinematic_spots, reflection_table  # noqa: E402
 from stemnmf.crystal.matching import misorientation_angles  # noqa: E402
-from stemnmf.crystal.partners import check_partners, fit_partners, projection_partners, switch_partner, zone_axis  # noqa: E402
+from stemnmf.crystal.partners import (  # noqa: E402
+    check_partners, fit_partners, polish_partners, projection_partners, switch_partner, zone_axis,
+)
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel  # noqa: E402
 from stemnmf.crystal.rotations import axis_angle_matrix  # noqa: E402
 from stemnmf.crystal.templates import symmetry_matrices  # noqa: E402
@@ -233,10 +235,11 @@ def test_quick_check_without_partners_scores_nothing(spinel):
     assert rotations.shape == (1, 3, 3) and np.allclose(rotations[0], start) and np.isnan(scores).all()
 
 
-def test_a_region_through_two_partners_is_flagged_ambiguous(spinel, tmp_path):
+@pytest.mark.parametrize("polish", [False, True])
+def test_a_region_through_two_partners_is_flagged_ambiguous(spinel, tmp_path, polish):
     """Three regions: one crystal 2° off [012] (decided: its partner scores well behind), every position through
     that crystal and its partner in equal parts (undecidable by construction: flagged, the partner's angle
-    reported), and [001] (no partner: no margin, not flagged)."""
+    reported), and [001] (no partner: no margin, not flagged); the same with ``partner_polish``."""
     from stemnmf.crystal import orientation_datasets
     from stemnmf.io.dataset import Calibration, Dataset4D
     from stemnmf.io.results import Results
@@ -254,7 +257,7 @@ def test_a_region_through_two_partners_is_flagged_ambiguous(spinel, tmp_path):
     results = Results({"/regions/maps": maps, "/regions/mean_patterns": np.stack(expected).astype(np.float32)},
                       {"calibration": calibration.to_dict()})
     dataset = Dataset4D(data.reshape(5, 15, 128, 128), calibration=calibration)
-    found = orientation_datasets(results, ["LNMO"], dataset=dataset, cache_dir=str(tmp_path), vote_positions=0)
+    found = orientation_datasets(results, ["LNMO"], dataset=dataset, cache_dir=str(tmp_path), vote_positions=0, partner_polish=polish)
     margin, angle = found["/orientations/regions_partner_margin"], found["/orientations/regions_partner_angle"]
     assert list(found["/orientations/regions_ambiguous"]) == [False, True, False], margin
     assert margin[0] > 0.005 and abs(margin[1]) < 0.005 and np.isnan(margin[2]) and np.isnan(angle[2])
@@ -317,3 +320,55 @@ def test_switch_without_partners_keeps_the_rotation(spinel):
     start = _tilted(crystal, (0, 0, 1), 1.0)
     kept, switched, rotations, scores = switch_partner(model, np.ones((128, 128), np.float32), start, symmetry, q_max=1.2)
     assert not switched and np.array_equal(kept, start) and rotations.shape == (1, 3, 3) and np.isnan(scores).all()
+
+
+def test_polish_tells_a_partner_apart_by_its_corner_reflections_only(spinel):
+    """A spinel crystal 1.5° off [012]: by construction (the simulator's patterns of it and of its partner) the two
+    differ almost only beyond the detector's edge (1.28 1/Å), in its corners (up to 1.81 1/Å). Started from the
+    partner 0.3° further off, ``polish_partners`` ranks the truth first, within 0.3°; with the corners of the
+    pattern blanked, the margin falls to less than a quarter (the corners carry most of it)."""
+    crystal, table, model, symmetry = spinel
+    truth = _tilted(crystal, (0, 1, 2), 1.5)
+    partner = projection_partners(truth, table.g, table.intensity, symmetry, q_max=1.2)[0]
+    expected = diffraction_pattern(crystal, truth, 150.0, OPTICS)
+    rows, cols = np.indices(expected.shape)
+    radius = np.hypot(rows - 64.0, cols - 64.0) * 0.02
+    disc, corners = (radius >= 0.15) & (radius <= 1.28), radius > 1.28
+    mine, theirs = np.sqrt(expected), np.sqrt(diffraction_pattern(crystal, partner, 150.0, OPTICS))
+    assert ((mine - theirs) ** 2)[disc].sum() < 0.01 * (mine**2)[disc].sum()  # the construction: alike inside the edge
+    assert ((mine - theirs) ** 2)[corners].sum() > 0.5 * (mine**2)[corners].sum()  # different in the corners
+    pattern = np.random.default_rng(8).poisson(expected * 1e5).astype(np.float32)
+    start = axis_angle_matrix((math.cos(2.0), math.sin(2.0), 0.0), 0.3) @ partner
+    margins = []
+    for shown in (pattern, np.where(corners, 0.0, pattern).astype(np.float32)):
+        rotations, scores = polish_partners(model, shown, start, symmetry, q_max=1.2)
+        assert len(scores) == 2
+        right = int(np.argmin(misorientation_angles(truth, rotations, symmetry)))
+        margins.append((scores[right] - scores[1 - right]) / scores[1 - right])
+        if len(margins) == 1:
+            assert right == 1 and int(np.argmax(scores)) == right, scores  # the partner of the start: the truth
+            assert misorientation_angles(truth, rotations[right][None], symmetry)[0] < 0.3
+    assert margins[0] > 0 and abs(margins[1]) < 0.25 * margins[0], margins
+
+
+def test_polish_without_partners_keeps_the_rotation(spinel):
+    """[001]: no partner, nothing polished: the rotation comes back as given with a nan score."""
+    crystal, table, model, symmetry = spinel
+    start = _tilted(crystal, (0, 0, 1), 1.0)
+    rotations, scores = polish_partners(model, np.ones((128, 128), np.float32), start, symmetry, q_max=1.2)
+    assert rotations.shape == (1, 3, 3) and np.allclose(rotations[0], start) and np.isnan(scores).all()
+
+
+def test_partner_polish_option_reaches_the_indexing():
+    from stemnmf.cli import build_parser
+    from stemnmf.cli.index import index_options
+    from stemnmf.config import Config, config_from_args
+    from stemnmf.crystal import IndexOptions
+
+    parser = build_parser()
+    default = IndexOptions().partner_polish
+    assert Config().orientations.index_options()["partner_polish"] is default
+    assert index_options(parser.parse_args(["index", "out", "--phase", "Ag"]))["partner_polish"] is default
+    for flag, value in (("--partner-polish", True), ("--no-partner-polish", False)):
+        assert config_from_args(parser.parse_args(["run", "scan.h5", flag])).orientations.index_options()["partner_polish"] is value
+        assert index_options(parser.parse_args(["index", "out", "--phase", "Ag", flag]))["partner_polish"] is value

@@ -302,6 +302,7 @@ class OrientationsConfig:
     partner_check: bool = option(True, "without --partners: choose each region's orientation among it and its projection partners by the kinematic score of its core at their own rotations (no fit; about 0.05 s a region)")
     tilt_search: bool = option(True, "without --partners: after the partner check, search each region's tilt on the kinematic score of its core (a grid within 2 degrees, then halving steps; about 0.05 s a region)")
     partner_switch: bool = option(False, "after the tilt search: where a projection partner scores above the region's orientation at the searched tilt, take the partner (its tilt searched too; a coin on spinel scans, off by default)")
+    partner_polish: bool = option(False, "after the tilt search: where a projection partner scores within the ambiguous margin (0.5 %) of the region's orientation, polish both (each from its own searched tilt) and take the better (about 0.2-0.5 s a region; a coin on held-out spinel scans, off by default)")
 
     def index_options(self) -> dict[str, Any]:
         """Keyword options of :func:`stemnmf.crystal.orientation_datasets`."""
@@ -316,6 +317,7 @@ class OrientationsConfig:
             "partner_check": bool(self.partner_check),
             "tilt_search": bool(self.tilt_search),
             "partner_switch": bool(self.partner_switch),
+            "partner_polish": bool(self.partner_polish),
         }
 
 

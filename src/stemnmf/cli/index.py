@@ -50,6 +50,9 @@ def add_index_arguments(parser, *, required: bool) -> None:
     group.add_argument("--partner-switch", action=argparse.BooleanOptionalAction, default=False,
                        help="after the tilt search: where a projection partner scores above the region's orientation at the searched tilt, "
                             "take the partner, its tilt searched too (default off)")
+    group.add_argument("--partner-polish", action=argparse.BooleanOptionalAction, default=False,
+                       help="after the tilt search: where a projection partner scores within the ambiguous margin of the region's orientation, "
+                            "polish both, each from its own searched tilt, and take the better (default off)")
     group.add_argument("--template-cache", metavar="DIR", help="template cache (default ~/.cache/stemnmf/templates)")
 
 
@@ -66,6 +69,7 @@ def index_options(args) -> dict:
         "partner_check": args.partner_check,
         "tilt_search": args.tilt_search,
         "partner_switch": args.partner_switch,
+        "partner_polish": args.partner_polish,
         "cache_dir": args.template_cache,
     }
 

@@ -35,7 +35,7 @@ from stemnmf.crystal.matching import (
 )
 from stemnmf.crystal.kinematics import reflection_table
 from stemnmf.crystal.overlap import index_sums
-from stemnmf.crystal.partners import check_partners, fit_alone, fit_partners, switch_partner
+from stemnmf.crystal.partners import check_partners, fit_alone, fit_partners, polish_partners, switch_partner
 from stemnmf.crystal.refine import DetectorGeometry, PatternModel
 from stemnmf.crystal.rotations import axis_angle_matrix, matrices_to_quaternions
 from stemnmf.crystal.phases import load_phases, require_crystal_extra
@@ -143,6 +143,13 @@ class IndexOptions:
         search its own tilt (:func:`.partners.switch_partner`); a switched region is flagged ambiguous
         [False: on held-out spinel scans 3 regions wrong -> right and 2 right -> wrong, and one right
         region of a two-phase film wrong (bench/RESULTS-index.md, round 11)].
+    partner_polish : bool
+        With ``tilt_search`` and ``partner_check``: where the margin over the best projection partner
+        at the searched tilt is below ``ambiguous_margin``, polish the rotation and each partner (each
+        from its own searched tilt; :func:`.partners.polish_partners`) and take the best; the region
+        keeps the smaller margin, before or after (it stays flagged) [False: on seen spinel scans 15
+        regions wrong -> right and 6 right -> wrong, on held-out ones 3 and 4 (bench/RESULTS-index.md,
+        round 12)].
     ambiguous_margin : float
         A region (component) is flagged ambiguous (``regions_ambiguous``) when the runner-up among
         it and its projection partners scores within this relative margin of the chosen one, or
@@ -178,6 +185,7 @@ class IndexOptions:
     partner_erosion: int = 2
     tilt_search: bool = True
     partner_switch: bool = False
+    partner_polish: bool = False
     ambiguous_margin: float = 0.005
 
     def __post_init__(self):
@@ -611,7 +619,24 @@ def _check_one(indexer: Indexer, pattern, rotation, phase: int):
             margin, angle = _margin(rotations, scores, 0, symmetry) if len(scores) > 1 else (np.nan, np.nan)
             if o.partner_switch and len(scores) > 1:
                 rotation, margin, angle = _switch(indexer, pattern, prepared, rotation, (rotations, scores), phase, margin, angle)
+            if o.partner_polish and len(scores) > 1 and margin < float(o.ambiguous_margin):
+                rotation, margin, angle = _polish_partners(indexer, pattern, prepared, rotation, phase, margin, angle)
     return rotation, gain, margin, angle
+
+
+def _polish_partners(indexer: Indexer, pattern, prepared, rotation, phase: int, margin: float, angle: float):
+    """``partner_polish`` (:func:`.partners.polish_partners`): the best of the rotation and its partners, each polished.
+    The region keeps the smaller margin, before or after (it was below ``ambiguous_margin``: it stays flagged).
+    Returns the rotation, the margin and the runner-up's angle."""
+    symmetry = indexer.templates[phase].symmetry
+    rotations, scores = polish_partners(indexer.model, pattern, rotation, symmetry, phase=phase, q_max=indexer.grid.r_max, prepared=prepared)
+    if len(scores) < 2:
+        return rotation, margin, angle
+    best = int(np.argmax(scores))
+    if best:
+        log.info("a projection partner, polished, scores above the choice by %.2f %%: taken", 100 * (scores[best] - scores[0]) / abs(scores[0]))
+    after, angle_after = _margin(rotations, scores, best, symmetry)
+    return (rotations[best], margin, angle) if margin <= after else (rotations[best], after, angle_after)
 
 
 def _switch(indexer: Indexer, pattern, prepared, rotation, checked, phase: int, margin: float, angle: float):

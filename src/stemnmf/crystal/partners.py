@@ -28,7 +28,7 @@ from stemnmf.crystal.rotations import axis_angle_matrix
 
 log = logging.getLogger(__name__)
 
-__all__ = ["zone_axis", "projection_partners", "check_partners", "switch_partner", "fit_partners", "fit_alone"]
+__all__ = ["zone_axis", "projection_partners", "check_partners", "switch_partner", "polish_partners", "fit_partners", "fit_alone"]
 
 
 def _rotation_between(a, b) -> np.ndarray:
@@ -217,6 +217,45 @@ def switch_partner(model, pattern, rotation, symmetry, *, phase: int = 0, q_max:
     rotation, _ = model.tilt_search(prepared, rotations[best], phase)
     rotations, scores = check_partners(model, pattern, rotation, symmetry, phase=phase, q_max=q_max, prepared=prepared)
     return rotation, True, rotations, scores
+
+
+def polish_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, prepared=None, step: float = 0.05,
+                    excited: bool = True):
+    """Polish a rotation and each of its projection partners, each from its own searched tilt, and score them.
+
+    The rotation (already tilt-searched) and each partner (its tilt searched from the rotation's,
+    :meth:`.refine.PatternModel.tilt_search`) are polished by a Nelder-Mead search of the three
+    rotation angles and the thickness (initial steps ``step`` degrees) on every reflection that
+    reaches the detector; each is then scored at its best of 30 thicknesses (as
+    :func:`check_partners`). The score is peaked to about 0.1° of tilt, finer than the tilt
+    search's steps, and partners differ only in their few higher-order reflections.
+
+    Returns
+    -------
+    rotations : numpy.ndarray
+        (1 + n, 3, 3): the rotation and its n partners, polished; (1, 3, 3), the rotation as given, without partners.
+    scores : numpy.ndarray
+        (1 + n,) their scores; ``[nan]`` without partners.
+    """
+    table = model.tables[phase]
+    rotation = np.asarray(rotation, dtype=np.float64)
+    partners = projection_partners(rotation, table.g, table.intensity, symmetry, q_max=q_max)
+    if not len(partners):
+        return rotation[None], np.array([np.nan])
+    prepared = model.prepare(pattern) if prepared is None else prepared
+    thicknesses = np.geomspace(40.0, 640.0, 30)
+    starts = [rotation] + [model.tilt_search(prepared, p, phase)[0] for p in partners]
+    rotations, scores = [], []
+    for start in starts:
+        near = model.near(start, phase, within_deg=1.0)
+        t0 = thicknesses[int(np.argmax(near.thickness_scores(prepared, start, thicknesses, phase)))]
+        if excited:
+            near = near.excited(start, phase, within_deg=1.0)
+        v, _, _ = near._polish(prepared, start, phase, t0, np.zeros(3), math.radians(step), fit_thickness=True)
+        polished = rotation_vector_matrix(v) @ start
+        rotations.append(polished)
+        scores.append(float(model.near(polished, phase, within_deg=1.0).thickness_scores(prepared, polished, thicknesses, phase).max()))
+    return np.stack(rotations), np.array(scores)
 
 
 def fit_partners(model, pattern, rotation, symmetry, *, phase: int = 0, q_max: float, search_deg: float = 1.0):
