@@ -63,7 +63,7 @@ def test_the_full_refit_drops_the_noise_component_and_keeps_the_large_grains_on_
     X, maps, H, white, shared = scene()
     Wt = np.vstack([maps, white[None]]).astype(np.float32)
     H0 = np.vstack([H, shared[None]]).astype(np.float32)
-    Wt2, H2, dropped = prune_components(X, Wt, H0, SCAN)  # refit='full', the default
+    Wt2, H2, dropped = prune_components(X, Wt, H0, SCAN, refit="full")
     assert dropped == [3] and Wt2.shape[0] == 3
     for j in range(2):
         on = maps[j] > 0
@@ -83,7 +83,7 @@ def test_two_real_grains_both_stay_also_when_small_or_stacked():
     Wt2, H2, dropped = prune_components(X, Wt, H0, SCAN, refit="patterns")
     assert dropped == [] and Wt2.shape[0] == 4
     np.testing.assert_array_equal(H2, H0)  # nothing dropped: the fit is returned as given
-    assert prune_components(X, Wt, H0, SCAN)[2] == []  # the full refit keeps all four too
+    assert prune_components(X, Wt, H0, SCAN, refit="full")[2] == []  # the full refit keeps all four too
 
 
 def test_a_fit_whose_maps_are_all_noise_keeps_every_component():
@@ -108,7 +108,7 @@ def test_refit_patterns_is_the_non_negative_least_squares_solution():
 @pytest.fixture(scope="module")
 def fits():
     """The thickness-fringe scene of tests/test_merge_evidence.py with a noise-only component added, fitted
-    without the pruning, with it and the patterns refitted, and with the defaults (the same random state)."""
+    without the pruning, with it and the patterns refitted (the defaults), and with the full refit."""
     X, grains = grains_scene()
     rng = np.random.default_rng(5)
     X = X + np.outer(rng.random(X.shape[0]), np.full(X.shape[1], 0.2, np.float32)).astype(np.float32)
@@ -118,7 +118,7 @@ def fits():
     W1 = plain.fit_transform(X)
     pruned = IterativeNMF(min_coherence=0.5, prune_refit="patterns", **options)
     W2 = pruned.fit_transform(X)
-    full = IterativeNMF(min_coherence=0.5, **options)  # the full refit (prune_refit's default)
+    full = IterativeNMF(min_coherence=0.5, prune_refit="full", **options)
     W3 = full.fit_transform(X)
     return plain, W1, pruned, W2, full, W3, grains
 
@@ -132,6 +132,9 @@ def test_the_estimator_drops_exactly_the_incoherent_components_of_the_same_fit(f
     np.testing.assert_array_equal(W2, W1[:, ~low])  # the kept maps as fitted
     assert (spatial_coherence(W2.T.reshape(-1, 40, 40)) >= 0.5).all()
     assert plain.pruned_ == [] and pruned.to_results()["/decompose/pruned"].tolist() == pruned.pruned_
+    n = len(pruned.pruned_)
+    assert f"after {n} component{'s' if n > 1 else ''} whose map is noise" in pruned.to_results()["/kselect/reason"]
+    assert "whose map is noise" not in plain.to_results()["/kselect/reason"]
     # the full refit refits every factor after the same drop: the same components are left, each on the same grain
     assert full.pruned_ == pruned.pruned_ and full.n_components_ == pruned.n_components_
     on = np.stack([m.ravel() for m in grains.values()])  # (grains, positions)

@@ -240,7 +240,7 @@ class NMFConfig:
     merge_threshold: float | None = option(None, "iterative NMF: map correlation at which components merge (default per feature)")
     scree_factor: int = option(5, "iterative NMF: initial components = PCA scree elbow x this")
     drop_incoherent: bool = option(
-        False, "iterative NMF: drop components whose map is more noise than structure (Moran's I below 0.5: they give "
+        True, "iterative NMF: drop components whose map is more noise than structure (Moran's I below 0.5: they give "
         "no region), then refit the model (docs/nmf.md)"
     )
 

@@ -368,7 +368,7 @@ def absorb_pieces(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, max_iter: int
 
 
 def prune_components(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, min_coherence: float = MIN_COHERENCE,
-                     refit: str = "full", max_iter: int = 200, tol: float = 1e-4,
+                     refit: str = "patterns", max_iter: int = 200, tol: float = 1e-4,
                      n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     """Drop the components whose map is more noise than structure, then refit (docs/nmf.md).
 
@@ -385,13 +385,13 @@ def prune_components(X, Wt: np.ndarray, H: np.ndarray, scan_shape, *, min_cohere
         The fit.
     scan_shape : (rows, cols)
     min_coherence : float, default MIN_COHERENCE
-    refit : {'full', 'patterns'}, default 'full'
-        'full': the kept factors are refitted by HALS (also when none was
-        dropped, as the rule was measured) and components that come out all
-        zero are dropped too; 'patterns': the kept maps stay as fitted and the
-        kept patterns are refitted by non-negative least squares
+    refit : {'patterns', 'full'}, default 'patterns'
+        'patterns': the kept maps stay as fitted and the kept patterns are
+        refitted by non-negative least squares
         (:func:`~stemnmf.decompose.prune.refit_patterns`, one pass over X;
-        nothing changes when none is dropped).
+        nothing changes when none is dropped); 'full': the kept factors are
+        refitted by HALS (also when none was dropped) and components that
+        come out all zero are dropped too.
     max_iter, tol : int, float
         Of the refit.
 
@@ -522,15 +522,15 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         pattern's peaks the data of a touching component all show (a
         thickness-fringe piece of that grain) to it, then refit
         (:func:`absorb_pieces`; docs/nmf.md).
-    min_coherence : float or None, default None
+    min_coherence : float or None, default 0.5
         With ``scan_shape``: after the recovery, drop every component whose
         map's spatial coherence (Moran's I) is below this (more noise than
-        structure: it gives no region; ``MIN_COHERENCE`` = 0.5 as tuned) and
-        refit (:func:`prune_components`; docs/nmf.md). None: keep all (the
-        default: rejected on held-out films).
-    prune_refit : {'full', 'patterns'}, default 'full'
-        With ``min_coherence``: refit every factor by HALS (also when none was
-        dropped), or only the kept patterns with the maps fixed.
+        structure: it gives no region; ``MIN_COHERENCE``) and refit
+        (:func:`prune_components`; docs/nmf.md). None: keep all.
+    prune_refit : {'patterns', 'full'}, default 'patterns'
+        With ``min_coherence``: refit only the kept patterns with the maps
+        fixed (the regions stay those of the fit), or every factor by HALS
+        (also when none was dropped).
     n_restarts : int, default 25
         Restarts, each from a random start with its own seed.
     solver : {'hals', 'mu', 'compressed'}, default 'hals'
@@ -641,8 +641,8 @@ class IterativeNMF(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         scan_shape=None,
         recover=True,
         absorb=False,
-        min_coherence=None,
-        prune_refit="full",
+        min_coherence=MIN_COHERENCE,
+        prune_refit="patterns",
         n_restarts=25,
         solver="hals",
         max_iter=200,

@@ -116,6 +116,12 @@ def to_results(model, W=None, scan_shape: tuple[int, int] | None = None) -> dict
             f"iterative merging NMF: from k = {start}, {link} merged until none; best of "
             f"{len(model.restart_errors_)} restarts (restart {model.best_restart_}) refitted on every position has k = {k}"
         )
+        pruned = len(getattr(model, "pruned_", ()))
+        if pruned:
+            out["/kselect/reason"] += (
+                f", after {pruned} component{'s' if pruned > 1 else ''} whose map is noise "
+                f"(Moran's I < {model.min_coherence:g}) dropped"
+            )
     return out
 
 
