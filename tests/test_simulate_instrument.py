@@ -242,7 +242,7 @@ def test_a_whole_pixel_descan_is_an_exact_array_shift_zero_filled():
     expected[3:, :-5] = disk[:-3, 5:]
     np.testing.assert_array_equal(moved, expected)
     # moved past the edge: what comes in is zero
-    far, disk_far = _disk_model(InstrumentParameters(origin_offset=(0.0, 30.0)))
+    far, _ = _disk_model(InstrumentParameters(origin_offset=(0.0, 30.0)))
     assert (far.render(0, 1)[0, 0][:, :30] == 0).all()
 
 
