@@ -29,7 +29,11 @@ fitted ellipse is applied only when it stands ``ellipse_min_significance`` (5) b
 deviations from a circle, so the clean twin is no longer given a false ellipse; the printed
 ellipse says its significance and whether it was applied. Seeds 808, 909, 1111 were used in
 session 28; 1212 (paper geometry) in session 29; 1313 (paper geometry) first in session 30;
-1414 (paper geometry) first in session 31.
+1414 (paper geometry) first in session 31; 1515 (paper geometry) first in session 32.
+Cases ``descan_bilinear`` and ``descan_whole`` (session 32) are the descan case drawn with the
+simulator's move before session 32 (one bilinear resampling) and with the shifts rounded to whole
+pixels (exact moves): they patch the simulator's private ``InstrumentModel._warp`` and its module's
+``descan_shifts`` while the film is drawn (bench only).
 ``--one-state-cases`` runs the cases it names with the first random state only.
 
 ``--noise-streams 2,10,11`` draws every film once per Poisson noise stream (the simulator's
@@ -60,6 +64,7 @@ import os
 import time
 
 import numpy as np
+from scipy import ndimage
 
 import stemnmf.simulate as sm
 import stemnmf.simulate.instrument as sm_instrument
@@ -79,6 +84,10 @@ CASES = {
     "gain": dict(gain_rms=0.1),
     "hot_pixels": dict(hot_pixels=25),
     "all": {"instrument": "realistic"},
+    # session 32, the simulator's move: descan drawn with the warp before session 32 (bilinear), and
+    # descan whose shifts are rounded to whole pixels (exact moves, no interpolation at all)
+    "descan_bilinear": dict(descan=5.0, descan_jitter=0.2),
+    "descan_whole": dict(descan=5.0, descan_jitter=0.2),
 }
 LENGTHS = ("descan", "descan_jitter", "beam_stop_radius", "beam_stop_width")
 
@@ -89,6 +98,34 @@ def _case(name: str, det: int) -> dict:
         if key in values:
             values[key] = values[key] * det / 256
     return values
+
+
+def _bilinear_warp(self, row: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """The simulator's ``InstrumentModel._warp`` before session 32: move and distortion in one bilinear resampling."""
+    qy, qx = row.shape[1:]
+    inverse = np.linalg.inv(self.matrix)
+    yy, xx = np.meshgrid(np.arange(qy, dtype=np.float64), np.arange(qx, dtype=np.float64), indexing="ij")
+    out = np.empty_like(row)
+    for j in range(row.shape[0]):
+        beam = np.asarray(self.centre) + shifts[j]
+        offsets = np.stack([yy - beam[0], xx - beam[1]], axis=0).reshape(2, -1)
+        source = inverse @ offsets + np.asarray(self.centre)[:, None]
+        out[j] = ndimage.map_coordinates(row[j], source, order=1, mode="constant", cval=0.0).reshape(qy, qx)
+    return out
+
+
+def _simulate(case: str, **kwargs):
+    """sm.simulate of a case; 'descan_bilinear' and 'descan_whole' patch the simulator's private
+    ``InstrumentModel._warp`` and the module's ``descan_shifts`` while the film is drawn (bench only)."""
+    warp, shifts = sm_instrument.InstrumentModel._warp, sm_instrument.descan_shifts
+    if case == "descan_bilinear":
+        sm_instrument.InstrumentModel._warp = _bilinear_warp
+    if case == "descan_whole":
+        sm_instrument.descan_shifts = lambda *a, **k: np.round(shifts(*a, **k))
+    try:
+        return sm.simulate("ag2", lazy=False, **kwargs)
+    finally:
+        sm_instrument.InstrumentModel._warp, sm_instrument.descan_shifts = warp, shifts
 
 
 def _origin_error(results, truth) -> float | None:
@@ -248,7 +285,7 @@ def _score_cases(args, seed: int, stream: int, features) -> None:
     clean = {}
     modes = args.origin_jitter.split(",")
     for case in args.cases.split(","):
-        dataset, truth = sm.simulate("ag2", scan=args.scan, det=args.det, seed=seed, lazy=False, **_case(case, args.det))
+        dataset, truth = _simulate(case, scan=args.scan, det=args.det, seed=seed, **_case(case, args.det))
         run_seeds = [int(v) for v in args.run_seeds.split(",")]
         if case in args.one_state_cases.split(","):
             run_seeds = run_seeds[:1]

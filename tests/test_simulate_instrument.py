@@ -7,6 +7,7 @@ import math
 import h5py
 import numpy as np
 import pytest
+from scipy import ndimage
 
 import stemnmf.simulate as sm
 from stemnmf.cli import main
@@ -19,6 +20,7 @@ from stemnmf.simulate.instrument import (
     build_instrument,
     load_instrument_truth,
 )
+from stemnmf.simulate.physics import disk_stencils
 
 # a small scan that still has a visible direct beam of a few pixels: 'tiny' sample on a finer detector
 SMALL = dict(det=64, q_pixel=0.02, noise=False)
@@ -83,8 +85,6 @@ def _ring_model(params, size=96, radius=30.0):
 def _ray_radius(image, centre, angle_deg):
     t = math.radians(angle_deg)
     r = np.arange(10, 45, 0.05)
-    from scipy import ndimage
-
     values = ndimage.map_coordinates(image, [centre[0] + r * math.sin(t), centre[1] + r * math.cos(t)], order=1)
     return float((r * values).sum() / values.sum())
 
@@ -186,3 +186,78 @@ def test_cli_instrument_preset_with_set_and_truth_in_file(tmp_path, capsys):
     assert main(["simulate", "-o", str(tmp_path / "x.h5"), "--set", "ellipse_ratio=0.5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("stemnmf: error:") and "ellipse_ratio" in err and err.count("\n") == 0
+
+
+# -- the move of a pattern (session 32): a descan translates the pattern, it does not blur it ------------
+
+
+def _disk_model(params, centre=(32.0, 32.0), size=64, scan=(1, 3)):
+    """An InstrumentModel around a fake ideal model whose every pattern is one simulator disk (radius 4 px,
+    detector blur 0.5 px, unit total) at ``centre``; returns the model and that disk."""
+    stencil, corner = disk_stencils([centre], 4.0, 0.5)
+    disk = np.zeros((size, size), np.float32)
+    n = stencil.shape[1]
+    disk[corner[0, 0] : corner[0, 0] + n, corner[0, 1] : corner[0, 1] + n] = stencil[0]
+
+    class Ideal:
+        scan_shape = scan
+        det_shape = (size, size)
+        token = "disk"
+
+        def render(self, start, stop):
+            return np.broadcast_to(disk, (stop - start, scan[1], size, size)).copy()
+
+    return build_instrument(Ideal(), params, noise=False, seed=0, centre=(32.0, 32.0)), disk
+
+
+def _moments(image):
+    """(centroid (qy, qx), variance (qy, qx)) of an image."""
+    yy, xx = np.indices(image.shape)
+    w = image / image.sum()
+    centroid = np.array([(w * yy).sum(), (w * xx).sum()])
+    return centroid, np.array([(w * (yy - centroid[0]) ** 2).sum(), (w * (xx - centroid[1]) ** 2).sum()])
+
+
+@pytest.mark.parametrize("shift", [(0.5, -0.5), (0.3, 0.7), (-2.5, 3.25)])
+def test_a_sub_pixel_descan_moves_the_disk_without_blurring_it(shift):
+    model, disk = _disk_model(InstrumentParameters(origin_offset=shift))
+    moved = model.render(0, 1)[0, 0]
+    centroid, variance = _moments(disk)
+    moved_centroid, moved_variance = _moments(moved)
+    np.testing.assert_allclose(moved_centroid - centroid, shift, atol=0.01)
+    # a bilinear move by a fraction f adds f (1 - f) px^2 (0.25 at half a pixel, 0.21 at 0.3 / 0.7): far outside
+    np.testing.assert_allclose(moved_variance, variance, atol=0.04)
+    assert moved.sum() == pytest.approx(1.0, rel=0.005)  # away from the edges the total is kept
+    assert moved.min() >= 0.0
+    # the check can fail: the same move by bilinear interpolation (the simulator before session 32) blurs
+    yy, xx = np.indices(disk.shape).astype(np.float64)
+    bilinear = ndimage.map_coordinates(disk, [yy - shift[0], xx - shift[1]], order=1)
+    assert (_moments(bilinear)[1] - variance).min() > 0.15
+
+
+def test_a_whole_pixel_descan_is_an_exact_array_shift_zero_filled():
+    model, disk = _disk_model(InstrumentParameters(origin_offset=(3.0, -5.0)))
+    moved = model.render(0, 1)[0, 0]
+    expected = np.zeros_like(disk)
+    expected[3:, :-5] = disk[:-3, 5:]
+    np.testing.assert_array_equal(moved, expected)
+    # moved past the edge: what comes in is zero
+    far, _ = _disk_model(InstrumentParameters(origin_offset=(0.0, 30.0)))
+    assert (far.render(0, 1)[0, 0][:, :30] == 0).all()
+
+
+def test_the_distortion_is_about_the_centre_then_the_whole_pattern_moves():
+    ellipse = dict(ellipse_ratio=1.1, ellipse_angle=25.0, detector_rotation=40.0)
+    still, _ = _ring_model(InstrumentParameters(**ellipse))
+    moved, _ = _ring_model(InstrumentParameters(origin_offset=(2.0, -3.0), **ellipse))
+    a, b = still.render(0, 1)[0, 0], moved.render(0, 1)[0, 0]
+    np.testing.assert_allclose(b[2:, :-3], a[:-2, 3:], atol=1e-6)
+
+
+def test_jittered_descan_rows_are_the_same_whatever_the_rows_drawn_together():
+    model, _ = _disk_model(InstrumentParameters(descan=3.0, descan_jitter=0.4), scan=(4, 3))
+    together = model.render(0, 4)
+    for row in range(4):
+        np.testing.assert_array_equal(model.render(row, row + 1)[0], together[row])
+    centroids = np.array([[_moments(together[i, j])[0] for j in range(3)] for i in range(4)])
+    np.testing.assert_allclose(centroids, model.truth()["instrument/origin"], atol=0.01)

@@ -47,6 +47,7 @@ __all__ = [
     "build_instrument",
     "load_instrument_truth",
     "beam_stop_transmission",
+    "translate_patterns",
 ]
 
 #: spawn_key tag of the instrument's random stream (after sample 0, orientations 1, noise 2).
@@ -352,6 +353,57 @@ def _bin(image: np.ndarray, factor: int) -> np.ndarray:
     return cut.reshape(*lead, ny, factor, nx, factor).sum(axis=(-3, -1))
 
 
+def _shift_whole(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``image`` moved by whole pixels (+qy, +qx), zero where nothing comes in."""
+    out = np.zeros_like(image)
+    qy, qx = image.shape
+    if abs(dy) >= qy or abs(dx) >= qx:
+        return out
+    out[max(dy, 0) : qy + min(dy, 0), max(dx, 0) : qx + min(dx, 0)] = image[
+        max(-dy, 0) : qy + min(-dy, 0), max(-dx, 0) : qx + min(-dx, 0)
+    ]
+    return out
+
+
+def translate_patterns(patterns: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Patterns moved by sub-pixel shifts, blurred far less than by bilinear interpolation.
+
+    Each shift is split into whole pixels (rounded) and a remainder of at most
+    half a pixel. The remainder is a cubic-spline shift (prefiltered, the
+    detector's edge pixels continued outwards): on a disk of the simulator it
+    adds at most ~0.03 px^2 to the second moment per axis, against
+    ``f (1 - f)`` (up to 0.25 px^2, as much as the detector blur of 0.5 px)
+    for bilinear interpolation. A Fourier shift would add none on band-limited
+    patterns, but the simulator's anti-aliased disks are not band-limited: it
+    rings over the whole pattern. The whole pixels are an exact array shift,
+    zero where nothing comes in. The spline's small undershoot is clipped at 0.
+
+    Parameters
+    ----------
+    patterns : numpy.ndarray
+        (n, qy, qx) float patterns.
+    shifts : numpy.ndarray
+        (n, 2) moves in px (+qy, +qx).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, qy, qx), the dtype of ``patterns``.
+    """
+    n = patterns.shape[0]
+    shifts = np.asarray(shifts, dtype=np.float64).reshape(n, 2)
+    whole = np.floor(shifts + 0.5)
+    part = shifts - whole
+    out = np.empty_like(patterns)
+    for j in range(n):
+        moved = patterns[j]
+        if part[j].any():
+            moved = ndimage.shift(moved.astype(np.float64), part[j], order=3, mode="nearest")
+            moved = np.clip(moved, 0.0, None).astype(patterns.dtype)
+        out[j] = _shift_whole(moved, int(whole[j, 0]), int(whole[j, 1]))
+    return out
+
+
 @dataclasses.dataclass(eq=False)
 class InstrumentModel:
     """An ideal-pattern model seen through an instrument; draws rows like the model it wraps.
@@ -402,17 +454,28 @@ class InstrumentModel:
         return ("stemnmf.simulate.InstrumentModel", self.ideal.token, repr(self.params), self.noise)
 
     def _warp(self, row: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-        """Patterns (sx, qy, qx) of one scan row moved and distorted (bilinear, zero outside)."""
-        qy, qx = row.shape[1:]
-        inverse = np.linalg.inv(self.matrix)
-        yy, xx = np.meshgrid(np.arange(qy, dtype=np.float64), np.arange(qx, dtype=np.float64), indexing="ij")
-        out = np.empty_like(row)
-        for j in range(row.shape[0]):
-            beam = np.asarray(self.centre) + shifts[j]
-            offsets = np.stack([yy - beam[0], xx - beam[1]], axis=0).reshape(2, -1)
-            source = inverse @ offsets + np.asarray(self.centre)[:, None]
-            out[j] = ndimage.map_coordinates(row[j], source, order=1, mode="constant", cval=0.0).reshape(qy, qx)
-        return out
+        """Patterns (sx, qy, qx) of one scan row distorted about the centre, then moved by ``shifts``.
+
+        The distortion (ellipse, rotation) is the same at every position: bilinear
+        resampling on the same coordinates for every pattern (skipped when the
+        matrix is the identity). The move is :func:`translate_patterns`: a real
+        descan moves the continuous pattern before the pixels integrate it, so it
+        adds no blur; the spline adds ~10x less than a bilinear move, which by a
+        fraction ``f`` of a pixel blurs each pattern by a variance ``f (1 - f)``
+        px^2 that changes with the position.
+        Distorting about the centre and then moving is the same map as distorting
+        about the moved beam.
+        """
+        if not np.array_equal(self.matrix, np.eye(2)):
+            qy, qx = row.shape[1:]
+            centre = np.asarray(self.centre)[:, None]
+            grid = np.indices((qy, qx), dtype=np.float64).reshape(2, -1)
+            source = np.linalg.inv(self.matrix) @ (grid - centre) + centre
+            row = np.stack([
+                ndimage.map_coordinates(pattern, source, order=1, mode="constant", cval=0.0).reshape(qy, qx)
+                for pattern in row
+            ])  # fmt: skip
+        return translate_patterns(row, shifts)
 
     def render(self, start: int, stop: int) -> np.ndarray:
         """Scan rows ``start:stop`` as float32 (rows, sx, qy, qx) counts, binned."""
