@@ -296,6 +296,22 @@ def test_tilt_search_finds_the_tilt_from_a_few_degrees_off(spinel, offset):
     assert misorientation_angles(truth, found[None], symmetry)[0] < 0.15 and score > 0
 
 
+@pytest.mark.parametrize("offset", [(-3.0, 0.0, 0.2), (0.0, 3.0, -0.2)])
+def test_tilt_search_default_grid_reaches_a_start_3_degrees_off(spinel, offset):
+    """The crystal of the test above, the search started 3° off it (about x or y, with an in-plane error): the
+    default grid (+-3°, 0.5° steps) ends within 0.5° of it; the grid of rounds 10-12 (+-2°, 1° steps) does not."""
+    crystal, table, model, symmetry = spinel
+    truth = _tilted(crystal, (0, 1, 1), 2.5)
+    pattern = np.random.default_rng(11).poisson(diffraction_pattern(crystal, truth, 200.0, OPTICS) * 1e5).astype(np.float32)
+    start = axis_angle_matrix((1, 0, 0), offset[0]) @ axis_angle_matrix((0, 1, 0), offset[1]) @ axis_angle_matrix((0, 0, 1), offset[2]) @ truth
+    prepared = model.prepare(pattern)
+    found, _ = model.tilt_search(prepared, start)
+    narrow, _ = model.tilt_search(prepared, start, span=2.0, step=1.0)
+    assert misorientation_angles(truth, start[None], symmetry)[0] > 2.9
+    assert misorientation_angles(truth, found[None], symmetry)[0] < 0.5
+    assert misorientation_angles(truth, narrow[None], symmetry)[0] > 0.5
+
+
 @pytest.mark.parametrize("uvw, tilt", [((0, 1, 2), 2.0), ((1, 1, 2), 3.0)])
 def test_switch_takes_the_partner_that_scores_higher_and_keeps_a_clear_choice(spinel, uvw, tilt):
     """Poisson pattern of a crystal T tilted off a zone axis with a partner P. Started from P (T's own tilt, by

@@ -300,7 +300,7 @@ class OrientationsConfig:
     overlap_sums: bool = option(False, "also fit each overlapped region's mean pattern as a sum of two crystals (regions_second)")
     partners: bool = option(False, "choose each region's orientation among it and its projection partners by a kinematic fit of its core, and keep the fitted rotation (slow: 1-2 min per 32 x 32 spinel scan)")
     partner_check: bool = option(True, "without --partners: choose each region's orientation among it and its projection partners by the kinematic score of its core at their own rotations (no fit; about 0.05 s a region)")
-    tilt_search: bool = option(True, "without --partners: after the partner check, search each region's tilt on the kinematic score of its core (a grid within 2 degrees, then halving steps; about 0.05 s a region)")
+    tilt_search: bool = option(True, "without --partners: after the partner check, search each region's tilt on the kinematic score of its core (a grid within 3 degrees in 0.5 degree steps, then halving steps; about 0.1 s a region)")
     partner_switch: bool = option(False, "after the tilt search: where a projection partner scores above the region's orientation at the searched tilt, take the partner (its tilt searched too; a coin on spinel scans, off by default)")
     partner_polish: bool = option(False, "after the tilt search: where a projection partner scores within the ambiguous margin (0.5 %) of the region's orientation, polish both (each from its own searched tilt) and take the better (about 0.2-0.5 s a region; a coin on held-out spinel scans, off by default)")
 

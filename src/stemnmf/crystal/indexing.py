@@ -134,7 +134,7 @@ class IndexOptions:
         many positions (fewer where fewer than 8 would be left) [2].
     tilt_search : bool
         Without ``partners``: after the partner check, search each region's (component's) tilt on
-        the kinematic score of its core (a grid of tilts within 2°, then a compass search:
+        the kinematic score of its core (a grid of tilts within 3° in 0.5° steps, then a compass search:
         :meth:`.refine.PatternModel.tilt_search`; the template refinement can stop 2-4° off), and
         take the margin over its partners at that tilt [True].
     partner_switch : bool

@@ -181,14 +181,15 @@ class PatternModel:
         excited.tables[phase] = ReflectionTable(table.g[keep], table.intensity[keep], table.wave_number)
         return excited
 
-    def tilt_search(self, prepared, rotation, phase: int = 0, *, span: float = 2.0, step: float = 1.0,
+    def tilt_search(self, prepared, rotation, phase: int = 0, *, span: float = 3.0, step: float = 0.5,
                     steps=(0.5, 0.25, 0.125, 0.0625), thicknesses=None, rounds: int = 3):
         """Best rotation near ``rotation`` by a grid of tilts, then a compass search; returns it and its (approximate) score.
 
         A grid of tilts about the sample x and y axes (``-span`` to ``span`` degrees in steps of
-        ``step``) escapes an optimum of the template refinement a few degrees off; from its best,
-        turns of +-d about the sample x, y and z axes (d in ``steps``, degrees; up to ``rounds``
-        moves per d) climb the score, each rotation at its best of ``thicknesses`` (default: 8
+        ``step``; by default +-3° in 0.5° steps, 13 x 13 tilts: +-2° in 1° steps missed regions
+        2.6-3.2° off, bench/RESULTS-index.md, round 12b) escapes an optimum of the template
+        refinement a few degrees off; from its best, turns of +-d about the sample x, y and z axes
+        (d in ``steps``, degrees; up to ``rounds`` moves per d) climb the score, each rotation at its best of ``thicknesses`` (default: 8
         from 40 to 640 Å). Scored with the reflections :meth:`excited` keeps (about 15x faster).
         """
         thicknesses = np.geomspace(40.0, 640.0, 8) if thicknesses is None else np.asarray(thicknesses, dtype=np.float64)
