@@ -11,9 +11,9 @@ structure, and the analysis gives such a component no region
 (:func:`stemnmf.analysis.refine_regions`).
 
 :func:`stemnmf.decompose.iterative.prune_components` drops these components
-from a fit and refits it: every factor by HALS (the default), or the kept
-patterns alone with the maps fixed (:func:`refit_patterns`), which keeps the
-dropped components' noise out of the grains' maps (measured,
+from a fit and refits it: the kept patterns alone with the maps fixed
+(:func:`refit_patterns`, the default), which keeps the dropped components'
+noise out of the grains' maps, or every factor by HALS (measured,
 bench/RESULTS-quality.md, session 32).
 """
 
